@@ -1,0 +1,128 @@
+//! `trait Backend`: the broker tier as an edge sees it.
+//!
+//! An edge calls [`Backend::attach`] once and gets an [`EdgeLink`] (its calls) and a stream of
+//! [`RoomEvent`]s (every event of every room it subscribed to through that link). The contract
+//! below is what every implementation — in-process memory, the Raft cluster, NATS — must keep,
+//! and what [`conformance::run`] checks.
+//!
+//! # Contract
+//!
+//! - **Order.** Within a room, publications get strictly increasing offsets within an epoch
+//!   (offsets need not be contiguous). A link receives a subscribed room's events in that order,
+//!   with join/leave events in their place between publications.
+//! - **Once per edge.** A link receives each event of a subscribed room exactly once, however
+//!   many clients behind the edge want it: fan-out to clients is the edge's job.
+//! - **Durable ack.** `publish` returns only once the publication is as durable as the
+//!   implementation promises (memory: in the process; Raft: committed by a majority; NATS:
+//!   JetStream ack), and after it has been sent to every link subscribed to the room.
+//! - **No gap between history and live.** Every event of a room that happens after `subscribe`
+//!   returns arrives on the stream; every publication before it is visible through `history`.
+//!   So "subscribe, then read history since X" sees every publication after X exactly once when
+//!   the caller drops live publications whose offset it already has.
+//! - **Idempotency.** `publish` with an `idem` key already used in the same room within the
+//!   idempotency window stores nothing and returns the original position with `duplicate: true`.
+//! - **Presence.** Members added with `join` through a link belong to that link's edge. They
+//!   leave when `leave` is called, when the link is closed with [`EdgeLink::close`], or — when
+//!   the edge vanishes without closing — once its lease (given to `attach`) runs out.
+//! - **Bounded.** If the edge does not drain its event stream and the implementation's queue
+//!   for it fills, the implementation ends the stream (the receiver yields `None`); the edge
+//!   must treat that like a lost broker connection.
+
+pub mod conformance;
+pub mod memory;
+
+use std::future::Future;
+use std::time::Duration;
+
+use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck, RoomEvent};
+use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender};
+use tokio::sync::mpsc;
+
+/// The stream of events for the rooms an edge subscribed to. It ends when the link is lost.
+pub type RoomEvents = mpsc::Receiver<RoomEvent>;
+
+/// How an edge attaches to the broker tier.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    /// The edge's id; unique among attached edges.
+    pub edge: EdgeId,
+    /// How long the edge's members outlive its last sign of life.
+    pub lease: Duration,
+}
+
+/// The broker tier, from an edge's point of view.
+pub trait Backend: Send + Sync + 'static {
+    /// One edge's attachment.
+    type Link: EdgeLink;
+
+    /// Attaches an edge: returns its link and the stream of its subscribed rooms' events.
+    /// The implementation keeps the edge's lease alive for as long as the link exists.
+    fn attach(
+        &self,
+        options: AttachOptions,
+    ) -> impl Future<Output = Result<(Self::Link, RoomEvents), BrokerError>> + Send;
+}
+
+/// One edge's calls to the broker tier. Cheap to clone; clones share the attachment.
+pub trait EdgeLink: Clone + Send + Sync + 'static {
+    /// Appends a publication to `room`'s log and returns its position once durable
+    /// (see the contract on idempotency for `idem`).
+    fn publish(
+        &self,
+        room: RoomName,
+        data: Payload,
+        from: Option<Sender>,
+        idem: Option<String>,
+    ) -> impl Future<Output = Result<PublishAck, BrokerError>> + Send;
+
+    /// Adds `member` to `room`'s presence, owned by this link's edge. Emits a join event (in
+    /// namespaces with join/leave events). Joining again with the same client id replaces the
+    /// member without a second event. Fails with [`BrokerError::PresenceDisabled`] where the
+    /// namespace has presence off.
+    fn join(
+        &self,
+        room: RoomName,
+        member: Member,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Removes a member from `room`'s presence and emits a leave event. Unknown members are
+    /// ignored.
+    fn leave(
+        &self,
+        room: RoomName,
+        client: ClientId,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// The members of `room` (namespaces with full presence only).
+    fn presence(&self, room: RoomName)
+    -> impl Future<Output = Result<Vec<Member>, BrokerError>> + Send;
+
+    /// Member and distinct-user counts of `room` (full or counts presence).
+    fn presence_stats(
+        &self,
+        room: RoomName,
+    ) -> impl Future<Output = Result<PresenceStats, BrokerError>> + Send;
+
+    /// Reads `room`'s log. Without `since`: the newest `limit` publications (all held if
+    /// `None`), oldest first. With `since`: the publications after it, oldest first, at most
+    /// `limit`, and `complete` says whether none after `since` have been lost (epoch changed
+    /// or pruned by size or age); if not complete, no publications are returned.
+    fn history(
+        &self,
+        room: RoomName,
+        since: Option<Position>,
+        limit: Option<u32>,
+    ) -> impl Future<Output = Result<HistoryPage, BrokerError>> + Send;
+
+    /// Starts sending `room`'s events to this link's stream and returns the room's position at
+    /// that moment. Subscribing to a subscribed room is a no-op returning the position.
+    fn subscribe(&self, room: RoomName)
+    -> impl Future<Output = Result<Position, BrokerError>> + Send;
+
+    /// Stops sending `room`'s events. Events already queued may still arrive.
+    fn unsubscribe(&self, room: RoomName) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Detaches the edge cleanly: all its members leave now (not at lease expiry) and the
+    /// event stream ends. Calls made afterwards fail.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}

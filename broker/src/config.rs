@@ -1,0 +1,229 @@
+//! Per-namespace room options, shared by the edge (limits, permissions) and the broker tier
+//! (history, presence). Every default lives here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a namespace tracks presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceMode {
+    /// Members with their info; `presence` and `presence_stats` both work.
+    Full,
+    /// Only counts (`presence_stats`); for large audiences.
+    Counts,
+    /// No presence at all.
+    Off,
+}
+
+/// Options of one namespace, fully resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// Publications kept per room for recovery and `history` (0 = none).
+    pub history_size: usize,
+    /// How long a publication stays in history.
+    #[serde(with = "crate::config::duration")]
+    pub history_ttl: Duration,
+    /// Presence tracking.
+    pub presence: PresenceMode,
+    /// Whether join/leave events are emitted (only with `presence = "full"`).
+    pub join_leave: bool,
+    /// Whether clients may publish (otherwise only the server API can).
+    pub client_publish: bool,
+    /// Largest publication `data`, in bytes of JSON text.
+    pub max_message_bytes: usize,
+    /// Capabilities every authenticated user has on every room of the namespace, in addition to
+    /// those in the token: any of `subscribe`, `publish`, `presence`.
+    pub allow: Vec<String>,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        Self {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence: PresenceMode::Full,
+            join_leave: true,
+            client_publish: true,
+            max_message_bytes: 64 * 1024,
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// A namespace's options as written in config: unset fields inherit from the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOverrides {
+    /// See [`NamespaceOptions::history_size`].
+    pub history_size: Option<usize>,
+    /// See [`NamespaceOptions::history_ttl`].
+    #[serde(default, with = "crate::config::duration::option")]
+    pub history_ttl: Option<Duration>,
+    /// See [`NamespaceOptions::presence`].
+    pub presence: Option<PresenceMode>,
+    /// See [`NamespaceOptions::join_leave`].
+    pub join_leave: Option<bool>,
+    /// See [`NamespaceOptions::client_publish`].
+    pub client_publish: Option<bool>,
+    /// See [`NamespaceOptions::max_message_bytes`].
+    pub max_message_bytes: Option<usize>,
+    /// See [`NamespaceOptions::allow`].
+    pub allow: Option<Vec<String>>,
+}
+
+impl NamespaceOverrides {
+    fn resolve(&self, d: &NamespaceOptions) -> NamespaceOptions {
+        NamespaceOptions {
+            history_size: self.history_size.unwrap_or(d.history_size),
+            history_ttl: self.history_ttl.unwrap_or(d.history_ttl),
+            presence: self.presence.unwrap_or(d.presence),
+            join_leave: self.join_leave.unwrap_or(d.join_leave),
+            client_publish: self.client_publish.unwrap_or(d.client_publish),
+            max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
+            allow: self.allow.clone().unwrap_or_else(|| d.allow.clone()),
+        }
+    }
+}
+
+/// The `[rooms]` config section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Options for namespaces not listed in `namespaces` (and rooms without a `:`).
+    pub defaults: NamespaceOptions,
+    /// Per-namespace overrides, by namespace name.
+    pub namespaces: BTreeMap<String, NamespaceOverrides>,
+    /// How long an `idem` key is remembered.
+    #[serde(with = "crate::config::duration")]
+    pub idempotency_window: Duration,
+    /// A room with no members and no history is forgotten after this long without activity.
+    #[serde(with = "crate::config::duration")]
+    pub room_idle_ttl: Duration,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            defaults: NamespaceOptions::default(),
+            namespaces: BTreeMap::new(),
+            idempotency_window: Duration::from_secs(120),
+            room_idle_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RoomsConfig {
+    /// Resolves every namespace against the defaults.
+    pub fn namespaces(&self) -> Namespaces {
+        Namespaces {
+            defaults: self.defaults.clone(),
+            by_name: self
+                .namespaces
+                .iter()
+                .map(|(name, o)| (name.clone(), o.resolve(&self.defaults)))
+                .collect(),
+        }
+    }
+
+    /// Checks values that parse but make no sense; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = std::iter::once(("rooms.defaults".to_owned(), self.defaults.clone())).chain(
+            self.namespaces
+                .iter()
+                .map(|(n, o)| (format!("rooms.namespaces.{n}"), o.resolve(&self.defaults))),
+        );
+        for (key, ns) in all {
+            if ns.max_message_bytes == 0 {
+                return Err(format!("{key}.max_message_bytes must be at least 1"));
+            }
+            if ns.history_size > 0 && ns.history_ttl.is_zero() {
+                return Err(format!("{key}.history_ttl must be positive when history_size > 0"));
+            }
+            if let Some(cap) =
+                ns.allow.iter().find(|c| !matches!(c.as_str(), "subscribe" | "publish" | "presence"))
+            {
+                return Err(format!(
+                    "{key}.allow: unknown capability {cap:?} (expected subscribe, publish, presence)"
+                ));
+            }
+        }
+        for name in self.namespaces.keys() {
+            if name.contains(':') || plaza_proto::RoomName::new(&format!("{name}:x")).is_err() {
+                return Err(format!("rooms.namespaces.{name}: not a valid namespace name"));
+            }
+        }
+        if self.idempotency_window.is_zero() {
+            return Err("rooms.idempotency_window must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Resolved options for every namespace; cheap lookups by room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Namespaces {
+    defaults: NamespaceOptions,
+    by_name: BTreeMap<String, NamespaceOptions>,
+}
+
+impl Namespaces {
+    /// The options of `namespace` (the defaults if it is not configured).
+    pub fn get(&self, namespace: &str) -> &NamespaceOptions {
+        self.by_name.get(namespace).unwrap_or(&self.defaults)
+    }
+
+    /// The options of the namespace `room` belongs to.
+    pub fn of(&self, room: &plaza_proto::RoomName) -> &NamespaceOptions {
+        self.get(room.namespace())
+    }
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        RoomsConfig::default().namespaces()
+    }
+}
+
+/// serde for `Duration` as human-readable strings: `"250ms"`, `"25s"`, `"2m"`, `"1h 30m"`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as e.g. `"2m 30s"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Parses e.g. `"2m 30s"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); use e.g. \"500ms\", \"25s\", \"2m\""))
+        })
+    }
+
+    /// For `Option<Duration>` fields.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserializer, Serializer};
+
+        /// Serializes `Some` as a duration string and `None` as none.
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Parses a duration string.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}

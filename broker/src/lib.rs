@@ -1,0 +1,20 @@
+//! The broker tier: room state, the [`Backend`] seam, and its implementations.
+//!
+//! ```text
+//!   edge ──EdgeLink calls──▶ Backend impl ──Command──▶ rooms::Rooms (I/O-free state machine)
+//!   edge ◀──RoomEvent stream── Backend impl ◀──events── rooms::Rooms
+//! ```
+//!
+//! - [`rooms`]: the room state machine: offsets and epochs, history, idempotency window,
+//!   presence with per-user counts, edge leases. Commands in, events out, time passed in.
+//! - [`backend`]: `trait Backend` / `trait EdgeLink` — the broker tier as an edge sees it, with
+//!   its contract — plus [`backend::memory::MemoryBackend`] (the state machine in-process) and
+//!   [`backend::conformance`], the suite every backend must pass.
+//! - [`config`]: per-namespace options shared by edges and brokers.
+
+pub mod backend;
+pub mod config;
+pub mod rooms;
+
+pub use backend::{Backend, EdgeLink};
+pub use config::{NamespaceOptions, Namespaces, PresenceMode, RoomsConfig};
