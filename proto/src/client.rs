@@ -158,7 +158,9 @@ pub struct Refresh {
 
 impl fmt::Debug for Refresh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Refresh").field("token", &"<redacted>").finish()
+        f.debug_struct("Refresh")
+            .field("token", &"<redacted>")
+            .finish()
     }
 }
 
@@ -199,7 +201,10 @@ impl ClientFrame {
             error: code.with(message),
         };
         if let Some(key) = fields.duplicate_key() {
-            return Err(fail(ErrorCode::BadRequest, format!("duplicate field `{key}`")));
+            return Err(fail(
+                ErrorCode::BadRequest,
+                format!("duplicate field `{key}`"),
+            ));
         }
         let op: String = match fields.raw("op") {
             None => return Err(fail(ErrorCode::BadRequest, "missing field `op`".into())),
@@ -213,10 +218,16 @@ impl ClientFrame {
                 let name: Cow<'_, str> = serde_json::from_str::<Key<'_>>(raw.get())
                     .map_err(|_| fail(ErrorCode::BadRequest, "`room` must be a string".into()))?
                     .0;
-                Some(RoomName::new(&name).map_err(|e| fail(ErrorCode::InvalidRoom, e.to_string()))?)
+                Some(
+                    RoomName::new(&name)
+                        .map_err(|e| fail(ErrorCode::InvalidRoom, e.to_string()))?,
+                )
             }
         };
-        let room = || room.clone().ok_or_else(|| fail(ErrorCode::BadRequest, "missing field `room`".into()));
+        let room = || {
+            room.clone()
+                .ok_or_else(|| fail(ErrorCode::BadRequest, "missing field `room`".into()))
+        };
         let bad = |e: FieldError| fail(ErrorCode::BadRequest, e.0);
         let command = match op.as_str() {
             "connect" => Command::Connect(Connect {
@@ -236,15 +247,20 @@ impl ClientFrame {
                     None => return Err(fail(ErrorCode::BadRequest, "missing field `data`".into())),
                 };
                 let idem: Option<String> = fields.optional("idem").map_err(bad)?;
-                if let Some(key) = &idem {
-                    if key.is_empty() || key.len() > MAX_IDEM_LEN {
-                        return Err(fail(
-                            ErrorCode::BadRequest,
-                            format!("`idem` must be 1..={MAX_IDEM_LEN} bytes, got {}", key.len()),
-                        ));
-                    }
+                if let Some(key) = idem
+                    .as_ref()
+                    .filter(|k| k.is_empty() || k.len() > MAX_IDEM_LEN)
+                {
+                    return Err(fail(
+                        ErrorCode::BadRequest,
+                        format!("`idem` must be 1..={MAX_IDEM_LEN} bytes, got {}", key.len()),
+                    ));
                 }
-                Command::Publish(Publish { room: room()?, data, idem })
+                Command::Publish(Publish {
+                    room: room()?,
+                    data,
+                    idem,
+                })
             }
             "presence" => Command::Presence(RoomRef { room: room()? }),
             "presence_stats" => Command::PresenceStats(RoomRef { room: room()? }),
@@ -253,7 +269,9 @@ impl ClientFrame {
                 since: fields.optional("since").map_err(bad)?,
                 limit: fields.optional("limit").map_err(bad)?,
             }),
-            "refresh" => Command::Refresh(Refresh { token: fields.required("token").map_err(bad)? }),
+            "refresh" => Command::Refresh(Refresh {
+                token: fields.required("token").map_err(bad)?,
+            }),
             "ping" => Command::Ping,
             other => {
                 let shown: String = other.chars().take(64).collect();
@@ -323,7 +341,9 @@ impl<'a> Fields<'a> {
         if ids > 1 {
             return Err(DecodeError::Malformed("duplicate field `id`".into()));
         }
-        let raw = self.raw("id").ok_or_else(|| DecodeError::Malformed("missing field `id`".into()))?;
+        let raw = self
+            .raw("id")
+            .ok_or_else(|| DecodeError::Malformed("missing field `id`".into()))?;
         match serde_json::from_str::<u32>(raw.get()) {
             Ok(id) if id > 0 => Ok(id),
             _ => Err(DecodeError::Malformed(format!(
@@ -351,7 +371,8 @@ impl<'a> Fields<'a> {
     }
 
     fn required<T: Deserialize<'a>>(&self, name: &str) -> Result<T, FieldError> {
-        self.optional(name)?.ok_or_else(|| FieldError(format!("missing field `{name}`")))
+        self.optional(name)?
+            .ok_or_else(|| FieldError(format!("missing field `{name}`")))
     }
 }
 
@@ -422,7 +443,9 @@ impl Reply<Box<RawValue>> {
     /// Reads a successful reply's body as `T` (e.g. [`SubscribeOk`]).
     pub fn ok_as<T: DeserializeOwned>(&self) -> Result<T, ReplyError> {
         match &self.result {
-            Ok(raw) => serde_json::from_str(raw.get()).map_err(|e| ReplyError::Decode(e.to_string())),
+            Ok(raw) => {
+                serde_json::from_str(raw.get()).map_err(|e| ReplyError::Decode(e.to_string()))
+            }
             Err(e) => Err(ReplyError::Server(e.clone())),
         }
     }
@@ -465,9 +488,16 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Reply<T> {
         let result = match (wire.ok, wire.error) {
             (Some(ok), None) => Ok(ok),
             (None, Some(err)) => Err(err),
-            _ => return Err(de::Error::custom("a reply has exactly one of `ok` and `error`")),
+            _ => {
+                return Err(de::Error::custom(
+                    "a reply has exactly one of `ok` and `error`",
+                ));
+            }
         };
-        Ok(Reply { id: wire.id, result })
+        Ok(Reply {
+            id: wire.id,
+            result,
+        })
     }
 }
 
@@ -655,7 +685,11 @@ pub struct DisconnectPush {
 impl DisconnectPush {
     /// The push announcing a close with `code`.
     pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into(), reconnect: code.reconnect() }
+        Self {
+            code,
+            reason: reason.into(),
+            reconnect: code.reconnect(),
+        }
     }
 }
 

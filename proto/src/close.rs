@@ -84,7 +84,10 @@ impl ErrorCode {
 
     /// Whether the same command may succeed if retried later, unchanged.
     pub fn temporary(self) -> bool {
-        matches!(self, Self::Internal | Self::RateLimited | Self::BackendUnavailable)
+        matches!(
+            self,
+            Self::Internal | Self::RateLimited | Self::BackendUnavailable
+        )
     }
 
     /// A stable snake_case name, used as a metrics label.
@@ -113,7 +116,11 @@ impl ErrorCode {
 
     /// An error body with this code and a message.
     pub fn with(self, message: impl Into<String>) -> ErrorBody {
-        ErrorBody { code: self, message: message.into(), temporary: self.temporary() }
+        ErrorBody {
+            code: self,
+            message: message.into(),
+            temporary: self.temporary(),
+        }
     }
 }
 

@@ -32,7 +32,13 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Decodes postcard bytes; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, rest) = postcard::take_from_bytes(bytes)?;
-    if rest.is_empty() { Ok(value) } else { Err(CodecError::Postcard(postcard::Error::DeserializeBadEncoding)) }
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(CodecError::Postcard(
+            postcard::Error::DeserializeBadEncoding,
+        ))
+    }
 }
 
 /// Appends `value` as one length-prefixed frame to `out`.
@@ -49,12 +55,16 @@ pub fn write_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), Cod
 /// Reads one length-prefixed frame from the front of `buf`: the value and the bytes consumed,
 /// or `Ok(None)` if `buf` does not yet hold a whole frame.
 pub fn read_frame<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, CodecError> {
-    let Some(header) = buf.get(..4) else { return Ok(None) };
+    let Some(header) = buf.get(..4) else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if len > MAX_FRAME {
         return Err(CodecError::TooLarge(len));
     }
-    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
     Ok(Some((decode(body)?, 4 + len)))
 }
 

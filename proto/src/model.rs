@@ -241,8 +241,9 @@ pub struct Publication {
     pub offset: u64,
     /// The published JSON value.
     pub data: Payload,
-    /// The publisher, when a client published it (absent for server-side publishes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The publisher, when a client published it (`null` for server-side publishes).
+    /// Never skipped when `None`: postcard is not self-describing.
+    #[serde(default)]
     pub from: Option<Sender>,
 }
 
@@ -253,8 +254,9 @@ pub struct Member {
     pub client: ClientId,
     /// The member's user.
     pub user: UserId,
-    /// Application data from the connect token's `info` (absent if none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Application data from the connect token's `info` (`null` if none).
+    /// Never skipped when `None`: postcard is not self-describing.
+    #[serde(default)]
     pub info: Option<Payload>,
 }
 
@@ -268,7 +270,10 @@ mod tests {
             RoomName::new(ok).unwrap();
         }
         assert_eq!(RoomName::new(""), Err(RoomNameError::Empty));
-        assert_eq!(RoomName::new(&"x".repeat(256)), Err(RoomNameError::TooLong(256)));
+        assert_eq!(
+            RoomName::new(&"x".repeat(256)),
+            Err(RoomNameError::TooLong(256))
+        );
         assert_eq!(RoomName::new("a b"), Err(RoomNameError::BadChar(' ')));
         assert_eq!(RoomName::new("é"), Err(RoomNameError::BadChar('é')));
         assert_eq!(RoomName::new("a*"), Err(RoomNameError::BadChar('*')));

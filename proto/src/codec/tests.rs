@@ -1,0 +1,157 @@
+use super::*;
+use crate::cluster::*;
+use crate::model::*;
+
+fn sample_requests() -> Vec<EdgeRequest> {
+    let room = RoomName::new("chat:a").unwrap();
+    let member = Member {
+        client: ClientId::new("c1"),
+        user: UserId::new("u1"),
+        info: Some(Payload::from_json(r#"{"n":1}"#).unwrap()),
+    };
+    vec![
+        EdgeRequest::Hello {
+            version: PROTOCOL_VERSION,
+            edge: EdgeId::new("e1"),
+            lease_ms: 10_000,
+        },
+        EdgeRequest::Call {
+            req: 1,
+            call: Call::Publish {
+                room: room.clone(),
+                data: Payload::from_json(r#"{"text":"hi"}"#).unwrap(),
+                from: Some(Sender {
+                    user: UserId::new("u1"),
+                    client: ClientId::new("c1"),
+                }),
+                idem: Some("k".into()),
+            },
+        },
+        EdgeRequest::Call {
+            req: 2,
+            call: Call::Join {
+                room: room.clone(),
+                member,
+            },
+        },
+        EdgeRequest::Call {
+            req: 3,
+            call: Call::History {
+                room: room.clone(),
+                since: Some(Position {
+                    epoch: "e".into(),
+                    offset: 4,
+                }),
+                limit: None,
+            },
+        },
+        EdgeRequest::Call {
+            req: u64::MAX,
+            call: Call::Subscribe { room },
+        },
+        EdgeRequest::KeepAlive,
+        EdgeRequest::Detach,
+    ]
+}
+
+#[test]
+fn edge_requests_and_broker_events_round_trip_through_postcard() {
+    for r in sample_requests() {
+        assert_eq!(decode::<EdgeRequest>(&encode(&r).unwrap()).unwrap(), r);
+    }
+    let room = RoomName::new("r").unwrap();
+    let events = vec![
+        BrokerEvent::Welcome {
+            version: PROTOCOL_VERSION,
+        },
+        BrokerEvent::Incompatible {
+            supported: PROTOCOL_VERSION,
+        },
+        BrokerEvent::Result {
+            req: 9,
+            result: Err(BrokerError::Unavailable("no quorum".into())),
+        },
+        BrokerEvent::Result {
+            req: 10,
+            result: Ok(CallOk::History(HistoryPage {
+                position: Position {
+                    epoch: "e".into(),
+                    offset: 3,
+                },
+                publications: vec![Publication {
+                    offset: 3,
+                    data: Payload::from_json("1").unwrap(),
+                    from: None,
+                }],
+                complete: true,
+            })),
+        },
+        BrokerEvent::Room(RoomEvent {
+            room,
+            epoch: "e".into(),
+            kind: RoomEventKind::Leave(Member {
+                client: ClientId::new("c"),
+                user: UserId::new("u"),
+                info: None,
+            }),
+        }),
+    ];
+    for e in events {
+        assert_eq!(decode::<BrokerEvent>(&encode(&e).unwrap()).unwrap(), e);
+    }
+}
+
+#[test]
+fn golden_hello_frame_bytes_are_stable() {
+    // The handshake must stay decodable by every later version: pin its bytes.
+    let hello = EdgeRequest::Hello {
+        version: 1,
+        edge: EdgeId::new("e1"),
+        lease_ms: 10_000,
+    };
+    assert_eq!(
+        encode(&hello).unwrap(),
+        vec![0, 1, 2, b'e', b'1', 0x90, 0x4e]
+    );
+    let welcome = BrokerEvent::Welcome { version: 1 };
+    assert_eq!(encode(&welcome).unwrap(), vec![0, 1]);
+}
+
+#[test]
+fn frames_are_length_prefixed_and_read_back_incrementally() {
+    let mut buf = Vec::new();
+    for r in sample_requests() {
+        write_frame(&r, &mut buf).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut at = 0;
+    while let Some((r, used)) = read_frame::<EdgeRequest>(&buf[at..]).unwrap() {
+        got.push(r);
+        at += used;
+    }
+    assert_eq!(got, sample_requests());
+    assert!(
+        read_frame::<EdgeRequest>(&buf[..3]).unwrap().is_none(),
+        "partial header"
+    );
+    assert!(
+        read_frame::<EdgeRequest>(&buf[..6]).unwrap().is_none(),
+        "partial body"
+    );
+}
+
+#[test]
+fn oversize_and_garbage_frames_are_rejected() {
+    let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+    assert!(matches!(
+        read_frame::<EdgeRequest>(&huge),
+        Err(CodecError::TooLarge(_))
+    ));
+    assert!(decode::<EdgeRequest>(&[0xff, 0xff, 0xff]).is_err());
+    let mut ok = encode(&EdgeRequest::KeepAlive).unwrap();
+    ok.push(0);
+    assert!(
+        decode::<EdgeRequest>(&ok).is_err(),
+        "trailing bytes are an error"
+    );
+}
