@@ -1,1 +1,213 @@
-//! placeholder
+//! The Plaza edge: holds client WebSockets, authenticates and authorises them, and fans each
+//! room event out to its local subscribers. It owns no authoritative state: the broker tier
+//! ([`plaza_broker::Backend`]) does.
+//!
+//! ```text
+//!  client ─ws─▶ server (/v1/ws) ─▶ session (one task per socket) ─▶ EdgeLink (broker tier)
+//!  client ◀─ws─ outbox (per socket) ◀─ hub (one upstream subscription per room) ◀─ RoomEvents
+//! ```
+//!
+//! - [`config`]: typed configuration (file → `PLAZA_*` env → flags), validated once.
+//! - [`auth`]: JWT verification and room capabilities.
+//! - [`server`]: HTTP routes; [`session`]: one client; [`outbox`]: its bounded send queue;
+//!   [`hub`]: local fan-out, encode once per event.
+//! - [`dev`]: the `--dev` demo page and token endpoint.
+//!
+//! [`start`] runs an edge on any backend; `main.rs` wires it to the CLI and signals.
+
+pub mod auth;
+pub mod config;
+pub mod dev;
+pub mod hub;
+pub mod metrics;
+pub mod outbox;
+pub mod server;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use plaza_broker::backend::{AttachOptions, RoomEvents};
+use plaza_broker::{Backend, EdgeLink};
+use plaza_proto::EdgeId;
+use plaza_proto::cluster::BrokerError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::config::EdgeConfig;
+use crate::hub::Hub;
+use crate::server::Ctx;
+
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The broker tier refused or could not be reached.
+    #[error("cannot attach to the broker tier: {0}")]
+    Attach(#[from] BrokerError),
+    /// The configuration lacks a token secret.
+    #[error("auth.hmac_secret is not set")]
+    NoSecret,
+}
+
+/// A running edge.
+pub struct RunningEdge {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl RunningEdge {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts the graceful drain (as SIGTERM does) without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Drains and waits until the edge has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+
+    /// Waits until the edge has stopped (after [`RunningEdge::begin_shutdown`] or a signal
+    /// passed to [`start`]).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Starts an edge on `backend` and returns once it is listening. `dev_secret` enables the
+/// dev routes. Cancelling [`RunningEdge::begin_shutdown`] drains it: readiness turns false,
+/// new connections are refused, clients are disconnected (reconnectable) spread over
+/// `drain.window`, and everything stops within `drain.grace`.
+pub async fn start<B: Backend>(
+    config: EdgeConfig,
+    backend: B,
+    dev_secret: Option<Vec<u8>>,
+) -> Result<RunningEdge, StartError> {
+    let secret = config.auth.hmac_secret.as_ref().ok_or(StartError::NoSecret)?;
+    let verifier = Verifier::hmac(secret.0.as_bytes(), &config.auth);
+    let edge_id = format!("{:08x}", rand::random::<u32>());
+    let attach = AttachOptions { edge: EdgeId::new(edge_id.clone()), lease: config.broker.lease };
+    let (link, events) = backend.attach(attach.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let ctx = Arc::new(Ctx {
+        namespaces: config.rooms.namespaces(),
+        verifier,
+        hub: Hub::new(link),
+        edge_id,
+        drain: CancellationToken::new(),
+        backend_up: true.into(),
+        sessions: TaskTracker::new(),
+        metrics: crate::metrics::install(),
+        dev_secret,
+        config,
+    });
+    let shutdown = CancellationToken::new();
+    let stop_listening = CancellationToken::new();
+    let supervisor = tokio::spawn(supervise(ctx.clone(), backend, attach, events, shutdown.clone()));
+    let http = tokio::spawn({
+        let stop = stop_listening.clone();
+        let app = server::router(ctx.clone());
+        async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        }
+    });
+    tracing::info!(addr = %addr, edge = %ctx.edge_id, "plaza-edge listening");
+    let done = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            drain(&ctx).await;
+            stop_listening.cancel();
+            let _ = http.await;
+            ctx.hub.link().close().await;
+            let _ = supervisor.await;
+            tracing::info!("plaza-edge stopped");
+        }
+    });
+    Ok(RunningEdge { addr, shutdown, done })
+}
+
+/// Disconnects every client (reconnectable), spread over the drain window, and waits for the
+/// sessions to end, at most until the grace period is over.
+async fn drain<L: EdgeLink>(ctx: &Ctx<L>) {
+    let started = tokio::time::Instant::now();
+    tracing::info!(window = ?ctx.config.drain.window, "draining");
+    ::metrics::gauge!(crate::metrics::DRAINING).set(1.0);
+    ctx.drain.cancel();
+    ctx.sessions.close();
+    let grace = ctx.config.drain.grace;
+    if tokio::time::timeout(grace, ctx.sessions.wait()).await.is_err() {
+        tracing::warn!(left = ctx.sessions.len(), "grace period over; dropping remaining connections");
+    }
+    tracing::info!(took = ?started.elapsed(), "drained");
+}
+
+/// Feeds broker events to the hub; when the link is lost, closes the affected clients and
+/// re-attaches with backoff until the edge shuts down.
+async fn supervise<B: Backend>(
+    ctx: Arc<Ctx<B::Link>>,
+    backend: B,
+    attach: AttachOptions,
+    mut events: RoomEvents,
+    shutdown: CancellationToken,
+) {
+    loop {
+        loop {
+            // `recv` is cancel-safe.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.recv() => match event {
+                    Some(event) => ctx.hub.dispatch(event),
+                    None => break,
+                },
+            }
+        }
+        ctx.backend_up.store(false, Ordering::Relaxed);
+        tracing::warn!("lost the broker tier; re-attaching");
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                attached = backend.attach(attach.clone()) => match attached {
+                    Ok((link, fresh)) => {
+                        ctx.hub.replace_link(link);
+                        events = fresh;
+                        ctx.backend_up.store(true, Ordering::Relaxed);
+                        tracing::info!("re-attached to the broker tier");
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "attach failed"),
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

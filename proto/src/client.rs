@@ -585,6 +585,9 @@ pub struct HistoryOk {
     pub offset: u64,
     /// Publications in offset order.
     pub publications: Vec<Publication>,
+    /// With `since`: false if publications after `since` are no longer held (other epoch,
+    /// or pruned by size or age); `publications` is then empty. Without `since`: true.
+    pub complete: bool,
 }
 
 /// `refresh` reply.

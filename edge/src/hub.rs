@@ -1,0 +1,316 @@
+//! The edge's local fan-out: one upstream subscription per room, each event encoded once and
+//! queued to every local subscriber.
+//!
+//! ```text
+//!  broker tier ──RoomEvent──▶ Hub::dispatch ──encode once──▶ Outbox of every local subscriber
+//! ```
+//!
+//! Joining a room is a small protocol between a session and the hub, so that a client gets
+//! each publication exactly once even while it recovers missed ones:
+//! 1. [`Hub::register`]: the subscriber is added in *buffering* state — from now on the room's
+//!    events are kept for it — and gets the room's position if the room is already live here.
+//! 2. [`Hub::ensure_upstream`]: the first subscriber subscribes upstream (one per room per
+//!    edge); concurrent first subscribers wait for it.
+//! 3. The session reads what it missed (`history` since its `recover` position).
+//! 4. [`Hub::activate`]: under the lock, the reply is queued, then the buffered events whose
+//!    offsets the reply did not already cover, and the subscriber turns live.
+//!
+//! The rooms map is behind a `std::sync::Mutex` that is never held across an `.await`; the
+//! per-room async mutex only serializes upstream subscribe/unsubscribe of that room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use plaza_broker::EdgeLink;
+use plaza_proto::client::{MemberPush, PubPush};
+use plaza_proto::cluster::{BrokerError, RoomEvent, RoomEventKind};
+use plaza_proto::{CloseCode, Position, Push, RoomName, ServerFrame};
+
+use crate::metrics as m;
+use crate::outbox::Outbox;
+
+/// Identifies a session within this edge.
+pub type SessionId = u64;
+
+/// Most events kept for one subscriber while it recovers; beyond that it is cut as a slow
+/// consumer (it could not have kept up live either).
+const MAX_BUFFERED: usize = 10_000;
+
+/// The local fan-out hub. Cheap to clone.
+pub struct Hub<L: EdgeLink> {
+    shared: Arc<Shared<L>>,
+}
+
+impl<L: EdgeLink> Clone for Hub<L> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+struct Shared<L> {
+    /// The current broker link; replaced when the edge re-attaches after losing it.
+    link: RwLock<L>,
+    rooms: Mutex<HashMap<RoomName, RoomEntry>>,
+    next_session: AtomicU64,
+}
+
+struct RoomEntry {
+    subs: HashMap<SessionId, LocalSub>,
+    /// Whether the upstream subscription is in place.
+    active: bool,
+    /// Position of the latest publication dispatched here (or of the upstream subscription).
+    position: Option<Position>,
+    /// Position returned by the upstream subscribe.
+    subscribed_at: Option<Position>,
+    /// Serializes upstream subscribe/unsubscribe of this room.
+    upstream: Arc<tokio::sync::Mutex<()>>,
+}
+
+struct LocalSub {
+    outbox: Arc<Outbox>,
+    presence: bool,
+    state: SubState,
+}
+
+enum SubState {
+    Buffering(Vec<Arc<Encoded>>),
+    Live { epoch: String, last: u64 },
+}
+
+/// An event encoded once for every subscriber.
+struct Encoded {
+    frame: Utf8Bytes,
+    epoch: String,
+    /// The publication's offset; `None` for join/leave.
+    offset: Option<u64>,
+}
+
+impl Encoded {
+    fn new(event: RoomEvent) -> Self {
+        let RoomEvent { room, epoch, kind } = event;
+        let (offset, push) = match kind {
+            RoomEventKind::Publication(p) => (
+                Some(p.offset),
+                Push::Pub(PubPush { room, offset: p.offset, data: p.data, from: p.from }),
+            ),
+            RoomEventKind::Join(member) => (None, Push::Join(MemberPush { room, member })),
+            RoomEventKind::Leave(member) => (None, Push::Leave(MemberPush { room, member })),
+        };
+        Self { frame: Utf8Bytes::from(ServerFrame::Push(push).encode()), epoch, offset }
+    }
+}
+
+impl LocalSub {
+    /// Queues `event` if this subscriber wants it and has not seen it.
+    fn deliver(&mut self, event: &Arc<Encoded>) {
+        match &mut self.state {
+            SubState::Buffering(buffer) => {
+                if buffer.len() >= MAX_BUFFERED {
+                    self.outbox.closer().close(CloseCode::SlowConsumer, "too many events during subscribe");
+                } else {
+                    buffer.push(event.clone());
+                }
+            }
+            SubState::Live { epoch, last } => match event.offset {
+                Some(offset) => {
+                    if *epoch != event.epoch {
+                        // The room's log was lost and restarted: offsets start over.
+                        epoch.clone_from(&event.epoch);
+                        *last = 0;
+                    }
+                    if offset > *last {
+                        *last = offset;
+                        if self.outbox.push(event.frame.clone()) {
+                            metrics::counter!(m::PUBLICATIONS_OUT).increment(1);
+                        }
+                    }
+                }
+                None => {
+                    if self.presence {
+                        self.outbox.push(event.frame.clone());
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl<L: EdgeLink> Hub<L> {
+    /// A hub forwarding through `link`.
+    pub fn new(link: L) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                link: RwLock::new(link),
+                rooms: Mutex::new(HashMap::new()),
+                next_session: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The current broker link.
+    pub fn link(&self) -> L {
+        match self.shared.link.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// A new session id.
+    pub fn next_session(&self) -> SessionId {
+        self.shared.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, RoomEntry>> {
+        // A panic while holding the lock leaves the map consistent (every update is a single
+        // insert/remove/push), so a poisoned lock is safe to keep using.
+        self.shared.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Step 1: adds a buffering subscriber. Returns the room's position if the room is
+    /// already live on this edge (then every later event is buffered for the subscriber).
+    pub fn register(
+        &self,
+        room: &RoomName,
+        session: SessionId,
+        outbox: Arc<Outbox>,
+        presence: bool,
+    ) -> Option<Position> {
+        let mut rooms = self.rooms();
+        let entry = rooms.entry(room.clone()).or_insert_with(|| {
+            metrics::gauge!(m::HUB_ROOMS).increment(1);
+            RoomEntry {
+                subs: HashMap::new(),
+                active: false,
+                position: None,
+                subscribed_at: None,
+                upstream: Arc::new(tokio::sync::Mutex::new(())),
+            }
+        });
+        entry.subs.insert(session, LocalSub { outbox, presence, state: SubState::Buffering(Vec::new()) });
+        metrics::gauge!(m::SUBSCRIPTIONS).increment(1);
+        if entry.active { entry.position.clone() } else { None }
+    }
+
+    /// Step 2: makes sure the room is subscribed upstream; returns the position at which the
+    /// upstream subscription began (a safe position for a subscriber registered before it).
+    pub async fn ensure_upstream(&self, room: &RoomName) -> Result<Position, BrokerError> {
+        let lock = {
+            let rooms = self.rooms();
+            let entry = rooms.get(room).ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
+            if let (true, Some(at)) = (entry.active, &entry.subscribed_at) {
+                return Ok(at.clone());
+            }
+            entry.upstream.clone()
+        };
+        let _serial = lock.lock().await;
+        if let Some(entry) = self.rooms().get(room) {
+            if let (true, Some(at)) = (entry.active, &entry.subscribed_at) {
+                return Ok(at.clone());
+            }
+        }
+        let position = self.link().subscribe(room.clone()).await?;
+        let mut rooms = self.rooms();
+        let entry = rooms.get_mut(room).ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
+        entry.active = true;
+        entry.subscribed_at = Some(position.clone());
+        if entry.position.is_none() {
+            entry.position = Some(position.clone());
+        }
+        Ok(position)
+    }
+
+    /// Step 4: queues `reply`, then the events buffered since [`Hub::register`] that come
+    /// after `delivered` (the position the reply covers), and turns the subscriber live.
+    /// Returns false if the subscriber is gone (its connection closed meanwhile).
+    pub fn activate(&self, room: &RoomName, session: SessionId, reply: Utf8Bytes, delivered: &Position) -> bool {
+        let mut rooms = self.rooms();
+        let Some(sub) = rooms.get_mut(room).and_then(|e| e.subs.get_mut(&session)) else {
+            return false;
+        };
+        let buffered = std::mem::replace(
+            &mut sub.state,
+            SubState::Live { epoch: delivered.epoch.clone(), last: delivered.offset },
+        );
+        sub.outbox.push(reply);
+        if let SubState::Buffering(events) = buffered {
+            for event in &events {
+                sub.deliver(event);
+            }
+        }
+        true
+    }
+
+    /// Removes a subscriber; the last one out unsubscribes the room upstream.
+    pub async fn remove(&self, room: &RoomName, session: SessionId) {
+        let lock = {
+            let mut rooms = self.rooms();
+            let Some(entry) = rooms.get_mut(room) else { return };
+            if entry.subs.remove(&session).is_some() {
+                metrics::gauge!(m::SUBSCRIPTIONS).decrement(1);
+            }
+            if !entry.subs.is_empty() {
+                return;
+            }
+            entry.upstream.clone()
+        };
+        let _serial = lock.lock().await;
+        let was_active = {
+            let mut rooms = self.rooms();
+            let Some(entry) = rooms.get_mut(room) else { return };
+            if !entry.subs.is_empty() || !Arc::ptr_eq(&entry.upstream, &lock) {
+                return; // Someone subscribed meanwhile; they own the upstream now.
+            }
+            std::mem::replace(&mut entry.active, false)
+        };
+        if was_active {
+            if let Err(e) = self.link().unsubscribe(room.clone()).await {
+                tracing::debug!(room = %room, error = %e, "upstream unsubscribe failed");
+            }
+        }
+        let mut rooms = self.rooms();
+        if rooms.get(room).is_some_and(|e| e.subs.is_empty() && !e.active) {
+            rooms.remove(room);
+            metrics::gauge!(m::HUB_ROOMS).decrement(1);
+        }
+    }
+
+    /// Fans one event out to the room's local subscribers, encoding it once.
+    pub fn dispatch(&self, event: RoomEvent) {
+        metrics::counter!(m::BROKER_EVENTS).increment(1);
+        let room = event.room.clone();
+        let encoded = Arc::new(Encoded::new(event));
+        let mut rooms = self.rooms();
+        let Some(entry) = rooms.get_mut(&room) else { return };
+        if let Some(offset) = encoded.offset {
+            entry.position = Some(Position { epoch: encoded.epoch.clone(), offset });
+        }
+        for sub in entry.subs.values_mut() {
+            sub.deliver(&encoded);
+        }
+    }
+
+    /// The broker link was lost: closes every subscribed connection (reconnectable, so clients
+    /// recover through another edge or after re-attach), forgets all rooms, and switches to
+    /// `link` for what comes next.
+    pub fn replace_link(&self, link: L) {
+        let rooms = std::mem::take(&mut *self.rooms());
+        for entry in rooms.values() {
+            for sub in entry.subs.values() {
+                sub.outbox.closer().close(CloseCode::BackendUnavailable, "lost the broker tier; reconnect");
+            }
+        }
+        metrics::gauge!(m::HUB_ROOMS).set(0.0);
+        metrics::gauge!(m::SUBSCRIPTIONS).set(0.0);
+        match self.shared.link.write() {
+            Ok(mut l) => *l = link,
+            Err(poisoned) => *poisoned.into_inner() = link,
+        }
+    }
+
+    /// Number of rooms with local subscribers (for tests and status).
+    pub fn room_count(&self) -> usize {
+        self.rooms().len()
+    }
+}

@@ -1,0 +1,227 @@
+//! `plaza-edge`: run an edge, or mint a token.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use plaza_broker::backend::memory::MemoryBackend;
+use plaza_edge::auth::{Capability, TokenSpec, mint};
+use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig, LogFormat, Secret};
+
+/// Plaza edge: WebSocket pub/sub with rooms, presence and recovery.
+#[derive(Parser)]
+#[command(name = "plaza-edge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// TOML config file.
+    #[arg(long, env = "PLAZA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Development mode: memory backend, random secret, demo page, dev tokens.
+    #[arg(long)]
+    dev: bool,
+    /// Broker tier: memory (cluster and nats arrive with their backends).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mint an HS256 connect token.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The shared secret (at least 32 bytes).
+    #[arg(long, env = "PLAZA_AUTH__HMAC_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The user id (`sub`).
+    #[arg(long)]
+    user: String,
+    /// Room pattern, optionally with capabilities: `chat:*` (all) or `news=subscribe,presence`.
+    /// Repeat for several.
+    #[arg(long = "room")]
+    rooms: Vec<String>,
+    /// Lifetime, e.g. `1h`, or `none` for a token that does not expire.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Presence info as JSON, e.g. '{"name":"Ann"}'.
+    #[arg(long)]
+    info: Option<String>,
+    /// Name of the capability claim.
+    #[arg(long, default_value = "plaza")]
+    claim: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Cmd::Token(args)) = cli.command {
+        return match token(args) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_CONFIG as u8)
+            }
+        };
+    }
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    init_logs(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
+    let mut overrides = Vec::new();
+    if let Some(l) = &cli.listen {
+        overrides.push(("listen", format!("{l:?}")));
+    }
+    if cli.dev {
+        overrides.push(("dev", "true".to_owned()));
+    }
+    if let Some(b) = &cli.backend {
+        overrides.push(("backend", format!("{b:?}")));
+    }
+    if let Some(f) = &cli.log_format {
+        overrides.push(("log_format", format!("{f:?}")));
+    }
+    let mut config = EdgeConfig::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
+    if config.dev {
+        if cli.listen.is_none() && config.listen == EdgeConfig::default().listen {
+            config.listen = ([127, 0, 0, 1], 8080).into();
+        }
+        if config.auth.hmac_secret.is_none() {
+            let bytes: [u8; 32] = rand::random();
+            config.auth.hmac_secret = Some(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()));
+        }
+    }
+    Ok(config)
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PLAZA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: EdgeConfig) -> anyhow::Result<()> {
+    let dev = config.dev;
+    let secret = config.auth.hmac_secret.clone().map(|s| s.0.into_bytes());
+    let claim = config.auth.capability_claim.clone();
+    let edge = match config.backend {
+        BackendKind::Memory => {
+            let backend = MemoryBackend::new(config.rooms.clone());
+            plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
+        }
+    };
+    if dev {
+        print_dev_banner(edge.local_addr(), secret.as_deref().unwrap_or_default(), &claim)?;
+    }
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; draining (signal again to exit at once)");
+    edge.begin_shutdown();
+    tokio::select! {
+        _ = edge.wait() => Ok(()),
+        _ = shutdown_signal() => {
+            tracing::warn!("second signal: exiting without waiting for the drain");
+            Ok(())
+        }
+    }
+}
+
+fn print_dev_banner(addr: std::net::SocketAddr, secret: &[u8], claim: &str) -> anyhow::Result<()> {
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let token = mint(secret, claim, &plaza_edge::dev::dev_token_spec("dev")).context("minting the dev token")?;
+    println!("Plaza dev edge (memory backend; nothing is kept after exit)");
+    println!("  demo page:  http://{host}/");
+    println!("  websocket:  ws://{host}/v1/ws");
+    println!("  dev token for user \"dev\" (all rooms, 24 h):\n    {token}");
+    println!("  more users: http://{host}/dev/token?user=NAME");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<String> {
+    anyhow::ensure!(args.secret.len() >= 32, "--secret must be at least 32 bytes");
+    anyhow::ensure!(!args.user.is_empty(), "--user must not be empty");
+    let mut rooms = Vec::new();
+    for spec in &args.rooms {
+        let (pattern, caps) = match spec.split_once('=') {
+            Some((p, caps)) => {
+                let caps = caps
+                    .split(',')
+                    .map(|c| Capability::parse(c.trim()).with_context(|| format!("unknown capability {c:?} in --room {spec:?}")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                (p.to_owned(), caps)
+            }
+            None => (spec.clone(), vec![Capability::Subscribe, Capability::Publish, Capability::Presence]),
+        };
+        rooms.push((pattern, caps));
+    }
+    let ttl = match args.ttl.as_str() {
+        "none" => None,
+        t => Some(humantime::parse_duration(t).with_context(|| format!("--ttl {t:?}"))?),
+    };
+    let info = args.info.as_deref().map(serde_json::from_str).transpose().context("--info is not JSON")?;
+    let spec = TokenSpec { user: args.user, rooms, ttl: ttl.filter(|d| *d > Duration::ZERO), info };
+    Ok(mint(args.secret.as_bytes(), &args.claim, &spec)?)
+}

@@ -1,0 +1,79 @@
+//! Prometheus metrics: names in one place, one recorder per process.
+//!
+//! The recorder is process-global (the `metrics` facade has one), so several edges started in
+//! one test process share it; each edge still serves it at `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open client connections (gauge).
+pub const CONNECTIONS: &str = "plaza_connections";
+/// Accepted WebSocket connections (counter).
+pub const CONNECTIONS_TOTAL: &str = "plaza_connections_total";
+/// Commands handled, by `op` and `result` (`ok` or an error code name).
+pub const COMMANDS: &str = "plaza_commands_total";
+/// Publications accepted from clients.
+pub const PUBLICATIONS_IN: &str = "plaza_publications_in_total";
+/// Publication frames queued to clients (one per subscriber).
+pub const PUBLICATIONS_OUT: &str = "plaza_publications_out_total";
+/// Room events received from the broker tier.
+pub const BROKER_EVENTS: &str = "plaza_broker_events_total";
+/// Disconnects initiated by the edge, by `code` name.
+pub const DISCONNECTS: &str = "plaza_disconnects_total";
+/// Clients disconnected because their outbound queue overflowed.
+pub const SLOW_CONSUMERS: &str = "plaza_slow_consumer_disconnects_total";
+/// Refused tokens, by `reason`.
+pub const AUTH_FAILURES: &str = "plaza_auth_failures_total";
+/// Frames that were not valid commands, by `kind`.
+pub const BAD_FRAMES: &str = "plaza_bad_frames_total";
+/// Broker call latency in seconds, by `call` (histogram).
+pub const BROKER_CALL_SECONDS: &str = "plaza_broker_call_seconds";
+/// Rooms with local subscribers on this edge (gauge).
+pub const HUB_ROOMS: &str = "plaza_hub_rooms";
+/// Local subscriptions on this edge (gauge).
+pub const SUBSCRIPTIONS: &str = "plaza_subscriptions";
+/// 1 while the edge is draining (gauge).
+pub const DRAINING: &str = "plaza_draining";
+
+/// Installs the process-wide recorder (once) and returns its handle for `/metrics`.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(BROKER_CALL_SECONDS.into()), &buckets)
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    // Fails only if another recorder was installed first; then ours renders
+                    // nothing but nothing breaks.
+                    let _ = metrics::set_global_recorder(recorder);
+                    describe();
+                    handle
+                }
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open client connections");
+    describe_counter!(CONNECTIONS_TOTAL, "Accepted WebSocket connections");
+    describe_counter!(COMMANDS, "Client commands by op and result");
+    describe_counter!(PUBLICATIONS_IN, "Publications accepted from clients");
+    describe_counter!(PUBLICATIONS_OUT, "Publication frames queued to subscribers");
+    describe_counter!(BROKER_EVENTS, "Room events received from the broker tier");
+    describe_counter!(DISCONNECTS, "Disconnects initiated by the edge, by close code");
+    describe_counter!(SLOW_CONSUMERS, "Clients disconnected for not reading fast enough");
+    describe_counter!(AUTH_FAILURES, "Refused tokens by reason");
+    describe_counter!(BAD_FRAMES, "Frames that were not valid commands, by kind");
+    describe_histogram!(BROKER_CALL_SECONDS, metrics::Unit::Seconds, "Broker tier call latency");
+    describe_gauge!(HUB_ROOMS, "Rooms with local subscribers");
+    describe_gauge!(SUBSCRIPTIONS, "Local room subscriptions");
+    describe_gauge!(DRAINING, "1 while draining");
+}

@@ -1,0 +1,125 @@
+//! HTTP: the WebSocket upgrade at `/v1/ws`, health, readiness, metrics, and in dev mode the
+//! demo page and `/dev/token`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use plaza_broker::{EdgeLink, Namespaces};
+use plaza_proto::client::SUBPROTOCOL;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::config::EdgeConfig;
+use crate::hub::Hub;
+
+/// What every request and session of one edge shares.
+pub struct Ctx<L: EdgeLink> {
+    /// The validated configuration.
+    pub config: EdgeConfig,
+    /// Resolved namespace options.
+    pub namespaces: Namespaces,
+    /// Token verifier.
+    pub verifier: Verifier,
+    /// Local fan-out and the broker link.
+    pub hub: Hub<L>,
+    /// This edge's id (prefix of client ids).
+    pub edge_id: String,
+    /// Cancelled when the edge starts draining: sessions disconnect over the drain window.
+    pub drain: CancellationToken,
+    /// Whether the broker link is up (for `/readyz`).
+    pub backend_up: AtomicBool,
+    /// Tracks session tasks so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The dev-mode token secret, only in `--dev`.
+    pub dev_secret: Option<Vec<u8>>,
+}
+
+impl<L: EdgeLink> Ctx<L> {
+    /// Whether the edge accepts new connections.
+    pub fn ready(&self) -> bool {
+        !self.drain.is_cancelled() && self.backend_up.load(Ordering::Relaxed)
+    }
+}
+
+/// The edge's routes.
+pub fn router<L: EdgeLink>(ctx: Arc<Ctx<L>>) -> Router {
+    let mut router = Router::new()
+        .route("/v1/ws", get(ws::<L>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz::<L>))
+        .route("/metrics", get(metrics::<L>));
+    if ctx.dev_secret.is_some() {
+        router = router
+            .route("/", get(crate::dev::page))
+            .route("/dev/token", get(crate::dev::token::<L>));
+    }
+    router.with_state(ctx)
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws<L: EdgeLink>(
+    State(ctx): State<Arc<Ctx<L>>>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !ctx.ready() {
+        let why = if ctx.drain.is_cancelled() { "edge is draining" } else { "broker tier unavailable" };
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}; try another edge\n")).into_response();
+    }
+    let token = query.token.or_else(|| {
+        let name = ctx.config.auth.token_cookie.as_deref()?;
+        cookie(&headers, name)
+    });
+    let c = &ctx.config.client;
+    let upgrade = upgrade
+        .protocols([SUBPROTOCOL])
+        .read_buffer_size(c.read_buffer_bytes)
+        .write_buffer_size(c.write_buffer_bytes)
+        .max_write_buffer_size(c.write_buffer_bytes + c.max_frame_bytes.max(c.outbound_queue_bytes))
+        .max_message_size(c.max_frame_bytes)
+        .max_frame_size(c.max_frame_bytes);
+    let sessions = ctx.sessions.clone();
+    upgrade
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| sessions.track_future(crate::session::run(socket, ctx, token)))
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+async fn readyz<L: EdgeLink>(State(ctx): State<Arc<Ctx<L>>>) -> Response {
+    if ctx.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if ctx.drain.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker tier unavailable\n").into_response()
+    }
+}
+
+async fn metrics<L: EdgeLink>(State(ctx): State<Arc<Ctx<L>>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ctx.metrics.render()).into_response()
+}

@@ -1,0 +1,505 @@
+//! One task per client connection: reads frames, runs commands, keeps the connection's
+//! deadlines (connect, idle, token refresh and expiry, drain).
+//!
+//! ```text
+//!  socket ──text frame──▶ ClientFrame::decode ──Command──▶ Session::handle ──▶ EdgeLink / Hub
+//!  socket ◀──write_loop── Outbox ◀── replies (here) and pushes (Hub::dispatch)
+//! ```
+//!
+//! Commands of one connection run one at a time, in order, so a client's publications keep
+//! their order and each reply follows the pushes its command caused.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::StreamExt;
+use plaza_broker::EdgeLink;
+use plaza_proto::client::{
+    Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceStatsOk,
+    Publish, PublishOk, RefreshOk, RefreshPush, Subscribe, SubscribeOk, UnsubscribedPush,
+};
+use plaza_proto::cluster::BrokerError;
+use plaza_proto::{
+    ClientFrame, ClientId, CloseCode, Command, ErrorBody, ErrorCode, Member, Position, Push, Reply,
+    ReplyOk, RoomName, Sender, ServerFrame,
+};
+use plaza_broker::PresenceMode;
+use tokio::time::Instant;
+
+use crate::auth::{AuthError, Capability, Identity, unix_now};
+use crate::hub::SessionId;
+use crate::metrics as m;
+use crate::outbox::{Outbox, write_loop};
+use crate::server::Ctx;
+
+type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
+
+struct Session<L: EdgeLink> {
+    ctx: Arc<Ctx<L>>,
+    id: SessionId,
+    outbox: Arc<Outbox>,
+    /// Token from the query string or cookie, used by `connect` when it carries none.
+    handshake_token: Option<String>,
+    conn: Option<Connected>,
+    subs: HashMap<RoomName, Sub>,
+    /// Close the connection with this code once the current reply is queued.
+    close_after: Option<(CloseCode, String)>,
+    opened: Instant,
+    last_seen: Instant,
+    drain_at: Option<Instant>,
+}
+
+struct Connected {
+    client: ClientId,
+    identity: Identity,
+    refresh_at: Option<Instant>,
+    expire_at: Option<Instant>,
+}
+
+struct Sub {
+    /// Whether this connection is a member of the room's presence.
+    joined: bool,
+}
+
+/// Runs a client connection to its end, then removes its subscriptions and presence.
+pub async fn run<L: EdgeLink>(socket: WebSocket, ctx: Arc<Ctx<L>>, handshake_token: Option<String>) {
+    let (sink, mut stream) = socket.split();
+    let (outbox, rx) = Outbox::new(ctx.config.client.outbound_queue_bytes);
+    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), ctx.config.client.ping_interval));
+    metrics::gauge!(m::CONNECTIONS).increment(1);
+    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    let now = Instant::now();
+    let mut session = Session {
+        id: ctx.hub.next_session(),
+        ctx,
+        outbox,
+        handshake_token,
+        conn: None,
+        subs: HashMap::new(),
+        close_after: None,
+        opened: now,
+        last_seen: now,
+        drain_at: None,
+    };
+    let closer = session.outbox.closer().clone();
+    let drain = session.ctx.drain.clone();
+    loop {
+        let deadline = session.next_deadline();
+        // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
+        tokio::select! {
+            biased;
+            _ = closer.closed() => break,
+            _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
+            _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
+            frame = stream.next() => match frame {
+                None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
+                Some(Err(e)) => { session.on_read_error(e); break; }
+                Some(Ok(Message::Text(text))) => {
+                    session.last_seen = Instant::now();
+                    session.on_text(&text).await;
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
+                    closer.close(CloseCode::BadRequest, "binary frames are not supported; send JSON text frames");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.last_seen = Instant::now(),
+            },
+        }
+    }
+    session.cleanup().await;
+    let _ = writer.await;
+    metrics::gauge!(m::CONNECTIONS).decrement(1);
+}
+
+impl<L: EdgeLink> Session<L> {
+    fn close(&self, code: CloseCode, reason: impl Into<String>) {
+        self.outbox.closer().close(code, reason);
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let c = &self.ctx.config.client;
+        let mut next = self.last_seen + c.idle_timeout;
+        match &self.conn {
+            None => next = next.min(self.opened + c.connect_timeout),
+            Some(conn) => {
+                for t in [conn.refresh_at, conn.expire_at].into_iter().flatten() {
+                    next = next.min(t);
+                }
+            }
+        }
+        self.drain_at.map_or(next, |d| next.min(d))
+    }
+
+    fn on_deadline(&mut self) {
+        let now = Instant::now();
+        let c = &self.ctx.config.client;
+        if self.drain_at.is_some_and(|d| d <= now) {
+            return self.close(CloseCode::Shutdown, "edge is draining; reconnect");
+        }
+        if now >= self.last_seen + c.idle_timeout {
+            return self.close(CloseCode::IdleTimeout, "nothing received within the idle timeout");
+        }
+        let Some(conn) = &mut self.conn else {
+            if now >= self.opened + c.connect_timeout {
+                self.close(CloseCode::ConnectTimeout, "no connect command within the connect timeout");
+            }
+            return;
+        };
+        if conn.expire_at.is_some_and(|t| t <= now) {
+            return self.close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
+        }
+        if conn.refresh_at.is_some_and(|t| t <= now) {
+            conn.refresh_at = None;
+            let expires_in = conn.identity.expires_in(unix_now()).unwrap_or(0);
+            self.outbox.push_frame(&ServerFrame::Push(Push::Refresh(RefreshPush { expires_in })));
+        }
+    }
+
+    fn start_drain(&mut self) {
+        let window = self.ctx.config.drain.window;
+        let delay = window.mul_f64(rand::random::<f64>());
+        self.drain_at = Some(Instant::now() + delay);
+    }
+
+    fn on_read_error(&self, e: axum::Error) {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let inner = e.into_inner();
+        match inner.downcast_ref::<WsError>() {
+            Some(WsError::Capacity(_)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "too_large").increment(1);
+                let max = self.ctx.config.client.max_frame_bytes;
+                self.close(CloseCode::MessageTooLarge, format!("frame exceeds {max} bytes"));
+            }
+            Some(WsError::Protocol(p)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "websocket").increment(1);
+                self.close(CloseCode::BadRequest, format!("websocket protocol error: {p}"));
+            }
+            Some(WsError::Utf8(_)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "utf8").increment(1);
+                self.close(CloseCode::BadRequest, "text frame is not valid UTF-8");
+            }
+            _ => self.outbox.closer().close_quietly(),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let frame = match ClientFrame::decode(text) {
+            Ok(frame) => frame,
+            Err(DecodeError::Malformed(reason)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "malformed").increment(1);
+                return self.close(DecodeError::CLOSE, reason);
+            }
+            Err(DecodeError::Command { id, error }) => {
+                metrics::counter!(m::COMMANDS, "op" => "invalid", "result" => error.code.name()).increment(1);
+                return self.reply(id, Err(error));
+            }
+        };
+        let op = frame.command.op();
+        let result = self.handle(frame.id, frame.command).await;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.name(),
+        };
+        metrics::counter!(m::COMMANDS, "op" => op, "result" => label).increment(1);
+        match result {
+            Ok(None) => {} // The reply was queued by the command itself.
+            Ok(Some(ok)) => self.reply(frame.id, Ok(ok)),
+            Err(e) => self.reply(frame.id, Err(e)),
+        }
+        if let Some((code, reason)) = self.close_after.take() {
+            self.close(code, reason);
+        }
+    }
+
+    fn reply(&self, id: u32, result: Result<ReplyOk, ErrorBody>) {
+        self.outbox.push_frame(&ServerFrame::Reply(Reply { id, result }));
+    }
+
+    async fn handle(&mut self, id: u32, command: Command) -> CommandResult {
+        if let Command::Connect(c) = command {
+            return self.connect(c).map(Some);
+        }
+        if self.conn.is_none() {
+            return Err(ErrorCode::NotConnected.with("send `connect` first"));
+        }
+        match command {
+            Command::Connect(_) => unreachable_connect(),
+            Command::Subscribe(s) => self.subscribe(id, s).await,
+            Command::Unsubscribe(r) => self.unsubscribe(r.room).await.map(|()| Some(ReplyOk::Empty(Empty {}))),
+            Command::Publish(p) => self.publish(p).await.map(|ok| Some(ReplyOk::Publish(ok))),
+            Command::Presence(r) => self.presence(r.room).await.map(Some),
+            Command::PresenceStats(r) => self.presence_stats(r.room).await.map(Some),
+            Command::History(h) => self.history(h).await.map(|ok| Some(ReplyOk::History(ok))),
+            Command::Refresh(r) => self.refresh(&r.token).await.map(|ok| Some(ReplyOk::Refresh(ok))),
+            Command::Ping => Ok(Some(ReplyOk::Empty(Empty {}))),
+        }
+    }
+
+    fn connected(&self) -> &Connected {
+        // `handle` checks `conn` before dispatching any command but `connect`.
+        self.conn.as_ref().unwrap_or_else(|| unreachable_connect())
+    }
+
+    fn check(&self, room: &RoomName, cap: Capability) -> Result<(), ErrorBody> {
+        if self.connected().identity.grants.allows(room, cap, &self.ctx.namespaces) {
+            Ok(())
+        } else {
+            let cap = serde_json::to_string(&cap).unwrap_or_default();
+            Err(ErrorCode::PermissionDenied.with(format!("token does not allow {cap} on room {room}")))
+        }
+    }
+
+    fn connect(&mut self, c: Connect) -> Result<ReplyOk, ErrorBody> {
+        if self.conn.is_some() {
+            return Err(ErrorCode::AlreadyConnected.with("this connection is already connected"));
+        }
+        let token = c.token.or_else(|| self.handshake_token.take());
+        let identity = match token.ok_or(AuthError::Missing).and_then(|t| self.ctx.verifier.verify(&t)) {
+            Ok(identity) => identity,
+            Err(e) => {
+                metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
+                let code = if e == AuthError::Expired { CloseCode::TokenExpired } else { CloseCode::InvalidToken };
+                self.close_after = Some((code, e.to_string()));
+                return Err(e.code().with(e.to_string()));
+            }
+        };
+        let client = ClientId::new(format!("{}-{:x}", self.ctx.edge_id, self.id));
+        tracing::debug!(client = %client, user = %identity.user, name = ?c.name, version = ?c.version, "connected");
+        let ok = ConnectOk {
+            client: client.clone(),
+            user: identity.user.clone(),
+            expires_in: identity.expires_in(unix_now()),
+            ping_interval: self.ctx.config.client.ping_interval.as_secs().max(1),
+        };
+        self.conn = Some(self.deadlines(client, identity));
+        Ok(ReplyOk::Connect(ok))
+    }
+
+    fn deadlines(&self, client: ClientId, identity: Identity) -> Connected {
+        let now = Instant::now();
+        let c = &self.ctx.config;
+        let expires_in = identity.expires_in(unix_now()).map(Duration::from_secs);
+        Connected {
+            client,
+            refresh_at: expires_in.map(|e| now + e.saturating_sub(c.client.refresh_ahead)),
+            expire_at: expires_in.map(|e| now + e + c.auth.leeway),
+            identity,
+        }
+    }
+
+    /// Runs a broker call with the configured timeout, timing it.
+    async fn call<T>(&self, name: &'static str, f: impl Future<Output = Result<T, BrokerError>>) -> Result<T, ErrorBody> {
+        let start = std::time::Instant::now();
+        let limit = self.ctx.config.broker.call_timeout;
+        let result = tokio::time::timeout(limit, f).await;
+        metrics::histogram!(m::BROKER_CALL_SECONDS, "call" => name).record(start.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => r.map_err(broker_error),
+            Err(_) => Err(ErrorCode::BackendUnavailable.with(format!(
+                "broker call {name} timed out after {}",
+                humantime::format_duration(limit)
+            ))),
+        }
+    }
+
+    fn member(&self) -> Member {
+        let conn = self.connected();
+        Member { client: conn.client.clone(), user: conn.identity.user.clone(), info: conn.identity.info.clone() }
+    }
+
+    async fn subscribe(&mut self, id: u32, s: Subscribe) -> CommandResult {
+        let room = s.room;
+        self.check(&room, Capability::Subscribe)?;
+        let ns = self.ctx.namespaces.of(&room).clone();
+        if s.presence {
+            self.check(&room, Capability::Presence)?;
+            if ns.presence != PresenceMode::Full || !ns.join_leave {
+                return Err(ErrorCode::PresenceDisabled.with(format!(
+                    "namespace {:?} has no join/leave events",
+                    room.namespace()
+                )));
+            }
+        }
+        if self.subs.contains_key(&room) {
+            return Err(ErrorCode::AlreadySubscribed.with(format!("already subscribed to {room}")));
+        }
+        let max = self.ctx.config.client.max_rooms;
+        if self.subs.len() >= max {
+            return Err(ErrorCode::LimitExceeded.with(format!("at most {max} rooms per connection")));
+        }
+        let hub = self.ctx.hub.clone();
+        let snapshot = hub.register(&room, self.id, self.outbox.clone(), s.presence);
+        let mut joined = false;
+        let outcome: Result<(SubscribeOk, Position), ErrorBody> = async {
+            let at = self.call("subscribe", hub.ensure_upstream(&room)).await?;
+            if ns.presence != PresenceMode::Off {
+                self.call("join", hub.link().join(room.clone(), self.member())).await?;
+                joined = true;
+            }
+            let base = snapshot.unwrap_or(at);
+            let Some(recover) = s.recover else {
+                let ok = SubscribeOk { epoch: base.epoch.clone(), offset: base.offset, recovered: false, publications: Vec::new() };
+                return Ok((ok, base));
+            };
+            let page = self.call("history", hub.link().history(room.clone(), Some(recover.clone()), None)).await?;
+            let position = page.position;
+            if !page.complete {
+                let ok = SubscribeOk { epoch: position.epoch.clone(), offset: position.offset, recovered: false, publications: Vec::new() };
+                return Ok((ok, position));
+            }
+            let last = page.publications.last().map_or(recover.offset, |p| p.offset);
+            let delivered = Position { epoch: position.epoch.clone(), offset: last.max(recover.offset) };
+            let ok = SubscribeOk { epoch: position.epoch, offset: position.offset.max(last), recovered: true, publications: page.publications };
+            Ok((ok, delivered))
+        }
+        .await;
+        match outcome {
+            Ok((ok, delivered)) => {
+                let reply = ServerFrame::Reply(Reply { id, result: Ok(ReplyOk::Subscribe(ok)) });
+                hub.activate(&room, self.id, Utf8Bytes::from(reply.encode()), &delivered);
+                self.subs.insert(room, Sub { joined });
+                Ok(None)
+            }
+            Err(e) => {
+                hub.remove(&room, self.id).await;
+                if joined {
+                    let client = self.connected().client.clone();
+                    let _ = self.call("leave", hub.link().leave(room, client)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, room: RoomName) -> Result<(), ErrorBody> {
+        let Some(sub) = self.subs.remove(&room) else {
+            return Err(ErrorCode::NotSubscribed.with(format!("not subscribed to {room}")));
+        };
+        self.drop_sub(room, sub).await;
+        Ok(())
+    }
+
+    async fn drop_sub(&self, room: RoomName, sub: Sub) {
+        self.ctx.hub.remove(&room, self.id).await;
+        if sub.joined {
+            let client = self.connected().client.clone();
+            if let Err(e) = self.call("leave", self.ctx.hub.link().leave(room.clone(), client)).await {
+                tracing::warn!(room = %room, error = %e.message, "leave failed; the lease will remove the member");
+            }
+        }
+    }
+
+    async fn publish(&mut self, p: Publish) -> Result<PublishOk, ErrorBody> {
+        let room = p.room;
+        if !self.subs.contains_key(&room) {
+            return Err(ErrorCode::NotSubscribed.with(format!("subscribe to {room} before publishing to it")));
+        }
+        self.check(&room, Capability::Publish)?;
+        let ns = self.ctx.namespaces.of(&room);
+        if !ns.client_publish {
+            return Err(ErrorCode::PublishDisabled.with(format!(
+                "clients may not publish in namespace {:?}",
+                room.namespace()
+            )));
+        }
+        if p.data.len() > ns.max_message_bytes {
+            return Err(ErrorCode::MessageTooLarge.with(format!(
+                "data is {} bytes; namespace {:?} allows {}",
+                p.data.len(),
+                room.namespace(),
+                ns.max_message_bytes
+            )));
+        }
+        let conn = self.connected();
+        let from = Sender { user: conn.identity.user.clone(), client: conn.client.clone() };
+        let ack = self.call("publish", self.ctx.hub.link().publish(room, p.data, Some(from), p.idem)).await?;
+        metrics::counter!(m::PUBLICATIONS_IN).increment(1);
+        Ok(PublishOk { epoch: ack.position.epoch, offset: ack.position.offset })
+    }
+
+    async fn presence(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {
+        self.check(&room, Capability::Presence)?;
+        let members = self.call("presence", self.ctx.hub.link().presence(room)).await?;
+        Ok(ReplyOk::Presence(PresenceOk { members }))
+    }
+
+    async fn presence_stats(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {
+        self.check(&room, Capability::Presence)?;
+        let s = self.call("presence_stats", self.ctx.hub.link().presence_stats(room)).await?;
+        Ok(ReplyOk::PresenceStats(PresenceStatsOk { clients: s.clients, users: s.users }))
+    }
+
+    async fn history(&self, h: History) -> Result<HistoryOk, ErrorBody> {
+        self.check(&h.room, Capability::Subscribe)?;
+        let max = self.ctx.config.client.max_history_limit;
+        let limit = h.limit.unwrap_or(max).min(max);
+        let page = self.call("history", self.ctx.hub.link().history(h.room, h.since, Some(limit))).await?;
+        Ok(HistoryOk {
+            epoch: page.position.epoch,
+            offset: page.position.offset,
+            publications: page.publications,
+            complete: page.complete,
+        })
+    }
+
+    async fn refresh(&mut self, token: &str) -> Result<RefreshOk, ErrorBody> {
+        let identity = self.ctx.verifier.verify(token).map_err(|e| {
+            metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
+            e.code().with(e.to_string())
+        })?;
+        let conn = self.connected();
+        if identity.user != conn.identity.user {
+            return Err(ErrorCode::WrongUser.with(format!(
+                "token is for user {:?}, connection is {:?}",
+                identity.user.as_str(),
+                conn.identity.user.as_str()
+            )));
+        }
+        let expires_in = identity.expires_in(unix_now());
+        let client = conn.client.clone();
+        self.conn = Some(self.deadlines(client, identity));
+        // Capabilities may have shrunk: end subscriptions the new token no longer allows.
+        let revoked: Vec<RoomName> = self
+            .subs
+            .keys()
+            .filter(|room| self.check(room, Capability::Subscribe).is_err())
+            .cloned()
+            .collect();
+        for room in revoked {
+            if let Some(sub) = self.subs.remove(&room) {
+                self.drop_sub(room.clone(), sub).await;
+                self.outbox.push_frame(&ServerFrame::Push(Push::Unsubscribed(UnsubscribedPush {
+                    room,
+                    code: ErrorCode::PermissionDenied,
+                    reason: "the refreshed token does not allow this room".into(),
+                })));
+            }
+        }
+        Ok(RefreshOk { expires_in })
+    }
+
+    /// Removes every subscription and presence membership; runs once the connection closed.
+    async fn cleanup(&mut self) {
+        let subs: Vec<(RoomName, Sub)> = self.subs.drain().collect();
+        for (room, sub) in subs {
+            self.drop_sub(room, sub).await;
+        }
+    }
+}
+
+fn unreachable_connect() -> ! {
+    unreachable!("connect is handled before dispatch")
+}
+
+/// The one mapping from broker errors to client error codes.
+fn broker_error(e: BrokerError) -> ErrorBody {
+    let code = match &e {
+        BrokerError::Unavailable(_) | BrokerError::LeaseExpired(_) => ErrorCode::BackendUnavailable,
+        BrokerError::PresenceDisabled { .. } => ErrorCode::PresenceDisabled,
+        BrokerError::Invalid(_) => ErrorCode::BadRequest,
+    };
+    code.with(e.to_string())
+}
