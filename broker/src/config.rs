@@ -141,10 +141,14 @@ impl RoomsConfig {
                 return Err(format!("{key}.max_message_bytes must be at least 1"));
             }
             if ns.history_size > 0 && ns.history_ttl.is_zero() {
-                return Err(format!("{key}.history_ttl must be positive when history_size > 0"));
+                return Err(format!(
+                    "{key}.history_ttl must be positive when history_size > 0"
+                ));
             }
-            if let Some(cap) =
-                ns.allow.iter().find(|c| !matches!(c.as_str(), "subscribe" | "publish" | "presence"))
+            if let Some(cap) = ns
+                .allow
+                .iter()
+                .find(|c| !matches!(c.as_str(), "subscribe" | "publish" | "presence"))
             {
                 return Err(format!(
                     "{key}.allow: unknown capability {cap:?} (expected subscribe, publish, presence)"
@@ -153,7 +157,9 @@ impl RoomsConfig {
         }
         for name in self.namespaces.keys() {
             if name.contains(':') || plaza_proto::RoomName::new(&format!("{name}:x")).is_err() {
-                return Err(format!("rooms.namespaces.{name}: not a valid namespace name"));
+                return Err(format!(
+                    "rooms.namespaces.{name}: not a valid namespace name"
+                ));
             }
         }
         if self.idempotency_window.is_zero() {
@@ -203,7 +209,9 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); use e.g. \"500ms\", \"25s\", \"2m\""))
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); use e.g. \"500ms\", \"25s\", \"2m\""
+            ))
         })
     }
 

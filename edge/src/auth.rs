@@ -21,7 +21,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use plaza_broker::Namespaces;
 use plaza_proto::{ErrorCode, Payload, RoomName, UserId};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::config::AuthConfig;
 
@@ -88,13 +87,19 @@ pub struct Grants(Vec<(Pattern, u8)>);
 impl Grants {
     /// Whether the token grants `cap` on `room`.
     pub fn token_allows(&self, room: &RoomName, cap: Capability) -> bool {
-        self.0.iter().any(|(p, bits)| bits & cap.bit() != 0 && p.matches(room.as_str()))
+        self.0
+            .iter()
+            .any(|(p, bits)| bits & cap.bit() != 0 && p.matches(room.as_str()))
     }
 
     /// Whether the token or the room's namespace grants `cap` on `room`.
     pub fn allows(&self, room: &RoomName, cap: Capability, namespaces: &Namespaces) -> bool {
         self.token_allows(room, cap)
-            || namespaces.of(room).allow.iter().any(|a| Capability::parse(a) == Some(cap))
+            || namespaces
+                .of(room)
+                .allow
+                .iter()
+                .any(|a| Capability::parse(a) == Some(cap))
     }
 }
 
@@ -156,7 +161,7 @@ struct Claims {
     sub: String,
     exp: Option<u64>,
     #[serde(flatten)]
-    rest: HashMap<String, Box<RawValue>>,
+    rest: HashMap<String, serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -164,7 +169,7 @@ struct CapabilityClaim {
     #[serde(default)]
     rooms: BTreeMap<String, Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    info: Option<Box<RawValue>>,
+    info: Option<serde_json::Value>,
 }
 
 /// Verifies connect tokens. Cheap to share behind an `Arc`.
@@ -176,7 +181,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("claim", &self.claim).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("claim", &self.claim)
+            .finish_non_exhaustive()
     }
 }
 
@@ -196,33 +203,40 @@ impl Verifier {
             Some(aud) => validation.set_audience(aud),
             None => validation.validate_aud = false,
         }
-        Self { key: DecodingKey::from_secret(secret), validation, claim: config.capability_claim.clone() }
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation,
+            claim: config.capability_claim.clone(),
+        }
     }
 
     /// Verifies `token` and extracts the identity.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted".into()),
-                ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (nbf)".into()),
+                ErrorKind::ImmatureSignature => {
+                    AuthError::Invalid("token not valid yet (nbf)".into())
+                }
                 ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
                 ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
-                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("missing claim `{c}`")),
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Invalid(format!("missing claim `{c}`"))
+                }
                 ErrorKind::Json(_) => AuthError::Invalid("malformed claims".into()),
                 _ => AuthError::Invalid("malformed token".into()),
-            }
-        })?;
+            },
+        )?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > 255 {
             return Err(AuthError::Invalid("`sub` must be 1..=255 bytes".into()));
         }
         let cap: CapabilityClaim = match claims.rest.get(&self.claim) {
-            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
-                AuthError::Invalid(format!("claim `{}`: {e}", self.claim))
-            })?,
+            Some(value) => CapabilityClaim::deserialize(value)
+                .map_err(|e| AuthError::Invalid(format!("claim `{}`: {e}", self.claim)))?,
             None => CapabilityClaim::default(),
         };
         let mut grants = Vec::with_capacity(cap.rooms.len());
@@ -240,7 +254,7 @@ impl Verifier {
             user: UserId::new(claims.sub),
             expires_at: claims.exp,
             grants: Grants(grants),
-            info: cap.info.as_deref().map(Payload::from_raw),
+            info: cap.info.as_ref().and_then(|v| Payload::encode(v).ok()),
         })
     }
 }
@@ -259,7 +273,11 @@ pub struct TokenSpec {
 }
 
 /// Mints an HS256 token (for `--dev`, `plaza-edge token` and tests).
-pub fn mint(secret: &[u8], claim: &str, spec: &TokenSpec) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn mint(
+    secret: &[u8],
+    claim: &str,
+    spec: &TokenSpec,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let mut body = serde_json::Map::new();
     body.insert("sub".into(), spec.user.clone().into());
     let now = unix_now();
@@ -278,12 +296,18 @@ pub fn mint(secret: &[u8], claim: &str, spec: &TokenSpec) -> Result<String, json
         cap.insert("info".into(), info.clone());
     }
     body.insert(claim.into(), cap.into());
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &EncodingKey::from_secret(secret))
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &body,
+        &EncodingKey::from_secret(secret),
+    )
 }
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -299,7 +323,10 @@ mod tests {
     fn spec(rooms: &[(&str, &[Capability])]) -> TokenSpec {
         TokenSpec {
             user: "ann".into(),
-            rooms: rooms.iter().map(|(p, c)| (p.to_string(), c.to_vec())).collect(),
+            rooms: rooms
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_vec()))
+                .collect(),
             ttl: Some(Duration::from_secs(60)),
             info: Some(serde_json::json!({"name": "Ann"})),
         }
@@ -312,7 +339,16 @@ mod tests {
     #[test]
     fn patterns_grant_exact_prefix_and_personal_rooms() {
         use Capability::*;
-        let t = mint(SECRET, "plaza", &spec(&[("chat:*", &[Subscribe, Publish]), ("user:{sub}", &[Subscribe]), ("news", &[Presence])])).unwrap();
+        let t = mint(
+            SECRET,
+            "plaza",
+            &spec(&[
+                ("chat:*", &[Subscribe, Publish]),
+                ("user:{sub}", &[Subscribe]),
+                ("news", &[Presence]),
+            ]),
+        )
+        .unwrap();
         let id = verifier().verify(&t).unwrap();
         assert_eq!(id.user.as_str(), "ann");
         assert_eq!(id.info.as_ref().unwrap().as_str(), r#"{"name":"Ann"}"#);
@@ -330,13 +366,27 @@ mod tests {
         let mut rooms = plaza_broker::RoomsConfig::default();
         rooms.namespaces.insert(
             "public".into(),
-            plaza_broker::config::NamespaceOverrides { allow: Some(vec!["subscribe".into()]), ..Default::default() },
+            plaza_broker::config::NamespaceOverrides {
+                allow: Some(vec!["subscribe".into()]),
+                ..Default::default()
+            },
         );
         let ns = rooms.namespaces();
-        let id = verifier().verify(&mint(SECRET, "plaza", &spec(&[])).unwrap()).unwrap();
-        assert!(id.grants.allows(&room("public:x"), Capability::Subscribe, &ns));
-        assert!(!id.grants.allows(&room("public:x"), Capability::Publish, &ns));
-        assert!(!id.grants.allows(&room("private:x"), Capability::Subscribe, &ns));
+        let id = verifier()
+            .verify(&mint(SECRET, "plaza", &spec(&[])).unwrap())
+            .unwrap();
+        assert!(
+            id.grants
+                .allows(&room("public:x"), Capability::Subscribe, &ns)
+        );
+        assert!(
+            !id.grants
+                .allows(&room("public:x"), Capability::Publish, &ns)
+        );
+        assert!(
+            !id.grants
+                .allows(&room("private:x"), Capability::Subscribe, &ns)
+        );
     }
 
     #[test]
@@ -344,7 +394,10 @@ mod tests {
         let v = verifier();
         let good = mint(SECRET, "plaza", &spec(&[])).unwrap();
         let wrong = mint(b"another-secret-another-secret-xx", "plaza", &spec(&[])).unwrap();
-        assert_eq!(v.verify(&wrong), Err(AuthError::Invalid("bad signature".into())));
+        assert_eq!(
+            v.verify(&wrong),
+            Err(AuthError::Invalid("bad signature".into()))
+        );
         assert!(matches!(v.verify("garbage"), Err(AuthError::Invalid(_))));
         let mut tampered = good.clone();
         tampered.insert(good.len() / 2, 'A');
@@ -352,15 +405,29 @@ mod tests {
         let mut old = spec(&[]);
         old.ttl = None;
         let body = serde_json::json!({"sub": "ann", "exp": unix_now() - 3600});
-        let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &EncodingKey::from_secret(SECRET)).unwrap();
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &body,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(v.verify(&expired), Err(AuthError::Expired));
         let no_exp = mint(SECRET, "plaza", &old).unwrap();
         assert_eq!(v.verify(&no_exp).unwrap().expires_at, None);
         let bad_cap = serde_json::json!({"sub": "ann", "plaza": {"rooms": {"x": ["fly"]}}});
-        let bad_cap = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &bad_cap, &EncodingKey::from_secret(SECRET)).unwrap();
+        let bad_cap = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &bad_cap,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert!(matches!(v.verify(&bad_cap), Err(AuthError::Invalid(m)) if m.contains("fly")));
         // alg "none" is never accepted.
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(r#"{"sub":"ann"}"#));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(r#"{"sub":"ann"}"#)
+        );
         assert!(matches!(v.verify(&none), Err(AuthError::Invalid(_))));
     }
 
@@ -369,7 +436,10 @@ mod tests {
         let b = s.as_bytes();
         let mut out = String::new();
         for chunk in b.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
             for i in 0..=chunk.len() {
                 out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
             }

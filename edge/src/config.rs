@@ -208,7 +208,10 @@ pub struct DrainConfig {
 
 impl Default for DrainConfig {
     fn default() -> Self {
-        Self { window: Duration::from_secs(10), grace: Duration::from_secs(20) }
+        Self {
+            window: Duration::from_secs(10),
+            grace: Duration::from_secs(20),
+        }
     }
 }
 
@@ -224,7 +227,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -248,16 +254,20 @@ impl EdgeConfig {
             None => toml::Table::new(),
         };
         for (name, value) in env {
-            let Some(rest) = name.strip_prefix("PLAZA_") else { continue };
+            let Some(rest) = name.strip_prefix("PLAZA_") else {
+                continue;
+            };
             if rest.is_empty() || rest == "LOG" {
                 continue; // PLAZA_LOG is the log filter, read by main.
             }
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            set_path(&mut table, &path, parse_value(&value)).map_err(|m| ConfigError::new(&name, m))?;
+            set_path(&mut table, &path, parse_value(&value))
+                .map_err(|m| ConfigError::new(&name, m))?;
         }
         for (key, value) in overrides {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-            set_path(&mut table, &path, parse_value(value)).map_err(|m| ConfigError::new(*key, m))?;
+            set_path(&mut table, &path, parse_value(value))
+                .map_err(|m| ConfigError::new(*key, m))?;
         }
         let config: EdgeConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
@@ -285,10 +295,16 @@ impl EdgeConfig {
             ));
         }
         if c.connect_timeout.is_zero() {
-            return Err(ConfigError::new("client.connect_timeout", "must be positive"));
+            return Err(ConfigError::new(
+                "client.connect_timeout",
+                "must be positive",
+            ));
         }
         if c.max_frame_bytes < 256 {
-            return Err(ConfigError::new("client.max_frame_bytes", "must be at least 256"));
+            return Err(ConfigError::new(
+                "client.max_frame_bytes",
+                "must be at least 256",
+            ));
         }
         if c.outbound_queue_bytes < c.max_frame_bytes {
             return Err(ConfigError::new(
@@ -300,7 +316,10 @@ impl EdgeConfig {
             return Err(ConfigError::new("client.max_rooms", "must be at least 1"));
         }
         if c.read_buffer_bytes < 512 || c.write_buffer_bytes < 512 {
-            return Err(ConfigError::new("client.read_buffer_bytes", "buffers must be at least 512 bytes"));
+            return Err(ConfigError::new(
+                "client.read_buffer_bytes",
+                "buffers must be at least 512 bytes",
+            ));
         }
         if self.broker.lease < Duration::from_millis(100) {
             return Err(ConfigError::new("broker.lease", "must be at least 100ms"));
@@ -309,10 +328,16 @@ impl EdgeConfig {
             return Err(ConfigError::new("broker.event_queue", "must be at least 1"));
         }
         if self.drain.grace < self.drain.window {
-            return Err(ConfigError::new("drain.grace", "must be at least drain.window"));
+            return Err(ConfigError::new(
+                "drain.grace",
+                "must be at least drain.window",
+            ));
         }
         if self.auth.capability_claim.is_empty() {
-            return Err(ConfigError::new("auth.capability_claim", "must not be empty"));
+            return Err(ConfigError::new(
+                "auth.capability_claim",
+                "must not be empty",
+            ));
         }
         match &self.auth.hmac_secret {
             None if !self.dev => {
@@ -322,7 +347,10 @@ impl EdgeConfig {
                 ));
             }
             Some(s) if s.0.len() < 32 => {
-                return Err(ConfigError::new("auth.hmac_secret", "must be at least 32 bytes"));
+                return Err(ConfigError::new(
+                    "auth.hmac_secret",
+                    "must be at least 32 bytes",
+                ));
             }
             _ => {}
         }
@@ -346,8 +374,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().ok_or("empty key")?;
     let mut at = table;
     for p in parents {
-        let entry = at.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        at = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a table"))?;
+        let entry = at
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
     }
     at.insert(last.clone(), value);
     Ok(())
@@ -379,7 +411,11 @@ mod tests {
         assert_eq!(c.client.max_rooms, 9);
         let ns = c.rooms.namespaces();
         assert_eq!(ns.get("chat").presence, plaza_broker::PresenceMode::Counts);
-        assert_eq!(ns.get("chat").history_size, 100, "unset fields inherit the defaults");
+        assert_eq!(
+            ns.get("chat").history_size,
+            100,
+            "unset fields inherit the defaults"
+        );
     }
 
     #[test]
@@ -400,8 +436,12 @@ mod tests {
         let e = EdgeConfig::load(None, Vec::new(), &[]).unwrap_err();
         assert_eq!(e.key, "auth.hmac_secret");
 
-        let e = EdgeConfig::load(None, secret_env(), &[("rooms.namespaces.chat.allow", "[\"fly\"]".into())])
-            .unwrap_err();
+        let e = EdgeConfig::load(
+            None,
+            secret_env(),
+            &[("rooms.namespaces.chat.allow", "[\"fly\"]".into())],
+        )
+        .unwrap_err();
         assert_eq!(e.key, "rooms.namespaces.chat.allow", "{e}");
     }
 

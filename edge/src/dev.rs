@@ -35,11 +35,23 @@ pub(crate) async fn token<L: EdgeLink>(
     let user = q.user.unwrap_or_default();
     let user = user.trim();
     if user.is_empty() || user.chars().count() > 64 {
-        return (StatusCode::BAD_REQUEST, "query parameter `user` must be 1-64 characters\n").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "query parameter `user` must be 1-64 characters\n",
+        )
+            .into_response();
     }
-    match mint(secret, &ctx.config.auth.capability_claim, &dev_token_spec(user)) {
+    match mint(
+        secret,
+        &ctx.config.auth.capability_claim,
+        &dev_token_spec(user),
+    ) {
         Ok(token) => Json(serde_json::json!({ "token": token })).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot mint token: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot mint token: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -47,7 +59,14 @@ pub(crate) async fn token<L: EdgeLink>(
 pub fn dev_token_spec(user: &str) -> TokenSpec {
     TokenSpec {
         user: user.to_owned(),
-        rooms: vec![("*".into(), vec![Capability::Subscribe, Capability::Publish, Capability::Presence])],
+        rooms: vec![(
+            "*".into(),
+            vec![
+                Capability::Subscribe,
+                Capability::Publish,
+                Capability::Presence,
+            ],
+        )],
         ttl: Some(Duration::from_secs(24 * 3600)),
         info: Some(serde_json::json!({ "name": user })),
     }

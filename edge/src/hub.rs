@@ -45,7 +45,9 @@ pub struct Hub<L: EdgeLink> {
 
 impl<L: EdgeLink> Clone for Hub<L> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone() }
+        Self {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -93,12 +95,21 @@ impl Encoded {
         let (offset, push) = match kind {
             RoomEventKind::Publication(p) => (
                 Some(p.offset),
-                Push::Pub(PubPush { room, offset: p.offset, data: p.data, from: p.from }),
+                Push::Pub(PubPush {
+                    room,
+                    offset: p.offset,
+                    data: p.data,
+                    from: p.from,
+                }),
             ),
             RoomEventKind::Join(member) => (None, Push::Join(MemberPush { room, member })),
             RoomEventKind::Leave(member) => (None, Push::Leave(MemberPush { room, member })),
         };
-        Self { frame: Utf8Bytes::from(ServerFrame::Push(push).encode()), epoch, offset }
+        Self {
+            frame: Utf8Bytes::from(ServerFrame::Push(push).encode()),
+            epoch,
+            offset,
+        }
     }
 }
 
@@ -108,7 +119,9 @@ impl LocalSub {
         match &mut self.state {
             SubState::Buffering(buffer) => {
                 if buffer.len() >= MAX_BUFFERED {
-                    self.outbox.closer().close(CloseCode::SlowConsumer, "too many events during subscribe");
+                    self.outbox
+                        .closer()
+                        .close(CloseCode::SlowConsumer, "too many events during subscribe");
                 } else {
                     buffer.push(event.clone());
                 }
@@ -188,9 +201,20 @@ impl<L: EdgeLink> Hub<L> {
                 upstream: Arc::new(tokio::sync::Mutex::new(())),
             }
         });
-        entry.subs.insert(session, LocalSub { outbox, presence, state: SubState::Buffering(Vec::new()) });
+        entry.subs.insert(
+            session,
+            LocalSub {
+                outbox,
+                presence,
+                state: SubState::Buffering(Vec::new()),
+            },
+        );
         metrics::gauge!(m::SUBSCRIPTIONS).increment(1);
-        if entry.active { entry.position.clone() } else { None }
+        if entry.active {
+            entry.position.clone()
+        } else {
+            None
+        }
     }
 
     /// Step 2: makes sure the room is subscribed upstream; returns the position at which the
@@ -198,21 +222,25 @@ impl<L: EdgeLink> Hub<L> {
     pub async fn ensure_upstream(&self, room: &RoomName) -> Result<Position, BrokerError> {
         let lock = {
             let rooms = self.rooms();
-            let entry = rooms.get(room).ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
+            let entry = rooms
+                .get(room)
+                .ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
             if let (true, Some(at)) = (entry.active, &entry.subscribed_at) {
                 return Ok(at.clone());
             }
             entry.upstream.clone()
         };
         let _serial = lock.lock().await;
-        if let Some(entry) = self.rooms().get(room) {
-            if let (true, Some(at)) = (entry.active, &entry.subscribed_at) {
-                return Ok(at.clone());
-            }
+        if let Some(entry) = self.rooms().get(room)
+            && let (true, Some(at)) = (entry.active, &entry.subscribed_at)
+        {
+            return Ok(at.clone());
         }
         let position = self.link().subscribe(room.clone()).await?;
         let mut rooms = self.rooms();
-        let entry = rooms.get_mut(room).ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
+        let entry = rooms
+            .get_mut(room)
+            .ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
         entry.active = true;
         entry.subscribed_at = Some(position.clone());
         if entry.position.is_none() {
@@ -224,14 +252,23 @@ impl<L: EdgeLink> Hub<L> {
     /// Step 4: queues `reply`, then the events buffered since [`Hub::register`] that come
     /// after `delivered` (the position the reply covers), and turns the subscriber live.
     /// Returns false if the subscriber is gone (its connection closed meanwhile).
-    pub fn activate(&self, room: &RoomName, session: SessionId, reply: Utf8Bytes, delivered: &Position) -> bool {
+    pub fn activate(
+        &self,
+        room: &RoomName,
+        session: SessionId,
+        reply: Utf8Bytes,
+        delivered: &Position,
+    ) -> bool {
         let mut rooms = self.rooms();
         let Some(sub) = rooms.get_mut(room).and_then(|e| e.subs.get_mut(&session)) else {
             return false;
         };
         let buffered = std::mem::replace(
             &mut sub.state,
-            SubState::Live { epoch: delivered.epoch.clone(), last: delivered.offset },
+            SubState::Live {
+                epoch: delivered.epoch.clone(),
+                last: delivered.offset,
+            },
         );
         sub.outbox.push(reply);
         if let SubState::Buffering(events) = buffered {
@@ -246,7 +283,9 @@ impl<L: EdgeLink> Hub<L> {
     pub async fn remove(&self, room: &RoomName, session: SessionId) {
         let lock = {
             let mut rooms = self.rooms();
-            let Some(entry) = rooms.get_mut(room) else { return };
+            let Some(entry) = rooms.get_mut(room) else {
+                return;
+            };
             if entry.subs.remove(&session).is_some() {
                 metrics::gauge!(m::SUBSCRIPTIONS).decrement(1);
             }
@@ -258,19 +297,22 @@ impl<L: EdgeLink> Hub<L> {
         let _serial = lock.lock().await;
         let was_active = {
             let mut rooms = self.rooms();
-            let Some(entry) = rooms.get_mut(room) else { return };
+            let Some(entry) = rooms.get_mut(room) else {
+                return;
+            };
             if !entry.subs.is_empty() || !Arc::ptr_eq(&entry.upstream, &lock) {
                 return; // Someone subscribed meanwhile; they own the upstream now.
             }
             std::mem::replace(&mut entry.active, false)
         };
-        if was_active {
-            if let Err(e) = self.link().unsubscribe(room.clone()).await {
-                tracing::debug!(room = %room, error = %e, "upstream unsubscribe failed");
-            }
+        if was_active && let Err(e) = self.link().unsubscribe(room.clone()).await {
+            tracing::debug!(room = %room, error = %e, "upstream unsubscribe failed");
         }
         let mut rooms = self.rooms();
-        if rooms.get(room).is_some_and(|e| e.subs.is_empty() && !e.active) {
+        if rooms
+            .get(room)
+            .is_some_and(|e| e.subs.is_empty() && !e.active)
+        {
             rooms.remove(room);
             metrics::gauge!(m::HUB_ROOMS).decrement(1);
         }
@@ -282,9 +324,14 @@ impl<L: EdgeLink> Hub<L> {
         let room = event.room.clone();
         let encoded = Arc::new(Encoded::new(event));
         let mut rooms = self.rooms();
-        let Some(entry) = rooms.get_mut(&room) else { return };
+        let Some(entry) = rooms.get_mut(&room) else {
+            return;
+        };
         if let Some(offset) = encoded.offset {
-            entry.position = Some(Position { epoch: encoded.epoch.clone(), offset });
+            entry.position = Some(Position {
+                epoch: encoded.epoch.clone(),
+                offset,
+            });
         }
         for sub in entry.subs.values_mut() {
             sub.deliver(&encoded);
@@ -298,7 +345,10 @@ impl<L: EdgeLink> Hub<L> {
         let rooms = std::mem::take(&mut *self.rooms());
         for entry in rooms.values() {
             for sub in entry.subs.values() {
-                sub.outbox.closer().close(CloseCode::BackendUnavailable, "lost the broker tier; reconnect");
+                sub.outbox.closer().close(
+                    CloseCode::BackendUnavailable,
+                    "lost the broker tier; reconnect",
+                );
             }
         }
         metrics::gauge!(m::HUB_ROOMS).set(0.0);

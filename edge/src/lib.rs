@@ -101,15 +101,28 @@ pub async fn start<B: Backend>(
     backend: B,
     dev_secret: Option<Vec<u8>>,
 ) -> Result<RunningEdge, StartError> {
-    let secret = config.auth.hmac_secret.as_ref().ok_or(StartError::NoSecret)?;
+    let secret = config
+        .auth
+        .hmac_secret
+        .as_ref()
+        .ok_or(StartError::NoSecret)?;
     let verifier = Verifier::hmac(secret.0.as_bytes(), &config.auth);
     let edge_id = format!("{:08x}", rand::random::<u32>());
-    let attach = AttachOptions { edge: EdgeId::new(edge_id.clone()), lease: config.broker.lease };
+    let attach = AttachOptions {
+        edge: EdgeId::new(edge_id.clone()),
+        lease: config.broker.lease,
+    };
     let (link, events) = backend.attach(attach.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let ctx = Arc::new(Ctx {
         namespaces: config.rooms.namespaces(),
         verifier,
@@ -124,11 +137,23 @@ pub async fn start<B: Backend>(
     });
     let shutdown = CancellationToken::new();
     let stop_listening = CancellationToken::new();
-    let supervisor = tokio::spawn(supervise(ctx.clone(), backend, attach, events, shutdown.clone()));
+    let supervisor = tokio::spawn(supervise(
+        ctx.clone(),
+        backend,
+        attach,
+        events,
+        shutdown.clone(),
+    ));
     let http = tokio::spawn({
         let stop = stop_listening.clone();
         let app = server::router(ctx.clone());
         async move {
+            // Small frames must not wait for Nagle's algorithm.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "http server failed");
@@ -148,7 +173,11 @@ pub async fn start<B: Backend>(
             tracing::info!("plaza-edge stopped");
         }
     });
-    Ok(RunningEdge { addr, shutdown, done })
+    Ok(RunningEdge {
+        addr,
+        shutdown,
+        done,
+    })
 }
 
 /// Disconnects every client (reconnectable), spread over the drain window, and waits for the
@@ -160,8 +189,14 @@ async fn drain<L: EdgeLink>(ctx: &Ctx<L>) {
     ctx.drain.cancel();
     ctx.sessions.close();
     let grace = ctx.config.drain.grace;
-    if tokio::time::timeout(grace, ctx.sessions.wait()).await.is_err() {
-        tracing::warn!(left = ctx.sessions.len(), "grace period over; dropping remaining connections");
+    if tokio::time::timeout(grace, ctx.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = ctx.sessions.len(),
+            "grace period over; dropping remaining connections"
+        );
     }
     tracing::info!(took = ?started.elapsed(), "drained");
 }

@@ -122,7 +122,8 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
         }
         if config.auth.hmac_secret.is_none() {
             let bytes: [u8; 32] = rand::random();
-            config.auth.hmac_secret = Some(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()));
+            config.auth.hmac_secret =
+                Some(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()));
         }
     }
     Ok(config)
@@ -131,7 +132,9 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
 fn init_logs(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PLAZA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -149,7 +152,11 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
         }
     };
     if dev {
-        print_dev_banner(edge.local_addr(), secret.as_deref().unwrap_or_default(), &claim)?;
+        print_dev_banner(
+            edge.local_addr(),
+            secret.as_deref().unwrap_or_default(),
+            &claim,
+        )?;
     }
     shutdown_signal().await;
     tracing::info!("shutdown requested; draining (signal again to exit at once)");
@@ -169,7 +176,8 @@ fn print_dev_banner(addr: std::net::SocketAddr, secret: &[u8], claim: &str) -> a
     } else {
         addr
     };
-    let token = mint(secret, claim, &plaza_edge::dev::dev_token_spec("dev")).context("minting the dev token")?;
+    let token = mint(secret, claim, &plaza_edge::dev::dev_token_spec("dev"))
+        .context("minting the dev token")?;
     println!("Plaza dev edge (memory backend; nothing is kept after exit)");
     println!("  demo page:  http://{host}/");
     println!("  websocket:  ws://{host}/v1/ws");
@@ -201,7 +209,10 @@ async fn shutdown_signal() {
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {
-    anyhow::ensure!(args.secret.len() >= 32, "--secret must be at least 32 bytes");
+    anyhow::ensure!(
+        args.secret.len() >= 32,
+        "--secret must be at least 32 bytes"
+    );
     anyhow::ensure!(!args.user.is_empty(), "--user must not be empty");
     let mut rooms = Vec::new();
     for spec in &args.rooms {
@@ -209,11 +220,21 @@ fn token(args: TokenArgs) -> anyhow::Result<String> {
             Some((p, caps)) => {
                 let caps = caps
                     .split(',')
-                    .map(|c| Capability::parse(c.trim()).with_context(|| format!("unknown capability {c:?} in --room {spec:?}")))
+                    .map(|c| {
+                        Capability::parse(c.trim())
+                            .with_context(|| format!("unknown capability {c:?} in --room {spec:?}"))
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 (p.to_owned(), caps)
             }
-            None => (spec.clone(), vec![Capability::Subscribe, Capability::Publish, Capability::Presence]),
+            None => (
+                spec.clone(),
+                vec![
+                    Capability::Subscribe,
+                    Capability::Publish,
+                    Capability::Presence,
+                ],
+            ),
         };
         rooms.push((pattern, caps));
     }
@@ -221,7 +242,17 @@ fn token(args: TokenArgs) -> anyhow::Result<String> {
         "none" => None,
         t => Some(humantime::parse_duration(t).with_context(|| format!("--ttl {t:?}"))?),
     };
-    let info = args.info.as_deref().map(serde_json::from_str).transpose().context("--info is not JSON")?;
-    let spec = TokenSpec { user: args.user, rooms, ttl: ttl.filter(|d| *d > Duration::ZERO), info };
+    let info = args
+        .info
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--info is not JSON")?;
+    let spec = TokenSpec {
+        user: args.user,
+        rooms,
+        ttl: ttl.filter(|d| *d > Duration::ZERO),
+        info,
+    };
     Ok(mint(args.secret.as_bytes(), &args.claim, &spec)?)
 }

@@ -41,7 +41,10 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            let buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(BROKER_CALL_SECONDS.into()), &buckets)
                 .map(PrometheusBuilder::build_recorder);
@@ -68,11 +71,21 @@ fn describe() {
     describe_counter!(PUBLICATIONS_IN, "Publications accepted from clients");
     describe_counter!(PUBLICATIONS_OUT, "Publication frames queued to subscribers");
     describe_counter!(BROKER_EVENTS, "Room events received from the broker tier");
-    describe_counter!(DISCONNECTS, "Disconnects initiated by the edge, by close code");
-    describe_counter!(SLOW_CONSUMERS, "Clients disconnected for not reading fast enough");
+    describe_counter!(
+        DISCONNECTS,
+        "Disconnects initiated by the edge, by close code"
+    );
+    describe_counter!(
+        SLOW_CONSUMERS,
+        "Clients disconnected for not reading fast enough"
+    );
     describe_counter!(AUTH_FAILURES, "Refused tokens by reason");
     describe_counter!(BAD_FRAMES, "Frames that were not valid commands, by kind");
-    describe_histogram!(BROKER_CALL_SECONDS, metrics::Unit::Seconds, "Broker tier call latency");
+    describe_histogram!(
+        BROKER_CALL_SECONDS,
+        metrics::Unit::Seconds,
+        "Broker tier call latency"
+    );
     describe_gauge!(HUB_ROOMS, "Rooms with local subscribers");
     describe_gauge!(SUBSCRIPTIONS, "Local room subscriptions");
     describe_gauge!(DRAINING, "1 while draining");

@@ -46,11 +46,12 @@ pub struct Closer {
 impl Closer {
     /// Closes with `code`; the first reason given wins.
     pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
-        if let Ok(mut r) = self.reason.lock() {
-            if r.is_none() && !self.token.is_cancelled() {
-                *r = Some((code, reason.into()));
-                metrics::counter!(m::DISCONNECTS, "code" => code.name()).increment(1);
-            }
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+            && !self.token.is_cancelled()
+        {
+            *r = Some((code, reason.into()));
+            metrics::counter!(m::DISCONNECTS, "code" => code.name()).increment(1);
         }
         self.token.cancel();
     }
@@ -63,6 +64,11 @@ impl Closer {
     /// Resolves once the connection is closing.
     pub async fn closed(&self) {
         self.token.cancelled().await;
+    }
+
+    /// Whether the edge closed the connection with a reason (rather than the client leaving).
+    pub fn initiated_by_server(&self) -> bool {
+        self.reason.lock().is_ok_and(|r| r.is_some())
     }
 
     /// Whether the connection is closing.
@@ -79,7 +85,12 @@ impl Outbox {
     /// A queue allowing `limit` bytes in flight, and its receiving end for [`write_loop`].
     pub fn new(limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Utf8Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let outbox = Self { tx, queued: AtomicUsize::new(0), limit, closer: Closer::default() };
+        let outbox = Self {
+            tx,
+            queued: AtomicUsize::new(0),
+            limit,
+            closer: Closer::default(),
+        };
         (Arc::new(outbox), rx)
     }
 
@@ -94,7 +105,8 @@ impl Outbox {
         if before + len > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             metrics::counter!(m::SLOW_CONSUMERS).increment(1);
-            self.closer.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
+            self.closer
+                .close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
             return false;
         }
         self.tx.send(frame).is_ok()
@@ -125,7 +137,8 @@ pub async fn write_loop(
     ping_interval: Duration,
 ) {
     let closer = outbox.closer.clone();
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     loop {
         // All arms are cancel-safe: `recv` and `tick` lose nothing when another arm wins.
         tokio::select! {
@@ -188,8 +201,13 @@ async fn finish(
         }
     }
     let push = ServerFrame::Push(Push::Disconnect(DisconnectPush::new(code, reason.clone())));
-    let _ = sink.feed(Message::Text(Utf8Bytes::from(push.encode()))).await;
-    let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from(truncate_reason(reason)) };
+    let _ = sink
+        .feed(Message::Text(Utf8Bytes::from(push.encode())))
+        .await;
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from(truncate_reason(reason)),
+    };
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
 }

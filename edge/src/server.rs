@@ -78,8 +78,16 @@ async fn ws<L: EdgeLink>(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !ctx.ready() {
-        let why = if ctx.drain.is_cancelled() { "edge is draining" } else { "broker tier unavailable" };
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}; try another edge\n")).into_response();
+        let why = if ctx.drain.is_cancelled() {
+            "edge is draining"
+        } else {
+            "broker tier unavailable"
+        };
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{why}; try another edge\n"),
+        )
+            .into_response();
     }
     let token = query.token.or_else(|| {
         let name = ctx.config.auth.token_cookie.as_deref()?;
@@ -121,5 +129,9 @@ async fn readyz<L: EdgeLink>(State(ctx): State<Arc<Ctx<L>>>) -> Response {
 }
 
 async fn metrics<L: EdgeLink>(State(ctx): State<Arc<Ctx<L>>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ctx.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
+        .into_response()
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
 use plaza_broker::EdgeLink;
+use plaza_broker::PresenceMode;
 use plaza_proto::client::{
     Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceStatsOk,
     Publish, PublishOk, RefreshOk, RefreshPush, Subscribe, SubscribeOk, UnsubscribedPush,
@@ -26,7 +27,6 @@ use plaza_proto::{
     ClientFrame, ClientId, CloseCode, Command, ErrorBody, ErrorCode, Member, Position, Push, Reply,
     ReplyOk, RoomName, Sender, ServerFrame,
 };
-use plaza_broker::PresenceMode;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Capability, Identity, unix_now};
@@ -36,6 +36,9 @@ use crate::outbox::{Outbox, write_loop};
 use crate::server::Ctx;
 
 type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
+
+/// How long a server-initiated close waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 struct Session<L: EdgeLink> {
     ctx: Arc<Ctx<L>>,
@@ -65,10 +68,19 @@ struct Sub {
 }
 
 /// Runs a client connection to its end, then removes its subscriptions and presence.
-pub async fn run<L: EdgeLink>(socket: WebSocket, ctx: Arc<Ctx<L>>, handshake_token: Option<String>) {
+pub async fn run<L: EdgeLink>(
+    socket: WebSocket,
+    ctx: Arc<Ctx<L>>,
+    handshake_token: Option<String>,
+) {
     let (sink, mut stream) = socket.split();
     let (outbox, rx) = Outbox::new(ctx.config.client.outbound_queue_bytes);
-    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), ctx.config.client.ping_interval));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        outbox.clone(),
+        ctx.config.client.ping_interval,
+    ));
     metrics::gauge!(m::CONNECTIONS).increment(1);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let now = Instant::now();
@@ -110,6 +122,18 @@ pub async fn run<L: EdgeLink>(socket: WebSocket, ctx: Arc<Ctx<L>>, handshake_tok
         }
     }
     session.cleanup().await;
+    if closer.initiated_by_server() {
+        // Complete the closing handshake: read (and discard) until the client's close frame,
+        // so the socket is not torn down under frames the client has yet to read.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     let _ = writer.await;
     metrics::gauge!(m::CONNECTIONS).decrement(1);
 }
@@ -140,21 +164,33 @@ impl<L: EdgeLink> Session<L> {
             return self.close(CloseCode::Shutdown, "edge is draining; reconnect");
         }
         if now >= self.last_seen + c.idle_timeout {
-            return self.close(CloseCode::IdleTimeout, "nothing received within the idle timeout");
+            return self.close(
+                CloseCode::IdleTimeout,
+                "nothing received within the idle timeout",
+            );
         }
         let Some(conn) = &mut self.conn else {
             if now >= self.opened + c.connect_timeout {
-                self.close(CloseCode::ConnectTimeout, "no connect command within the connect timeout");
+                self.close(
+                    CloseCode::ConnectTimeout,
+                    "no connect command within the connect timeout",
+                );
             }
             return;
         };
         if conn.expire_at.is_some_and(|t| t <= now) {
-            return self.close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
+            return self.close(
+                CloseCode::TokenExpired,
+                "token expired; reconnect with a fresh token",
+            );
         }
         if conn.refresh_at.is_some_and(|t| t <= now) {
             conn.refresh_at = None;
             let expires_in = conn.identity.expires_in(unix_now()).unwrap_or(0);
-            self.outbox.push_frame(&ServerFrame::Push(Push::Refresh(RefreshPush { expires_in })));
+            self.outbox
+                .push_frame(&ServerFrame::Push(Push::Refresh(RefreshPush {
+                    expires_in,
+                })));
         }
     }
 
@@ -171,11 +207,17 @@ impl<L: EdgeLink> Session<L> {
             Some(WsError::Capacity(_)) => {
                 metrics::counter!(m::BAD_FRAMES, "kind" => "too_large").increment(1);
                 let max = self.ctx.config.client.max_frame_bytes;
-                self.close(CloseCode::MessageTooLarge, format!("frame exceeds {max} bytes"));
+                self.close(
+                    CloseCode::MessageTooLarge,
+                    format!("frame exceeds {max} bytes"),
+                );
             }
             Some(WsError::Protocol(p)) => {
                 metrics::counter!(m::BAD_FRAMES, "kind" => "websocket").increment(1);
-                self.close(CloseCode::BadRequest, format!("websocket protocol error: {p}"));
+                self.close(
+                    CloseCode::BadRequest,
+                    format!("websocket protocol error: {p}"),
+                );
             }
             Some(WsError::Utf8(_)) => {
                 metrics::counter!(m::BAD_FRAMES, "kind" => "utf8").increment(1);
@@ -193,7 +235,8 @@ impl<L: EdgeLink> Session<L> {
                 return self.close(DecodeError::CLOSE, reason);
             }
             Err(DecodeError::Command { id, error }) => {
-                metrics::counter!(m::COMMANDS, "op" => "invalid", "result" => error.code.name()).increment(1);
+                metrics::counter!(m::COMMANDS, "op" => "invalid", "result" => error.code.name())
+                    .increment(1);
                 return self.reply(id, Err(error));
             }
         };
@@ -215,7 +258,8 @@ impl<L: EdgeLink> Session<L> {
     }
 
     fn reply(&self, id: u32, result: Result<ReplyOk, ErrorBody>) {
-        self.outbox.push_frame(&ServerFrame::Reply(Reply { id, result }));
+        self.outbox
+            .push_frame(&ServerFrame::Reply(Reply { id, result }));
     }
 
     async fn handle(&mut self, id: u32, command: Command) -> CommandResult {
@@ -228,12 +272,18 @@ impl<L: EdgeLink> Session<L> {
         match command {
             Command::Connect(_) => unreachable_connect(),
             Command::Subscribe(s) => self.subscribe(id, s).await,
-            Command::Unsubscribe(r) => self.unsubscribe(r.room).await.map(|()| Some(ReplyOk::Empty(Empty {}))),
+            Command::Unsubscribe(r) => self
+                .unsubscribe(r.room)
+                .await
+                .map(|()| Some(ReplyOk::Empty(Empty {}))),
             Command::Publish(p) => self.publish(p).await.map(|ok| Some(ReplyOk::Publish(ok))),
             Command::Presence(r) => self.presence(r.room).await.map(Some),
             Command::PresenceStats(r) => self.presence_stats(r.room).await.map(Some),
             Command::History(h) => self.history(h).await.map(|ok| Some(ReplyOk::History(ok))),
-            Command::Refresh(r) => self.refresh(&r.token).await.map(|ok| Some(ReplyOk::Refresh(ok))),
+            Command::Refresh(r) => self
+                .refresh(&r.token)
+                .await
+                .map(|ok| Some(ReplyOk::Refresh(ok))),
             Command::Ping => Ok(Some(ReplyOk::Empty(Empty {}))),
         }
     }
@@ -244,11 +294,17 @@ impl<L: EdgeLink> Session<L> {
     }
 
     fn check(&self, room: &RoomName, cap: Capability) -> Result<(), ErrorBody> {
-        if self.connected().identity.grants.allows(room, cap, &self.ctx.namespaces) {
+        if self
+            .connected()
+            .identity
+            .grants
+            .allows(room, cap, &self.ctx.namespaces)
+        {
             Ok(())
         } else {
             let cap = serde_json::to_string(&cap).unwrap_or_default();
-            Err(ErrorCode::PermissionDenied.with(format!("token does not allow {cap} on room {room}")))
+            Err(ErrorCode::PermissionDenied
+                .with(format!("token does not allow {cap} on room {room}")))
         }
     }
 
@@ -257,11 +313,18 @@ impl<L: EdgeLink> Session<L> {
             return Err(ErrorCode::AlreadyConnected.with("this connection is already connected"));
         }
         let token = c.token.or_else(|| self.handshake_token.take());
-        let identity = match token.ok_or(AuthError::Missing).and_then(|t| self.ctx.verifier.verify(&t)) {
+        let identity = match token
+            .ok_or(AuthError::Missing)
+            .and_then(|t| self.ctx.verifier.verify(&t))
+        {
             Ok(identity) => identity,
             Err(e) => {
                 metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
-                let code = if e == AuthError::Expired { CloseCode::TokenExpired } else { CloseCode::InvalidToken };
+                let code = if e == AuthError::Expired {
+                    CloseCode::TokenExpired
+                } else {
+                    CloseCode::InvalidToken
+                };
                 self.close_after = Some((code, e.to_string()));
                 return Err(e.code().with(e.to_string()));
             }
@@ -291,11 +354,16 @@ impl<L: EdgeLink> Session<L> {
     }
 
     /// Runs a broker call with the configured timeout, timing it.
-    async fn call<T>(&self, name: &'static str, f: impl Future<Output = Result<T, BrokerError>>) -> Result<T, ErrorBody> {
+    async fn call<T>(
+        &self,
+        name: &'static str,
+        f: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, ErrorBody> {
         let start = std::time::Instant::now();
         let limit = self.ctx.config.broker.call_timeout;
         let result = tokio::time::timeout(limit, f).await;
-        metrics::histogram!(m::BROKER_CALL_SECONDS, "call" => name).record(start.elapsed().as_secs_f64());
+        metrics::histogram!(m::BROKER_CALL_SECONDS, "call" => name)
+            .record(start.elapsed().as_secs_f64());
         match result {
             Ok(r) => r.map_err(broker_error),
             Err(_) => Err(ErrorCode::BackendUnavailable.with(format!(
@@ -307,7 +375,11 @@ impl<L: EdgeLink> Session<L> {
 
     fn member(&self) -> Member {
         let conn = self.connected();
-        Member { client: conn.client.clone(), user: conn.identity.user.clone(), info: conn.identity.info.clone() }
+        Member {
+            client: conn.client.clone(),
+            user: conn.identity.user.clone(),
+            info: conn.identity.info.clone(),
+        }
     }
 
     async fn subscribe(&mut self, id: u32, s: Subscribe) -> CommandResult {
@@ -328,7 +400,9 @@ impl<L: EdgeLink> Session<L> {
         }
         let max = self.ctx.config.client.max_rooms;
         if self.subs.len() >= max {
-            return Err(ErrorCode::LimitExceeded.with(format!("at most {max} rooms per connection")));
+            return Err(
+                ErrorCode::LimitExceeded.with(format!("at most {max} rooms per connection"))
+            );
         }
         let hub = self.ctx.hub.clone();
         let snapshot = hub.register(&room, self.id, self.outbox.clone(), s.presence);
@@ -336,29 +410,60 @@ impl<L: EdgeLink> Session<L> {
         let outcome: Result<(SubscribeOk, Position), ErrorBody> = async {
             let at = self.call("subscribe", hub.ensure_upstream(&room)).await?;
             if ns.presence != PresenceMode::Off {
-                self.call("join", hub.link().join(room.clone(), self.member())).await?;
+                self.call("join", hub.link().join(room.clone(), self.member()))
+                    .await?;
                 joined = true;
             }
             let base = snapshot.unwrap_or(at);
             let Some(recover) = s.recover else {
-                let ok = SubscribeOk { epoch: base.epoch.clone(), offset: base.offset, recovered: false, publications: Vec::new() };
+                let ok = SubscribeOk {
+                    epoch: base.epoch.clone(),
+                    offset: base.offset,
+                    recovered: false,
+                    publications: Vec::new(),
+                };
                 return Ok((ok, base));
             };
-            let page = self.call("history", hub.link().history(room.clone(), Some(recover.clone()), None)).await?;
+            let page = self
+                .call(
+                    "history",
+                    hub.link()
+                        .history(room.clone(), Some(recover.clone()), None),
+                )
+                .await?;
             let position = page.position;
             if !page.complete {
-                let ok = SubscribeOk { epoch: position.epoch.clone(), offset: position.offset, recovered: false, publications: Vec::new() };
+                let ok = SubscribeOk {
+                    epoch: position.epoch.clone(),
+                    offset: position.offset,
+                    recovered: false,
+                    publications: Vec::new(),
+                };
                 return Ok((ok, position));
             }
-            let last = page.publications.last().map_or(recover.offset, |p| p.offset);
-            let delivered = Position { epoch: position.epoch.clone(), offset: last.max(recover.offset) };
-            let ok = SubscribeOk { epoch: position.epoch, offset: position.offset.max(last), recovered: true, publications: page.publications };
+            let last = page
+                .publications
+                .last()
+                .map_or(recover.offset, |p| p.offset);
+            let delivered = Position {
+                epoch: position.epoch.clone(),
+                offset: last.max(recover.offset),
+            };
+            let ok = SubscribeOk {
+                epoch: position.epoch,
+                offset: position.offset.max(last),
+                recovered: true,
+                publications: page.publications,
+            };
             Ok((ok, delivered))
         }
         .await;
         match outcome {
             Ok((ok, delivered)) => {
-                let reply = ServerFrame::Reply(Reply { id, result: Ok(ReplyOk::Subscribe(ok)) });
+                let reply = ServerFrame::Reply(Reply {
+                    id,
+                    result: Ok(ReplyOk::Subscribe(ok)),
+                });
                 hub.activate(&room, self.id, Utf8Bytes::from(reply.encode()), &delivered);
                 self.subs.insert(room, Sub { joined });
                 Ok(None)
@@ -386,7 +491,10 @@ impl<L: EdgeLink> Session<L> {
         self.ctx.hub.remove(&room, self.id).await;
         if sub.joined {
             let client = self.connected().client.clone();
-            if let Err(e) = self.call("leave", self.ctx.hub.link().leave(room.clone(), client)).await {
+            if let Err(e) = self
+                .call("leave", self.ctx.hub.link().leave(room.clone(), client))
+                .await
+            {
                 tracing::warn!(room = %room, error = %e.message, "leave failed; the lease will remove the member");
             }
         }
@@ -395,7 +503,8 @@ impl<L: EdgeLink> Session<L> {
     async fn publish(&mut self, p: Publish) -> Result<PublishOk, ErrorBody> {
         let room = p.room;
         if !self.subs.contains_key(&room) {
-            return Err(ErrorCode::NotSubscribed.with(format!("subscribe to {room} before publishing to it")));
+            return Err(ErrorCode::NotSubscribed
+                .with(format!("subscribe to {room} before publishing to it")));
         }
         self.check(&room, Capability::Publish)?;
         let ns = self.ctx.namespaces.of(&room);
@@ -414,29 +523,55 @@ impl<L: EdgeLink> Session<L> {
             )));
         }
         let conn = self.connected();
-        let from = Sender { user: conn.identity.user.clone(), client: conn.client.clone() };
-        let ack = self.call("publish", self.ctx.hub.link().publish(room, p.data, Some(from), p.idem)).await?;
+        let from = Sender {
+            user: conn.identity.user.clone(),
+            client: conn.client.clone(),
+        };
+        let ack = self
+            .call(
+                "publish",
+                self.ctx
+                    .hub
+                    .link()
+                    .publish(room, p.data, Some(from), p.idem),
+            )
+            .await?;
         metrics::counter!(m::PUBLICATIONS_IN).increment(1);
-        Ok(PublishOk { epoch: ack.position.epoch, offset: ack.position.offset })
+        Ok(PublishOk {
+            epoch: ack.position.epoch,
+            offset: ack.position.offset,
+        })
     }
 
     async fn presence(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {
         self.check(&room, Capability::Presence)?;
-        let members = self.call("presence", self.ctx.hub.link().presence(room)).await?;
+        let members = self
+            .call("presence", self.ctx.hub.link().presence(room))
+            .await?;
         Ok(ReplyOk::Presence(PresenceOk { members }))
     }
 
     async fn presence_stats(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {
         self.check(&room, Capability::Presence)?;
-        let s = self.call("presence_stats", self.ctx.hub.link().presence_stats(room)).await?;
-        Ok(ReplyOk::PresenceStats(PresenceStatsOk { clients: s.clients, users: s.users }))
+        let s = self
+            .call("presence_stats", self.ctx.hub.link().presence_stats(room))
+            .await?;
+        Ok(ReplyOk::PresenceStats(PresenceStatsOk {
+            clients: s.clients,
+            users: s.users,
+        }))
     }
 
     async fn history(&self, h: History) -> Result<HistoryOk, ErrorBody> {
         self.check(&h.room, Capability::Subscribe)?;
         let max = self.ctx.config.client.max_history_limit;
         let limit = h.limit.unwrap_or(max).min(max);
-        let page = self.call("history", self.ctx.hub.link().history(h.room, h.since, Some(limit))).await?;
+        let page = self
+            .call(
+                "history",
+                self.ctx.hub.link().history(h.room, h.since, Some(limit)),
+            )
+            .await?;
         Ok(HistoryOk {
             epoch: page.position.epoch,
             offset: page.position.offset,
@@ -471,11 +606,12 @@ impl<L: EdgeLink> Session<L> {
         for room in revoked {
             if let Some(sub) = self.subs.remove(&room) {
                 self.drop_sub(room.clone(), sub).await;
-                self.outbox.push_frame(&ServerFrame::Push(Push::Unsubscribed(UnsubscribedPush {
-                    room,
-                    code: ErrorCode::PermissionDenied,
-                    reason: "the refreshed token does not allow this room".into(),
-                })));
+                self.outbox
+                    .push_frame(&ServerFrame::Push(Push::Unsubscribed(UnsubscribedPush {
+                        room,
+                        code: ErrorCode::PermissionDenied,
+                        reason: "the refreshed token does not allow this room".into(),
+                    })));
             }
         }
         Ok(RefreshOk { expires_in })

@@ -22,7 +22,10 @@ async fn bystander_still_works(edge: std::net::SocketAddr) {
 async fn assert_closed_with(c: &mut Client, code: CloseCode) -> Closed {
     let closed = c.closed().await;
     assert_eq!(closed.code, Some(code.code()), "{closed:?}");
-    let push = closed.disconnect.as_ref().expect("a disconnect push precedes the close");
+    let push = closed
+        .disconnect
+        .as_ref()
+        .expect("a disconnect push precedes the close");
     assert_eq!(push.code, code);
     assert_eq!(push.reconnect, code.reconnect());
     closed
@@ -31,12 +34,24 @@ async fn assert_closed_with(c: &mut Client, code: CloseCode) -> Closed {
 #[tokio::test]
 async fn frames_that_are_not_commands_close_with_bad_request() {
     let edge = start_default().await;
-    let bad = ["{not json", "[1,2,3]", "\"text\"", "17", r#"{"op":"ping"}"#, r#"{"id":"7","op":"ping"}"#, r#"{"id":1,"id":2,"op":"ping"}"#, r#"{"id":0,"op":"ping"}"#];
+    let bad = [
+        "{not json",
+        "[1,2,3]",
+        "\"text\"",
+        "17",
+        r#"{"op":"ping"}"#,
+        r#"{"id":"7","op":"ping"}"#,
+        r#"{"id":1,"id":2,"op":"ping"}"#,
+        r#"{"id":0,"op":"ping"}"#,
+    ];
     for text in bad {
         let (mut c, _) = Client::connected(edge.local_addr(), "bad").await;
         c.send_text(text).await;
         let closed = assert_closed_with(&mut c, CloseCode::BadRequest).await;
-        assert!(!closed.disconnect.unwrap().reason.is_empty(), "{text}: reason given");
+        assert!(
+            !closed.disconnect.unwrap().reason.is_empty(),
+            "{text}: reason given"
+        );
     }
     let (mut c, _) = Client::connected(edge.local_addr(), "bin").await;
     c.send_raw(Message::binary(vec![1, 2, 3])).await;
@@ -53,20 +68,62 @@ async fn bad_commands_get_error_replies_and_the_connection_stays() {
         (json!({"op": "fly"}), ErrorCode::UnknownOp),
         (json!({}), ErrorCode::BadRequest),
         (json!({"op": "subscribe"}), ErrorCode::BadRequest),
-        (json!({"op": "subscribe", "room": "has space"}), ErrorCode::InvalidRoom),
-        (json!({"op": "subscribe", "room": ""}), ErrorCode::InvalidRoom),
-        (json!({"op": "subscribe", "room": "x".repeat(256)}), ErrorCode::InvalidRoom),
-        (json!({"op": "subscribe", "room": "chat:a", "recover": {"epoch": 1}}), ErrorCode::BadRequest),
-        (json!({"op": "publish", "room": "chat:a"}), ErrorCode::BadRequest),
-        (json!({"op": "connect", "token": token("ann")}), ErrorCode::AlreadyConnected),
-        (json!({"op": "subscribe", "room": "secret:a"}), ErrorCode::PermissionDenied),
-        (json!({"op": "presence", "room": "secret:a"}), ErrorCode::PermissionDenied),
-        (json!({"op": "history", "room": "secret:a"}), ErrorCode::PermissionDenied),
-        (json!({"op": "unsubscribe", "room": "chat:a"}), ErrorCode::NotSubscribed),
-        (json!({"op": "publish", "room": "chat:a", "data": 1}), ErrorCode::NotSubscribed),
-        (json!({"op": "presence", "room": "nopres:a"}), ErrorCode::PresenceDisabled),
-        (json!({"op": "refresh", "token": "garbage"}), ErrorCode::InvalidToken),
-        (json!({"op": "refresh", "token": token("mallory")}), ErrorCode::WrongUser),
+        (
+            json!({"op": "subscribe", "room": "has space"}),
+            ErrorCode::InvalidRoom,
+        ),
+        (
+            json!({"op": "subscribe", "room": ""}),
+            ErrorCode::InvalidRoom,
+        ),
+        (
+            json!({"op": "subscribe", "room": "x".repeat(256)}),
+            ErrorCode::InvalidRoom,
+        ),
+        (
+            json!({"op": "subscribe", "room": "chat:a", "recover": {"epoch": 1}}),
+            ErrorCode::BadRequest,
+        ),
+        (
+            json!({"op": "publish", "room": "chat:a"}),
+            ErrorCode::BadRequest,
+        ),
+        (
+            json!({"op": "connect", "token": token("ann")}),
+            ErrorCode::AlreadyConnected,
+        ),
+        (
+            json!({"op": "subscribe", "room": "secret:a"}),
+            ErrorCode::PermissionDenied,
+        ),
+        (
+            json!({"op": "presence", "room": "secret:a"}),
+            ErrorCode::PermissionDenied,
+        ),
+        (
+            json!({"op": "history", "room": "secret:a"}),
+            ErrorCode::PermissionDenied,
+        ),
+        (
+            json!({"op": "unsubscribe", "room": "chat:a"}),
+            ErrorCode::NotSubscribed,
+        ),
+        (
+            json!({"op": "publish", "room": "chat:a", "data": 1}),
+            ErrorCode::NotSubscribed,
+        ),
+        (
+            json!({"op": "presence", "room": "nopres:a"}),
+            ErrorCode::PresenceDisabled,
+        ),
+        (
+            json!({"op": "refresh", "token": "garbage"}),
+            ErrorCode::InvalidToken,
+        ),
+        (
+            json!({"op": "refresh", "token": token("mallory")}),
+            ErrorCode::WrongUser,
+        ),
     ];
     for (cmd, want) in cases {
         let e = c.err(cmd.clone()).await;
@@ -74,14 +131,28 @@ async fn bad_commands_get_error_replies_and_the_connection_stays() {
         assert!(!e.message.is_empty());
     }
     c.subscribe("chat:a").await;
-    assert_eq!(c.err(json!({"op": "subscribe", "room": "chat:a"})).await.code, ErrorCode::AlreadySubscribed);
+    assert_eq!(
+        c.err(json!({"op": "subscribe", "room": "chat:a"}))
+            .await
+            .code,
+        ErrorCode::AlreadySubscribed
+    );
     c.subscribe("server:a").await;
-    assert_eq!(c.err(json!({"op": "publish", "room": "server:a", "data": 1})).await.code, ErrorCode::PublishDisabled);
+    assert_eq!(
+        c.err(json!({"op": "publish", "room": "server:a", "data": 1}))
+            .await
+            .code,
+        ErrorCode::PublishDisabled
+    );
     c.subscribe("tiny:a").await;
-    let e = c.err(json!({"op": "publish", "room": "tiny:a", "data": "x".repeat(100)})).await;
+    let e = c
+        .err(json!({"op": "publish", "room": "tiny:a", "data": "x".repeat(100)}))
+        .await;
     assert_eq!(e.code, ErrorCode::MessageTooLarge);
     assert!(e.message.contains("64"), "{}", e.message);
-    let e = c.err(json!({"op": "subscribe", "room": "nopres:a", "presence": true})).await;
+    let e = c
+        .err(json!({"op": "subscribe", "room": "nopres:a", "presence": true}))
+        .await;
     assert_eq!(e.code, ErrorCode::PresenceDisabled);
     // Still connected and working.
     c.publish("chat:a", json!("fine")).await;
@@ -92,14 +163,26 @@ async fn bad_commands_get_error_replies_and_the_connection_stays() {
 #[tokio::test]
 async fn publishing_to_a_room_the_token_does_not_allow_is_denied() {
     let edge = start_default().await;
-    let read_only = token_with("ro", vec![("news:*".into(), vec![Capability::Subscribe])], Some(Duration::from_secs(60)));
+    let read_only = token_with(
+        "ro",
+        vec![("news:*".into(), vec![Capability::Subscribe])],
+        Some(Duration::from_secs(60)),
+    );
     let mut c = Client::open(edge.local_addr()).await;
     c.connect(&read_only).await;
     c.subscribe("news:today").await;
-    let e = c.err(json!({"op": "publish", "room": "news:today", "data": 1})).await;
+    let e = c
+        .err(json!({"op": "publish", "room": "news:today", "data": 1}))
+        .await;
     assert_eq!(e.code, ErrorCode::PermissionDenied);
-    let e = c.err(json!({"op": "subscribe", "room": "news:x", "presence": true})).await;
-    assert_eq!(e.code, ErrorCode::PermissionDenied, "presence needs its own capability");
+    let e = c
+        .err(json!({"op": "subscribe", "room": "news:x", "presence": true}))
+        .await;
+    assert_eq!(
+        e.code,
+        ErrorCode::PermissionDenied,
+        "presence needs its own capability"
+    );
     edge.shutdown().await;
 }
 
@@ -107,7 +190,11 @@ async fn publishing_to_a_room_the_token_does_not_allow_is_denied() {
 async fn commands_before_connect_are_refused_until_connect() {
     let edge = start_default().await;
     let mut c = Client::open(edge.local_addr()).await;
-    for cmd in [json!({"op": "subscribe", "room": "chat:a"}), json!({"op": "ping"}), json!({"op": "publish", "room": "chat:a", "data": 1})] {
+    for cmd in [
+        json!({"op": "subscribe", "room": "chat:a"}),
+        json!({"op": "ping"}),
+        json!({"op": "publish", "room": "chat:a", "data": 1}),
+    ] {
         assert_eq!(c.err(cmd).await.code, ErrorCode::NotConnected);
     }
     c.connect(&token("ann")).await;
@@ -119,21 +206,36 @@ async fn commands_before_connect_are_refused_until_connect() {
 async fn bad_tokens_get_an_error_reply_then_the_matching_close() {
     let edge = start_default().await;
     let wrong_sig = {
-        let spec = plaza_edge::auth::TokenSpec { user: "ann".into(), rooms: vec![], ttl: Some(Duration::from_secs(60)), info: None };
+        let spec = plaza_edge::auth::TokenSpec {
+            user: "ann".into(),
+            rooms: vec![],
+            ttl: Some(Duration::from_secs(60)),
+            info: None,
+        };
         plaza_edge::auth::mint(b"some-other-secret-some-other-secret", "plaza", &spec).unwrap()
     };
     let expired = {
         let body = json!({"sub": "ann", "exp": plaza_edge::auth::unix_now() - 600});
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &body, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &body,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     };
     let cases = [
         (wrong_sig, ErrorCode::InvalidToken, CloseCode::InvalidToken),
-        ("not.a.jwt".to_owned(), ErrorCode::InvalidToken, CloseCode::InvalidToken),
+        (
+            "not.a.jwt".to_owned(),
+            ErrorCode::InvalidToken,
+            CloseCode::InvalidToken,
+        ),
         (expired, ErrorCode::TokenExpired, CloseCode::TokenExpired),
     ];
     for (tok, err, close) in cases {
         let mut c = Client::open(edge.local_addr()).await;
-        c.send_text(&json!({"id": 1, "op": "connect", "token": tok}).to_string()).await;
+        c.send_text(&json!({"id": 1, "op": "connect", "token": tok}).to_string())
+            .await;
         let closed = assert_closed_with(&mut c, close).await;
         assert_eq!(closed.errors.len(), 1, "{closed:?}");
         assert_eq!(closed.errors[0].code, err);
@@ -141,7 +243,11 @@ async fn bad_tokens_get_an_error_reply_then_the_matching_close() {
     let mut c = Client::open(edge.local_addr()).await;
     c.send_text(r#"{"id":1,"op":"connect"}"#).await;
     let closed = assert_closed_with(&mut c, CloseCode::InvalidToken).await;
-    assert_eq!(closed.errors[0].code, ErrorCode::InvalidToken, "a missing token is an invalid token");
+    assert_eq!(
+        closed.errors[0].code,
+        ErrorCode::InvalidToken,
+        "a missing token is an invalid token"
+    );
     bystander_still_works(edge.local_addr()).await;
     edge.shutdown().await;
 }
@@ -156,7 +262,11 @@ async fn an_oversize_frame_closes_with_message_too_large() {
     let frame = json!({"id": 2, "op": "ping", "pad": "x".repeat(2000)}).to_string();
     c.send_text(&frame).await;
     let closed = c.closed().await;
-    assert_eq!(closed.code, Some(CloseCode::MessageTooLarge.code()), "{closed:?}");
+    assert_eq!(
+        closed.code,
+        Some(CloseCode::MessageTooLarge.code()),
+        "{closed:?}"
+    );
     bystander_still_works(edge.local_addr()).await;
     edge.shutdown().await;
 }
@@ -187,23 +297,36 @@ async fn a_client_that_stops_reading_is_cut_as_a_slow_consumer_without_hurting_o
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/v1/ws"), stream).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/v1/ws"), stream)
+        .await
+        .unwrap();
     let mut slow = ClientWrap::new(ws);
-    slow.call(json!({"id": 1, "op": "connect", "token": token("slow")})).await;
-    slow.call(json!({"id": 2, "op": "subscribe", "room": "chat:firehose"})).await;
+    slow.call(json!({"id": 1, "op": "connect", "token": token("slow")}))
+        .await;
+    slow.call(json!({"id": 2, "op": "subscribe", "room": "chat:firehose"}))
+        .await;
 
     let (mut healthy, _) = Client::connected(addr, "healthy").await;
-    healthy.ok(json!({"op": "subscribe", "room": "chat:firehose", "presence": true})).await;
+    healthy
+        .ok(json!({"op": "subscribe", "room": "chat:firehose", "presence": true}))
+        .await;
     let _own_join = healthy.next_push().await;
-    let payload = "y".repeat(1000);
+    let payload = "y".repeat(3000);
     let mut cut = false;
-    for n in 0..3000 {
-        healthy.publish("chat:firehose", json!({"n": n, "pad": payload})).await;
+    for n in 0..10_000 {
+        healthy
+            .publish("chat:firehose", json!({"n": n, "pad": payload}))
+            .await;
         loop {
             match healthy.next_push().await {
                 plaza_proto::Push::Pub(p) => {
                     let v: serde_json::Value = serde_json::from_str(p.data.as_str()).unwrap();
-                    assert_eq!(v["n"], json!(n), "the healthy client gets every publication in order");
+                    assert_eq!(
+                        v["n"],
+                        json!(n),
+                        "the healthy client gets every publication in order"
+                    );
                     break;
                 }
                 plaza_proto::Push::Leave(l) => {
@@ -219,7 +342,10 @@ async fn a_client_that_stops_reading_is_cut_as_a_slow_consumer_without_hurting_o
     }
     assert!(cut, "the slow client was never disconnected");
     let (_, metrics) = http_get(addr, "/metrics").await;
-    assert!(metrics.contains("plaza_slow_consumer_disconnects_total"), "metric present");
+    assert!(
+        metrics.contains("plaza_slow_consumer_disconnects_total"),
+        "metric present"
+    );
     edge.shutdown().await;
 }
 
@@ -235,8 +361,15 @@ impl ClientWrap {
 
     async fn call(&mut self, frame: serde_json::Value) {
         use futures_util::{SinkExt, StreamExt};
-        self.ws.send(Message::text(frame.to_string())).await.unwrap();
-        let reply = tokio::time::timeout(WAIT, self.ws.next()).await.unwrap().unwrap().unwrap();
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert!(reply.to_text().unwrap().contains("\"ok\""), "{reply:?}");
     }
 }

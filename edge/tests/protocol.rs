@@ -18,30 +18,49 @@ async fn two_clients_in_a_room_see_each_others_publications_and_presence() {
     assert_eq!(ann_ok.ping_interval, 25);
     assert!(ann_ok.expires_in.is_some_and(|s| s > 3500 && s <= 3600));
 
-    ann.ok(json!({"op": "subscribe", "room": "chat:lobby", "presence": true})).await;
+    ann.ok(json!({"op": "subscribe", "room": "chat:lobby", "presence": true}))
+        .await;
     // Ann sees her own join first.
-    let Push::Join(j) = ann.next_push().await else { panic!("join") };
+    let Push::Join(j) = ann.next_push().await else {
+        panic!("join")
+    };
     assert_eq!(j.member.client, ann_ok.client);
-    bob.ok(json!({"op": "subscribe", "room": "chat:lobby", "presence": true})).await;
-    let Push::Join(j) = ann.next_push().await else { panic!("join") };
+    bob.ok(json!({"op": "subscribe", "room": "chat:lobby", "presence": true}))
+        .await;
+    let Push::Join(j) = ann.next_push().await else {
+        panic!("join")
+    };
     assert_eq!(j.member.user.as_str(), "bob");
     assert_eq!(j.member.info.unwrap().as_str(), r#"{"name":"bob"}"#);
-    let Push::Join(_) = bob.next_push().await else { panic!("bob's own join") };
+    let Push::Join(_) = bob.next_push().await else {
+        panic!("bob's own join")
+    };
 
     let sent = bob.publish("chat:lobby", json!({"text": "hi ann"})).await;
     for c in [&mut ann, &mut bob] {
-        let Push::Pub(p) = c.next_push().await else { panic!("pub") };
+        let Push::Pub(p) = c.next_push().await else {
+            panic!("pub")
+        };
         assert_eq!(p.offset, sent["offset"].as_u64().unwrap());
         assert_eq!(p.data.as_str(), r#"{"text":"hi ann"}"#);
         let from = p.from.unwrap();
         assert_eq!((from.user.as_str(), &from.client), ("bob", &bob_ok.client));
     }
 
-    let members = ann.ok(json!({"op": "presence", "room": "chat:lobby"})).await;
-    let mut users: Vec<&str> = members["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+    let members = ann
+        .ok(json!({"op": "presence", "room": "chat:lobby"}))
+        .await;
+    let mut users: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
     users.sort();
     assert_eq!(users, ["ann", "bob"]);
-    let stats = ann.ok(json!({"op": "presence_stats", "room": "chat:lobby"})).await;
+    let stats = ann
+        .ok(json!({"op": "presence_stats", "room": "chat:lobby"}))
+        .await;
     assert_eq!(stats, json!({"clients": 2, "users": 2}));
     edge.shutdown().await;
 }
@@ -55,10 +74,14 @@ async fn presence_stats_count_clients_and_distinct_users_across_tabs() {
         c.subscribe("counts:stream").await;
         tabs.push(c);
     }
-    let stats = tabs[0].ok(json!({"op": "presence_stats", "room": "counts:stream"})).await;
+    let stats = tabs[0]
+        .ok(json!({"op": "presence_stats", "room": "counts:stream"}))
+        .await;
     assert_eq!(stats, json!({"clients": 3, "users": 2}));
     // Counts-only namespaces do not list members.
-    let e = tabs[0].err(json!({"op": "presence", "room": "counts:stream"})).await;
+    let e = tabs[0]
+        .err(json!({"op": "presence", "room": "counts:stream"}))
+        .await;
     assert_eq!(e.code.code(), 114);
     edge.shutdown().await;
 }
@@ -67,17 +90,28 @@ async fn presence_stats_count_clients_and_distinct_users_across_tabs() {
 async fn a_disconnect_emits_leave_to_presence_subscribers_at_once() {
     let edge = start_default().await;
     let (mut ann, _) = Client::connected(edge.local_addr(), "ann").await;
-    ann.ok(json!({"op": "subscribe", "room": "chat:x", "presence": true})).await;
+    ann.ok(json!({"op": "subscribe", "room": "chat:x", "presence": true}))
+        .await;
     let _own_join = ann.next_push().await;
     let (mut bob, bob_ok) = Client::connected(edge.local_addr(), "bob").await;
     bob.subscribe("chat:x").await;
-    let Push::Join(_) = ann.next_push().await else { panic!("join") };
+    let Push::Join(_) = ann.next_push().await else {
+        panic!("join")
+    };
     drop(bob);
     let started = std::time::Instant::now();
-    let Push::Leave(l) = ann.next_push().await else { panic!("leave") };
+    let Push::Leave(l) = ann.next_push().await else {
+        panic!("leave")
+    };
     assert_eq!(l.member.client, bob_ok.client);
-    assert!(started.elapsed() < Duration::from_secs(2), "leave took {:?}", started.elapsed());
-    let stats = ann.ok(json!({"op": "presence_stats", "room": "chat:x"})).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "leave took {:?}",
+        started.elapsed()
+    );
+    let stats = ann
+        .ok(json!({"op": "presence_stats", "room": "chat:x"}))
+        .await;
     assert_eq!(stats, json!({"clients": 1, "users": 1}));
     edge.shutdown().await;
 }
@@ -96,7 +130,11 @@ async fn reconnecting_with_recover_gets_exactly_the_missed_publications_in_order
 
     let mut missed = Vec::new();
     for n in 2..=6 {
-        missed.push(pubr.publish("chat:rec", json!(n)).await["offset"].as_u64().unwrap());
+        missed.push(
+            pubr.publish("chat:rec", json!(n)).await["offset"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     let (mut sub, _) = Client::connected(edge.local_addr(), "sub").await;
     let ok = sub.ok(json!({"op": "subscribe", "room": "chat:rec", "recover": {"epoch": epoch, "offset": seen}})).await;
@@ -110,7 +148,9 @@ async fn reconnecting_with_recover_gets_exactly_the_missed_publications_in_order
     assert_eq!(got, missed.iter().copied().zip(2..=6).collect::<Vec<_>>());
     assert_eq!(ok["offset"].as_u64(), missed.last().copied());
     // Then live ones, without repeats.
-    let live = pubr.publish("chat:rec", json!(7)).await["offset"].as_u64().unwrap();
+    let live = pubr.publish("chat:rec", json!(7)).await["offset"]
+        .as_u64()
+        .unwrap();
     assert_eq!(publication(sub.next_push().await), (live, json!(7)));
     sub.expect_silence(Duration::from_millis(200)).await;
     edge.shutdown().await;
@@ -122,21 +162,33 @@ async fn recovery_past_the_history_window_says_recovered_false_with_the_current_
     let (mut c, _) = Client::connected(edge.local_addr(), "ann").await;
     let first = c.subscribe("small:r").await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
-    let start = c.publish("small:r", json!("a")).await["offset"].as_u64().unwrap();
+    let start = c.publish("small:r", json!("a")).await["offset"]
+        .as_u64()
+        .unwrap();
     let mut last = 0;
     for n in 0..5 {
-        last = c.publish("small:r", json!(n)).await["offset"].as_u64().unwrap();
+        last = c.publish("small:r", json!(n)).await["offset"]
+            .as_u64()
+            .unwrap();
     }
     let (mut late, _) = Client::connected(edge.local_addr(), "bob").await;
     let ok = late.ok(json!({"op": "subscribe", "room": "small:r", "recover": {"epoch": epoch, "offset": start}})).await;
-    assert_eq!(ok["recovered"], json!(false), "only 3 of 5 missed publications are held");
+    assert_eq!(
+        ok["recovered"],
+        json!(false),
+        "only 3 of 5 missed publications are held"
+    );
     assert_eq!(ok["publications"], json!([]));
     assert_eq!(ok["offset"].as_u64(), Some(last));
     assert_eq!(ok["epoch"].as_str(), Some(epoch.as_str()));
 
     let (mut other, _) = Client::connected(edge.local_addr(), "cat").await;
     let ok = other.ok(json!({"op": "subscribe", "room": "small:r", "recover": {"epoch": "not-this-one", "offset": last}})).await;
-    assert_eq!(ok["recovered"], json!(false), "another epoch cannot be recovered");
+    assert_eq!(
+        ok["recovered"],
+        json!(false),
+        "another epoch cannot be recovered"
+    );
     edge.shutdown().await;
 }
 
@@ -145,10 +197,17 @@ async fn publishing_twice_with_the_same_idem_delivers_once_with_the_same_offset(
     let edge = start_default().await;
     let (mut c, _) = Client::connected(edge.local_addr(), "ann").await;
     c.subscribe("chat:idem").await;
-    let a = c.ok(json!({"op": "publish", "room": "chat:idem", "data": {"n": 1}, "idem": "k-1"})).await;
-    let b = c.ok(json!({"op": "publish", "room": "chat:idem", "data": {"n": 1}, "idem": "k-1"})).await;
+    let a = c
+        .ok(json!({"op": "publish", "room": "chat:idem", "data": {"n": 1}, "idem": "k-1"}))
+        .await;
+    let b = c
+        .ok(json!({"op": "publish", "room": "chat:idem", "data": {"n": 1}, "idem": "k-1"}))
+        .await;
     assert_eq!(a, b);
-    assert_eq!(publication(c.next_push().await).0, a["offset"].as_u64().unwrap());
+    assert_eq!(
+        publication(c.next_push().await).0,
+        a["offset"].as_u64().unwrap()
+    );
     c.expect_silence(Duration::from_millis(300)).await;
     let h = c.ok(json!({"op": "history", "room": "chat:idem"})).await;
     assert_eq!(h["publications"].as_array().unwrap().len(), 1);
@@ -162,15 +221,33 @@ async fn history_returns_the_newest_publications_oldest_first() {
     c.subscribe("chat:h").await;
     let mut offsets = Vec::new();
     for n in 0..5 {
-        offsets.push(c.publish("chat:h", json!(n)).await["offset"].as_u64().unwrap());
+        offsets.push(
+            c.publish("chat:h", json!(n)).await["offset"]
+                .as_u64()
+                .unwrap(),
+        );
     }
-    let h = c.ok(json!({"op": "history", "room": "chat:h", "limit": 2})).await;
-    let got: Vec<u64> = h["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    let h = c
+        .ok(json!({"op": "history", "room": "chat:h", "limit": 2}))
+        .await;
+    let got: Vec<u64> = h["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(got, offsets[3..]);
     assert_eq!(h["complete"], json!(true));
     let since = json!({"epoch": h["epoch"], "offset": offsets[1]});
-    let h = c.ok(json!({"op": "history", "room": "chat:h", "since": since})).await;
-    let got: Vec<u64> = h["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    let h = c
+        .ok(json!({"op": "history", "room": "chat:h", "since": since}))
+        .await;
+    let got: Vec<u64> = h["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(got, offsets[2..]);
     edge.shutdown().await;
 }
@@ -179,13 +256,21 @@ async fn history_returns_the_newest_publications_oldest_first() {
 async fn unsubscribe_stops_delivery_and_leaves_presence() {
     let edge = start_default().await;
     let (mut ann, _) = Client::connected(edge.local_addr(), "ann").await;
-    ann.ok(json!({"op": "subscribe", "room": "chat:u", "presence": true})).await;
+    ann.ok(json!({"op": "subscribe", "room": "chat:u", "presence": true}))
+        .await;
     let _ = ann.next_push().await;
     let (mut bob, _) = Client::connected(edge.local_addr(), "bob").await;
     bob.subscribe("chat:u").await;
-    let Push::Join(_) = ann.next_push().await else { panic!("join") };
-    assert_eq!(bob.ok(json!({"op": "unsubscribe", "room": "chat:u"})).await, json!({}));
-    let Push::Leave(_) = ann.next_push().await else { panic!("leave") };
+    let Push::Join(_) = ann.next_push().await else {
+        panic!("join")
+    };
+    assert_eq!(
+        bob.ok(json!({"op": "unsubscribe", "room": "chat:u"})).await,
+        json!({})
+    );
+    let Push::Leave(_) = ann.next_push().await else {
+        panic!("leave")
+    };
     ann.publish("chat:u", json!("after")).await;
     let _ = ann.next_push().await;
     bob.expect_silence(Duration::from_millis(300)).await;
@@ -205,7 +290,11 @@ async fn many_subscribers_on_one_edge_each_get_every_publication_in_order() {
     p.subscribe("chat:fan").await;
     let mut offsets = Vec::new();
     for n in 0..50 {
-        offsets.push(p.publish("chat:fan", json!(n)).await["offset"].as_u64().unwrap());
+        offsets.push(
+            p.publish("chat:fan", json!(n)).await["offset"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     for c in &mut subs {
         for (n, want) in offsets.iter().enumerate() {
@@ -219,10 +308,16 @@ async fn many_subscribers_on_one_edge_each_get_every_publication_in_order() {
 async fn ping_and_the_plaza_subprotocol_work() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let edge = start_default().await;
-    let mut req = format!("ws://{}/v1/ws", edge.local_addr()).into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "plaza.v1".parse().unwrap());
+    let mut req = format!("ws://{}/v1/ws", edge.local_addr())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "plaza.v1".parse().unwrap());
     let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "plaza.v1");
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "plaza.v1"
+    );
     drop(ws);
     let (mut c, _) = Client::connected(edge.local_addr(), "ann").await;
     assert_eq!(c.ok(json!({"op": "ping"})).await, json!({}));
@@ -232,7 +327,12 @@ async fn ping_and_the_plaza_subprotocol_work() {
 #[tokio::test]
 async fn the_token_may_come_from_the_query_string() {
     let edge = start_default().await;
-    let mut c = Client::open_url(&format!("ws://{}/v1/ws?token={}", edge.local_addr(), token("qs"))).await;
+    let mut c = Client::open_url(&format!(
+        "ws://{}/v1/ws?token={}",
+        edge.local_addr(),
+        token("qs")
+    ))
+    .await;
     let ok = c.ok(json!({"op": "connect"})).await;
     assert_eq!(ok["user"], json!("qs"));
     edge.shutdown().await;

@@ -41,7 +41,10 @@ pub struct MemoryOptions {
 
 impl Default for MemoryOptions {
     fn default() -> Self {
-        Self { event_queue: 65_536, tick: Duration::from_millis(100) }
+        Self {
+            event_queue: 65_536,
+            tick: Duration::from_millis(100),
+        }
     }
 }
 
@@ -117,14 +120,18 @@ impl MemoryBackend {
             state: Mutex::new(state),
             ticker_started: AtomicBool::new(false),
         };
-        Self { shared: Arc::new(shared) }
+        Self {
+            shared: Arc::new(shared),
+        }
     }
 
     /// Spawns the ticker once. It holds only a `Weak`, so it ends by itself when the last
     /// backend handle and link are gone.
     fn start_ticker(&self) -> Result<(), BrokerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            BrokerError::Unavailable("the memory backend must be used inside a tokio runtime".into())
+            BrokerError::Unavailable(
+                "the memory backend must be used inside a tokio runtime".into(),
+            )
         })?;
         if self.shared.ticker_started.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -136,7 +143,9 @@ impl MemoryBackend {
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
-                let Some(shared) = shared.upgrade() else { break };
+                let Some(shared) = shared.upgrade() else {
+                    break;
+                };
                 shared.tick();
             }
         });
@@ -147,7 +156,10 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     type Link = MemoryLink;
 
-    async fn attach(&self, options: AttachOptions) -> Result<(MemoryLink, RoomEvents), BrokerError> {
+    async fn attach(
+        &self,
+        options: AttachOptions,
+    ) -> Result<(MemoryLink, RoomEvents), BrokerError> {
         self.start_ticker()?;
         let (tx, rx) = mpsc::channel(self.shared.options.event_queue.max(1));
         let lease_ms = u64::try_from(options.lease.as_millis()).unwrap_or(u64::MAX);
@@ -156,11 +168,26 @@ impl Backend for MemoryBackend {
         let now = self.shared.now();
         // A previous link of the same edge is replaced: its stream ends, its members stay.
         state.drop_link(&edge);
-        state.apply(now, Command::AttachEdge { edge: edge.clone(), lease_ms })?;
+        state.apply(
+            now,
+            Command::AttachEdge {
+                edge: edge.clone(),
+                lease_ms,
+            },
+        )?;
         let generation = state.next_generation;
         state.next_generation += 1;
-        let inner = Arc::new(LinkInner { shared: Arc::clone(&self.shared), edge: edge.clone(), generation });
-        let slot = LinkSlot { generation, events: tx, rooms: HashSet::new(), handle: Arc::downgrade(&inner) };
+        let inner = Arc::new(LinkInner {
+            shared: Arc::clone(&self.shared),
+            edge: edge.clone(),
+            generation,
+        });
+        let slot = LinkSlot {
+            generation,
+            events: tx,
+            rooms: HashSet::new(),
+            handle: Arc::downgrade(&inner),
+        };
         state.links.insert(edge, slot);
         Ok((MemoryLink { inner }, rx))
     }
@@ -189,7 +216,10 @@ impl Shared {
             .map(|(edge, _)| edge.clone())
             .collect();
         for edge in live {
-            if state.apply(now, Command::RenewEdge { edge: edge.clone() }).is_err() {
+            if state
+                .apply(now, Command::RenewEdge { edge: edge.clone() })
+                .is_err()
+            {
                 // The lease ran out anyway (the ticker was starved): the edge must re-attach.
                 state.drop_link(&edge);
             }
@@ -225,21 +255,26 @@ impl State {
         loop {
             let mut overflowed = Vec::new();
             while let Some(event) = pending.pop_front() {
-                let Some(edges) = self.subscribers.get(&event.room) else { continue };
-                let mut closed = Vec::new();
+                let Some(edges) = self.subscribers.get(&event.room) else {
+                    continue;
+                };
+                let (mut full, mut closed) = (Vec::new(), Vec::new());
                 for edge in edges {
-                    let Some(slot) = self.links.get(edge) else { continue };
+                    let Some(slot) = self.links.get(edge) else {
+                        continue;
+                    };
                     match slot.events.try_send(event.clone()) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(_)) => overflowed.push(edge.clone()),
+                        Err(TrySendError::Full(_)) => full.push(edge.clone()),
                         Err(TrySendError::Closed(_)) => closed.push(edge.clone()),
                     }
                 }
-                for edge in &overflowed {
-                    self.drop_link(edge);
-                }
                 for edge in closed {
                     self.unsubscribe_all(&edge);
+                }
+                for edge in full {
+                    self.drop_link(&edge);
+                    overflowed.push(edge);
                 }
             }
             if overflowed.is_empty() {
@@ -248,7 +283,9 @@ impl State {
             for edge in overflowed {
                 let mut more = Vec::new();
                 // Detaching never fails.
-                let _ = self.rooms.apply(now, Command::DetachEdge { edge }, &mut more);
+                let _ = self
+                    .rooms
+                    .apply(now, Command::DetachEdge { edge }, &mut more);
                 pending.extend(more);
             }
         }
@@ -262,7 +299,9 @@ impl State {
     }
 
     fn unsubscribe_all(&mut self, edge: &EdgeId) {
-        let Some(slot) = self.links.get_mut(edge) else { return };
+        let Some(slot) = self.links.get_mut(edge) else {
+            return;
+        };
         for room in slot.rooms.drain() {
             if let Some(edges) = self.subscribers.get_mut(&room) {
                 edges.remove(edge);
@@ -300,16 +339,33 @@ impl EdgeLink for MemoryLink {
         idem: Option<String>,
     ) -> Result<PublishAck, BrokerError> {
         self.with_state(|state, now, _| {
-            match state.apply(now, Command::Publish { room, data, from, idem })? {
+            match state.apply(
+                now,
+                Command::Publish {
+                    room,
+                    data,
+                    from,
+                    idem,
+                },
+            )? {
                 Applied::Published(ack) => Ok(ack),
-                Applied::Done => Err(BrokerError::Unavailable("publish was not acknowledged".into())),
+                Applied::Done => Err(BrokerError::Unavailable(
+                    "publish was not acknowledged".into(),
+                )),
             }
         })
     }
 
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
         self.with_state(|state, now, edge| {
-            state.apply(now, Command::Join { edge: edge.clone(), room, member })?;
+            state.apply(
+                now,
+                Command::Join {
+                    edge: edge.clone(),
+                    room,
+                    member,
+                },
+            )?;
             Ok(())
         })
     }
@@ -343,7 +399,11 @@ impl EdgeLink for MemoryLink {
             if let Some(slot) = state.links.get_mut(edge) {
                 slot.rooms.insert(room.clone());
             }
-            state.subscribers.entry(room.clone()).or_default().insert(edge.clone());
+            state
+                .subscribers
+                .entry(room.clone())
+                .or_default()
+                .insert(edge.clone());
             Ok(state.rooms.position(&room))
         })
     }

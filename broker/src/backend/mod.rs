@@ -94,8 +94,10 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
     /// The members of `room` (namespaces with full presence only).
-    fn presence(&self, room: RoomName)
-    -> impl Future<Output = Result<Vec<Member>, BrokerError>> + Send;
+    fn presence(
+        &self,
+        room: RoomName,
+    ) -> impl Future<Output = Result<Vec<Member>, BrokerError>> + Send;
 
     /// Member and distinct-user counts of `room` (full or counts presence).
     fn presence_stats(
@@ -116,8 +118,10 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
 
     /// Starts sending `room`'s events to this link's stream and returns the room's position at
     /// that moment. Subscribing to a subscribed room is a no-op returning the position.
-    fn subscribe(&self, room: RoomName)
-    -> impl Future<Output = Result<Position, BrokerError>> + Send;
+    fn subscribe(
+        &self,
+        room: RoomName,
+    ) -> impl Future<Output = Result<Position, BrokerError>> + Send;
 
     /// Stops sending `room`'s events. Events already queued may still arrive.
     fn unsubscribe(&self, room: RoomName) -> impl Future<Output = Result<(), BrokerError>> + Send;

@@ -13,7 +13,8 @@ use crate::config::PresenceMode;
 
 impl Rooms {
     /// Applies `cmd` at time `now` (milliseconds), appending the events it causes to `events`
-    /// in the order they happen. A failed command changes nothing and emits nothing.
+    /// in the order they happen. A failed command emits nothing and changes no room, lease or
+    /// member (it still advances the clock, which only ever moves forward).
     pub fn apply(
         &mut self,
         now: u64,

@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use plaza_broker::PresenceMode;
 use plaza_broker::backend::memory::MemoryBackend;
 use plaza_broker::config::NamespaceOverrides;
-use plaza_broker::PresenceMode;
+use plaza_edge::RunningEdge;
 use plaza_edge::auth::{Capability, TokenSpec, mint};
 use plaza_edge::config::{EdgeConfig, Secret};
-use plaza_edge::RunningEdge;
 use plaza_proto::client::{ConnectOk, Push, Reply, ServerFrame};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -25,24 +25,64 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// Config for tests: loopback port 0, the test secret, and namespaces with distinct options.
 pub fn config() -> EdgeConfig {
-    let mut c = EdgeConfig::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
+    let mut c = EdgeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     c.auth.hmac_secret = Some(Secret(SECRET.into()));
     c.drain.window = Duration::from_millis(200);
     c.drain.grace = Duration::from_secs(3);
     let ns = &mut c.rooms.namespaces;
-    ns.insert("small".into(), NamespaceOverrides { history_size: Some(3), ..Default::default() });
-    ns.insert("counts".into(), NamespaceOverrides { presence: Some(PresenceMode::Counts), ..Default::default() });
-    ns.insert("nopres".into(), NamespaceOverrides { presence: Some(PresenceMode::Off), ..Default::default() });
-    ns.insert("server".into(), NamespaceOverrides { client_publish: Some(false), ..Default::default() });
-    ns.insert("tiny".into(), NamespaceOverrides { max_message_bytes: Some(64), ..Default::default() });
-    ns.insert("public".into(), NamespaceOverrides { allow: Some(vec!["subscribe".into()]), ..Default::default() });
+    ns.insert(
+        "small".into(),
+        NamespaceOverrides {
+            history_size: Some(3),
+            ..Default::default()
+        },
+    );
+    ns.insert(
+        "counts".into(),
+        NamespaceOverrides {
+            presence: Some(PresenceMode::Counts),
+            ..Default::default()
+        },
+    );
+    ns.insert(
+        "nopres".into(),
+        NamespaceOverrides {
+            presence: Some(PresenceMode::Off),
+            ..Default::default()
+        },
+    );
+    ns.insert(
+        "server".into(),
+        NamespaceOverrides {
+            client_publish: Some(false),
+            ..Default::default()
+        },
+    );
+    ns.insert(
+        "tiny".into(),
+        NamespaceOverrides {
+            max_message_bytes: Some(64),
+            ..Default::default()
+        },
+    );
+    ns.insert(
+        "public".into(),
+        NamespaceOverrides {
+            allow: Some(vec!["subscribe".into()]),
+            ..Default::default()
+        },
+    );
     c
 }
 
 pub async fn start(config: EdgeConfig) -> RunningEdge {
     let backend = MemoryBackend::new(config.rooms.clone());
-    plaza_edge::start(config, backend, None).await.expect("edge starts")
+    plaza_edge::start(config, backend, None)
+        .await
+        .expect("edge starts")
 }
 
 pub async fn start_default() -> RunningEdge {
@@ -52,16 +92,37 @@ pub async fn start_default() -> RunningEdge {
 /// A token for `user` with every capability on `chat:*`, `small:*`, `counts:*`, `nopres:*`,
 /// `server:*`, `tiny:*` and `user:{sub}`, valid for an hour.
 pub fn token(user: &str) -> String {
-    let all = vec![Capability::Subscribe, Capability::Publish, Capability::Presence];
-    let rooms = ["chat:*", "small:*", "counts:*", "nopres:*", "server:*", "tiny:*", "user:{sub}"]
-        .iter()
-        .map(|p| (p.to_string(), all.clone()))
-        .collect();
+    let all = vec![
+        Capability::Subscribe,
+        Capability::Publish,
+        Capability::Presence,
+    ];
+    let rooms = [
+        "chat:*",
+        "small:*",
+        "counts:*",
+        "nopres:*",
+        "server:*",
+        "tiny:*",
+        "user:{sub}",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), all.clone()))
+    .collect();
     token_with(user, rooms, Some(Duration::from_secs(3600)))
 }
 
-pub fn token_with(user: &str, rooms: Vec<(String, Vec<Capability>)>, ttl: Option<Duration>) -> String {
-    let spec = TokenSpec { user: user.into(), rooms, ttl, info: Some(serde_json::json!({"name": user})) };
+pub fn token_with(
+    user: &str,
+    rooms: Vec<(String, Vec<Capability>)>,
+    ttl: Option<Duration>,
+) -> String {
+    let spec = TokenSpec {
+        user: user.into(),
+        rooms,
+        ttl,
+        info: Some(serde_json::json!({"name": user})),
+    };
     mint(SECRET.as_bytes(), "plaza", &spec).unwrap()
 }
 
@@ -88,8 +149,14 @@ impl Client {
     }
 
     pub async fn open_url(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket handshake");
-        Self { ws, next_id: 1, pushes: VecDeque::new() }
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .expect("websocket handshake");
+        Self {
+            ws,
+            next_id: 1,
+            pushes: VecDeque::new(),
+        }
     }
 
     /// Opens and connects as `user`.
@@ -110,10 +177,15 @@ impl Client {
     /// Reads the next server frame (text), failing after [`WAIT`].
     pub async fn next_frame(&mut self) -> Option<ServerFrame<Box<RawValue>>> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame within the wait");
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait");
             match msg {
                 Some(Ok(Message::Text(t))) => {
-                    return Some(ServerFrame::decode(&t).unwrap_or_else(|e| panic!("bad server frame {t}: {e}")));
+                    return Some(
+                        ServerFrame::decode(&t)
+                            .unwrap_or_else(|e| panic!("bad server frame {t}: {e}")),
+                    );
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Binary(b))) => panic!("server sent a binary frame: {b:?}"),
@@ -163,16 +235,20 @@ impl Client {
     }
 
     pub async fn connect(&mut self, token: &str) -> ConnectOk {
-        let r = self.call(serde_json::json!({"op": "connect", "token": token})).await;
+        let r = self
+            .call(serde_json::json!({"op": "connect", "token": token}))
+            .await;
         r.ok_as().unwrap_or_else(|e| panic!("connect failed: {e}"))
     }
 
     pub async fn subscribe(&mut self, room: &str) -> Value {
-        self.ok(serde_json::json!({"op": "subscribe", "room": room})).await
+        self.ok(serde_json::json!({"op": "subscribe", "room": room}))
+            .await
     }
 
     pub async fn publish(&mut self, room: &str, data: Value) -> Value {
-        self.ok(serde_json::json!({"op": "publish", "room": room, "data": data})).await
+        self.ok(serde_json::json!({"op": "publish", "room": room, "data": data}))
+            .await
     }
 
     /// The next push (queued or read), failing after [`WAIT`].
@@ -180,12 +256,10 @@ impl Client {
         if let Some(p) = self.pushes.pop_front() {
             return p;
         }
-        loop {
-            match self.next_frame().await {
-                Some(ServerFrame::Push(p)) => return p,
-                Some(ServerFrame::Reply(r)) => panic!("unexpected reply {}", r.id),
-                None => panic!("connection closed while waiting for a push"),
-            }
+        match self.next_frame().await {
+            Some(ServerFrame::Push(p)) => p,
+            Some(ServerFrame::Reply(r)) => panic!("unexpected reply {}", r.id),
+            None => panic!("connection closed while waiting for a push"),
         }
     }
 
@@ -209,9 +283,15 @@ impl Client {
 
     /// Reads until the connection closes; returns the close code and the disconnect push.
     pub async fn closed(&mut self) -> Closed {
-        let mut out = Closed { code: None, disconnect: None, errors: Vec::new() };
+        let mut out = Closed {
+            code: None,
+            disconnect: None,
+            errors: Vec::new(),
+        };
         loop {
-            let msg = tokio::time::timeout(WAIT * 3, self.ws.next()).await.expect("the server closes");
+            let msg = tokio::time::timeout(WAIT * 3, self.ws.next())
+                .await
+                .expect("the server closes");
             match msg {
                 Some(Ok(Message::Text(t))) => match ServerFrame::decode(&t).unwrap() {
                     ServerFrame::Push(Push::Disconnect(d)) => out.disconnect = Some(d),
@@ -247,9 +327,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
