@@ -208,10 +208,12 @@ pub mod duration {
     /// Parses e.g. `"2m 30s"`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); use e.g. \"500ms\", \"25s\", \"2m\""
-            ))
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s).map_err(|e| {
+            format!("invalid duration {s:?} ({e}); use e.g. \"500ms\", \"25s\", \"2m\"")
         })
     }
 
@@ -224,14 +226,41 @@ pub mod duration {
         /// Serializes `Some` as a duration string and `None` as none.
         pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
             match d {
-                Some(d) => super::serialize(d, s),
+                Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
                 None => s.serialize_none(),
             }
         }
 
-        /// Parses a duration string.
+        /// Parses a duration string; `null` / none is `None`.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
+            use serde::Deserialize;
+            match Option::<String>::deserialize(d)? {
+                None => Ok(None),
+                Some(s) => super::parse(&s).map(Some).map_err(serde::de::Error::custom),
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_config_round_trips_through_json_and_postcard() {
+        let mut c = RoomsConfig::default();
+        c.namespaces.insert(
+            "chat".into(),
+            NamespaceOverrides {
+                history_ttl: Some(Duration::from_secs(90)),
+                ..Default::default()
+            },
+        );
+        c.namespaces
+            .insert("plain".into(), NamespaceOverrides::default());
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<RoomsConfig>(&json).unwrap(), c);
+        let bin = postcard::to_stdvec(&c).unwrap();
+        assert_eq!(postcard::from_bytes::<RoomsConfig>(&bin).unwrap(), c);
     }
 }

@@ -16,5 +16,6 @@ pub mod backend;
 pub mod config;
 pub mod rooms;
 
+pub use backend::memory::MemoryBackend;
 pub use backend::{Backend, EdgeLink};
 pub use config::{NamespaceOptions, Namespaces, PresenceMode, RoomsConfig};
