@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use plaza_broker::backend::memory::MemoryBackend;
+use plaza_broker::backend::memory::{MemoryBackend, MemoryOptions};
 use plaza_edge::auth::{Capability, TokenSpec, mint};
 use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig, LogFormat, Secret};
 
@@ -147,7 +147,11 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     let claim = config.auth.capability_claim.clone();
     let edge = match config.backend {
         BackendKind::Memory => {
-            let backend = MemoryBackend::new(config.rooms.clone());
+            let options = MemoryOptions {
+                event_queue: config.broker.event_queue,
+                ..Default::default()
+            };
+            let backend = MemoryBackend::with_options(config.rooms.clone(), options);
             plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
         }
     };

@@ -16,6 +16,19 @@ use crate::model::{ClientId, EdgeId, Member, Payload, Position, Publication, Roo
 /// The edge↔broker protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The broker's answer to an edge's [`EdgeRequest::Hello`] carrying `version`: the same
+/// version is welcome; any other is refused with the version the broker speaks, so the edge
+/// can say exactly what to upgrade.
+pub fn answer_hello(version: u16) -> BrokerEvent {
+    if version == PROTOCOL_VERSION {
+        BrokerEvent::Welcome { version }
+    } else {
+        BrokerEvent::Incompatible {
+            supported: PROTOCOL_VERSION,
+        }
+    }
+}
+
 /// What an edge sends to a broker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EdgeRequest {

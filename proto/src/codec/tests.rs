@@ -155,3 +155,19 @@ fn oversize_and_garbage_frames_are_rejected() {
         "trailing bytes are an error"
     );
 }
+
+#[test]
+fn the_handshake_welcomes_the_same_version_and_refuses_others() {
+    assert_eq!(
+        answer_hello(PROTOCOL_VERSION),
+        BrokerEvent::Welcome {
+            version: PROTOCOL_VERSION
+        }
+    );
+    assert_eq!(
+        answer_hello(PROTOCOL_VERSION + 1),
+        BrokerEvent::Incompatible {
+            supported: PROTOCOL_VERSION
+        }
+    );
+}
