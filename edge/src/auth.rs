@@ -64,11 +64,12 @@ enum Pattern {
 }
 
 impl Pattern {
+    /// Whether the pattern is a prefix is decided before `{sub}` is substituted, so a user id
+    /// containing `*` cannot turn an exact grant into a prefix grant.
     fn new(pattern: &str, user: &str) -> Self {
-        let p = pattern.replace("{sub}", user);
-        match p.strip_suffix('*') {
-            Some(prefix) => Self::Prefix(prefix.to_owned()),
-            None => Self::Exact(p),
+        match pattern.strip_suffix('*') {
+            Some(prefix) => Self::Prefix(prefix.replace("{sub}", user)),
+            None => Self::Exact(pattern.replace("{sub}", user)),
         }
     }
 
@@ -359,6 +360,23 @@ mod tests {
         assert!(id.grants.token_allows(&room("news"), Presence));
         assert!(!id.grants.token_allows(&room("news2"), Presence));
         assert!(!id.grants.token_allows(&room("chatx"), Subscribe));
+    }
+
+    #[test]
+    fn a_user_id_with_a_star_does_not_widen_a_personal_grant() {
+        let mut s = spec(&[("user:{sub}", &[Capability::Subscribe])]);
+        s.user = "a*".into();
+        let id = verifier()
+            .verify(&mint(SECRET, "plaza", &s).unwrap())
+            .unwrap();
+        assert!(
+            !id.grants
+                .token_allows(&room("user:alice"), Capability::Subscribe)
+        );
+        assert!(
+            !id.grants
+                .token_allows(&room("user:a"), Capability::Subscribe)
+        );
     }
 
     #[test]

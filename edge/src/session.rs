@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Commands of one connection run one at a time, in order, so a client's publications keep
-//! their order and each reply follows the pushes its command caused.
+//! their order. A `publish` reply and the `pub` push of the same publication travel different
+//! paths (reply here, push through the hub) and may arrive in either order.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,6 +66,8 @@ struct Connected {
 struct Sub {
     /// Whether this connection is a member of the room's presence.
     joined: bool,
+    /// Whether it receives join/leave pushes (needs the `presence` capability).
+    presence: bool,
 }
 
 /// Runs a client connection to its end, then removes its subscriptions and presence.
@@ -465,7 +468,13 @@ impl<L: EdgeLink> Session<L> {
                     result: Ok(ReplyOk::Subscribe(ok)),
                 });
                 hub.activate(&room, self.id, Utf8Bytes::from(reply.encode()), &delivered);
-                self.subs.insert(room, Sub { joined });
+                self.subs.insert(
+                    room,
+                    Sub {
+                        joined,
+                        presence: s.presence,
+                    },
+                );
                 Ok(None)
             }
             Err(e) => {
@@ -599,9 +608,12 @@ impl<L: EdgeLink> Session<L> {
         // Capabilities may have shrunk: end subscriptions the new token no longer allows.
         let revoked: Vec<RoomName> = self
             .subs
-            .keys()
-            .filter(|room| self.check(room, Capability::Subscribe).is_err())
-            .cloned()
+            .iter()
+            .filter(|(room, sub)| {
+                self.check(room, Capability::Subscribe).is_err()
+                    || (sub.presence && self.check(room, Capability::Presence).is_err())
+            })
+            .map(|(room, _)| room.clone())
             .collect();
         for room in revoked {
             if let Some(sub) = self.subs.remove(&room) {
@@ -610,7 +622,7 @@ impl<L: EdgeLink> Session<L> {
                     .push_frame(&ServerFrame::Push(Push::Unsubscribed(UnsubscribedPush {
                         room,
                         code: ErrorCode::PermissionDenied,
-                        reason: "the refreshed token does not allow this room".into(),
+                        reason: "the refreshed token no longer allows this subscription".into(),
                     })));
             }
         }

@@ -24,6 +24,19 @@ use crate::model::{ClientId, Member, Payload, Position, Publication, RoomName, S
 /// The WebSocket subprotocol name, echoed when a client offers it.
 pub const SUBPROTOCOL: &str = "plaza.v1";
 
+/// Every op of protocol v1.
+const KNOWN_OPS: [&str; 9] = [
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "refresh",
+    "ping",
+];
+
 /// Longest accepted `idem` key, in bytes.
 pub const MAX_IDEM_LEN: usize = 128;
 
@@ -211,7 +224,11 @@ impl ClientFrame {
             Some(raw) => serde_json::from_str(raw.get())
                 .map_err(|_| fail(ErrorCode::BadRequest, "`op` must be a string".into()))?,
         };
-        // Validate `room` first so every op reports a bad name the same way.
+        if !KNOWN_OPS.contains(&op.as_str()) {
+            let shown: String = op.chars().take(64).collect();
+            return Err(fail(ErrorCode::UnknownOp, format!("unknown op {shown:?}")));
+        }
+        // Validate `room` before the op's own fields so every op reports a bad name alike.
         let room = match fields.raw("room") {
             None => None,
             Some(raw) => {
@@ -542,7 +559,8 @@ pub struct ConnectOk {
 pub struct SubscribeOk {
     /// The room's current epoch.
     pub epoch: String,
-    /// The offset of the room's latest publication (0 if none).
+    /// The room's latest offset: its last publication's, or for a room without publications
+    /// a position to recover from later (not necessarily 0; offsets are not contiguous).
     pub offset: u64,
     /// With `recover`: whether `publications` holds every publication missed since the
     /// given position. Without `recover`: `false`.

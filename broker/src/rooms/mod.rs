@@ -62,7 +62,7 @@ use room::Room;
 
 /// Longest accepted idempotency key, in bytes: keys are kept per room for the whole window, so
 /// their size is bounded like every other input.
-pub const MAX_IDEM_LEN: usize = 256;
+pub const MAX_IDEM_LEN: usize = plaza_proto::client::MAX_IDEM_LEN;
 
 /// A change to the rooms. Serializable because the Raft backend replicates commands as log
 /// entries.
