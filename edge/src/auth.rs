@@ -211,8 +211,13 @@ impl Verifier {
         }
     }
 
-    /// Verifies `token` and extracts the identity.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    /// Verifies `token` and extracts the identity. Async because verifying against a JWKS may
+    /// have to fetch an unknown key first.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_now(token)
+    }
+
+    fn verify_now(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
@@ -350,7 +355,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        let id = verifier().verify(&t).unwrap();
+        let id = verifier().verify_now(&t).unwrap();
         assert_eq!(id.user.as_str(), "ann");
         assert_eq!(id.info.as_ref().unwrap().as_str(), r#"{"name":"Ann"}"#);
         assert!(id.grants.token_allows(&room("chat:lobby"), Publish));
@@ -367,7 +372,7 @@ mod tests {
         let mut s = spec(&[("user:{sub}", &[Capability::Subscribe])]);
         s.user = "a*".into();
         let id = verifier()
-            .verify(&mint(SECRET, "plaza", &s).unwrap())
+            .verify_now(&mint(SECRET, "plaza", &s).unwrap())
             .unwrap();
         assert!(
             !id.grants
@@ -391,7 +396,7 @@ mod tests {
         );
         let ns = rooms.namespaces();
         let id = verifier()
-            .verify(&mint(SECRET, "plaza", &spec(&[])).unwrap())
+            .verify_now(&mint(SECRET, "plaza", &spec(&[])).unwrap())
             .unwrap();
         assert!(
             id.grants
@@ -413,13 +418,19 @@ mod tests {
         let good = mint(SECRET, "plaza", &spec(&[])).unwrap();
         let wrong = mint(b"another-secret-another-secret-xx", "plaza", &spec(&[])).unwrap();
         assert_eq!(
-            v.verify(&wrong),
+            v.verify_now(&wrong),
             Err(AuthError::Invalid("bad signature".into()))
         );
-        assert!(matches!(v.verify("garbage"), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            v.verify_now("garbage"),
+            Err(AuthError::Invalid(_))
+        ));
         let mut tampered = good.clone();
         tampered.insert(good.len() / 2, 'A');
-        assert!(matches!(v.verify(&tampered), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            v.verify_now(&tampered),
+            Err(AuthError::Invalid(_))
+        ));
         let mut old = spec(&[]);
         old.ttl = None;
         let body = serde_json::json!({"sub": "ann", "exp": unix_now() - 3600});
@@ -429,9 +440,9 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
+        assert_eq!(v.verify_now(&expired), Err(AuthError::Expired));
         let no_exp = mint(SECRET, "plaza", &old).unwrap();
-        assert_eq!(v.verify(&no_exp).unwrap().expires_at, None);
+        assert_eq!(v.verify_now(&no_exp).unwrap().expires_at, None);
         let bad_cap = serde_json::json!({"sub": "ann", "plaza": {"rooms": {"x": ["fly"]}}});
         let bad_cap = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -439,14 +450,14 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert!(matches!(v.verify(&bad_cap), Err(AuthError::Invalid(m)) if m.contains("fly")));
+        assert!(matches!(v.verify_now(&bad_cap), Err(AuthError::Invalid(m)) if m.contains("fly")));
         // alg "none" is never accepted.
         let none = format!(
             "{}.{}.",
             b64(r#"{"alg":"none","typ":"JWT"}"#),
             b64(r#"{"sub":"ann"}"#)
         );
-        assert!(matches!(v.verify(&none), Err(AuthError::Invalid(_))));
+        assert!(matches!(v.verify_now(&none), Err(AuthError::Invalid(_))));
     }
 
     fn b64(s: &str) -> String {

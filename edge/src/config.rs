@@ -40,6 +40,12 @@ pub struct EdgeConfig {
     pub broker: BrokerLinkConfig,
     /// Graceful shutdown.
     pub drain: DrainConfig,
+    /// Rate and connection limits.
+    pub limits: LimitsConfig,
+    /// HTTP-level policy: origins, trusted proxies, API body size.
+    pub http: HttpConfig,
+    /// The server HTTP API (`/v1/api/...`).
+    pub api: ApiConfig,
     /// Room namespaces.
     pub rooms: RoomsConfig,
 }
@@ -55,6 +61,9 @@ impl Default for EdgeConfig {
             client: ClientConfig::default(),
             broker: BrokerLinkConfig::default(),
             drain: DrainConfig::default(),
+            limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
+            api: ApiConfig::default(),
             rooms: RoomsConfig::default(),
         }
     }
@@ -106,6 +115,122 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// Cookie that may carry the token (for same-site browser apps), if set.
     pub token_cookie: Option<String>,
+    /// Identity providers whose asymmetrically signed tokens are accepted (`[[auth.jwks]]`).
+    pub jwks: Vec<JwksConfig>,
+}
+
+/// `[[auth.jwks]]`: one identity provider (Kinde, Auth0, Clerk, …) verified against its JWKS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksConfig {
+    /// The provider's `iss`; tokens are routed to this key set by their `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values (one of), if set.
+    pub audience: Option<Vec<String>>,
+    /// Where to fetch the JWKS (HTTPS unless `allow_http`).
+    pub url: Option<String>,
+    /// A JWKS file to load instead of fetching (re-read on refresh).
+    pub file: Option<std::path::PathBuf>,
+    /// Permit a plain-HTTP `url` (local testing only).
+    pub allow_http: bool,
+    /// Accepted `alg` values.
+    pub algorithms: Vec<String>,
+    /// Refetch the key set this often in the background.
+    #[serde(with = "duration")]
+    pub refresh_interval: Duration,
+    /// A token with an unknown `kid` triggers a refetch at most this often, so a flood of
+    /// made-up `kid`s cannot hammer the provider.
+    #[serde(with = "duration")]
+    pub min_refetch_interval: Duration,
+    /// Give up on one fetch after this long (the last good key set stays in use).
+    #[serde(with = "duration")]
+    pub fetch_timeout: Duration,
+}
+
+/// Algorithms accepted for JWKS keys by default.
+pub const JWKS_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: None,
+            url: None,
+            file: None,
+            allow_http: false,
+            algorithms: JWKS_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
+            refresh_interval: Duration::from_secs(600),
+            min_refetch_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[limits]`: rates and counts that protect the edge from abusive or broken clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sustained commands per second per connection (token bucket refill rate).
+    pub commands_per_second: u32,
+    /// Commands a connection may send in a burst (token bucket size).
+    pub command_burst: u32,
+    /// Rate-limited commands in a row after which the connection is closed (4007).
+    pub flood_disconnect_after: u32,
+    /// Sustained new WebSocket connections per second per client IP (429 beyond).
+    pub connections_per_second_per_ip: u32,
+    /// Burst of new connections per client IP.
+    pub connection_burst_per_ip: u32,
+    /// Open connections per user on this edge (4008 beyond).
+    pub connections_per_user: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            commands_per_second: 50,
+            command_burst: 100,
+            flood_disconnect_after: 100,
+            connections_per_second_per_ip: 20,
+            connection_burst_per_ip: 50,
+            connections_per_user: 50,
+        }
+    }
+}
+
+/// `[http]`: origin policy, proxies, and request sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Browser origins allowed to open WebSockets: exact (`https://app.example.com`) or a
+    /// subdomain wildcard (`https://*.example.com`). Empty allows every origin. Requests
+    /// without an `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` headers are believed, as CIDRs
+    /// (e.g. Cloudflare's ranges or `10.0.0.0/8` for an in-cluster ingress).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest server API request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[api]`: the server HTTP API under `/v1/api/`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Accepted API keys (`Authorization: Bearer <key>`); several allow rotation. Empty
+    /// disables the API.
+    pub keys: Vec<Secret>,
 }
 
 impl Default for AuthConfig {
@@ -117,6 +242,7 @@ impl Default for AuthConfig {
             audience: None,
             leeway: Duration::from_secs(5),
             token_cookie: None,
+            jwks: Vec::new(),
         }
     }
 }
@@ -340,10 +466,10 @@ impl EdgeConfig {
             ));
         }
         match &self.auth.hmac_secret {
-            None if !self.dev => {
+            None if !self.dev && self.auth.jwks.is_empty() => {
                 return Err(ConfigError::new(
                     "auth.hmac_secret",
-                    "required (set PLAZA_AUTH__HMAC_SECRET, or run with --dev)",
+                    "set it (PLAZA_AUTH__HMAC_SECRET) or configure [[auth.jwks]], or run with --dev",
                 ));
             }
             Some(s) if s.0.len() < 32 => {
@@ -353,6 +479,91 @@ impl EdgeConfig {
                 ));
             }
             _ => {}
+        }
+        for (i, j) in self.auth.jwks.iter().enumerate() {
+            let key = |k: &str| format!("auth.jwks[{i}].{k}");
+            if j.issuer.is_empty() {
+                return Err(ConfigError::new(key("issuer"), "required"));
+            }
+            match (&j.url, &j.file) {
+                (None, None) | (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        key("url"),
+                        "set exactly one of url and file",
+                    ));
+                }
+                (Some(url), None) => {
+                    let https = url.starts_with("https://");
+                    let http = url.starts_with("http://");
+                    if !(https || (http && j.allow_http)) {
+                        return Err(ConfigError::new(
+                            key("url"),
+                            "must be https:// (plain http:// only with allow_http = true)",
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+            if j.algorithms.is_empty() {
+                return Err(ConfigError::new(key("algorithms"), "must not be empty"));
+            }
+            if let Some(a) = j
+                .algorithms
+                .iter()
+                .find(|a| !JWKS_ALGORITHMS.contains(&a.as_str()))
+            {
+                return Err(ConfigError::new(
+                    key("algorithms"),
+                    format!(
+                        "{a:?} is not accepted for JWKS keys (use {})",
+                        JWKS_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+            if j.min_refetch_interval.is_zero() || j.refresh_interval < j.min_refetch_interval {
+                return Err(ConfigError::new(
+                    key("refresh_interval"),
+                    "must be positive and at least min_refetch_interval",
+                ));
+            }
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("limits.commands_per_second", l.commands_per_second),
+            ("limits.command_burst", l.command_burst),
+            ("limits.flood_disconnect_after", l.flood_disconnect_after),
+            (
+                "limits.connections_per_second_per_ip",
+                l.connections_per_second_per_ip,
+            ),
+            ("limits.connection_burst_per_ip", l.connection_burst_per_ip),
+            ("limits.connections_per_user", l.connections_per_user),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(k, "must be at least 1"));
+            }
+        }
+        for (i, o) in self.http.allowed_origins.iter().enumerate() {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return Err(ConfigError::new(
+                    format!("http.allowed_origins[{i}]"),
+                    format!(
+                        "{o:?} must look like https://app.example.com or https://*.example.com"
+                    ),
+                ));
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "http.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if let Some(i) = self.api.keys.iter().position(|k| k.0.len() < 16) {
+            return Err(ConfigError::new(
+                format!("api.keys[{i}]"),
+                "must be at least 16 bytes",
+            ));
         }
         self.rooms.validate().map_err(|m| {
             let (key, message) = m.split_once(": ").unwrap_or(("rooms", &m));

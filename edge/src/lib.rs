@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod session;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub async fn start<B: Backend>(
         namespaces: config.rooms.namespaces(),
         verifier,
         hub: Hub::new(link),
+        users: Default::default(),
         edge_id,
         drain: CancellationToken::new(),
         backend_up: true.into(),

@@ -33,6 +33,8 @@ pub const BROKER_CALL_SECONDS: &str = "plaza_broker_call_seconds";
 pub const HUB_ROOMS: &str = "plaza_hub_rooms";
 /// Local subscriptions on this edge (gauge).
 pub const SUBSCRIPTIONS: &str = "plaza_subscriptions";
+/// Requests or commands refused by a limit, by `limit`.
+pub const LIMIT_HITS: &str = "plaza_limit_hits_total";
 /// 1 while the edge is draining (gauge).
 pub const DRAINING: &str = "plaza_draining";
 
@@ -89,4 +91,8 @@ fn describe() {
     describe_gauge!(HUB_ROOMS, "Rooms with local subscribers");
     describe_gauge!(SUBSCRIPTIONS, "Local room subscriptions");
     describe_gauge!(DRAINING, "1 while draining");
+    describe_counter!(
+        LIMIT_HITS,
+        "Requests or commands refused by a limit, by limit"
+    );
 }

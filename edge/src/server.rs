@@ -30,6 +30,8 @@ pub struct Ctx<L: EdgeLink> {
     pub verifier: Verifier,
     /// Local fan-out and the broker link.
     pub hub: Hub<L>,
+    /// Connections by user.
+    pub users: Arc<crate::users::Users>,
     /// This edge's id (prefix of client ids).
     pub edge_id: String,
     /// Cancelled when the edge starts draining: sessions disconnect over the drain window.

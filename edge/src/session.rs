@@ -35,6 +35,7 @@ use crate::hub::SessionId;
 use crate::metrics as m;
 use crate::outbox::{Outbox, write_loop};
 use crate::server::Ctx;
+use crate::users::UserSlot;
 
 type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
 
@@ -57,6 +58,8 @@ struct Session<L: EdgeLink> {
 }
 
 struct Connected {
+    /// Holds this connection's place among its user's connections on this edge.
+    _slot: UserSlot,
     client: ClientId,
     identity: Identity,
     refresh_at: Option<Instant>,
@@ -267,7 +270,7 @@ impl<L: EdgeLink> Session<L> {
 
     async fn handle(&mut self, id: u32, command: Command) -> CommandResult {
         if let Command::Connect(c) = command {
-            return self.connect(c).map(Some);
+            return self.connect(c).await.map(Some);
         }
         if self.conn.is_none() {
             return Err(ErrorCode::NotConnected.with("send `connect` first"));
@@ -311,15 +314,16 @@ impl<L: EdgeLink> Session<L> {
         }
     }
 
-    fn connect(&mut self, c: Connect) -> Result<ReplyOk, ErrorBody> {
+    async fn connect(&mut self, c: Connect) -> Result<ReplyOk, ErrorBody> {
         if self.conn.is_some() {
             return Err(ErrorCode::AlreadyConnected.with("this connection is already connected"));
         }
         let token = c.token.or_else(|| self.handshake_token.take());
-        let identity = match token
-            .ok_or(AuthError::Missing)
-            .and_then(|t| self.ctx.verifier.verify(&t))
-        {
+        let verified = match token {
+            Some(t) => self.ctx.verifier.verify(&t).await,
+            None => Err(AuthError::Missing),
+        };
+        let identity = match verified {
             Ok(identity) => identity,
             Err(e) => {
                 metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
@@ -332,6 +336,18 @@ impl<L: EdgeLink> Session<L> {
                 return Err(e.code().with(e.to_string()));
             }
         };
+        let max = self.ctx.config.limits.connections_per_user;
+        let closer = self.outbox.closer().clone();
+        let Some(slot) = self
+            .ctx
+            .users
+            .admit(&identity.user, self.id, closer, max as usize)
+        else {
+            metrics::counter!(m::LIMIT_HITS, "limit" => "connections_per_user").increment(1);
+            let reason = format!("user has {max} connections on this edge");
+            self.close_after = Some((CloseCode::TooManyConnections, reason.clone()));
+            return Err(ErrorCode::LimitExceeded.with(reason));
+        };
         let client = ClientId::new(format!("{}-{:x}", self.ctx.edge_id, self.id));
         tracing::debug!(client = %client, user = %identity.user, name = ?c.name, version = ?c.version, "connected");
         let ok = ConnectOk {
@@ -340,11 +356,11 @@ impl<L: EdgeLink> Session<L> {
             expires_in: identity.expires_in(unix_now()),
             ping_interval: self.ctx.config.client.ping_interval.as_secs().max(1),
         };
-        self.conn = Some(self.deadlines(client, identity));
+        self.conn = Some(self.deadlines(client, identity, slot));
         Ok(ReplyOk::Connect(ok))
     }
 
-    fn deadlines(&self, client: ClientId, identity: Identity) -> Connected {
+    fn deadlines(&self, client: ClientId, identity: Identity, slot: UserSlot) -> Connected {
         let now = Instant::now();
         let c = &self.ctx.config;
         let expires_in = identity.expires_in(unix_now()).map(Duration::from_secs);
@@ -353,6 +369,7 @@ impl<L: EdgeLink> Session<L> {
             refresh_at: expires_in.map(|e| now + e.saturating_sub(c.client.refresh_ahead)),
             expire_at: expires_in.map(|e| now + e + c.auth.leeway),
             identity,
+            _slot: slot,
         }
     }
 
@@ -590,7 +607,7 @@ impl<L: EdgeLink> Session<L> {
     }
 
     async fn refresh(&mut self, token: &str) -> Result<RefreshOk, ErrorBody> {
-        let identity = self.ctx.verifier.verify(token).map_err(|e| {
+        let identity = self.ctx.verifier.verify(token).await.map_err(|e| {
             metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
             e.code().with(e.to_string())
         })?;
@@ -603,8 +620,10 @@ impl<L: EdgeLink> Session<L> {
             )));
         }
         let expires_in = identity.expires_in(unix_now());
-        let client = conn.client.clone();
-        self.conn = Some(self.deadlines(client, identity));
+        let Some(old) = self.conn.take() else {
+            unreachable_connect()
+        };
+        self.conn = Some(self.deadlines(old.client, identity, old._slot));
         // Capabilities may have shrunk: end subscriptions the new token no longer allows.
         let revoked: Vec<RoomName> = self
             .subs

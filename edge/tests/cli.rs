@@ -54,8 +54,8 @@ fn bad_config_exits_64_naming_the_key() {
     );
 }
 
-#[test]
-fn the_token_subcommand_mints_tokens_the_edge_accepts() {
+#[tokio::test]
+async fn the_token_subcommand_mints_tokens_the_edge_accepts() {
     let secret = "0123456789abcdef0123456789abcdef";
     let out = run(
         &[
@@ -76,6 +76,7 @@ fn the_token_subcommand_mints_tokens_the_edge_accepts() {
     let auth = plaza_edge::config::AuthConfig::default();
     let id = plaza_edge::auth::Verifier::hmac(secret.as_bytes(), &auth)
         .verify(&token)
+        .await
         .unwrap();
     assert_eq!(id.user.as_str(), "ann");
     let room = |s| plaza_proto::RoomName::new(s).unwrap();
