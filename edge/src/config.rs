@@ -117,6 +117,8 @@ pub struct AuthConfig {
     pub token_cookie: Option<String>,
     /// Identity providers whose asymmetrically signed tokens are accepted (`[[auth.jwks]]`).
     pub jwks: Vec<JwksConfig>,
+    /// Longest accepted token, in bytes; longer ones are refused before any parsing.
+    pub max_token_bytes: usize,
 }
 
 /// `[[auth.jwks]]`: one identity provider (Kinde, Auth0, Clerk, …) verified against its JWKS.
@@ -243,6 +245,7 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(5),
             token_cookie: None,
             jwks: Vec::new(),
+            max_token_bytes: 8 * 1024,
         }
     }
 }
@@ -479,6 +482,9 @@ impl EdgeConfig {
                 ));
             }
             _ => {}
+        }
+        if self.auth.max_token_bytes < 256 {
+            return Err(ConfigError::new("auth.max_token_bytes", "must be at least 256"));
         }
         for (i, j) in self.auth.jwks.iter().enumerate() {
             let key = |k: &str| format!("auth.jwks[{i}].{k}");
