@@ -16,9 +16,11 @@
 //! [`start`] runs an edge on any backend; `main.rs` wires it to the CLI and signals.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod dev;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod server;
@@ -129,6 +131,8 @@ pub async fn start<B: Backend>(
         verifier,
         hub: Hub::new(link),
         users: Default::default(),
+        origins: limits::OriginPolicy::new(&config.http.allowed_origins),
+        connection_rate: limits::ConnectionRate::new(&config.limits),
         edge_id,
         drain: CancellationToken::new(),
         backend_up: true.into(),
@@ -139,6 +143,7 @@ pub async fn start<B: Backend>(
     });
     let shutdown = CancellationToken::new();
     let stop_listening = CancellationToken::new();
+    tokio::spawn(forget_idle_ips(ctx.clone(), shutdown.clone()));
     let supervisor = tokio::spawn(supervise(
         ctx.clone(),
         backend,
@@ -156,6 +161,7 @@ pub async fn start<B: Backend>(
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "http server failed");
@@ -180,6 +186,17 @@ pub async fn start<B: Backend>(
         shutdown,
         done,
     })
+}
+
+/// Bounds the per-IP connection limiter's memory by forgetting quiet addresses every minute.
+async fn forget_idle_ips<L: EdgeLink>(ctx: Arc<Ctx<L>>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => ctx.connection_rate.forget_idle(),
+        }
+    }
 }
 
 /// Disconnects every client (reconnectable), spread over the drain window, and waits for the

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
+use crate::client_ip::client_ip;
 use crate::config::EdgeConfig;
 use crate::hub::Hub;
+use crate::metrics as m;
 
 /// What every request and session of one edge shares.
 pub struct Ctx<L: EdgeLink> {
@@ -32,6 +36,10 @@ pub struct Ctx<L: EdgeLink> {
     pub hub: Hub<L>,
     /// Connections by user.
     pub users: Arc<crate::users::Users>,
+    /// Browser origins allowed to connect.
+    pub origins: crate::limits::OriginPolicy,
+    /// New connections per client IP.
+    pub connection_rate: crate::limits::ConnectionRate,
     /// This edge's id (prefix of client ids).
     pub edge_id: String,
     /// Cancelled when the edge starts draining: sessions disconnect over the drain window.
@@ -75,10 +83,37 @@ struct WsQuery {
 
 async fn ws<L: EdgeLink>(
     State(ctx): State<Arc<Ctx<L>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("<invalid>"));
+    if !ctx.origins.allows(origin) {
+        metrics::counter!(m::LIMIT_HITS, "limit" => "origin").increment(1);
+        let origin = origin
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect::<String>();
+        return (
+            StatusCode::FORBIDDEN,
+            format!("origin {origin:?} is not allowed\n"),
+        )
+            .into_response();
+    }
+    let ip = client_ip(peer.ip(), &headers, &ctx.config.http.trusted_proxies);
+    if let Err(wait) = ctx.connection_rate.admit(ip) {
+        let retry = wait.as_secs().max(1).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry)],
+            format!("too many new connections from {ip}; retry later\n"),
+        )
+            .into_response();
+    }
     if !ctx.ready() {
         let why = if ctx.drain.is_cancelled() {
             "edge is draining"

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::auth::{AuthError, Capability, Identity, unix_now};
 use crate::hub::SessionId;
+use crate::limits::{CommandRate, CommandVerdict};
 use crate::metrics as m;
 use crate::outbox::{Outbox, write_loop};
 use crate::server::Ctx;
@@ -44,6 +45,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 struct Session<L: EdgeLink> {
     ctx: Arc<Ctx<L>>,
+    /// Commands per second of this connection.
+    rate: CommandRate,
     id: SessionId,
     outbox: Arc<Outbox>,
     /// Token from the query string or cookie, used by `connect` when it carries none.
@@ -91,6 +94,7 @@ pub async fn run<L: EdgeLink>(
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let now = Instant::now();
     let mut session = Session {
+        rate: CommandRate::new(&ctx.config.limits),
         id: ctx.hub.next_session(),
         ctx,
         outbox,
@@ -234,17 +238,36 @@ impl<L: EdgeLink> Session<L> {
     }
 
     async fn on_text(&mut self, text: &str) {
-        let frame = match ClientFrame::decode(text) {
-            Ok(frame) => frame,
+        let decoded = ClientFrame::decode(text);
+        let id = match &decoded {
+            Ok(frame) => frame.id,
+            Err(DecodeError::Command { id, .. }) => *id,
             Err(DecodeError::Malformed(reason)) => {
                 metrics::counter!(m::BAD_FRAMES, "kind" => "malformed").increment(1);
-                return self.close(DecodeError::CLOSE, reason);
+                return self.close(DecodeError::CLOSE, reason.clone());
             }
+        };
+        // Every answerable frame costs a token, valid or not, so bad commands cannot flood.
+        match self.rate.check() {
+            CommandVerdict::Allow => {}
+            CommandVerdict::Refuse => {
+                let limit = self.ctx.config.limits.commands_per_second;
+                let e = ErrorCode::RateLimited
+                    .with(format!("more than {limit} commands per second; slow down"));
+                return self.reply(id, Err(e));
+            }
+            CommandVerdict::Disconnect => {
+                return self.close(CloseCode::RateLimited, "command flood");
+            }
+        }
+        let frame = match decoded {
+            Ok(frame) => frame,
             Err(DecodeError::Command { id, error }) => {
                 metrics::counter!(m::COMMANDS, "op" => "invalid", "result" => error.code.name())
                     .increment(1);
                 return self.reply(id, Err(error));
             }
+            Err(DecodeError::Malformed(_)) => return,
         };
         let op = frame.command.op();
         let result = self.handle(frame.id, frame.command).await;
@@ -420,6 +443,7 @@ impl<L: EdgeLink> Session<L> {
         }
         let max = self.ctx.config.client.max_rooms;
         if self.subs.len() >= max {
+            metrics::counter!(m::LIMIT_HITS, "limit" => "rooms_per_connection").increment(1);
             return Err(
                 ErrorCode::LimitExceeded.with(format!("at most {max} rooms per connection"))
             );
@@ -541,6 +565,7 @@ impl<L: EdgeLink> Session<L> {
             )));
         }
         if p.data.len() > ns.max_message_bytes {
+            metrics::counter!(m::LIMIT_HITS, "limit" => "message_bytes").increment(1);
             return Err(ErrorCode::MessageTooLarge.with(format!(
                 "data is {} bytes; namespace {:?} allows {}",
                 p.data.len(),

@@ -31,6 +31,11 @@ pub fn config() -> EdgeConfig {
     };
     c.auth.hmac_secret = Some(Secret(SECRET.into()));
     c.drain.window = Duration::from_millis(200);
+    // Tests drive edges hard from one address; the limits get tests of their own.
+    c.limits.commands_per_second = 100_000;
+    c.limits.command_burst = 100_000;
+    c.limits.connections_per_second_per_ip = 10_000;
+    c.limits.connection_burst_per_ip = 10_000;
     c.drain.grace = Duration::from_secs(3);
     let ns = &mut c.rooms.namespaces;
     ns.insert(

@@ -1,0 +1,219 @@
+//! Abuse limits that the edge enforces before work reaches the broker tier: commands per
+//! second per connection, new connections per second per client IP, and the browser origin
+//! allowlist. Every refusal is counted in `plaza_limit_hits_total{limit}`.
+//!
+//! ```text
+//!  handshake ──OriginPolicy──▶ 403 │ ──ConnectionRate (per client IP)──▶ 429 │ ──▶ upgrade
+//!  command   ──CommandRate (per connection)──▶ error 112 … flood ──▶ close 4007
+//! ```
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+use crate::config::LimitsConfig;
+use crate::metrics as m;
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    // Config validation guarantees both are at least 1.
+    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+/// What a connection's command limiter decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandVerdict {
+    /// Run the command.
+    Allow,
+    /// Refuse it with a temporary error; the client should slow down.
+    Refuse,
+    /// The client keeps flooding: close the connection.
+    Disconnect,
+}
+
+/// Token bucket over one connection's commands, plus the flood detector.
+pub struct CommandRate {
+    bucket: DefaultDirectRateLimiter,
+    refused_in_a_row: u32,
+    flood_after: u32,
+}
+
+impl CommandRate {
+    /// A limiter for one connection.
+    pub fn new(limits: &LimitsConfig) -> Self {
+        Self {
+            bucket: DefaultDirectRateLimiter::direct(quota(
+                limits.commands_per_second,
+                limits.command_burst,
+            )),
+            refused_in_a_row: 0,
+            flood_after: limits.flood_disconnect_after,
+        }
+    }
+
+    /// Takes a token for one command.
+    pub fn check(&mut self) -> CommandVerdict {
+        if self.bucket.check().is_ok() {
+            self.refused_in_a_row = 0;
+            return CommandVerdict::Allow;
+        }
+        metrics::counter!(m::LIMIT_HITS, "limit" => "commands_per_second").increment(1);
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row >= self.flood_after {
+            CommandVerdict::Disconnect
+        } else {
+            CommandVerdict::Refuse
+        }
+    }
+}
+
+/// New WebSocket connections per client IP, shared by all handshakes of the edge.
+pub struct ConnectionRate {
+    by_ip: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl ConnectionRate {
+    /// A limiter with the configured rate and burst.
+    pub fn new(limits: &LimitsConfig) -> Self {
+        Self {
+            by_ip: DefaultKeyedRateLimiter::keyed(quota(
+                limits.connections_per_second_per_ip,
+                limits.connection_burst_per_ip,
+            )),
+        }
+    }
+
+    /// Admits a new connection from `ip`, or says how long to wait.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.by_ip.check_key(&ip).map_err(|not_until| {
+            metrics::counter!(m::LIMIT_HITS, "limit" => "connections_per_ip").increment(1);
+            not_until.wait_time_from(DefaultClock::default().now())
+        })
+    }
+
+    /// Forgets IPs whose buckets are full again; call periodically to bound memory.
+    pub fn forget_idle(&self) {
+        self.by_ip.retain_recent();
+        self.by_ip.shrink_to_fit();
+    }
+}
+
+/// The browser origins allowed to open WebSockets.
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    exact: Vec<String>,
+    /// `(scheme + "://", "." + domain)` of `scheme://*.domain` patterns.
+    wildcard: Vec<(String, String)>,
+}
+
+impl OriginPolicy {
+    /// Builds the policy from `http.allowed_origins` (validated: each starts with a scheme).
+    pub fn new(allowed: &[String]) -> Self {
+        let mut policy = Self::default();
+        for origin in allowed {
+            let origin = origin.to_ascii_lowercase();
+            match origin.split_once("://*.") {
+                Some((scheme, domain)) => policy
+                    .wildcard
+                    .push((format!("{scheme}://"), format!(".{domain}"))),
+                None => policy.exact.push(origin),
+            }
+        }
+        policy
+    }
+
+    /// Whether a handshake with this `Origin` header (None: not a browser) may proceed.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        let Some(origin) = origin else { return true };
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return true;
+        }
+        let origin = origin.to_ascii_lowercase();
+        self.exact.iter().any(|o| *o == origin)
+            || self.wildcard.iter().any(|(scheme, suffix)| {
+                origin.strip_prefix(scheme.as_str()).is_some_and(|host| {
+                    host.len() > suffix.len()
+                        && host.ends_with(suffix.as_str())
+                        && !host[..host.len() - suffix.len()].contains(['/', '@', ':'])
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rate: u32, burst: u32, flood: u32) -> LimitsConfig {
+        LimitsConfig {
+            commands_per_second: rate,
+            command_burst: burst,
+            flood_disconnect_after: flood,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn commands_beyond_the_burst_are_refused_then_a_flood_disconnects() {
+        let mut rate = CommandRate::new(&limits(1, 3, 4));
+        for _ in 0..3 {
+            assert_eq!(rate.check(), CommandVerdict::Allow);
+        }
+        for _ in 0..3 {
+            assert_eq!(rate.check(), CommandVerdict::Refuse);
+        }
+        assert_eq!(rate.check(), CommandVerdict::Disconnect);
+    }
+
+    #[test]
+    fn connection_rate_is_per_ip() {
+        let limits = LimitsConfig {
+            connections_per_second_per_ip: 1,
+            connection_burst_per_ip: 2,
+            ..Default::default()
+        };
+        let rate = ConnectionRate::new(&limits);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(rate.admit(a).is_ok() && rate.admit(a).is_ok());
+        let wait = rate.admit(a).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(rate.admit(b).is_ok());
+    }
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain_wildcard() {
+        let p = OriginPolicy::new(&[
+            "https://app.example.com".into(),
+            "https://*.example.org".into(),
+        ]);
+        assert!(p.allows(None), "non-browser clients send no Origin");
+        assert!(p.allows(Some("https://app.example.com")));
+        assert!(p.allows(Some("HTTPS://App.Example.com")));
+        assert!(!p.allows(Some("http://app.example.com")), "scheme matters");
+        assert!(
+            !p.allows(Some("https://app.example.com:8443")),
+            "port matters"
+        );
+        assert!(p.allows(Some("https://a.example.org")));
+        assert!(p.allows(Some("https://a.b.example.org")));
+        assert!(
+            !p.allows(Some("https://example.org")),
+            "the wildcard needs a subdomain"
+        );
+        assert!(!p.allows(Some("https://evilexample.org")));
+        assert!(!p.allows(Some("https://example.org.evil.com")));
+        assert!(!p.allows(Some("null")));
+        assert!(
+            OriginPolicy::new(&[]).allows(Some("https://anything.test")),
+            "empty list allows all"
+        );
+    }
+}
