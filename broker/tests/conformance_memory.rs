@@ -6,7 +6,7 @@ use std::time::Duration;
 use plaza_broker::backend::conformance::{self, LEASE};
 use plaza_broker::backend::memory::{MemoryBackend, MemoryOptions};
 use plaza_broker::backend::{AttachOptions, Backend, EdgeLink};
-use plaza_proto::cluster::{BrokerError, RoomEventKind};
+use plaza_proto::cluster::{BrokerError, LinkEvent, RoomEvent, RoomEventKind};
 use plaza_proto::{ClientId, EdgeId, Member, Payload, RoomName, UserId};
 
 fn backend() -> MemoryBackend {
@@ -61,6 +61,10 @@ conformance_tests!(
     closing_a_link_removes_its_members_at_once,
     #[tokio::test]
     a_dropped_link_loses_its_members_within_the_lease,
+    #[tokio::test]
+    a_user_disconnect_reaches_every_attached_edge_once,
+    #[tokio::test]
+    rooms_are_listed_in_name_order_with_counts_and_paginated,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,8 +118,11 @@ async fn a_link_whose_queue_overflows_has_its_stream_end_and_its_members_leave()
             .unwrap();
         // The memory backend routes before `publish` returns; drain so the watcher keeps up.
         while let Ok(event) = watcher_events.try_recv() {
-            left |=
-                matches!(event.kind, RoomEventKind::Leave(m) if m.client.as_str() == "slow-client");
+            left |= matches!(
+                event,
+                LinkEvent::Room(RoomEvent { kind: RoomEventKind::Leave(m), .. })
+                    if m.client.as_str() == "slow-client"
+            );
         }
     }
     let mut received = 0;
@@ -218,4 +225,37 @@ async fn the_ticker_stops_when_the_backend_and_its_links_are_dropped() {
         0,
         "nothing holds the backend any more"
     );
+}
+
+#[tokio::test]
+async fn a_disconnect_request_to_a_full_link_cuts_it_off_and_reaches_the_others() {
+    let options = MemoryOptions {
+        event_queue: 1,
+        ..MemoryOptions::default()
+    };
+    let backend = MemoryBackend::with_options(conformance::rooms_config(), options);
+    let (full, mut full_events) = backend.attach(edge("full")).await.unwrap();
+    let (caller, mut caller_events) = backend.attach(edge("caller")).await.unwrap();
+    let chat = room("conf:full");
+    full.subscribe(chat.clone()).await.unwrap();
+    full.join(chat.clone(), member("stuck")).await.unwrap();
+    caller
+        .disconnect_user(UserId::new("ann"), "bye".into())
+        .await
+        .unwrap();
+    let disconnect = LinkEvent::DisconnectUser {
+        user: UserId::new("ann"),
+        reason: "bye".into(),
+    };
+    assert_eq!(caller_events.recv().await, Some(disconnect));
+    assert!(
+        matches!(full_events.recv().await, Some(LinkEvent::Room(_))),
+        "the join event filled the queue"
+    );
+    assert_eq!(
+        full_events.recv().await,
+        None,
+        "a link with no room for the request is cut off, as for a room event"
+    );
+    assert!(caller.presence(chat).await.unwrap().is_empty());
 }

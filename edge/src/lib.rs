@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  client ─ws─▶ server (/v1/ws) ─▶ session (one task per socket) ─▶ EdgeLink (broker tier)
-//!  client ◀─ws─ outbox (per socket) ◀─ hub (one upstream subscription per room) ◀─ RoomEvents
+//!  client ◀─ws─ outbox (per socket) ◀─ hub (one upstream subscription per room) ◀─ LinkEvents
 //! ```
 //!
 //! - [`config`]: typed configuration (file → `PLAZA_*` env → flags), validated once.
@@ -15,6 +15,7 @@
 //!
 //! [`start`] runs an edge on any backend; `main.rs` wires it to the CLI and signals.
 
+pub mod api;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
@@ -32,10 +33,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use plaza_broker::backend::{AttachOptions, RoomEvents};
+use plaza_broker::backend::{AttachOptions, LinkEvents};
 use plaza_broker::{Backend, EdgeLink};
 use plaza_proto::EdgeId;
-use plaza_proto::cluster::BrokerError;
+use plaza_proto::cluster::{BrokerError, LinkEvent};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,9 +60,9 @@ pub enum StartError {
     /// The broker tier refused or could not be reached.
     #[error("cannot attach to the broker tier: {0}")]
     Attach(#[from] BrokerError),
-    /// The configuration lacks a token secret.
-    #[error("auth.hmac_secret is not set")]
-    NoSecret,
+    /// Token verification cannot be set up from `[auth]`.
+    #[error("cannot set up token verification: {0}")]
+    Auth(#[from] auth::AuthSetupError),
 }
 
 /// A running edge.
@@ -104,12 +105,7 @@ pub async fn start<B: Backend>(
     backend: B,
     dev_secret: Option<Vec<u8>>,
 ) -> Result<RunningEdge, StartError> {
-    let secret = config
-        .auth
-        .hmac_secret
-        .as_ref()
-        .ok_or(StartError::NoSecret)?;
-    let verifier = Verifier::hmac(secret.0.as_bytes(), &config.auth);
+    let verifier = Verifier::new(&config.auth)?;
     let edge_id = format!("{:08x}", rand::random::<u32>());
     let attach = AttachOptions {
         edge: EdgeId::new(edge_id.clone()),
@@ -226,7 +222,7 @@ async fn supervise<B: Backend>(
     ctx: Arc<Ctx<B::Link>>,
     backend: B,
     attach: AttachOptions,
-    mut events: RoomEvents,
+    mut events: LinkEvents,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -235,7 +231,13 @@ async fn supervise<B: Backend>(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 event = events.recv() => match event {
-                    Some(event) => ctx.hub.dispatch(event),
+                    Some(LinkEvent::Room(event)) => ctx.hub.dispatch(event),
+                    Some(LinkEvent::DisconnectUser { user, reason }) => {
+                        // Server API `disconnect`, sent to every edge by the broker tier.
+                        let code = plaza_proto::CloseCode::Kicked;
+                        let closed = ctx.users.disconnect(&user, code, &reason);
+                        tracing::debug!(user = %user, closed, "disconnected a user on request");
+                    }
                     None => break,
                 },
             }

@@ -133,7 +133,7 @@ impl OriginPolicy {
             return true;
         }
         let origin = origin.to_ascii_lowercase();
-        self.exact.iter().any(|o| *o == origin)
+        self.exact.contains(&origin)
             || self.wildcard.iter().any(|(scheme, suffix)| {
                 origin.strip_prefix(scheme.as_str()).is_some_and(|host| {
                     host.len() > suffix.len()

@@ -37,6 +37,15 @@ pub const SUBSCRIPTIONS: &str = "plaza_subscriptions";
 pub const LIMIT_HITS: &str = "plaza_limit_hits_total";
 /// 1 while the edge is draining (gauge).
 pub const DRAINING: &str = "plaza_draining";
+/// Server API requests, by `endpoint` (route template) and HTTP `status`.
+pub const API_REQUESTS: &str = "plaza_api_requests_total";
+/// JWKS fetch attempts, by `issuer` and `result` (`ok`, `timeout`, `http_status`, `request`,
+/// `too_large`, `io`, `invalid`).
+pub const JWKS_FETCHES: &str = "plaza_jwks_fetches_total";
+/// Unknown-`kid` refetches skipped by the per-issuer rate limit, by `issuer`.
+pub const JWKS_REFETCHES_SKIPPED: &str = "plaza_jwks_refetches_skipped_total";
+/// Keys in the issuer's current key set, by `issuer` (gauge).
+pub const JWKS_KEYS: &str = "plaza_jwks_keys";
 
 /// Installs the process-wide recorder (once) and returns its handle for `/metrics`.
 pub fn install() -> PrometheusHandle {
@@ -91,6 +100,13 @@ fn describe() {
     describe_gauge!(HUB_ROOMS, "Rooms with local subscribers");
     describe_gauge!(SUBSCRIPTIONS, "Local room subscriptions");
     describe_gauge!(DRAINING, "1 while draining");
+    describe_counter!(API_REQUESTS, "Server API requests by endpoint and status");
+    describe_counter!(JWKS_FETCHES, "JWKS fetch attempts by issuer and result");
+    describe_counter!(
+        JWKS_REFETCHES_SKIPPED,
+        "Unknown-kid JWKS refetches skipped by the rate limit"
+    );
+    describe_gauge!(JWKS_KEYS, "Keys in the current JWKS, by issuer");
     describe_counter!(
         LIMIT_HITS,
         "Requests or commands refused by a limit, by limit"

@@ -67,6 +67,7 @@ pub fn router<L: EdgeLink>(ctx: Arc<Ctx<L>>) -> Router {
         .route("/v1/ws", get(ws::<L>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz::<L>))
+        .merge(crate::api::router(&ctx))
         .route("/metrics", get(metrics::<L>));
     if ctx.dev_secret.is_some() {
         router = router

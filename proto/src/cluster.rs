@@ -5,13 +5,18 @@
 //! ([`crate::codec`]); the first frame each way is the version handshake
 //! ([`EdgeRequest::Hello`] → [`BrokerEvent::Welcome`] or [`BrokerEvent::Incompatible`]).
 //!
-//! The result types here ([`PublishAck`], [`HistoryPage`], [`PresenceStats`], [`RoomEvent`]) are
-//! also what `plaza_broker::Backend` returns, so every backend speaks the same values whether
-//! it runs in-process or across the network.
+//! The result types here ([`PublishAck`], [`HistoryPage`], [`PresenceStats`], [`RoomsPage`],
+//! [`LinkEvent`]) are also what `plaza_broker::Backend` returns, so every backend speaks the same
+//! values whether it runs in-process or across the network.
+//!
+//! New variants are only ever appended to these enums: postcard encodes a variant by its index,
+//! so appending keeps every existing frame's bytes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ClientId, EdgeId, Member, Payload, Position, Publication, RoomName, Sender};
+use crate::model::{
+    ClientId, EdgeId, Member, Payload, Position, Publication, RoomName, Sender, UserId,
+};
 
 /// The edge↔broker protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -111,6 +116,22 @@ pub enum Call {
         /// The room.
         room: RoomName,
     },
+    /// Close every connection of `user` on every attached edge (answered with
+    /// [`CallOk::Done`]; each edge, the caller included, gets [`BrokerEvent::DisconnectUser`]).
+    DisconnectUser {
+        /// The user.
+        user: UserId,
+        /// Why, shown to the disconnected clients.
+        reason: String,
+    },
+    /// List active rooms by name (answered with [`CallOk::Rooms`]).
+    Rooms {
+        /// Only rooms whose name sorts after this one (the previous page's
+        /// [`RoomsPage::next`]).
+        after: Option<RoomName>,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// What a broker sends to an edge.
@@ -135,6 +156,22 @@ pub enum BrokerEvent {
     },
     /// Something happened in a room the edge subscribed to.
     Room(RoomEvent),
+    /// Close every connection of `user` on this edge (sent to every attached edge).
+    DisconnectUser {
+        /// The user.
+        user: UserId,
+        /// Why, shown to the disconnected clients.
+        reason: String,
+    },
+}
+
+impl From<LinkEvent> for BrokerEvent {
+    fn from(event: LinkEvent) -> Self {
+        match event {
+            LinkEvent::Room(e) => Self::Room(e),
+            LinkEvent::DisconnectUser { user, reason } => Self::DisconnectUser { user, reason },
+        }
+    }
 }
 
 /// A successful call's outcome.
@@ -153,6 +190,8 @@ pub enum CallOk {
     /// `Subscribe`: the room's position when the subscription started; every later event
     /// follows.
     Subscribed(Position),
+    /// `Rooms`.
+    Rooms(RoomsPage),
 }
 
 /// A durable publication's place in its room.
@@ -184,6 +223,43 @@ pub struct PresenceStats {
     pub clients: u64,
     /// Distinct users among them.
     pub users: u64,
+}
+
+/// One page of the active rooms, in name order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RoomsPage {
+    /// The rooms, sorted by name.
+    pub rooms: Vec<RoomInfo>,
+    /// Pass as `after` to read the next page; `None` on the last page.
+    pub next: Option<RoomName>,
+}
+
+/// An active room (one with members or history) as listed by `Rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// The room.
+    pub room: RoomName,
+    /// Member connections (0 where presence is off).
+    pub clients: u64,
+    /// Distinct users among them.
+    pub users: u64,
+    /// The room's latest offset (in the tier's current epoch).
+    pub offset: u64,
+}
+
+/// What arrives on an edge's event stream: room events of the rooms it subscribed to, and
+/// requests addressed to every edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LinkEvent {
+    /// Something happened in a room the edge subscribed to.
+    Room(RoomEvent),
+    /// Close every connection of `user` on this edge (server API `disconnect`).
+    DisconnectUser {
+        /// The user.
+        user: UserId,
+        /// Why, shown to the disconnected clients.
+        reason: String,
+    },
 }
 
 /// One event in a room, in the room's order.

@@ -4,6 +4,7 @@
 //!   MemoryLink::publish ──lock──▶ Rooms::apply ──events──▶ route: try_send to every subscribed
 //!                                                          link's bounded queue (same lock)
 //!   ticker (every `tick`) ──lock──▶ RenewEdge for live links, then Tick (leases, TTLs, GC)
+//!   MemoryLink::disconnect_user ──lock──▶ try_send to every attached link's queue
 //! ```
 //!
 //! Events are routed while the lock that applied them is still held, so every link sees every
@@ -14,17 +15,19 @@
 //! links' leases, so a link dropped without [`EdgeLink::close`] behaves like an edge that died:
 //! its members leave when its lease runs out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck, RoomEvent};
-use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender};
+use plaza_proto::cluster::{
+    BrokerError, HistoryPage, LinkEvent, PresenceStats, PublishAck, RoomEvent, RoomsPage,
+};
+use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::MissedTickBehavior;
 
-use super::{AttachOptions, Backend, EdgeLink, RoomEvents};
+use super::{AttachOptions, Backend, EdgeLink, LinkEvents};
 use crate::config::RoomsConfig;
 use crate::rooms::{Applied, Command, Rooms, RoomsError};
 
@@ -79,7 +82,7 @@ struct State {
 /// The backend's side of one link.
 struct LinkSlot {
     generation: u64,
-    events: mpsc::Sender<RoomEvent>,
+    events: mpsc::Sender<LinkEvent>,
     rooms: HashSet<RoomName>,
     /// Alive while the edge holds any clone of the link; the ticker renews only those.
     handle: Weak<LinkInner>,
@@ -159,7 +162,7 @@ impl Backend for MemoryBackend {
     async fn attach(
         &self,
         options: AttachOptions,
-    ) -> Result<(MemoryLink, RoomEvents), BrokerError> {
+    ) -> Result<(MemoryLink, LinkEvents), BrokerError> {
         self.start_ticker()?;
         let (tx, rx) = mpsc::channel(self.shared.options.event_queue.max(1));
         let lease_ms = u64::try_from(options.lease.as_millis()).unwrap_or(u64::MAX);
@@ -248,47 +251,70 @@ impl State {
     }
 
     /// Sends each event to every link subscribed to its room, in order. A link whose queue is
-    /// full is cut off and its edge detached (whose leave events are routed in turn); a link
-    /// whose receiver is gone just stops receiving.
+    /// full is cut off (see [`State::cut_off`]); a link whose receiver is gone just stops
+    /// receiving.
     fn route(&mut self, now: u64, events: Vec<RoomEvent>) {
-        let mut pending = VecDeque::from(events);
-        loop {
-            let mut overflowed = Vec::new();
-            while let Some(event) = pending.pop_front() {
-                let Some(edges) = self.subscribers.get(&event.room) else {
+        let mut overflowed = Vec::new();
+        for event in events {
+            let Some(edges) = self.subscribers.get(&event.room) else {
+                continue;
+            };
+            let (mut full, mut closed) = (Vec::new(), Vec::new());
+            for edge in edges {
+                let Some(slot) = self.links.get(edge) else {
                     continue;
                 };
-                let (mut full, mut closed) = (Vec::new(), Vec::new());
-                for edge in edges {
-                    let Some(slot) = self.links.get(edge) else {
-                        continue;
-                    };
-                    match slot.events.try_send(event.clone()) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => full.push(edge.clone()),
-                        Err(TrySendError::Closed(_)) => closed.push(edge.clone()),
-                    }
-                }
-                for edge in closed {
-                    self.unsubscribe_all(&edge);
-                }
-                for edge in full {
-                    self.drop_link(&edge);
-                    overflowed.push(edge);
+                match slot.events.try_send(LinkEvent::Room(event.clone())) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => full.push(edge.clone()),
+                    Err(TrySendError::Closed(_)) => closed.push(edge.clone()),
                 }
             }
-            if overflowed.is_empty() {
-                break;
+            for edge in closed {
+                self.unsubscribe_all(&edge);
             }
-            for edge in overflowed {
-                let mut more = Vec::new();
-                // Detaching never fails.
-                let _ = self
-                    .rooms
-                    .apply(now, Command::DetachEdge { edge }, &mut more);
-                pending.extend(more);
+            for edge in full {
+                // Dropped at once so the rest of this batch skips it.
+                self.drop_link(&edge);
+                overflowed.push(edge);
             }
         }
+        self.cut_off(now, overflowed);
+    }
+
+    /// Sends `event` to every attached link, subscribed to anything or not, with the same
+    /// overflow handling as [`State::route`].
+    fn broadcast(&mut self, now: u64, event: LinkEvent) {
+        let (mut full, mut closed) = (Vec::new(), Vec::new());
+        for (edge, slot) in &self.links {
+            match slot.events.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => full.push(edge.clone()),
+                Err(TrySendError::Closed(_)) => closed.push(edge.clone()),
+            }
+        }
+        for edge in closed {
+            self.unsubscribe_all(&edge);
+        }
+        self.cut_off(now, full);
+    }
+
+    /// Cuts off links whose queue overflowed: their stream ends and their edges are detached,
+    /// whose leave events are routed in turn (which may cut off more links; each edge at most
+    /// once, so this ends).
+    fn cut_off(&mut self, now: u64, edges: Vec<EdgeId>) {
+        if edges.is_empty() {
+            return;
+        }
+        let mut events = Vec::new();
+        for edge in edges {
+            self.drop_link(&edge);
+            // Detaching never fails.
+            let _ = self
+                .rooms
+                .apply(now, Command::DetachEdge { edge }, &mut events);
+        }
+        self.route(now, events);
     }
 
     /// Forgets `edge`'s link: its sender is dropped (the stream ends once drained) and it is
@@ -421,6 +447,17 @@ impl EdgeLink for MemoryLink {
             }
             Ok(())
         })
+    }
+
+    async fn disconnect_user(&self, user: UserId, reason: String) -> Result<(), BrokerError> {
+        self.with_state(|state, now, _| {
+            state.broadcast(now, LinkEvent::DisconnectUser { user, reason });
+            Ok(())
+        })
+    }
+
+    async fn rooms(&self, after: Option<RoomName>, limit: u32) -> Result<RoomsPage, BrokerError> {
+        self.with_state(|state, now, _| Ok(state.rooms.rooms(now, after.as_ref(), limit)))
     }
 
     async fn close(&self) {

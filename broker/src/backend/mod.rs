@@ -1,7 +1,9 @@
 //! `trait Backend`: the broker tier as an edge sees it.
 //!
 //! An edge calls [`Backend::attach`] once and gets an [`EdgeLink`] (its calls) and a stream of
-//! [`RoomEvent`]s (every event of every room it subscribed to through that link). The contract
+//! [`LinkEvent`]s: every event of every room it subscribed to through that link
+//! ([`LinkEvent::Room`]), plus requests the broker tier addresses to every edge
+//! ([`LinkEvent::DisconnectUser`]). The contract
 //! below is what every implementation — in-process memory, the Raft cluster, NATS — must keep,
 //! and what [`conformance::run`] checks.
 //!
@@ -27,6 +29,9 @@
 //! - **Bounded.** If the edge does not drain its event stream and the implementation's queue
 //!   for it fills, the implementation ends the stream (the receiver yields `None`); the edge
 //!   must treat that like a lost broker connection.
+//! - **Every edge.** [`EdgeLink::disconnect_user`] reaches the stream of every edge attached
+//!   when it is called, the caller's included, exactly once per link: the caller does not
+//!   scatter-gather across edges, and an edge does not need to know the others.
 
 pub mod conformance;
 pub mod memory;
@@ -34,12 +39,15 @@ pub mod memory;
 use std::future::Future;
 use std::time::Duration;
 
-use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck, RoomEvent};
-use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender};
+use plaza_proto::cluster::{
+    BrokerError, HistoryPage, LinkEvent, PresenceStats, PublishAck, RoomsPage,
+};
+use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender, UserId};
 use tokio::sync::mpsc;
 
-/// The stream of events for the rooms an edge subscribed to. It ends when the link is lost.
-pub type RoomEvents = mpsc::Receiver<RoomEvent>;
+/// An edge's event stream: the events of the rooms it subscribed to and the requests sent to
+/// every edge. It ends when the link is lost.
+pub type LinkEvents = mpsc::Receiver<LinkEvent>;
 
 /// How an edge attaches to the broker tier.
 #[derive(Debug, Clone)]
@@ -55,12 +63,13 @@ pub trait Backend: Send + Sync + 'static {
     /// One edge's attachment.
     type Link: EdgeLink;
 
-    /// Attaches an edge: returns its link and the stream of its subscribed rooms' events.
-    /// The implementation keeps the edge's lease alive for as long as the link exists.
+    /// Attaches an edge: returns its link and its event stream (its subscribed rooms' events
+    /// and requests to every edge). The implementation keeps the edge's lease alive for as long
+    /// as the link exists.
     fn attach(
         &self,
         options: AttachOptions,
-    ) -> impl Future<Output = Result<(Self::Link, RoomEvents), BrokerError>> + Send;
+    ) -> impl Future<Output = Result<(Self::Link, LinkEvents), BrokerError>> + Send;
 }
 
 /// One edge's calls to the broker tier. Cheap to clone; clones share the attachment.
@@ -125,6 +134,32 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
 
     /// Stops sending `room`'s events. Events already queued may still arrive.
     fn unsubscribe(&self, room: RoomName) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Asks every edge to close every connection of `user`: each link attached when the call
+    /// is made — this one included — receives [`LinkEvent::DisconnectUser`] with `user` and
+    /// `reason` exactly once on its stream, whether or not it subscribed to any room, and its
+    /// edge closes that user's connections (which then leave presence as usual). Returns once
+    /// the request has been queued to every such link (for a networked tier: once the tier has
+    /// accepted it for delivery to all of them). An edge whose link is lost or replaced in the
+    /// meantime may miss it; its clients reconnect anyway and are not re-admitted by this call
+    /// (blocking a user is the token issuer's job). Users with no connections are not an error.
+    fn disconnect_user(
+        &self,
+        user: UserId,
+        reason: String,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// One page of the active rooms — rooms with members or unexpired history — sorted by
+    /// name, starting after `after` (exclusive; need not be an existing room), at most `limit`
+    /// of them (at least one when any remain). Each comes with its member and distinct-user
+    /// counts and latest offset. [`RoomsPage::next`] is the cursor for the following page,
+    /// `None` on the last one. A read-only snapshot: rooms created or collected between pages
+    /// may be missed or seen, but no room present throughout is skipped or listed twice.
+    fn rooms(
+        &self,
+        after: Option<RoomName>,
+        limit: u32,
+    ) -> impl Future<Output = Result<RoomsPage, BrokerError>> + Send;
 
     /// Detaches the edge cleanly: all its members leave now (not at lease expiry) and the
     /// event stream ends. Calls made afterwards fail.

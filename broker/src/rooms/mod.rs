@@ -3,7 +3,7 @@
 //! ```text
 //!   Command ──apply(now)──▶ Rooms ──▶ Vec<RoomEvent> (in the order things happened)
 //!                             │
-//!   queries(now) ◀────────────┘  position · history · presence · presence_stats
+//!   queries(now) ◀────────────┘  position · history · presence · presence_stats · rooms
 //! ```
 //!
 //! Every backend drives this one type: the memory backend calls it under a mutex, the Raft
@@ -35,6 +35,7 @@ mod commands;
 mod edges;
 mod gc;
 mod history;
+mod listing;
 mod presence;
 mod room;
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::{ClientId, Member, Publication, Sender, UserId};
 use crate::close::ErrorCode;
 
 fn decode_err(text: &str) -> DecodeError {

@@ -47,7 +47,28 @@ fn sample_requests() -> Vec<EdgeRequest> {
         },
         EdgeRequest::Call {
             req: u64::MAX,
-            call: Call::Subscribe { room },
+            call: Call::Subscribe { room: room.clone() },
+        },
+        EdgeRequest::Call {
+            req: 4,
+            call: Call::DisconnectUser {
+                user: UserId::new("u1"),
+                reason: "banned".into(),
+            },
+        },
+        EdgeRequest::Call {
+            req: 5,
+            call: Call::Rooms {
+                after: Some(room),
+                limit: 100,
+            },
+        },
+        EdgeRequest::Call {
+            req: 6,
+            call: Call::Rooms {
+                after: None,
+                limit: 0,
+            },
         },
         EdgeRequest::KeepAlive,
         EdgeRequest::Detach,
@@ -86,6 +107,26 @@ fn edge_requests_and_broker_events_round_trip_through_postcard() {
                 complete: true,
             })),
         },
+        BrokerEvent::Result {
+            req: 11,
+            result: Ok(CallOk::Rooms(RoomsPage {
+                rooms: vec![RoomInfo {
+                    room: room.clone(),
+                    clients: 3,
+                    users: 2,
+                    offset: 7,
+                }],
+                next: Some(room.clone()),
+            })),
+        },
+        BrokerEvent::Result {
+            req: 12,
+            result: Ok(CallOk::Rooms(RoomsPage::default())),
+        },
+        BrokerEvent::DisconnectUser {
+            user: UserId::new("u"),
+            reason: "kicked by an admin".into(),
+        },
         BrokerEvent::Room(RoomEvent {
             room,
             epoch: "e".into(),
@@ -102,6 +143,37 @@ fn edge_requests_and_broker_events_round_trip_through_postcard() {
 }
 
 #[test]
+fn link_events_round_trip_and_map_onto_broker_events() {
+    let room_event = RoomEvent {
+        room: RoomName::new("chat:a").unwrap(),
+        epoch: "e".into(),
+        kind: RoomEventKind::Publication(Publication {
+            offset: 1,
+            data: Payload::from_json(r#"{"a":1}"#).unwrap(),
+            from: None,
+        }),
+    };
+    let disconnect = LinkEvent::DisconnectUser {
+        user: UserId::new("u"),
+        reason: "bye".into(),
+    };
+    for e in [LinkEvent::Room(room_event.clone()), disconnect.clone()] {
+        assert_eq!(decode::<LinkEvent>(&encode(&e).unwrap()).unwrap(), e);
+    }
+    assert_eq!(
+        BrokerEvent::from(LinkEvent::Room(room_event.clone())),
+        BrokerEvent::Room(room_event)
+    );
+    assert_eq!(
+        BrokerEvent::from(disconnect),
+        BrokerEvent::DisconnectUser {
+            user: UserId::new("u"),
+            reason: "bye".into(),
+        }
+    );
+}
+
+#[test]
 fn golden_hello_frame_bytes_are_stable() {
     // The handshake must stay decodable by every later version: pin its bytes.
     let hello = EdgeRequest::Hello {
@@ -115,6 +187,15 @@ fn golden_hello_frame_bytes_are_stable() {
     );
     let welcome = BrokerEvent::Welcome { version: 1 };
     assert_eq!(encode(&welcome).unwrap(), vec![0, 1]);
+    // Variants are appended, never inserted: `DisconnectUser` comes after `Room` (index 3).
+    let disconnect = BrokerEvent::DisconnectUser {
+        user: UserId::new("u"),
+        reason: "bye".into(),
+    };
+    assert_eq!(
+        encode(&disconnect).unwrap(),
+        vec![4, 1, b'u', 3, b'b', b'y', b'e']
+    );
 }
 
 #[test]

@@ -15,7 +15,10 @@
 //!   windows, epochs, limits.
 //! - `presence.rs`: members and counts, presence modes, and members leaving on
 //!   `leave`, `close` and lease expiry.
+//! - `admin.rs`: what the server HTTP API needs: a user disconnect reaching every edge once,
+//!   and the paginated listing of active rooms.
 
+mod admin;
 mod history;
 mod order;
 mod presence;
@@ -27,6 +30,10 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::config::{NamespaceOverrides, PresenceMode, RoomsConfig};
 
+pub use admin::{
+    a_user_disconnect_reaches_every_attached_edge_once,
+    rooms_are_listed_in_name_order_with_counts_and_paginated,
+};
 pub use history::{
     history_and_live_merge_without_gaps_or_duplicates, history_past_the_size_window_is_incomplete,
     history_since_an_expired_position_is_incomplete, history_since_another_epoch_is_incomplete,
@@ -119,4 +126,7 @@ pub async fn run<B: Backend>(backend: &B) {
     leave_emits_a_leave_event_at_once(backend).await;
     closing_a_link_removes_its_members_at_once(backend).await;
     a_dropped_link_loses_its_members_within_the_lease(backend).await;
+
+    a_user_disconnect_reaches_every_attached_edge_once(backend).await;
+    rooms_are_listed_in_name_order_with_counts_and_paginated(backend).await;
 }

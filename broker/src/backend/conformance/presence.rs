@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use plaza_proto::cluster::{BrokerError, PresenceStats, RoomEventKind};
+use plaza_proto::cluster::{BrokerError, LinkEvent, PresenceStats, RoomEventKind};
 use plaza_proto::{ClientId, Member};
 
 use super::support::{WAIT, attach, member, next, next_within, ok, quiet, room, unique};
@@ -231,7 +231,18 @@ pub async fn closing_a_link_removes_its_members_at_once<B: Backend>(backend: &B)
         actor.join(target, member(&user(), None)).await.is_err(),
         "join after close"
     );
-    match tokio::time::timeout(WAIT, actor_events.recv()).await {
+    let ended = tokio::time::timeout(WAIT, async {
+        // Requests to every edge (another run's disconnects) may still be queued.
+        loop {
+            match actor_events.recv().await {
+                None => return None,
+                Some(LinkEvent::DisconnectUser { .. }) => continue,
+                Some(event) => return Some(event),
+            }
+        }
+    })
+    .await;
+    match ended {
         Ok(None) => {}
         other => panic!("a closed link's stream must end, got {other:?}"),
     }

@@ -1,14 +1,18 @@
 //! Helpers of the conformance suite: unique names, attaching, and waiting for events with
 //! panics that say which guarantee broke.
+//!
+//! The room-event helpers ([`next`], [`quiet`], …) skip [`LinkEvent::DisconnectUser`]: it goes
+//! to every edge, so on a backend shared with other runs another run's disconnect may arrive on
+//! any stream. The disconnect checks read those with [`next_disconnect`].
 
 use std::fmt::Debug;
 use std::time::Duration;
 
-use plaza_proto::cluster::{RoomEvent, RoomEventKind};
+use plaza_proto::cluster::{LinkEvent, RoomEvent, RoomEventKind};
 use plaza_proto::{ClientId, EdgeId, Member, Payload, Publication, RoomName, UserId};
 
 use super::LEASE;
-use crate::backend::{AttachOptions, Backend, RoomEvents};
+use crate::backend::{AttachOptions, Backend, LinkEvents};
 
 /// How long to wait for an event that must come.
 pub(super) const WAIT: Duration = Duration::from_secs(5);
@@ -46,7 +50,7 @@ pub(super) fn data(i: usize) -> Payload {
 }
 
 /// Attaches a fresh edge with [`LEASE`].
-pub(super) async fn attach<B: Backend>(backend: &B) -> (B::Link, RoomEvents) {
+pub(super) async fn attach<B: Backend>(backend: &B) -> (B::Link, LinkEvents) {
     let options = AttachOptions {
         edge: EdgeId::new(format!("edge-{}", unique())),
         lease: LEASE,
@@ -60,27 +64,59 @@ pub(super) fn ok<T, E: Debug>(result: Result<T, E>, call: &str) -> T {
 }
 
 /// The next event, which must arrive within [`WAIT`].
-pub(super) async fn next(events: &mut RoomEvents, expecting: &str) -> RoomEvent {
+pub(super) async fn next(events: &mut LinkEvents, expecting: &str) -> RoomEvent {
     next_within(events, WAIT, expecting).await
 }
 
 /// The next event, which must arrive within `within`.
 pub(super) async fn next_within(
-    events: &mut RoomEvents,
+    events: &mut LinkEvents,
     within: Duration,
     expecting: &str,
 ) -> RoomEvent {
-    match tokio::time::timeout(within, events.recv()).await {
+    match tokio::time::timeout(within, next_room_event(events)).await {
         Ok(Some(event)) => event,
         Ok(None) => panic!("event stream ended while expecting {expecting}"),
         Err(_) => panic!("no event within {within:?} while expecting {expecting}"),
     }
 }
 
-/// Asserts that no event arrives for [`QUIET`].
-pub(super) async fn quiet(events: &mut RoomEvents, why: &str) {
-    if let Ok(Some(event)) = tokio::time::timeout(QUIET, events.recv()).await {
+/// The next room event, skipping requests addressed to every edge. Cancel-safe.
+async fn next_room_event(events: &mut LinkEvents) -> Option<RoomEvent> {
+    loop {
+        match events.recv().await? {
+            LinkEvent::Room(event) => return Some(event),
+            LinkEvent::DisconnectUser { .. } => continue,
+        }
+    }
+}
+
+/// Asserts that no room event arrives for [`QUIET`].
+pub(super) async fn quiet(events: &mut LinkEvents, why: &str) {
+    if let Ok(Some(event)) = tokio::time::timeout(QUIET, next_room_event(events)).await {
         panic!("unexpected event ({why}): {event:?}");
+    }
+}
+
+/// The reason of the next [`LinkEvent::DisconnectUser`] for `user` arriving within `within`,
+/// or `None` if none does (room events and other users' requests are skipped). Panics if the
+/// stream ends.
+pub(super) async fn next_disconnect(
+    events: &mut LinkEvents,
+    user: &UserId,
+    within: Duration,
+    who: &str,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => return None,
+            Ok(None) => panic!("{who}'s event stream ended while watching for disconnects"),
+            Ok(Some(LinkEvent::DisconnectUser { user: u, reason })) if &u == user => {
+                return Some(reason);
+            }
+            Ok(Some(_)) => {}
+        }
     }
 }
 
@@ -94,7 +130,7 @@ pub(super) fn publication(event: RoomEvent, expecting: &str) -> Publication {
 
 /// Receives `n` publications of `room` and returns them.
 pub(super) async fn publications(
-    events: &mut RoomEvents,
+    events: &mut LinkEvents,
     room: &RoomName,
     n: usize,
     who: &str,

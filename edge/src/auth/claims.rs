@@ -1,0 +1,250 @@
+//! What a verified token grants: the `sub`, and the capability claim turned into [`Grants`].
+//!
+//! This module never sees a signature or a key; it runs only on claims that
+//! [`super::Verifier`] has already verified, so every issuer (HMAC or JWKS) grants the same way.
+
+use std::collections::{BTreeMap, HashMap};
+
+use plaza_broker::Namespaces;
+use plaza_proto::{Payload, RoomName, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+
+/// One thing a token may allow on a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Receive publications (and subscribe).
+    Subscribe,
+    /// Publish.
+    Publish,
+    /// See presence (`presence`, `presence_stats`, join/leave pushes).
+    Presence,
+}
+
+impl Capability {
+    fn bit(self) -> u8 {
+        match self {
+            Self::Subscribe => 1,
+            Self::Publish => 2,
+            Self::Presence => 4,
+        }
+    }
+
+    /// Parses a capability name as written in tokens and config.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "subscribe" => Some(Self::Subscribe),
+            "publish" => Some(Self::Publish),
+            "presence" => Some(Self::Presence),
+            _ => None,
+        }
+    }
+}
+
+/// A room pattern with `{sub}` already replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    /// Whether the pattern is a prefix is decided before `{sub}` is substituted, so a user id
+    /// containing `*` cannot turn an exact grant into a prefix grant.
+    fn new(pattern: &str, user: &str) -> Self {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => Self::Prefix(prefix.replace("{sub}", user)),
+            None => Self::Exact(pattern.replace("{sub}", user)),
+        }
+    }
+
+    fn matches(&self, room: &str) -> bool {
+        match self {
+            Self::Exact(p) => p == room,
+            Self::Prefix(p) => room.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// The room capabilities granted by one token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants(Vec<(Pattern, u8)>);
+
+impl Grants {
+    /// Whether the token grants `cap` on `room`.
+    pub fn token_allows(&self, room: &RoomName, cap: Capability) -> bool {
+        self.0
+            .iter()
+            .any(|(p, bits)| bits & cap.bit() != 0 && p.matches(room.as_str()))
+    }
+
+    /// Whether the token or the room's namespace grants `cap` on `room`.
+    pub fn allows(&self, room: &RoomName, cap: Capability, namespaces: &Namespaces) -> bool {
+        self.token_allows(room, cap)
+            || namespaces
+                .of(room)
+                .allow
+                .iter()
+                .any(|a| Capability::parse(a) == Some(cap))
+    }
+}
+
+/// A verified token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The `sub` claim.
+    pub user: UserId,
+    /// `exp`, as seconds since the Unix epoch, if the token expires.
+    pub expires_at: Option<u64>,
+    /// Room capabilities.
+    pub grants: Grants,
+    /// The capability claim's `info`, shown to other members in presence.
+    pub info: Option<Payload>,
+}
+
+impl Identity {
+    /// Seconds until expiry (0 if past), or `None` if the token does not expire.
+    pub fn expires_in(&self, now: u64) -> Option<u64> {
+        self.expires_at.map(|exp| exp.saturating_sub(now))
+    }
+}
+
+/// The claims Plaza reads. `exp`, `nbf`, `iss` and `aud` are checked by `jsonwebtoken` before
+/// this is looked at; `rest` holds the capability claim, whatever its configured name.
+#[derive(Deserialize)]
+pub(super) struct Claims {
+    sub: String,
+    exp: Option<u64>,
+    #[serde(flatten)]
+    rest: HashMap<String, serde_json::Value>,
+}
+
+/// `{"rooms": {"<pattern>": ["subscribe", ...]}, "info": {...}}`.
+#[derive(Serialize, Deserialize, Default)]
+struct CapabilityClaim {
+    #[serde(default)]
+    rooms: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    info: Option<serde_json::Value>,
+}
+
+impl Claims {
+    /// Turns verified claims into an identity; `claim` names the capability claim. A token
+    /// without that claim grants nothing (namespaces may still allow); a malformed one is
+    /// refused rather than half-applied.
+    pub(super) fn into_identity(self, claim: &str) -> Result<Identity, AuthError> {
+        if self.sub.is_empty() || self.sub.len() > 255 {
+            return Err(AuthError::Invalid("`sub` must be 1..=255 bytes".into()));
+        }
+        let cap: CapabilityClaim = match self.rest.get(claim) {
+            Some(value) => CapabilityClaim::deserialize(value)
+                .map_err(|e| AuthError::Invalid(format!("claim `{claim}`: {e}")))?,
+            None => CapabilityClaim::default(),
+        };
+        let mut grants = Vec::with_capacity(cap.rooms.len());
+        for (pattern, caps) in &cap.rooms {
+            let mut bits = 0;
+            for c in caps {
+                let c = Capability::parse(c).ok_or_else(|| {
+                    AuthError::Invalid(format!("claim `{claim}`: unknown capability {c:?}"))
+                })?;
+                bits |= c.bit();
+            }
+            grants.push((Pattern::new(pattern, &self.sub), bits));
+        }
+        Ok(Identity {
+            user: UserId::new(self.sub),
+            expires_at: self.exp,
+            grants: Grants(grants),
+            info: cap.info.as_ref().and_then(|v| Payload::encode(v).ok()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn identity(claims: serde_json::Value) -> Result<Identity, AuthError> {
+        serde_json::from_value::<Claims>(claims)
+            .unwrap()
+            .into_identity("plaza")
+    }
+
+    fn room(s: &str) -> RoomName {
+        RoomName::new(s).unwrap()
+    }
+
+    #[test]
+    fn patterns_grant_exact_prefix_and_personal_rooms() {
+        use Capability::*;
+        let id = identity(json!({"sub": "ann", "plaza": {
+            "rooms": {"chat:*": ["subscribe", "publish"], "user:{sub}": ["subscribe"],
+                      "news": ["presence"]},
+            "info": {"name": "Ann"}}}))
+        .unwrap();
+        assert_eq!(id.user.as_str(), "ann");
+        assert_eq!(id.info.as_ref().unwrap().as_str(), r#"{"name":"Ann"}"#);
+        assert!(id.grants.token_allows(&room("chat:lobby"), Publish));
+        assert!(!id.grants.token_allows(&room("chat:lobby"), Presence));
+        assert!(id.grants.token_allows(&room("user:ann"), Subscribe));
+        assert!(!id.grants.token_allows(&room("user:bob"), Subscribe));
+        assert!(id.grants.token_allows(&room("news"), Presence));
+        assert!(!id.grants.token_allows(&room("news2"), Presence));
+        assert!(!id.grants.token_allows(&room("chatx"), Subscribe));
+    }
+
+    #[test]
+    fn a_user_id_with_a_star_does_not_widen_a_personal_grant() {
+        let id = identity(json!({"sub": "a*", "plaza": {"rooms": {"user:{sub}": ["subscribe"]}}}))
+            .unwrap();
+        let allows = |r| id.grants.token_allows(&room(r), Capability::Subscribe);
+        assert!(!allows("user:alice"));
+        assert!(!allows("user:a"));
+    }
+
+    #[test]
+    fn namespaces_can_grant_to_everyone() {
+        let mut rooms = plaza_broker::RoomsConfig::default();
+        rooms.namespaces.insert(
+            "public".into(),
+            plaza_broker::config::NamespaceOverrides {
+                allow: Some(vec!["subscribe".into()]),
+                ..Default::default()
+            },
+        );
+        let ns = rooms.namespaces();
+        let id = identity(json!({"sub": "ann"})).unwrap();
+        let allows = |r, c| id.grants.allows(&room(r), c, &ns);
+        assert!(allows("public:x", Capability::Subscribe));
+        assert!(!allows("public:x", Capability::Publish));
+        assert!(!allows("private:x", Capability::Subscribe));
+    }
+
+    #[test]
+    fn a_capability_claim_of_the_wrong_shape_is_refused_not_ignored() {
+        for (claims, needle) in [
+            (
+                json!({"sub": "ann", "plaza": {"rooms": {"x": ["fly"]}}}),
+                "fly",
+            ),
+            (
+                json!({"sub": "ann", "plaza": {"rooms": ["chat:*"]}}),
+                "claim `plaza`",
+            ),
+            (
+                json!({"sub": "ann", "plaza": "everything"}),
+                "claim `plaza`",
+            ),
+            (json!({"sub": "", "plaza": {}}), "`sub`"),
+        ] {
+            match identity(claims) {
+                Err(AuthError::Invalid(m)) => assert!(m.contains(needle), "{m}"),
+                other => panic!("expected a refusal mentioning {needle}, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The edge's configuration: typed, nested like the crates, every default in one place, and
+//! validated once at start.
+//!
+//! Layers, later ones win: built-in defaults → TOML file (`--config`) → `PLAZA_*` environment
+//! variables → command-line flags. Environment variables name a key path with `__` between
+//! levels: `PLAZA_CLIENT__PING_INTERVAL=30s` sets `client.ping_interval`,
+//! `PLAZA_ROOMS__NAMESPACES__CHAT__PRESENCE=counts` sets `rooms.namespaces.chat.presence`.
+//! Errors name the key; `main` exits with code 64 on any of them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use plaza_broker::RoomsConfig;
+use serde::{Deserialize, Serialize};
+
+/// Exit code for a bad configuration (`EX_CONFIG` is 78, but 64 `EX_USAGE` is what operators
+/// and our tests expect for "you gave me something wrong").
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// The whole edge configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Address for HTTP and WebSocket (`--listen`); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Development mode: memory backend, random secret, demo page and `/dev/token`.
+    pub dev: bool,
+    /// Which broker tier to use.
+    pub backend: BackendKind,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Per-connection behaviour and limits.
+    pub client: ClientConfig,
+    /// Attachment to the broker tier.
+    pub broker: BrokerLinkConfig,
+    /// Graceful shutdown.
+    pub drain: DrainConfig,
+    /// Rate and connection limits.
+    pub limits: LimitsConfig,
+    /// HTTP-level policy: origins, trusted proxies, API body size.
+    pub http: HttpConfig,
+    /// The server HTTP API (`/v1/api/...`).
+    pub api: ApiConfig,
+    /// Room namespaces.
+    pub rooms: RoomsConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            dev: false,
+            backend: BackendKind::Memory,
+            log_format: LogFormat::Text,
+            auth: AuthConfig::default(),
+            client: ClientConfig::default(),
+            broker: BrokerLinkConfig::default(),
+            drain: DrainConfig::default(),
+            limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
+            api: ApiConfig::default(),
+            rooms: RoomsConfig::default(),
+        }
+    }
+}
+
+/// The broker tier an edge uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// In-process state: one edge only, nothing survives a restart. For `--dev` and tests.
+    Memory,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A secret value: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+
+mod sections;
+mod validate;
+
+pub use sections::*;
+
+
+/// A configuration error, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {key}: {message}")]
+pub struct ConfigError {
+    /// The key path, e.g. `client.ping_interval`, or the file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Builds the configuration from a TOML file (if any), environment variables (only those
+    /// starting with `PLAZA_` are read) and flag overrides (`(key path, TOML value or string)`
+    /// pairs), then validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+                text.parse::<toml::Table>().map_err(|e| {
+                    ConfigError::new(path.display().to_string(), e.to_string().trim().to_owned())
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("PLAZA_") else {
+                continue;
+            };
+            if rest.is_empty() || rest == "LOG" {
+                continue; // PLAZA_LOG is the log filter, read by main.
+            }
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, parse_value(&value))
+                .map_err(|m| ConfigError::new(&name, m))?;
+        }
+        for (key, value) in overrides {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set_path(&mut table, &path, parse_value(value))
+                .map_err(|m| ConfigError::new(*key, m))?;
+        }
+        let config: EdgeConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." { "config".to_owned() } else { key };
+                ConfigError::new(key, e.into_inner().message().to_owned())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+
+/// Reads an override value: TOML syntax if it parses (numbers, booleans, arrays), else a string.
+fn parse_value(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut at = table;
+    for p in parents {
+        let entry = at
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
+    }
+    at.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn secret_env() -> Vec<(String, String)> {
+        vec![("PLAZA_AUTH__HMAC_SECRET".into(), "x".repeat(32))]
+    }
+
+    #[test]
+    fn file_then_env_then_flags_win_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[client]\nping_interval = \"10s\"\nmax_rooms = 7\n[rooms.namespaces.chat]\npresence = \"counts\"\n",
+        )
+        .unwrap();
+        let mut env = secret_env();
+        env.push(("PLAZA_CLIENT__MAX_ROOMS".into(), "9".into()));
+        env.push(("HOME".into(), "/ignored".into()));
+        let c = EdgeConfig::load(Some(&path), env, &[("listen", "127.0.0.1:0".into())]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.client.ping_interval, Duration::from_secs(10));
+        assert_eq!(c.client.max_rooms, 9);
+        let ns = c.rooms.namespaces();
+        assert_eq!(ns.get("chat").presence, plaza_broker::PresenceMode::Counts);
+        assert_eq!(
+            ns.get("chat").history_size,
+            100,
+            "unset fields inherit the defaults"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut env = secret_env();
+        env.push(("PLAZA_CLIENT__PING_INTERVAL".into(), "soon".into()));
+        let e = EdgeConfig::load(None, env, &[]).unwrap_err();
+        assert_eq!(e.key, "client.ping_interval");
+        assert!(e.message.contains("invalid duration"), "{e}");
+
+        let e = EdgeConfig::load(None, secret_env(), &[("client.typo", "1".into())]).unwrap_err();
+        assert_eq!(e.key, "client.typo", "{e}");
+
+        let e = EdgeConfig::load(None, secret_env(), &[("client.idle_timeout", "5s".into())])
+            .unwrap_err();
+        assert_eq!(e.key, "client.idle_timeout");
+
+        let e = EdgeConfig::load(None, Vec::new(), &[]).unwrap_err();
+        assert_eq!(e.key, "auth.hmac_secret");
+
+        let e = EdgeConfig::load(
+            None,
+            secret_env(),
+            &[("rooms.namespaces.chat.allow", "[\"fly\"]".into())],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "rooms.namespaces.chat.allow", "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = EdgeConfig::load(None, secret_env(), &[]).unwrap();
+        assert!(!format!("{c:?}").contains(&"x".repeat(32)));
+    }
+}

@@ -1,0 +1,255 @@
+//! The config sections other than the top level, each with its defaults.
+
+
+use std::time::Duration;
+
+use plaza_broker::config::duration;
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// `[auth]`: how connect tokens are verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Shared secret for HS256/384/512 tokens.
+    pub hmac_secret: Option<Secret>,
+    /// Name of the claim holding capabilities (`{"rooms": {...}, "info": {...}}`).
+    pub capability_claim: String,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of), if set.
+    pub audience: Option<Vec<String>>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "duration")]
+    pub leeway: Duration,
+    /// Cookie that may carry the token (for same-site browser apps), if set.
+    pub token_cookie: Option<String>,
+    /// Identity providers whose asymmetrically signed tokens are accepted (`[[auth.jwks]]`).
+    pub jwks: Vec<JwksConfig>,
+    /// Longest accepted token, in bytes; longer ones are refused before any parsing.
+    pub max_token_bytes: usize,
+}
+
+/// `[[auth.jwks]]`: one identity provider (Kinde, Auth0, Clerk, …) verified against its JWKS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksConfig {
+    /// The provider's `iss`; tokens are routed to this key set by their `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values (one of), if set.
+    pub audience: Option<Vec<String>>,
+    /// Where to fetch the JWKS (HTTPS unless `allow_http`).
+    pub url: Option<String>,
+    /// A JWKS file to load instead of fetching (re-read on refresh).
+    pub file: Option<std::path::PathBuf>,
+    /// Permit a plain-HTTP `url` (local testing only).
+    pub allow_http: bool,
+    /// Accepted `alg` values.
+    pub algorithms: Vec<String>,
+    /// Refetch the key set this often in the background.
+    #[serde(with = "duration")]
+    pub refresh_interval: Duration,
+    /// A token with an unknown `kid` triggers a refetch at most this often, so a flood of
+    /// made-up `kid`s cannot hammer the provider.
+    #[serde(with = "duration")]
+    pub min_refetch_interval: Duration,
+    /// Give up on one fetch after this long (the last good key set stays in use).
+    #[serde(with = "duration")]
+    pub fetch_timeout: Duration,
+}
+
+/// Algorithms accepted for JWKS keys by default.
+pub const JWKS_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: None,
+            url: None,
+            file: None,
+            allow_http: false,
+            algorithms: JWKS_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
+            refresh_interval: Duration::from_secs(600),
+            min_refetch_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[limits]`: rates and counts that protect the edge from abusive or broken clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sustained commands per second per connection (token bucket refill rate).
+    pub commands_per_second: u32,
+    /// Commands a connection may send in a burst (token bucket size).
+    pub command_burst: u32,
+    /// Rate-limited commands in a row after which the connection is closed (4007).
+    pub flood_disconnect_after: u32,
+    /// Sustained new WebSocket connections per second per client IP (429 beyond).
+    pub connections_per_second_per_ip: u32,
+    /// Burst of new connections per client IP.
+    pub connection_burst_per_ip: u32,
+    /// Open connections per user on this edge (4008 beyond).
+    pub connections_per_user: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            commands_per_second: 50,
+            command_burst: 100,
+            flood_disconnect_after: 100,
+            connections_per_second_per_ip: 20,
+            connection_burst_per_ip: 50,
+            connections_per_user: 50,
+        }
+    }
+}
+
+/// `[http]`: origin policy, proxies, and request sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Browser origins allowed to open WebSockets: exact (`https://app.example.com`) or a
+    /// subdomain wildcard (`https://*.example.com`). Empty allows every origin. Requests
+    /// without an `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` headers are believed, as CIDRs
+    /// (e.g. Cloudflare's ranges or `10.0.0.0/8` for an in-cluster ingress).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest server API request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[api]`: the server HTTP API under `/v1/api/`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Accepted API keys (`Authorization: Bearer <key>`); several allow rotation. Empty
+    /// disables the API.
+    pub keys: Vec<Secret>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hmac_secret: None,
+            capability_claim: "plaza".into(),
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(5),
+            token_cookie: None,
+            jwks: Vec::new(),
+            max_token_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// `[client]`: per-connection behaviour and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// How often the edge sends a WebSocket ping (keeps proxies such as Cloudflare, whose
+    /// idle timeout is ~100 s, from closing quiet sockets).
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    /// Close a connection from which nothing (not even a pong) arrived for this long.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Close a connection that has not sent `connect` within this time.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Largest accepted WebSocket message, in bytes; larger ones close the connection (4503).
+    pub max_frame_bytes: usize,
+    /// Bytes queued for a client before it is disconnected as a slow consumer (4001).
+    pub outbound_queue_bytes: usize,
+    /// Rooms one connection may be subscribed to at once.
+    pub max_rooms: usize,
+    /// Push `refresh` this long before the token expires.
+    #[serde(with = "duration")]
+    pub refresh_ahead: Duration,
+    /// Most publications one `history` call returns.
+    pub max_history_limit: u32,
+    /// WebSocket read buffer per connection, in bytes (small saves memory at scale).
+    pub read_buffer_bytes: usize,
+    /// WebSocket write buffer per connection, in bytes, before a write is pushed to the socket.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_frame_bytes: 128 * 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            max_rooms: 512,
+            refresh_ahead: Duration::from_secs(30),
+            max_history_limit: 1000,
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// `[broker]`: how the edge attaches to the broker tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerLinkConfig {
+    /// How long this edge's members outlive it if it dies without a clean shutdown.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// Give up on a broker call after this long (the client gets a temporary error).
+    #[serde(with = "duration")]
+    pub call_timeout: Duration,
+    /// Room events buffered between the broker tier and this edge's hub.
+    pub event_queue: usize,
+}
+
+impl Default for BrokerLinkConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(5),
+            event_queue: 65_536,
+        }
+    }
+}
+
+/// `[drain]`: graceful shutdown on SIGTERM / ctrl-c.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Clients are disconnected (reconnectable) at random moments spread over this window,
+    /// so they do not all reconnect to the other edges at once.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Hard limit from the signal to process exit.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            grace: Duration::from_secs(20),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Checks of values that parse but cannot work together; errors name the key.
+
+use std::time::Duration;
+
+use super::*;
+
+impl EdgeConfig {
+    /// Checks values that parse but cannot work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.client;
+        if c.ping_interval.is_zero() {
+            return Err(ConfigError::new("client.ping_interval", "must be positive"));
+        }
+        if c.idle_timeout <= c.ping_interval {
+            return Err(ConfigError::new(
+                "client.idle_timeout",
+                format!(
+                    "must be longer than client.ping_interval ({}), or live clients would be cut",
+                    humantime::format_duration(c.ping_interval)
+                ),
+            ));
+        }
+        if c.connect_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "client.connect_timeout",
+                "must be positive",
+            ));
+        }
+        if c.max_frame_bytes < 256 {
+            return Err(ConfigError::new(
+                "client.max_frame_bytes",
+                "must be at least 256",
+            ));
+        }
+        if c.outbound_queue_bytes < c.max_frame_bytes {
+            return Err(ConfigError::new(
+                "client.outbound_queue_bytes",
+                "must be at least client.max_frame_bytes",
+            ));
+        }
+        if c.max_rooms == 0 {
+            return Err(ConfigError::new("client.max_rooms", "must be at least 1"));
+        }
+        if c.read_buffer_bytes < 512 || c.write_buffer_bytes < 512 {
+            return Err(ConfigError::new(
+                "client.read_buffer_bytes",
+                "buffers must be at least 512 bytes",
+            ));
+        }
+        if self.broker.lease < Duration::from_millis(100) {
+            return Err(ConfigError::new("broker.lease", "must be at least 100ms"));
+        }
+        if self.broker.event_queue == 0 {
+            return Err(ConfigError::new("broker.event_queue", "must be at least 1"));
+        }
+        if self.drain.grace < self.drain.window {
+            return Err(ConfigError::new(
+                "drain.grace",
+                "must be at least drain.window",
+            ));
+        }
+        if self.auth.capability_claim.is_empty() {
+            return Err(ConfigError::new(
+                "auth.capability_claim",
+                "must not be empty",
+            ));
+        }
+        match &self.auth.hmac_secret {
+            None if !self.dev && self.auth.jwks.is_empty() => {
+                return Err(ConfigError::new(
+                    "auth.hmac_secret",
+                    "set it (PLAZA_AUTH__HMAC_SECRET) or configure [[auth.jwks]], or run with --dev",
+                ));
+            }
+            Some(s) if s.0.len() < 32 => {
+                return Err(ConfigError::new(
+                    "auth.hmac_secret",
+                    "must be at least 32 bytes",
+                ));
+            }
+            _ => {}
+        }
+        if self.auth.max_token_bytes < 256 {
+            return Err(ConfigError::new(
+                "auth.max_token_bytes",
+                "must be at least 256",
+            ));
+        }
+        for (i, j) in self.auth.jwks.iter().enumerate() {
+            let key = |k: &str| format!("auth.jwks[{i}].{k}");
+            if j.issuer.is_empty() {
+                return Err(ConfigError::new(key("issuer"), "required"));
+            }
+            match (&j.url, &j.file) {
+                (None, None) | (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        key("url"),
+                        "set exactly one of url and file",
+                    ));
+                }
+                (Some(url), None) => {
+                    let https = url.starts_with("https://");
+                    let http = url.starts_with("http://");
+                    if !(https || (http && j.allow_http)) {
+                        return Err(ConfigError::new(
+                            key("url"),
+                            "must be https:// (plain http:// only with allow_http = true)",
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+            if j.algorithms.is_empty() {
+                return Err(ConfigError::new(key("algorithms"), "must not be empty"));
+            }
+            if let Some(a) = j
+                .algorithms
+                .iter()
+                .find(|a| !JWKS_ALGORITHMS.contains(&a.as_str()))
+            {
+                return Err(ConfigError::new(
+                    key("algorithms"),
+                    format!(
+                        "{a:?} is not accepted for JWKS keys (use {})",
+                        JWKS_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+            if j.min_refetch_interval.is_zero() || j.refresh_interval < j.min_refetch_interval {
+                return Err(ConfigError::new(
+                    key("refresh_interval"),
+                    "must be positive and at least min_refetch_interval",
+                ));
+            }
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("limits.commands_per_second", l.commands_per_second),
+            ("limits.command_burst", l.command_burst),
+            ("limits.flood_disconnect_after", l.flood_disconnect_after),
+            (
+                "limits.connections_per_second_per_ip",
+                l.connections_per_second_per_ip,
+            ),
+            ("limits.connection_burst_per_ip", l.connection_burst_per_ip),
+            ("limits.connections_per_user", l.connections_per_user),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(k, "must be at least 1"));
+            }
+        }
+        for (i, o) in self.http.allowed_origins.iter().enumerate() {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return Err(ConfigError::new(
+                    format!("http.allowed_origins[{i}]"),
+                    format!(
+                        "{o:?} must look like https://app.example.com or https://*.example.com"
+                    ),
+                ));
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "http.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if let Some(i) = self.api.keys.iter().position(|k| k.0.len() < 16) {
+            return Err(ConfigError::new(
+                format!("api.keys[{i}]"),
+                "must be at least 16 bytes",
+            ));
+        }
+        self.rooms.validate().map_err(|m| {
+            let (key, message) = m.split_once(": ").unwrap_or(("rooms", &m));
+            ConfigError::new(key, message)
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! Authentication commands of a session: `connect` and `refresh`, and the permission check
+//! every other command uses.
+
+use super::*;
+
+impl<L: EdgeLink> Session<L> {
+    pub(super) fn connected(&self) -> &Connected {
+        // `handle` checks `conn` before dispatching any command but `connect`.
+        self.conn.as_ref().unwrap_or_else(|| unreachable_connect())
+    }
+
+    pub(super) fn check(&self, room: &RoomName, cap: Capability) -> Result<(), ErrorBody> {
+        if self
+            .connected()
+            .identity
+            .grants
+            .allows(room, cap, &self.ctx.namespaces)
+        {
+            Ok(())
+        } else {
+            let cap = serde_json::to_string(&cap).unwrap_or_default();
+            Err(ErrorCode::PermissionDenied
+                .with(format!("token does not allow {cap} on room {room}")))
+        }
+    }
+
+
+    pub(super) async fn connect(&mut self, c: Connect) -> Result<ReplyOk, ErrorBody> {
+        if self.conn.is_some() {
+            return Err(ErrorCode::AlreadyConnected.with("this connection is already connected"));
+        }
+        let token = c.token.or_else(|| self.handshake_token.take());
+        let verified = match token {
+            Some(t) => self.ctx.verifier.verify(&t).await,
+            None => Err(AuthError::Missing),
+        };
+        let identity = match verified {
+            Ok(identity) => identity,
+            Err(e) => {
+                metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
+                let code = if e == AuthError::Expired {
+                    CloseCode::TokenExpired
+                } else {
+                    CloseCode::InvalidToken
+                };
+                self.close_after = Some((code, e.to_string()));
+                return Err(e.code().with(e.to_string()));
+            }
+        };
+        let max = self.ctx.config.limits.connections_per_user;
+        let closer = self.outbox.closer().clone();
+        let Some(slot) = self
+            .ctx
+            .users
+            .admit(&identity.user, self.id, closer, max as usize)
+        else {
+            metrics::counter!(m::LIMIT_HITS, "limit" => "connections_per_user").increment(1);
+            let reason = format!("user has {max} connections on this edge");
+            self.close_after = Some((CloseCode::TooManyConnections, reason.clone()));
+            return Err(ErrorCode::LimitExceeded.with(reason));
+        };
+        let client = ClientId::new(format!("{}-{:x}", self.ctx.edge_id, self.id));
+        tracing::debug!(client = %client, user = %identity.user, name = ?c.name, version = ?c.version, "connected");
+        let ok = ConnectOk {
+            client: client.clone(),
+            user: identity.user.clone(),
+            expires_in: identity.expires_in(unix_now()),
+            ping_interval: self.ctx.config.client.ping_interval.as_secs().max(1),
+        };
+        self.conn = Some(self.deadlines(client, identity, slot));
+        Ok(ReplyOk::Connect(ok))
+    }
+
+    pub(super) fn deadlines(&self, client: ClientId, identity: Identity, slot: UserSlot) -> Connected {
+        let now = Instant::now();
+        let c = &self.ctx.config;
+        let expires_in = identity.expires_in(unix_now()).map(Duration::from_secs);
+        Connected {
+            client,
+            refresh_at: expires_in.map(|e| now + e.saturating_sub(c.client.refresh_ahead)),
+            expire_at: expires_in.map(|e| now + e + c.auth.leeway),
+            identity,
+            _slot: slot,
+        }
+    }
+
+    pub(super) async fn refresh(&mut self, token: &str) -> Result<RefreshOk, ErrorBody> {
+        let identity = self.ctx.verifier.verify(token).await.map_err(|e| {
+            metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
+            e.code().with(e.to_string())
+        })?;
+        let conn = self.connected();
+        if identity.user != conn.identity.user {
+            return Err(ErrorCode::WrongUser.with(format!(
+                "token is for user {:?}, connection is {:?}",
+                identity.user.as_str(),
+                conn.identity.user.as_str()
+            )));
+        }
+        let expires_in = identity.expires_in(unix_now());
+        let Some(old) = self.conn.take() else {
+            unreachable_connect()
+        };
+        self.conn = Some(self.deadlines(old.client, identity, old._slot));
+        // Capabilities may have shrunk: end subscriptions the new token no longer allows.
+        let revoked: Vec<RoomName> = self
+            .subs
+            .iter()
+            .filter(|(room, sub)| {
+                self.check(room, Capability::Subscribe).is_err()
+                    || (sub.presence && self.check(room, Capability::Presence).is_err())
+            })
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in revoked {
+            if let Some(sub) = self.subs.remove(&room) {
+                self.drop_sub(room.clone(), sub).await;
+                self.outbox
+                    .push_frame(&ServerFrame::Push(Push::Unsubscribed(UnsubscribedPush {
+                        room,
+                        code: ErrorCode::PermissionDenied,
+                        reason: "the refreshed token no longer allows this subscription".into(),
+                    })));
+            }
+        }
+        Ok(RefreshOk { expires_in })
+    }
+}

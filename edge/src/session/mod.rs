@@ -1,0 +1,334 @@
+//! One task per client connection: reads frames, runs commands, keeps the connection's
+//! deadlines (connect, idle, token refresh and expiry, drain).
+//!
+//! ```text
+//!  socket ──text frame──▶ ClientFrame::decode ──Command──▶ Session::handle ──▶ EdgeLink / Hub
+//!  socket ◀──write_loop── Outbox ◀── replies (here) and pushes (Hub::dispatch)
+//! ```
+//!
+//! Commands of one connection run one at a time, in order, so a client's publications keep
+//! their order. A `publish` reply and the `pub` push of the same publication travel different
+//! paths (reply here, push through the hub) and may arrive in either order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::StreamExt;
+use plaza_broker::EdgeLink;
+use plaza_broker::PresenceMode;
+use plaza_proto::client::{
+    Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceStatsOk,
+    Publish, PublishOk, RefreshOk, RefreshPush, Subscribe, SubscribeOk, UnsubscribedPush,
+};
+use plaza_proto::cluster::BrokerError;
+use plaza_proto::{
+    ClientFrame, ClientId, CloseCode, Command, ErrorBody, ErrorCode, Member, Position, Push, Reply,
+    ReplyOk, RoomName, Sender, ServerFrame,
+};
+use tokio::time::Instant;
+
+use crate::auth::{AuthError, Capability, Identity, unix_now};
+use crate::hub::SessionId;
+use crate::limits::{CommandRate, CommandVerdict};
+use crate::metrics as m;
+use crate::outbox::{Outbox, write_loop};
+use crate::server::Ctx;
+use crate::users::UserSlot;
+
+mod auth;
+mod rooms;
+
+type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
+
+/// How long a server-initiated close waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+struct Session<L: EdgeLink> {
+    ctx: Arc<Ctx<L>>,
+    /// Commands per second of this connection.
+    rate: CommandRate,
+    id: SessionId,
+    outbox: Arc<Outbox>,
+    /// Token from the query string or cookie, used by `connect` when it carries none.
+    handshake_token: Option<String>,
+    conn: Option<Connected>,
+    subs: HashMap<RoomName, Sub>,
+    /// Close the connection with this code once the current reply is queued.
+    close_after: Option<(CloseCode, String)>,
+    opened: Instant,
+    last_seen: Instant,
+    drain_at: Option<Instant>,
+}
+
+struct Connected {
+    /// Holds this connection's place among its user's connections on this edge.
+    _slot: UserSlot,
+    client: ClientId,
+    identity: Identity,
+    refresh_at: Option<Instant>,
+    expire_at: Option<Instant>,
+}
+
+struct Sub {
+    /// Whether this connection is a member of the room's presence.
+    joined: bool,
+    /// Whether it receives join/leave pushes (needs the `presence` capability).
+    presence: bool,
+}
+
+/// Runs a client connection to its end, then removes its subscriptions and presence.
+pub async fn run<L: EdgeLink>(
+    socket: WebSocket,
+    ctx: Arc<Ctx<L>>,
+    handshake_token: Option<String>,
+) {
+    let (sink, mut stream) = socket.split();
+    let (outbox, rx) = Outbox::new(ctx.config.client.outbound_queue_bytes);
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        outbox.clone(),
+        ctx.config.client.ping_interval,
+    ));
+    metrics::gauge!(m::CONNECTIONS).increment(1);
+    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    let now = Instant::now();
+    let mut session = Session {
+        rate: CommandRate::new(&ctx.config.limits),
+        id: ctx.hub.next_session(),
+        ctx,
+        outbox,
+        handshake_token,
+        conn: None,
+        subs: HashMap::new(),
+        close_after: None,
+        opened: now,
+        last_seen: now,
+        drain_at: None,
+    };
+    let closer = session.outbox.closer().clone();
+    let drain = session.ctx.drain.clone();
+    loop {
+        let deadline = session.next_deadline();
+        // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
+        tokio::select! {
+            biased;
+            _ = closer.closed() => break,
+            _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
+            _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
+            frame = stream.next() => match frame {
+                None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
+                Some(Err(e)) => { session.on_read_error(e); break; }
+                Some(Ok(Message::Text(text))) => {
+                    session.last_seen = Instant::now();
+                    session.on_text(&text).await;
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
+                    closer.close(CloseCode::BadRequest, "binary frames are not supported; send JSON text frames");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.last_seen = Instant::now(),
+            },
+        }
+    }
+    session.cleanup().await;
+    if closer.initiated_by_server() {
+        // Complete the closing handshake: read (and discard) until the client's close frame,
+        // so the socket is not torn down under frames the client has yet to read.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let _ = writer.await;
+    metrics::gauge!(m::CONNECTIONS).decrement(1);
+}
+
+impl<L: EdgeLink> Session<L> {
+    fn close(&self, code: CloseCode, reason: impl Into<String>) {
+        self.outbox.closer().close(code, reason);
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let c = &self.ctx.config.client;
+        let mut next = self.last_seen + c.idle_timeout;
+        match &self.conn {
+            None => next = next.min(self.opened + c.connect_timeout),
+            Some(conn) => {
+                for t in [conn.refresh_at, conn.expire_at].into_iter().flatten() {
+                    next = next.min(t);
+                }
+            }
+        }
+        self.drain_at.map_or(next, |d| next.min(d))
+    }
+
+    fn on_deadline(&mut self) {
+        let now = Instant::now();
+        let c = &self.ctx.config.client;
+        if self.drain_at.is_some_and(|d| d <= now) {
+            return self.close(CloseCode::Shutdown, "edge is draining; reconnect");
+        }
+        if now >= self.last_seen + c.idle_timeout {
+            return self.close(
+                CloseCode::IdleTimeout,
+                "nothing received within the idle timeout",
+            );
+        }
+        let Some(conn) = &mut self.conn else {
+            if now >= self.opened + c.connect_timeout {
+                self.close(
+                    CloseCode::ConnectTimeout,
+                    "no connect command within the connect timeout",
+                );
+            }
+            return;
+        };
+        if conn.expire_at.is_some_and(|t| t <= now) {
+            return self.close(
+                CloseCode::TokenExpired,
+                "token expired; reconnect with a fresh token",
+            );
+        }
+        if conn.refresh_at.is_some_and(|t| t <= now) {
+            conn.refresh_at = None;
+            let expires_in = conn.identity.expires_in(unix_now()).unwrap_or(0);
+            self.outbox
+                .push_frame(&ServerFrame::Push(Push::Refresh(RefreshPush {
+                    expires_in,
+                })));
+        }
+    }
+
+    fn start_drain(&mut self) {
+        let window = self.ctx.config.drain.window;
+        let delay = window.mul_f64(rand::random::<f64>());
+        self.drain_at = Some(Instant::now() + delay);
+    }
+
+    fn on_read_error(&self, e: axum::Error) {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let inner = e.into_inner();
+        match inner.downcast_ref::<WsError>() {
+            Some(WsError::Capacity(_)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "too_large").increment(1);
+                let max = self.ctx.config.client.max_frame_bytes;
+                self.close(
+                    CloseCode::MessageTooLarge,
+                    format!("frame exceeds {max} bytes"),
+                );
+            }
+            Some(WsError::Protocol(p)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "websocket").increment(1);
+                self.close(
+                    CloseCode::BadRequest,
+                    format!("websocket protocol error: {p}"),
+                );
+            }
+            Some(WsError::Utf8(_)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "utf8").increment(1);
+                self.close(CloseCode::BadRequest, "text frame is not valid UTF-8");
+            }
+            _ => self.outbox.closer().close_quietly(),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let decoded = ClientFrame::decode(text);
+        let id = match &decoded {
+            Ok(frame) => frame.id,
+            Err(DecodeError::Command { id, .. }) => *id,
+            Err(DecodeError::Malformed(reason)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "malformed").increment(1);
+                return self.close(DecodeError::CLOSE, reason.clone());
+            }
+        };
+        // Every answerable frame costs a token, valid or not, so bad commands cannot flood.
+        match self.rate.check() {
+            CommandVerdict::Allow => {}
+            CommandVerdict::Refuse => {
+                let limit = self.ctx.config.limits.commands_per_second;
+                let e = ErrorCode::RateLimited
+                    .with(format!("more than {limit} commands per second; slow down"));
+                return self.reply(id, Err(e));
+            }
+            CommandVerdict::Disconnect => {
+                return self.close(CloseCode::RateLimited, "command flood");
+            }
+        }
+        let frame = match decoded {
+            Ok(frame) => frame,
+            Err(DecodeError::Command { id, error }) => {
+                metrics::counter!(m::COMMANDS, "op" => "invalid", "result" => error.code.name())
+                    .increment(1);
+                return self.reply(id, Err(error));
+            }
+            Err(DecodeError::Malformed(_)) => return,
+        };
+        let op = frame.command.op();
+        let result = self.handle(frame.id, frame.command).await;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.name(),
+        };
+        metrics::counter!(m::COMMANDS, "op" => op, "result" => label).increment(1);
+        match result {
+            Ok(None) => {} // The reply was queued by the command itself.
+            Ok(Some(ok)) => self.reply(frame.id, Ok(ok)),
+            Err(e) => self.reply(frame.id, Err(e)),
+        }
+        if let Some((code, reason)) = self.close_after.take() {
+            self.close(code, reason);
+        }
+    }
+
+    fn reply(&self, id: u32, result: Result<ReplyOk, ErrorBody>) {
+        self.outbox
+            .push_frame(&ServerFrame::Reply(Reply { id, result }));
+    }
+
+    async fn handle(&mut self, id: u32, command: Command) -> CommandResult {
+        if let Command::Connect(c) = command {
+            return self.connect(c).await.map(Some);
+        }
+        if self.conn.is_none() {
+            return Err(ErrorCode::NotConnected.with("send `connect` first"));
+        }
+        match command {
+            Command::Connect(_) => unreachable_connect(),
+            Command::Subscribe(s) => self.subscribe(id, s).await,
+            Command::Unsubscribe(r) => self
+                .unsubscribe(r.room)
+                .await
+                .map(|()| Some(ReplyOk::Empty(Empty {}))),
+            Command::Publish(p) => self.publish(p).await.map(|ok| Some(ReplyOk::Publish(ok))),
+            Command::Presence(r) => self.presence(r.room).await.map(Some),
+            Command::PresenceStats(r) => self.presence_stats(r.room).await.map(Some),
+            Command::History(h) => self.history(h).await.map(|ok| Some(ReplyOk::History(ok))),
+            Command::Refresh(r) => self
+                .refresh(&r.token)
+                .await
+                .map(|ok| Some(ReplyOk::Refresh(ok))),
+            Command::Ping => Ok(Some(ReplyOk::Empty(Empty {}))),
+        }
+    }
+
+    /// Removes every subscription and presence membership; runs once the connection closed.
+    async fn cleanup(&mut self) {
+        let subs: Vec<(RoomName, Sub)> = self.subs.drain().collect();
+        for (room, sub) in subs {
+            self.drop_sub(room, sub).await;
+        }
+    }
+}
+
+fn unreachable_connect() -> ! {
+    unreachable!("connect is handled before dispatch")
+}

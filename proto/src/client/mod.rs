@@ -1,0 +1,203 @@
+//! Client protocol v1: JSON text frames between a client and an edge.
+//!
+//! A client sends [`ClientFrame`]s — `{"id": n, "op": "...", ...}` — and receives
+//! [`ServerFrame`]s: exactly one [`Reply`] per command (`{"id": n, "ok": {...}}` or
+//! `{"id": n, "error": {...}}`) and any number of [`Push`]es (`{"push": "...", ...}`, no id).
+//!
+//! Decoding a command ([`ClientFrame::decode`]) sorts bad input in two kinds, because the
+//! answer differs: a frame that is not a command at all (not JSON, not an object, no usable
+//! `id`) can't be answered and closes the connection with [`CloseCode::BadRequest`]; a command
+//! with a usable `id` but a bad op or bad fields gets an `error` reply and the connection lives on.
+//!
+//! [`CloseCode::BadRequest`]: crate::CloseCode::BadRequest
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::close::{CloseCode, ErrorBody};
+use crate::model::{Payload, Position, RoomName};
+
+mod decode;
+mod server;
+
+pub use server::*;
+
+/// The WebSocket subprotocol name, echoed when a client offers it.
+pub const SUBPROTOCOL: &str = "plaza.v1";
+
+/// Every op of protocol v1.
+const KNOWN_OPS: [&str; 9] = [
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "refresh",
+    "ping",
+];
+
+/// Longest accepted `idem` key, in bytes.
+pub const MAX_IDEM_LEN: usize = 128;
+
+/// A command from a client: `{"id": n, "op": "<name>", ...fields}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientFrame {
+    /// Chosen by the client (1..=2³²−1), echoed in the reply.
+    pub id: u32,
+    /// The operation and its fields.
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// The operations of protocol v1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Authenticate; must be the first command.
+    Connect(Connect),
+    /// Start receiving a room's publications (and optionally join/leave events).
+    Subscribe(Subscribe),
+    /// Stop receiving a room's events and leave its presence.
+    Unsubscribe(RoomRef),
+    /// Publish a JSON value to a room.
+    Publish(Publish),
+    /// List a room's members.
+    Presence(RoomRef),
+    /// Count a room's clients and distinct users.
+    PresenceStats(RoomRef),
+    /// Read a room's recent publications.
+    History(History),
+    /// Replace the connection's token before it expires.
+    Refresh(Refresh),
+    /// Application-level ping (browsers cannot send WebSocket pings).
+    Ping,
+}
+
+impl Command {
+    /// The op name as sent on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Subscribe(_) => "subscribe",
+            Self::Unsubscribe(_) => "unsubscribe",
+            Self::Publish(_) => "publish",
+            Self::Presence(_) => "presence",
+            Self::PresenceStats(_) => "presence_stats",
+            Self::History(_) => "history",
+            Self::Refresh(_) => "refresh",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+/// `connect` fields.
+#[derive(Clone, PartialEq, Default, Serialize)]
+pub struct Connect {
+    /// The JWT; may instead come from the `?token=` query parameter or a cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Free-form client name for logs (e.g. "web").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free-form client version for logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl fmt::Debug for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Tokens are credentials: never print them.
+        f.debug_struct("Connect")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// `subscribe` fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subscribe {
+    /// The room.
+    pub room: RoomName,
+    /// Resume after this position: missed publications come in the reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recover: Option<Position>,
+    /// Also receive `join`/`leave` pushes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub presence: bool,
+}
+
+/// A command whose only field is `room`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoomRef {
+    /// The room.
+    pub room: RoomName,
+}
+
+/// `publish` fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Publish {
+    /// The room.
+    pub room: RoomName,
+    /// Any JSON value.
+    pub data: Payload,
+    /// Idempotency key: a retry with the same key within the dedupe window is not published
+    /// again and gets the original offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idem: Option<String>,
+}
+
+/// `history` fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    /// The room.
+    pub room: RoomName,
+    /// Only publications after this position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<Position>,
+    /// At most this many (the newest ones without `since`, the oldest ones after it with `since`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `refresh` fields.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct Refresh {
+    /// The new JWT, for the same user.
+    pub token: String,
+}
+
+impl fmt::Debug for Refresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refresh")
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a text frame is not an acceptable command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeError {
+    /// Not a command at all (no usable `id`): close the connection with
+    /// [`CloseCode::BadRequest`] and this message as the reason.
+    Malformed(String),
+    /// A command with a usable `id` but bad content: reply with this error.
+    Command {
+        /// The command's id.
+        id: u32,
+        /// The error to reply with.
+        error: ErrorBody,
+    },
+}
+
+impl DecodeError {
+    /// The close code for [`DecodeError::Malformed`].
+    pub const CLOSE: CloseCode = CloseCode::BadRequest;
+}
+
+#[cfg(test)]
+mod tests;
