@@ -8,9 +8,12 @@
 //! ```
 //!
 //! - [`config`]: typed configuration (file → `PLAZA_*` env → flags), validated once.
-//! - [`auth`]: JWT verification and room capabilities.
+//! - [`auth`]: JWT verification (HMAC secret or identity providers' JWKS) and capabilities.
 //! - [`server`]: HTTP routes; [`session`]: one client; [`outbox`]: its bounded send queue;
 //!   [`hub`]: local fan-out, encode once per event.
+//! - [`limits`], [`client_ip`], [`users`]: rate and connection limits, origin allowlist,
+//!   client address behind trusted proxies, connections per user.
+//! - [`api`]: the server HTTP API (`/v1/api/*`) authenticated with API keys.
 //! - [`dev`]: the `--dev` demo page and token endpoint.
 //!
 //! [`start`] runs an edge on any backend; `main.rs` wires it to the CLI and signals.
