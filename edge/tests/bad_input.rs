@@ -280,6 +280,11 @@ async fn a_client_that_never_sends_connect_is_closed_after_the_connect_timeout()
     let started = std::time::Instant::now();
     assert_closed_with(&mut c, CloseCode::ConnectTimeout).await;
     assert!(started.elapsed() >= Duration::from_millis(250));
+    let (_, metrics) = http_get(edge.local_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("plaza_disconnects_total{code=\"connect_timeout\"}"),
+        "connect timeouts are counted"
+    );
     bystander_still_works(edge.local_addr()).await;
     edge.shutdown().await;
 }
