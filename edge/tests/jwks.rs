@@ -315,7 +315,10 @@ async fn a_provider_down_slow_or_garbled_at_start_fails_tokens_clearly_until_it_
         let idp = Idp::start(&[&key], mode).await;
         let v = verifier(vec![idp.config()]);
         let token = key.sign(&claims("ann"));
-        let m = refusal(v.verify(&token).await);
+        let m = match v.verify(&token).await {
+            Err(AuthError::Unavailable(m)) => m,
+            other => panic!("{mode:?}: expected Unavailable, got {other:?}"),
+        };
         assert!(
             m.contains("unavailable") && m.contains(reason),
             "{mode:?}: {m}"
@@ -333,6 +336,10 @@ async fn an_edge_started_while_the_provider_is_down_admits_users_once_it_recover
     let token = key.sign(&claims("ann"));
     let e = connect(edge.local_addr(), &token).await.err().unwrap();
     assert!(e.message.contains("unavailable"), "{e:?}");
+    assert!(
+        e.temporary,
+        "a provider outage is not the client's fault: {e:?}"
+    );
     idp.set_mode(Mode::Serve);
     let start = Instant::now();
     while connect(edge.local_addr(), &token).await.is_err() {
@@ -451,4 +458,31 @@ async fn an_edge_with_only_identity_providers_needs_no_hmac_secret() {
     edge.shutdown().await;
     let none = AuthConfig::default();
     assert!(Verifier::new(&none).is_err());
+}
+
+#[tokio::test]
+async fn user_prefixes_keep_two_providers_users_with_the_same_sub_apart() {
+    let (one, two) = (Key::ec("one"), Key::ec("two"));
+    let idp_one = Idp::start(&[&one], Mode::Serve).await;
+    let idp_two = Idp::start(&[&two], Mode::Serve).await;
+    let mut first = idp_one.config();
+    first.user_prefix = Some("one:".into());
+    let mut second = idp_two.config();
+    second.issuer = "https://second.test".into();
+    second.user_prefix = Some("two:".into());
+    let v = verifier(vec![first, second]);
+    let mut from_two = claims("42");
+    from_two["iss"] = "https://second.test".into();
+    from_two["plaza"] = json!({"rooms": {"user:{sub}": ["subscribe"]}});
+    let a = v.verify(&one.sign(&claims("42"))).await.unwrap();
+    let b = v.verify(&two.sign(&from_two)).await.unwrap();
+    assert_eq!(a.user.as_str(), "one:42");
+    assert_eq!(b.user.as_str(), "two:42");
+    let room = |s| plaza_proto::RoomName::new(s).unwrap();
+    use plaza_edge::auth::Capability::Subscribe;
+    assert!(
+        b.grants.token_allows(&room("user:two:42"), Subscribe),
+        "{{sub}} is the prefixed id"
+    );
+    assert!(!b.grants.token_allows(&room("user:one:42"), Subscribe));
 }

@@ -133,11 +133,17 @@ struct CapabilityClaim {
 impl Claims {
     /// Turns verified claims into an identity; `claim` names the capability claim. A token
     /// without that claim grants nothing (namespaces may still allow); a malformed one is
-    /// refused rather than half-applied.
-    pub(super) fn into_identity(self, claim: &str) -> Result<Identity, AuthError> {
+    /// refused rather than half-applied. `prefix` (the issuer's `user_prefix`) is prepended to
+    /// `sub` to form the user id, which is also what `{sub}` in patterns stands for.
+    pub(super) fn into_identity(
+        mut self,
+        claim: &str,
+        prefix: &str,
+    ) -> Result<Identity, AuthError> {
         if self.sub.is_empty() || self.sub.len() > 255 {
             return Err(AuthError::Invalid("`sub` must be 1..=255 bytes".into()));
         }
+        self.sub.insert_str(0, prefix);
         let cap: CapabilityClaim = match self.rest.get(claim) {
             Some(value) => CapabilityClaim::deserialize(value)
                 .map_err(|e| AuthError::Invalid(format!("claim `{claim}`: {e}")))?,
@@ -171,7 +177,7 @@ mod tests {
     fn identity(claims: serde_json::Value) -> Result<Identity, AuthError> {
         serde_json::from_value::<Claims>(claims)
             .unwrap()
-            .into_identity("plaza")
+            .into_identity("plaza", "")
     }
 
     fn room(s: &str) -> RoomName {

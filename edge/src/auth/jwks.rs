@@ -99,16 +99,20 @@ impl KeySet {
         if let Some(key) = self.find(kid) {
             return Ok(key);
         }
-        Err(AuthError::Invalid(
-            match (&*self.keys.load(), &*self.last_error.load()) {
-                (Some(_), _) => format!("unknown signing key (kid) for issuer {}", self.issuer),
-                (None, Some(e)) => format!(
-                    "signing keys of issuer {} are unavailable (last fetch: {e})",
-                    self.issuer
-                ),
-                (None, None) => format!("signing keys of issuer {} are still loading", self.issuer),
-            },
-        ))
+        Err(match (&*self.keys.load(), &*self.last_error.load()) {
+            (Some(_), _) => AuthError::Invalid(format!(
+                "unknown signing key (kid) for issuer {}",
+                self.issuer
+            )),
+            (None, Some(e)) => AuthError::Unavailable(format!(
+                "signing keys of issuer {} are unavailable (last fetch: {e})",
+                self.issuer
+            )),
+            (None, None) => AuthError::Unavailable(format!(
+                "signing keys of issuer {} are still loading",
+                self.issuer
+            )),
+        })
     }
 
     fn find(&self, kid: &str) -> Option<Arc<Key>> {

@@ -61,10 +61,14 @@ pub enum AuthError {
     /// The token has expired.
     #[error("token expired")]
     Expired,
-    /// Bad signature, malformed, wrong issuer or audience, bad claims, or the issuer's keys
-    /// are unavailable.
+    /// Bad signature, malformed, wrong issuer or audience, bad claims, unknown key.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The token names an identity provider whose keys could not be loaded (provider down,
+    /// slow, or serving garbage, and no earlier key set to fall back on). Not the client's
+    /// fault: it should retry.
+    #[error("cannot verify the token now: {0}")]
+    Unavailable(String),
 }
 
 impl AuthError {
@@ -73,6 +77,7 @@ impl AuthError {
         match self {
             Self::Expired => ErrorCode::TokenExpired,
             Self::Missing | Self::Invalid(_) => ErrorCode::InvalidToken,
+            Self::Unavailable(_) => ErrorCode::BackendUnavailable,
         }
     }
 
@@ -82,6 +87,7 @@ impl AuthError {
             Self::Missing => "missing",
             Self::Expired => "expired",
             Self::Invalid(_) => "invalid",
+            Self::Unavailable(_) => "keys_unavailable",
         }
     }
 }
@@ -116,6 +122,8 @@ struct HmacIssuer {
 struct JwksIssuer {
     keys: Arc<KeySet>,
     validations: Vec<(Algorithm, Validation)>,
+    /// Prepended to `sub` so users of different providers cannot collide.
+    user_prefix: String,
 }
 
 /// Verifies connect tokens. Cheap to share behind an `Arc`.
@@ -186,6 +194,7 @@ fn jwks_issuer(config: &JwksConfig, leeway: Duration) -> Result<JwksIssuer, Auth
     Ok(JwksIssuer {
         keys: KeySet::new(config)?,
         validations,
+        user_prefix: config.user_prefix.clone().unwrap_or_default(),
     })
 }
 
@@ -267,7 +276,7 @@ impl Verifier {
             )));
         }
         let route = peek::peek(token)?;
-        let claims = if HMAC_ALGS.contains(&route.alg) {
+        let (claims, prefix) = if HMAC_ALGS.contains(&route.alg) {
             let confused = route
                 .iss
                 .as_ref()
@@ -281,7 +290,7 @@ impl Verifier {
             let hmac = self.hmac.as_ref().ok_or_else(|| {
                 AuthError::Invalid("HMAC-signed tokens are not accepted here".into())
             })?;
-            decode::decode(token, &hmac.key, &hmac.validation)?
+            (decode::decode(token, &hmac.key, &hmac.validation)?, "")
         } else {
             let iss = route.iss.ok_or_else(|| {
                 AuthError::Invalid("missing claim `iss` (it selects the signing keys)".into())
@@ -309,9 +318,12 @@ impl Verifier {
                     "the signing key does not fit the token's algorithm".into(),
                 ));
             }
-            decode::decode(token, &key.key, validation)?
+            (
+                decode::decode(token, &key.key, validation)?,
+                issuer.user_prefix.as_str(),
+            )
         };
-        claims.into_identity(&self.claim)
+        claims.into_identity(&self.claim, prefix)
     }
 }
 

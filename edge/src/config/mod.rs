@@ -96,12 +96,10 @@ impl fmt::Debug for Secret {
     }
 }
 
-
 mod sections;
 mod validate;
 
 pub use sections::*;
-
 
 /// A configuration error, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,7 +165,6 @@ impl EdgeConfig {
         Ok(config)
     }
 }
-
 
 /// Reads an override value: TOML syntax if it parses (numbers, booleans, arrays), else a string.
 fn parse_value(text: &str) -> toml::Value {

@@ -1,6 +1,5 @@
 //! The config sections other than the top level, each with its defaults.
 
-
 use std::time::Duration;
 
 use plaza_broker::config::duration;
@@ -57,6 +56,10 @@ pub struct JwksConfig {
     /// Give up on one fetch after this long (the last good key set stays in use).
     #[serde(with = "duration")]
     pub fetch_timeout: Duration,
+    /// Prepended to `sub` to form the user id (e.g. `"kinde:"`), so that two providers'
+    /// users with the same `sub` are different users here. `{sub}` in room patterns stands
+    /// for the prefixed id.
+    pub user_prefix: Option<String>,
 }
 
 /// Algorithms accepted for JWKS keys by default.
@@ -76,6 +79,7 @@ impl Default for JwksConfig {
             refresh_interval: Duration::from_secs(600),
             min_refetch_interval: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(5),
+            user_prefix: None,
         }
     }
 }

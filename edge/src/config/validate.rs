@@ -91,6 +91,26 @@ impl EdgeConfig {
             if j.issuer.is_empty() {
                 return Err(ConfigError::new(key("issuer"), "required"));
             }
+            if self.auth.jwks[..i]
+                .iter()
+                .any(|other| other.issuer == j.issuer)
+            {
+                return Err(ConfigError::new(key("issuer"), "listed twice"));
+            }
+            if self.auth.issuer.as_deref() == Some(j.issuer.as_str()) {
+                return Err(ConfigError::new(
+                    key("issuer"),
+                    "equals auth.issuer; HMAC tokens naming a JWKS issuer are refused",
+                ));
+            }
+            if let Some(p) = &j.user_prefix
+                && plaza_proto::RoomName::new(&format!("{p}x")).is_err()
+            {
+                return Err(ConfigError::new(
+                    key("user_prefix"),
+                    "may only use characters allowed in room names",
+                ));
+            }
             match (&j.url, &j.file) {
                 (None, None) | (Some(_), Some(_)) => {
                     return Err(ConfigError::new(

@@ -24,7 +24,6 @@ impl<L: EdgeLink> Session<L> {
         }
     }
 
-
     pub(super) async fn connect(&mut self, c: Connect) -> Result<ReplyOk, ErrorBody> {
         if self.conn.is_some() {
             return Err(ErrorCode::AlreadyConnected.with("this connection is already connected"));
@@ -38,10 +37,10 @@ impl<L: EdgeLink> Session<L> {
             Ok(identity) => identity,
             Err(e) => {
                 metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
-                let code = if e == AuthError::Expired {
-                    CloseCode::TokenExpired
-                } else {
-                    CloseCode::InvalidToken
+                let code = match e {
+                    AuthError::Expired => CloseCode::TokenExpired,
+                    AuthError::Unavailable(_) => CloseCode::BackendUnavailable,
+                    AuthError::Missing | AuthError::Invalid(_) => CloseCode::InvalidToken,
                 };
                 self.close_after = Some((code, e.to_string()));
                 return Err(e.code().with(e.to_string()));
@@ -71,7 +70,12 @@ impl<L: EdgeLink> Session<L> {
         Ok(ReplyOk::Connect(ok))
     }
 
-    pub(super) fn deadlines(&self, client: ClientId, identity: Identity, slot: UserSlot) -> Connected {
+    pub(super) fn deadlines(
+        &self,
+        client: ClientId,
+        identity: Identity,
+        slot: UserSlot,
+    ) -> Connected {
         let now = Instant::now();
         let c = &self.ctx.config;
         let expires_in = identity.expires_in(unix_now()).map(Duration::from_secs);

@@ -33,7 +33,6 @@ impl<L: EdgeLink> Session<L> {
         }
     }
 
-
     pub(super) async fn subscribe(&mut self, id: u32, s: Subscribe) -> CommandResult {
         let room = s.room;
         self.check(&room, Capability::Subscribe)?;
@@ -239,7 +238,6 @@ impl<L: EdgeLink> Session<L> {
             complete: page.complete,
         })
     }
-
 }
 
 /// The one mapping from broker errors to client error codes.

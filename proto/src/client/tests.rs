@@ -1,6 +1,6 @@
 use super::*;
-use crate::model::{ClientId, Member, Publication, Sender, UserId};
 use crate::close::ErrorCode;
+use crate::model::{ClientId, Member, Publication, Sender, UserId};
 
 fn decode_err(text: &str) -> DecodeError {
     ClientFrame::decode(text).expect_err(text)
