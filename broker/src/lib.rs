@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod raft;
 pub mod rooms;
 
 pub use backend::memory::MemoryBackend;

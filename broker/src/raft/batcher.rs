@@ -1,0 +1,152 @@
+//! Group commit: concurrent proposals gathered into one Raft entry.
+//!
+//! ```text
+//!   propose() ─┐                     ┌─ client_write_ff(Batch{now, cmds…}) ─▶ Raft
+//!   propose() ─┼─▶ mpsc (bounded) ──▶│  batcher task: take the first proposal, then whatever
+//!   propose() ─┘                     └─ else is queued, up to `max_batch` commands
+//!                         waiter task per batch ◀── commit + apply ── split results ─▶ callers
+//! ```
+//!
+//! Up to `max_inflight` batches are in Raft at once (pipelining: the next batch is appended
+//! while the previous one replicates). While all slots are busy, proposals pile up in the
+//! queue and the next batch takes them all, so batch size grows with load by itself and a
+//! lone proposal is never delayed waiting for company. Entries reach the log in submission
+//! order, so proposals queued earlier commit earlier.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::errors::ProposeError;
+use super::state_machine::Shared;
+use super::types::{Batch, BrokerNode, NodeId, Raft, Request, Response};
+use crate::rooms::Command;
+
+/// One caller's commands and where to send their results.
+pub(crate) struct Proposal {
+    pub commands: Vec<Command>,
+    pub reply: oneshot::Sender<Result<Response, ProposeError>>,
+}
+
+/// The batcher's settings.
+pub(crate) struct Limits {
+    pub max_batch: usize,
+    pub max_inflight: usize,
+}
+
+/// Runs until the queue's senders are all gone (the node shut down).
+pub(crate) async fn run(
+    raft: Raft,
+    sm: Arc<Shared>,
+    mut rx: mpsc::Receiver<Proposal>,
+    limits: Limits,
+) {
+    let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
+    loop {
+        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
+            break;
+        };
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut count = first.commands.len();
+        let mut taken = vec![first];
+        while count < limits.max_batch {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.commands.len();
+                    taken.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let has_epoch = sm.read().rooms.is_some();
+        if !has_epoch && let Err(e) = genesis(&raft).await {
+            fail(taken, &e);
+            continue;
+        }
+        let mut commands = Vec::with_capacity(count);
+        let mut replies = Vec::with_capacity(taken.len());
+        for p in taken {
+            replies.push((p.commands.len(), p.reply));
+            commands.extend(p.commands);
+        }
+        let batch = Batch {
+            now_ms: wall_clock_ms(),
+            commands,
+        };
+        let pending = match raft.client_write_ff(Request::Batch(batch)).await {
+            Ok(pending) => pending,
+            Err(fatal) => {
+                let e = ProposeError::Unavailable(fatal.to_string());
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        // Short-lived: ends when the entry is applied or the Raft node drops it (shutdown),
+        // and at most `max_inflight` exist, bounded by the permit it holds.
+        tokio::spawn(async move {
+            let outcome = pending.await;
+            drop(permit);
+            let results = match outcome {
+                Ok(Ok(written)) => written.data,
+                Ok(Err(e)) => return fail_replies(replies, &write_error(e)),
+                Err(_) => {
+                    let e = ProposeError::Unavailable("raft node stopped".into());
+                    return fail_replies(replies, &e);
+                }
+            };
+            let mut results = results.into_iter();
+            for (n, reply) in replies {
+                let _ = reply.send(Ok(results.by_ref().take(n).collect()));
+            }
+        });
+    }
+}
+
+/// Commits the cluster's epoch if this node has not applied one yet (see `Request::Genesis`).
+async fn genesis(raft: &Raft) -> Result<(), ProposeError> {
+    let epoch = format!("{:016x}", rand::random::<u64>());
+    match raft.client_write(Request::Genesis { epoch }).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(e)) => Err(write_error(e)),
+        Err(RaftError::Fatal(f)) => Err(ProposeError::Unavailable(f.to_string())),
+    }
+}
+
+fn write_error(e: ClientWriteError<NodeId, BrokerNode>) -> ProposeError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => ProposeError::NotLeader {
+            leader: f.leader_id,
+            node: f.leader_node,
+        },
+        ClientWriteError::ChangeMembershipError(e) => ProposeError::Unavailable(e.to_string()),
+    }
+}
+
+fn fail(taken: Vec<Proposal>, e: &ProposeError) {
+    for p in taken {
+        let _ = p.reply.send(Err(e.clone()));
+    }
+}
+
+fn fail_replies(
+    replies: Vec<(usize, oneshot::Sender<Result<Response, ProposeError>>)>,
+    e: &ProposeError,
+) {
+    for (_, reply) in replies {
+        let _ = reply.send(Err(e.clone()));
+    }
+}
+
+/// The leader's clock for [`Batch::now_ms`]: wall time, comparable across nodes (and clamped
+/// to be monotonic by the state machine).
+pub(crate) fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

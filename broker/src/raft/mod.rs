@@ -1,0 +1,46 @@
+//! The broker tier on Raft: the room state machine replicated by openraft.
+//!
+//! ```text
+//!   propose(cmds) ─▶ batcher ─▶ Raft (leader) ──AppendEntries──▶ RaftTransport ─▶ peers
+//!                                  │ log: RedbLogStore (fsync) | MemLogStore
+//!                                  ▼ committed
+//!                     StateMachine: Batch{now_ms, cmds} ─▶ rooms::Rooms ─▶ AppliedEvents
+//!                                  │ snapshots: postcard(RoomsState) + meta ─▶ data dir
+//!   reads (position, history, presence) ◀─ applied state of this node
+//! ```
+//!
+//! - [`types`]: the openraft type config, [`Batch`] / [`Request`] entries, [`CommandError`].
+//! - [`node`]: [`RaftNode`] — start, initialize, propose (batched), status, local reads.
+//! - `batcher`: group commit of concurrent proposals into one entry.
+//! - [`state_machine`]: [`StateMachine`] — apply, snapshot build/install/restore, events.
+//! - [`log_redb`] / [`log_mem`]: the durable and the in-memory log stores.
+//! - [`transport`]: the network seam ([`RaftTransport`], [`RaftRpc`], [`serve_rpc`]);
+//!   [`in_process`]: the test transport with kill/partition. QUIC plugs in as another
+//!   [`RaftTransport`] whose server side calls [`serve_rpc`].
+//!
+//! Not here yet (issue 4, later): the QUIC transport, forwarding writes from followers to the
+//! leader, edge attachment (routing [`AppliedEvents`] to edges), `ClusterBackend`, the
+//! `plaza-broker` binary and its admin/status endpoint.
+
+mod batcher;
+mod errors;
+pub mod in_process;
+pub mod log_mem;
+pub mod log_redb;
+pub mod node;
+mod snapshot;
+pub mod state_machine;
+pub mod transport;
+pub mod types;
+
+pub use in_process::{InProcessNetwork, InProcessTransport};
+pub use log_mem::MemLogStore;
+pub use log_redb::RedbLogStore;
+pub use node::{
+    ProposeError, RaftNode, RaftNodeConfig, RaftStatus, ReadError, StartError, Storage,
+};
+pub use state_machine::{AppliedEvents, StateMachine};
+pub use transport::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
+pub use types::{
+    Batch, BrokerNode, CommandError, LogId, NodeId, Raft, Request, Response, TypeConfig,
+};

@@ -1,0 +1,226 @@
+//! The network seam: how Raft RPCs leave a node ([`RaftTransport`]) and how they are served on
+//! arrival ([`serve_rpc`]).
+//!
+//! ```text
+//!   openraft ──RaftNetwork──▶ PeerClient ──RaftRpc──▶ RaftTransport::call ──▶ (wire) ──▶
+//!        serve_rpc(target Raft, RaftRpc) ──RaftRpcReply──▶ back the same way
+//! ```
+//!
+//! A transport only moves one [`RaftRpc`] to a node and brings its [`RaftRpcReply`] back; both
+//! are serde types, so the QUIC transport is "postcard frame out, postcard frame back" over one
+//! bidirectional stream, and the in-process one ([`super::in_process`]) calls [`serve_rpc`] on
+//! the target directly. Snapshots travel as openraft's chunked `InstallSnapshot` RPCs, so no
+//! transport needs a streaming API.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, RPCTypes};
+use serde::{Deserialize, Serialize};
+
+use super::types::{BrokerNode, NodeId, Raft, TypeConfig};
+
+/// One Raft RPC on its way to a peer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Log replication and heartbeats.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Elections.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The peer's answer to a [`RaftRpc`] (the variant matches the request's).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpcReply {
+    /// Answer to [`RaftRpc::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to [`RaftRpc::Vote`].
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to [`RaftRpc::InstallSnapshot`].
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+}
+
+/// Why a call did not get a reply. The variant decides openraft's reaction.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The peer cannot be reached at all (down, not connected, refused): openraft backs off
+    /// before retrying that peer.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The call was sent but the exchange failed (stream reset, bad frame): retried at once.
+    #[error("network: {0}")]
+    Network(String),
+    /// No reply within the RPC's deadline.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// Moves Raft RPCs between brokers. Implementations: [`super::InProcessTransport`] (tests) and,
+/// later, QUIC. `call` must honour `timeout` (or return earlier) and must not reorder calls
+/// openraft awaits one after the other.
+pub trait RaftTransport: Send + Sync + 'static {
+    /// Sends `rpc` to node `target` (reachable at `node.addr`) and returns its reply.
+    fn call(
+        &self,
+        target: NodeId,
+        node: &BrokerNode,
+        rpc: RaftRpc,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<RaftRpcReply, TransportError>> + Send;
+}
+
+/// Serves one incoming RPC on the local node: the receiving half of every transport.
+pub async fn serve_rpc(raft: &Raft, rpc: RaftRpc) -> RaftRpcReply {
+    match rpc {
+        RaftRpc::AppendEntries(req) => RaftRpcReply::AppendEntries(raft.append_entries(req).await),
+        RaftRpc::Vote(req) => RaftRpcReply::Vote(raft.vote(req).await),
+        RaftRpc::InstallSnapshot(req) => {
+            RaftRpcReply::InstallSnapshot(raft.install_snapshot(req).await)
+        }
+    }
+}
+
+/// The [`RaftNetworkFactory`] over a transport: one [`PeerClient`] per target.
+pub(crate) struct Network<T> {
+    pub id: NodeId,
+    pub transport: std::sync::Arc<T>,
+}
+
+impl<T: RaftTransport> RaftNetworkFactory<TypeConfig> for Network<T> {
+    type Network = PeerClient<T>;
+
+    async fn new_client(&mut self, target: NodeId, node: &BrokerNode) -> PeerClient<T> {
+        PeerClient {
+            id: self.id,
+            target,
+            node: node.clone(),
+            transport: std::sync::Arc::clone(&self.transport),
+        }
+    }
+}
+
+/// openraft's view of one peer.
+pub(crate) struct PeerClient<T> {
+    id: NodeId,
+    target: NodeId,
+    node: BrokerNode,
+    transport: std::sync::Arc<T>,
+}
+
+type RpcResult<R, E = openraft::error::Infallible> =
+    Result<R, RPCError<NodeId, BrokerNode, RaftError<NodeId, E>>>;
+
+// The error type is openraft's (`RaftNetwork` returns it as is); boxing it here would only
+// move the allocation.
+#[allow(clippy::result_large_err)]
+impl<T: RaftTransport> PeerClient<T> {
+    async fn call<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        rpc: RaftRpc,
+        option: &RPCOption,
+    ) -> Result<RaftRpcReply, RPCError<NodeId, BrokerNode, RaftError<NodeId, E>>> {
+        let timeout = option.hard_ttl();
+        self.transport
+            .call(self.target, &self.node, rpc, timeout)
+            .await
+            .map_err(|e| match e {
+                TransportError::Unreachable(m) => {
+                    RPCError::Unreachable(Unreachable::new(&AnyError::error(m)))
+                }
+                TransportError::Network(m) => {
+                    RPCError::Network(NetworkError::new(&AnyError::error(m)))
+                }
+                TransportError::Timeout => RPCError::Timeout(Timeout {
+                    action,
+                    id: self.id,
+                    target: self.target,
+                    timeout,
+                }),
+            })
+    }
+
+    fn remote<R, E: std::error::Error>(
+        &self,
+        r: Result<R, RaftError<NodeId, E>>,
+    ) -> RpcResult<R, E> {
+        r.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn mismatched<E: std::error::Error>() -> RPCError<NodeId, BrokerNode, E> {
+    RPCError::Network(NetworkError::new(&AnyError::error(
+        "reply does not match the request",
+    )))
+}
+
+impl<T: RaftTransport> RaftNetwork<TypeConfig> for PeerClient<T> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self
+            .call(
+                RPCTypes::AppendEntries,
+                RaftRpc::AppendEntries(rpc),
+                &option,
+            )
+            .await?
+        {
+            RaftRpcReply::AppendEntries(r) => self.remote(r),
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        match self
+            .call(
+                RPCTypes::InstallSnapshot,
+                RaftRpc::InstallSnapshot(rpc),
+                &option,
+            )
+            .await?
+        {
+            RaftRpcReply::InstallSnapshot(r) => self.remote(r),
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        match self
+            .call(RPCTypes::Vote, RaftRpc::Vote(rpc), &option)
+            .await?
+        {
+            RaftRpcReply::Vote(r) => self.remote(r),
+            _ => Err(mismatched()),
+        }
+    }
+}
