@@ -270,7 +270,7 @@ impl<L: EdgeLink> Hub<L> {
                 last: delivered.offset,
             },
         );
-        sub.outbox.push(reply);
+        sub.outbox.push_reply(reply);
         if let SubState::Buffering(events) = buffered {
             for event in &events {
                 sub.deliver(event);

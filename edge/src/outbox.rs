@@ -29,7 +29,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The sending half of a connection, shared by its session and the hub.
 #[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Utf8Bytes>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
     limit: usize,
@@ -83,7 +83,7 @@ impl Closer {
 
 impl Outbox {
     /// A queue allowing `limit` bytes in flight, and its receiving end for [`write_loop`].
-    pub fn new(limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Utf8Bytes>) {
+    pub fn new(limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let outbox = Self {
             tx,
@@ -109,10 +109,30 @@ impl Outbox {
                 .close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
             return false;
         }
-        self.tx.send(frame).is_ok()
+        self.tx
+            .send(Outgoing {
+                frame,
+                counted: true,
+            })
+            .is_ok()
     }
 
-    /// Queues an encoded server frame.
+    /// Queues a command's reply. Replies do not count towards the slow-consumer limit: their
+    /// size is bounded by the command (a `history` reply may legitimately exceed the limit)
+    /// and their number by the command rate, and cutting a client for the answer it asked for
+    /// would make recovering large histories impossible.
+    pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
+        !self.closer.is_closed()
+            && self
+                .tx
+                .send(Outgoing {
+                    frame,
+                    counted: false,
+                })
+                .is_ok()
+    }
+
+    /// Queues an encoded server frame (a push, counted against the limit).
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {
         self.push(Utf8Bytes::from(frame.encode()))
     }
@@ -127,12 +147,25 @@ impl Outbox {
     }
 }
 
+/// One queued frame; `counted` frames are part of the slow-consumer budget.
+#[derive(Debug)]
+pub struct Outgoing {
+    frame: Utf8Bytes,
+    counted: bool,
+}
+
+impl Outgoing {
+    fn budget(&self) -> usize {
+        if self.counted { self.frame.len() } else { 0 }
+    }
+}
+
 /// Drains `rx` into the socket until the connection closes, pinging every `ping_interval`.
 /// On close with a reason, flushes what is queued (unless the client is a slow consumer),
 /// then sends the `disconnect` push and the close frame with the same code.
 pub async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::UnboundedReceiver<Utf8Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     outbox: Arc<Outbox>,
     ping_interval: Duration,
 ) {
@@ -169,15 +202,17 @@ pub async fn write_loop(
 
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    first: Utf8Bytes,
-    rx: &mut mpsc::UnboundedReceiver<Utf8Bytes>,
+    first: Outgoing,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> Result<usize, ()> {
-    let mut bytes = first.len();
-    sink.feed(Message::Text(first)).await.map_err(|_| ())?;
+    let mut bytes = first.budget();
+    sink.feed(Message::Text(first.frame))
+        .await
+        .map_err(|_| ())?;
     for _ in 1..MAX_BATCH {
-        let Ok(frame) = rx.try_recv() else { break };
-        bytes += frame.len();
-        sink.feed(Message::Text(frame)).await.map_err(|_| ())?;
+        let Ok(next) = rx.try_recv() else { break };
+        bytes += next.budget();
+        sink.feed(Message::Text(next.frame)).await.map_err(|_| ())?;
     }
     sink.flush().await.map_err(|_| ())?;
     Ok(bytes)
@@ -185,7 +220,7 @@ async fn write_batch(
 
 async fn finish(
     sink: &mut SplitSink<WebSocket, Message>,
-    rx: &mut mpsc::UnboundedReceiver<Utf8Bytes>,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
     reason: Option<(CloseCode, String)>,
 ) {
     let Some((code, reason)) = reason else {
@@ -194,8 +229,8 @@ async fn finish(
     };
     if code != CloseCode::SlowConsumer {
         // Deliver what was queued before the close, e.g. the error reply that caused it.
-        while let Ok(frame) = rx.try_recv() {
-            if sink.feed(Message::Text(frame)).await.is_err() {
+        while let Ok(next) = rx.try_recv() {
+            if sink.feed(Message::Text(next.frame)).await.is_err() {
                 return;
             }
         }

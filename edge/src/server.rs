@@ -136,7 +136,10 @@ async fn ws<L: EdgeLink>(
         .protocols([SUBPROTOCOL])
         .read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(c.write_buffer_bytes)
-        .max_write_buffer_size(c.write_buffer_bytes + c.max_frame_bytes.max(c.outbound_queue_bytes))
+        // The writer feeds frames and waits for the flush once `write_buffer_size` is
+        // passed, so the buffer holds at most that plus one frame; a frame may be a whole
+        // history reply, hence no smaller hard cap here (our own queue is the bound).
+        .max_write_buffer_size(usize::MAX)
         .max_message_size(c.max_frame_bytes)
         .max_frame_size(c.max_frame_bytes);
     let sessions = ctx.sessions.clone();

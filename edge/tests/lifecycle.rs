@@ -175,3 +175,45 @@ async fn draining_disconnects_clients_with_a_reconnectable_code_and_refuses_new_
         "the listener is closed after the drain"
     );
 }
+
+#[tokio::test]
+async fn a_token_expiring_in_the_far_future_connects_without_deadline_overflow() {
+    let edge = start_default().await;
+    let body =
+        json!({"sub": "ann", "exp": u64::MAX, "plaza": {"rooms": {"chat:*": ["subscribe"]}}});
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let t = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &body, &key).unwrap();
+    let mut c = Client::open(edge.local_addr()).await;
+    c.connect(&t).await;
+    c.subscribe("chat:far").await;
+    assert_eq!(c.ok(json!({"op": "ping"})).await, json!({}));
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_history_reply_larger_than_the_outbound_queue_is_delivered() {
+    let mut config = config();
+    config.client.outbound_queue_bytes = 256 * 1024;
+    let edge = start(config).await;
+    let (mut c, _) = Client::connected(edge.local_addr(), "ann").await;
+    let first = c.subscribe("chat:big").await;
+    let big = "x".repeat(60_000);
+    for n in 0..10 {
+        c.publish("chat:big", json!({"n": n, "pad": big})).await;
+        let _ = c.next_push().await;
+    }
+    let h = c.ok(json!({"op": "history", "room": "chat:big"})).await;
+    assert_eq!(
+        h["publications"].as_array().unwrap().len(),
+        10,
+        "600 KB reply through a 256 KiB queue"
+    );
+    let (mut late, _) = Client::connected(edge.local_addr(), "bob").await;
+    let since = json!({"epoch": first["epoch"], "offset": first["offset"]});
+    let ok = late
+        .ok(json!({"op": "subscribe", "room": "chat:big", "recover": since}))
+        .await;
+    assert_eq!(ok["recovered"], json!(true));
+    assert_eq!(ok["publications"].as_array().unwrap().len(), 10);
+    edge.shutdown().await;
+}

@@ -351,7 +351,7 @@ pub fn mint(
     let now = unix_now();
     body.insert("iat".into(), now.into());
     if let Some(ttl) = spec.ttl {
-        body.insert("exp".into(), (now + ttl.as_secs()).into());
+        body.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
     }
     let rooms: serde_json::Map<String, serde_json::Value> = spec
         .rooms

@@ -78,11 +78,18 @@ impl<L: EdgeLink> Session<L> {
     ) -> Connected {
         let now = Instant::now();
         let c = &self.ctx.config;
-        let expires_in = identity.expires_in(unix_now()).map(Duration::from_secs);
+        // An `exp` centuries away is legal; cap it so deadline arithmetic cannot overflow
+        // (a connection outliving the cap simply has no deadline).
+        const FAR: u64 = 100 * 365 * 24 * 3600;
+        let expires_in = identity
+            .expires_in(unix_now())
+            .filter(|s| *s < FAR)
+            .map(Duration::from_secs);
         Connected {
             client,
-            refresh_at: expires_in.map(|e| now + e.saturating_sub(c.client.refresh_ahead)),
-            expire_at: expires_in.map(|e| now + e + c.auth.leeway),
+            refresh_at: expires_in
+                .and_then(|e| now.checked_add(e.saturating_sub(c.client.refresh_ahead))),
+            expire_at: expires_in.and_then(|e| now.checked_add(e + c.auth.leeway)),
             identity,
             _slot: slot,
         }

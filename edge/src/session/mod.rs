@@ -290,8 +290,9 @@ impl<L: EdgeLink> Session<L> {
     }
 
     fn reply(&self, id: u32, result: Result<ReplyOk, ErrorBody>) {
-        self.outbox
-            .push_frame(&ServerFrame::Reply(Reply { id, result }));
+        self.outbox.push_reply(Utf8Bytes::from(
+            ServerFrame::Reply(Reply { id, result }).encode(),
+        ));
     }
 
     async fn handle(&mut self, id: u32, command: Command) -> CommandResult {
