@@ -18,9 +18,9 @@ pub enum PresenceMode {
     Off,
 }
 
-/// Options of one namespace, fully resolved.
+/// Options of one namespace, fully resolved. Unset fields take the built-in defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct NamespaceOptions {
     /// Publications kept per room for recovery and `history` (0 = none).
     pub history_size: usize,

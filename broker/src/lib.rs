@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod quic;
 pub mod raft;
 pub mod rooms;
 

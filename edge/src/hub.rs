@@ -181,8 +181,10 @@ impl<L: EdgeLink> Hub<L> {
         self.shared.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Step 1: adds a buffering subscriber. Returns the room's position if the room is
-    /// already live on this edge (then every later event is buffered for the subscriber).
+    /// Step 1: adds a buffering subscriber. Returns the position of the last event dispatched
+    /// for the room here, if any: every later event is buffered for the subscriber. (While the
+    /// upstream subscription is still being set up this may be `None` or older than the
+    /// position `ensure_upstream` reports; the subscriber uses the later of the two.)
     pub fn register(
         &self,
         room: &RoomName,
@@ -210,11 +212,9 @@ impl<L: EdgeLink> Hub<L> {
             },
         );
         metrics::gauge!(m::SUBSCRIPTIONS).increment(1);
-        if entry.active {
-            entry.position.clone()
-        } else {
-            None
-        }
+        // Every event dispatched after this point is buffered for the subscriber, and every
+        // one before it is at or below this position (both happen under this lock).
+        entry.position.clone()
     }
 
     /// Step 2: makes sure the room is subscribed upstream; returns the position at which the

@@ -172,10 +172,19 @@ pub async fn start<B: Backend>(
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
+            let deadline = tokio::time::Instant::now() + ctx.config.drain.grace;
             drain(&ctx).await;
             stop_listening.cancel();
-            let _ = http.await;
-            ctx.hub.link().close().await;
+            // Plain HTTP requests still in flight (or half-sent by a slow client) get what is
+            // left of the grace period, then the server is dropped.
+            let mut http = http;
+            if tokio::time::timeout_at(deadline, &mut http).await.is_err() {
+                tracing::warn!("grace period over; dropping open HTTP connections");
+                http.abort();
+            }
+            let link = ctx.hub.link();
+            let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
+            supervisor.abort();
             let _ = supervisor.await;
             tracing::info!("plaza-edge stopped");
         }

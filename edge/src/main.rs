@@ -95,7 +95,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -131,9 +130,15 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
 
 fn init_logs(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PLAZA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // tungstenite logs whole frames (tokens included) at trace level: keep it at info
+    // whatever the filter says.
+    let wanted = std::env::var("PLAZA_LOG").unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(format!("{wanted},tungstenite=info,tokio_tungstenite=info"))
+        .unwrap_or_else(|_| EnvFilter::new("info,tungstenite=info,tokio_tungstenite=info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -220,7 +225,8 @@ fn token(args: TokenArgs) -> anyhow::Result<String> {
     anyhow::ensure!(!args.user.is_empty(), "--user must not be empty");
     let mut rooms = Vec::new();
     for spec in &args.rooms {
-        let (pattern, caps) = match spec.split_once('=') {
+        // Split at the last `=`: room patterns may contain `=` themselves.
+        let (pattern, caps) = match spec.rsplit_once('=') {
             Some((p, caps)) => {
                 let caps = caps
                     .split(',')

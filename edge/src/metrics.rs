@@ -66,12 +66,43 @@ pub fn install() -> PrometheusHandle {
                     // nothing but nothing breaks.
                     let _ = metrics::set_global_recorder(recorder);
                     describe();
+                    register_zeroes();
                     handle
                 }
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             }
         })
         .clone()
+}
+
+/// Registers the series alerts are written against, at zero, so a fresh edge exposes them
+/// before the first event (a missing series is not the same as 0 to most alert rules).
+fn register_zeroes() {
+    for name in [
+        CONNECTIONS_TOTAL,
+        PUBLICATIONS_IN,
+        PUBLICATIONS_OUT,
+        BROKER_EVENTS,
+        SLOW_CONSUMERS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for name in [CONNECTIONS, HUB_ROOMS, SUBSCRIPTIONS, DRAINING] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    for limit in [
+        "commands_per_second",
+        "connections_per_ip",
+        "connections_per_user",
+        "rooms_per_connection",
+        "message_bytes",
+        "origin",
+    ] {
+        metrics::counter!(LIMIT_HITS, "limit" => limit).increment(0);
+    }
+    for code in plaza_proto::CloseCode::ALL {
+        metrics::counter!(DISCONNECTS, "code" => code.name()).increment(0);
+    }
 }
 
 fn describe() {

@@ -105,7 +105,13 @@ async fn ws<L: EdgeLink>(
         )
             .into_response();
     }
-    let ip = client_ip(peer.ip(), &headers, &ctx.config.http.trusted_proxies);
+    let http = &ctx.config.http;
+    let ip = client_ip(
+        peer.ip(),
+        &headers,
+        &http.trusted_proxies,
+        http.cf_connecting_ip,
+    );
     if let Err(wait) = ctx.connection_rate.admit(ip) {
         let retry = wait.as_secs().max(1).to_string();
         return (

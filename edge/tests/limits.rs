@@ -78,6 +78,7 @@ async fn new_connections_per_ip_are_limited_and_forwarding_headers_count_only_fr
     config.limits.connections_per_second_per_ip = 1;
     config.limits.connection_burst_per_ip = 3;
     config.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    config.http.cf_connecting_ip = true;
     let edge = start(config).await;
     let addr = edge.local_addr();
     let from = |ip: &'static str| [("x-forwarded-for", ip)];

@@ -60,12 +60,14 @@ pub fn router<L: EdgeLink>(ctx: &Arc<Ctx<L>>) -> Router<Arc<Ctx<L>>> {
         .route("/v1/api/", any(not_found))
         .route("/v1/api/{*rest}", any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(ctx.config.http.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
+        // `route_layer`, not `layer`: the edge's own fallback (e.g. `/favicon.ico`) must not
+        // ask for an API key once this router is merged in.
+        .route_layer(DefaultBodyLimit::max(ctx.config.http.max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             auth::require_key::<L>,
         ))
-        .layer(middleware::from_fn(count))
+        .route_layer(middleware::from_fn(count))
 }
 
 /// Runs a broker call with `broker.call_timeout`, timing it like the WebSocket sessions do.

@@ -139,16 +139,20 @@ impl EdgeConfig {
             }
             None => toml::Table::new(),
         };
+        let defaults = toml::Table::try_from(EdgeConfig::default()).unwrap_or_default();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("PLAZA_") else {
                 continue;
             };
-            if rest.is_empty() || rest == "LOG" {
-                continue; // PLAZA_LOG is the log filter, read by main.
-            }
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            set_path(&mut table, &path, parse_value(&value))
-                .map_err(|m| ConfigError::new(&name, m))?;
+            // Only variables naming a config section or key are config: PLAZA_LOG (the log
+            // filter), PLAZA_CONFIG (the file) and unrelated PLAZA_* variables of other tools
+            // sharing the environment are not. A typo inside a section is still an error.
+            if !defaults.contains_key(&path[0]) {
+                continue;
+            }
+            let value = env_value(&defaults, &path, &value);
+            set_path(&mut table, &path, value).map_err(|m| ConfigError::new(&name, m))?;
         }
         for (key, value) in overrides {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
@@ -163,6 +167,32 @@ impl EdgeConfig {
             })?;
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Reads an environment value: as TOML (numbers, booleans, arrays) unless the key holds text
+/// (its default is a string, or it is under `[auth]`), so that e.g. an all-digit secret stays
+/// a string.
+fn env_value(defaults: &toml::Table, path: &[String], text: &str) -> toml::Value {
+    let parsed = parse_value(text);
+    let mut at = Some(defaults);
+    let mut default = None;
+    for (i, p) in path.iter().enumerate() {
+        let v = at.and_then(|t| t.get(p));
+        if i + 1 == path.len() {
+            default = v;
+        }
+        at = v.and_then(toml::Value::as_table);
+    }
+    let texty = matches!(default, Some(toml::Value::String(_))) || path[0] == "auth";
+    let scalar = matches!(
+        parsed,
+        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)
+    );
+    if texty && scalar {
+        toml::Value::String(text.to_owned())
+    } else {
+        parsed
     }
 }
 
@@ -250,6 +280,51 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "rooms.namespaces.chat.allow", "{e}");
+    }
+
+    #[test]
+    fn unrelated_plaza_variables_are_ignored_and_digit_secrets_stay_text() {
+        let env = vec![
+            ("PLAZA_CONFIG".to_owned(), "/etc/plaza.toml".to_owned()),
+            ("PLAZA_URL".to_owned(), "https://x".to_owned()),
+            ("PLAZA_LOG".to_owned(), "debug".to_owned()),
+            ("PLAZA_AUTH__HMAC_SECRET".to_owned(), "1".repeat(40)),
+            ("PLAZA_CLIENT__MAX_ROOMS".to_owned(), "7".to_owned()),
+        ];
+        let c = EdgeConfig::load(None, env, &[]).unwrap();
+        assert_eq!(c.auth.hmac_secret.unwrap().0, "1".repeat(40));
+        assert_eq!(c.client.max_rooms, 7);
+        let e = EdgeConfig::load(
+            None,
+            [("PLAZA_CLIENT__TYPO".to_owned(), "1".to_owned())],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "client.typo");
+    }
+
+    #[test]
+    fn a_partial_defaults_section_inherits_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "[rooms.defaults]\nhistory_size = 7\nallow = [\"subscribe\"]\n",
+        )
+        .unwrap();
+        let c = EdgeConfig::load(Some(&path), secret_env(), &[]).unwrap();
+        assert_eq!(c.rooms.defaults.history_size, 7);
+        assert_eq!(c.rooms.defaults.presence, plaza_broker::PresenceMode::Full);
+    }
+
+    #[test]
+    fn the_example_config_in_the_repository_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plaza.example.toml");
+        let c = EdgeConfig::load(Some(&path), secret_env(), &[]).unwrap();
+        assert_eq!(
+            c.rooms.namespaces().get("live").presence,
+            plaza_broker::PresenceMode::Counts
+        );
     }
 
     #[test]

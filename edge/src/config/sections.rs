@@ -126,6 +126,9 @@ pub struct HttpConfig {
     /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` headers are believed, as CIDRs
     /// (e.g. Cloudflare's ranges or `10.0.0.0/8` for an in-cluster ingress).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Read the client address from `CF-Connecting-IP` (only when Cloudflare is the trusted
+    /// proxy in front: any other proxy passes that header through from the client).
+    pub cf_connecting_ip: bool,
     /// Largest server API request body, in bytes.
     pub max_body_bytes: usize,
 }
@@ -135,6 +138,7 @@ impl Default for HttpConfig {
         Self {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            cf_connecting_ip: false,
             max_body_bytes: 1024 * 1024,
         }
     }

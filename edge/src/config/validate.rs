@@ -41,10 +41,16 @@ impl EdgeConfig {
         if c.max_rooms == 0 {
             return Err(ConfigError::new("client.max_rooms", "must be at least 1"));
         }
-        if c.read_buffer_bytes < 512 || c.write_buffer_bytes < 512 {
+        if c.read_buffer_bytes < 512 {
             return Err(ConfigError::new(
                 "client.read_buffer_bytes",
-                "buffers must be at least 512 bytes",
+                "must be at least 512",
+            ));
+        }
+        if c.write_buffer_bytes < 512 {
+            return Err(ConfigError::new(
+                "client.write_buffer_bytes",
+                "must be at least 512",
             ));
         }
         if self.broker.lease < Duration::from_millis(100) {

@@ -66,7 +66,13 @@ impl<L: EdgeLink> Session<L> {
                     .await?;
                 joined = true;
             }
-            let base = snapshot.unwrap_or(at);
+            // The later of "last event dispatched before we registered" and "where the
+            // upstream subscription began": events after it are all buffered for us, so the
+            // reply's position never promises one we will not receive.
+            let base = match snapshot {
+                Some(seen) if seen.epoch != at.epoch || seen.offset > at.offset => seen,
+                _ => at,
+            };
             let Some(recover) = s.recover else {
                 let ok = SubscribeOk {
                     epoch: base.epoch.clone(),

@@ -183,3 +183,15 @@ impl Api {
         .await
     }
 }
+
+#[tokio::test]
+async fn paths_outside_the_api_do_not_ask_for_an_api_key() {
+    let mut config = super::common::config();
+    config.api.keys = vec![plaza_edge::config::Secret("0123456789abcdef0123".into())];
+    let edge = super::common::start(config).await;
+    let (status, body) = super::common::http_get(edge.local_addr(), "/favicon.ico").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = super::common::http_get(edge.local_addr(), "/v1/api/rooms").await;
+    assert_eq!(status, 401);
+    edge.shutdown().await;
+}
