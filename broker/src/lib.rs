@@ -11,6 +11,9 @@
 //!   its contract — plus [`backend::memory::MemoryBackend`] (the state machine in-process) and
 //!   [`backend::conformance`], the suite every backend must pass.
 //! - [`config`]: per-namespace options shared by edges and brokers.
+//! - [`raft`]: the room state machine replicated with openraft (log store, snapshots,
+//!   batching); [`quic`]: its QUIC transport with mutual TLS. The `plaza-broker` binary and
+//!   the edge's cluster backend build on these (next steps of issue 4).
 
 pub mod backend;
 pub mod config;

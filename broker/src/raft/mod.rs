@@ -18,7 +18,7 @@
 //!   [`in_process`]: the test transport with kill/partition. QUIC plugs in as another
 //!   [`RaftTransport`] whose server side calls [`serve_rpc`].
 //!
-//! Not here yet (issue 4, later): the QUIC transport, forwarding writes from followers to the
+//! The QUIC transport lives in [`crate::quic`]. Not here yet (issue 4, later): forwarding writes from followers to the
 //! leader, edge attachment (routing [`AppliedEvents`] to edges), `ClusterBackend`, the
 //! `plaza-broker` binary and its admin/status endpoint.
 
