@@ -8,9 +8,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::PresenceMode;
 use crate::rooms::{Applied, Command, RoomsError};
-use plaza_proto::{EdgeId, RoomName};
 
 /// A broker's Raft node id (stable across restarts; e.g. the StatefulSet ordinal).
 pub type NodeId = u64;
@@ -78,84 +76,6 @@ pub enum Request {
 /// One result per command of a [`Batch`] (empty for other entries).
 pub type Response = Vec<Result<Applied, CommandError>>;
 
-/// [`RoomsError`] in a form that can be replicated and sent over the wire (it converts both
-/// ways without loss).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum CommandError {
-    /// See [`RoomsError::PresenceDisabled`].
-    #[error("room {room}: presence is {mode:?} in namespace {namespace:?}")]
-    PresenceDisabled {
-        /// The room.
-        room: RoomName,
-        /// Its namespace.
-        namespace: String,
-        /// The namespace's presence mode.
-        mode: PresenceMode,
-    },
-    /// See [`RoomsError::LeaseExpired`].
-    #[error("edge {edge} holds no live lease")]
-    LeaseExpired {
-        /// The edge.
-        edge: EdgeId,
-    },
-    /// See [`RoomsError::IdemTooLong`].
-    #[error("room {room}: idempotency key is {len} bytes long; at most {max} are allowed")]
-    IdemTooLong {
-        /// The room.
-        room: RoomName,
-        /// The key's length in bytes.
-        len: u64,
-        /// The limit.
-        max: u64,
-    },
-}
-
-impl From<RoomsError> for CommandError {
-    fn from(e: RoomsError) -> Self {
-        match e {
-            RoomsError::PresenceDisabled {
-                room,
-                namespace,
-                mode,
-            } => Self::PresenceDisabled {
-                room,
-                namespace,
-                mode,
-            },
-            RoomsError::LeaseExpired { edge } => Self::LeaseExpired { edge },
-            RoomsError::IdemTooLong { room, len, max } => Self::IdemTooLong {
-                room,
-                len: len as u64,
-                max: max as u64,
-            },
-        }
-    }
-}
-
-impl From<CommandError> for RoomsError {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::PresenceDisabled {
-                room,
-                namespace,
-                mode,
-            } => Self::PresenceDisabled {
-                room,
-                namespace,
-                mode,
-            },
-            CommandError::LeaseExpired { edge } => Self::LeaseExpired { edge },
-            CommandError::IdemTooLong { room, len, max } => Self::IdemTooLong {
-                room,
-                len: usize::try_from(len).unwrap_or(usize::MAX),
-                max: usize::try_from(max).unwrap_or(usize::MAX),
-            },
-        }
-    }
-}
-
-impl From<CommandError> for plaza_proto::cluster::BrokerError {
-    fn from(e: CommandError) -> Self {
-        RoomsError::from(e).into()
-    }
-}
+/// A refused command as replicated in a batch's response: [`RoomsError`] is serializable
+/// itself, so the answer travels unchanged.
+pub type CommandError = RoomsError;

@@ -127,7 +127,7 @@ pub enum Applied {
 }
 
 /// Why a command or query was refused. Nothing changes when a command fails.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RoomsError {
     /// The room's namespace does not track presence in the form asked for.
     #[error("room {room}: presence is {mode:?} in namespace {namespace:?}")]
