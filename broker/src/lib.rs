@@ -12,14 +12,15 @@
 //!   [`backend::conformance`], the suite every backend must pass.
 //! - [`config`]: per-namespace options shared by edges and brokers.
 //! - [`raft`]: the room state machine replicated with openraft (log store, snapshots,
-//!   batching); [`quic`]: its QUIC transport with mutual TLS. The `plaza-broker` binary and
-//!   the edge's cluster backend build on these (next steps of issue 4).
+//!   batching); [`quic`]: its QUIC transport with mutual TLS; [`server`]: the `plaza-broker`
+//!   process around them. The edge's cluster backend comes next (issue 4).
 
 pub mod backend;
 pub mod config;
 pub mod quic;
 pub mod raft;
 pub mod rooms;
+pub mod server;
 
 pub use backend::memory::MemoryBackend;
 pub use backend::{Backend, EdgeLink};

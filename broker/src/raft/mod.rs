@@ -19,8 +19,8 @@
 //!   [`RaftTransport`] whose server side calls [`serve_rpc`].
 //!
 //! The QUIC transport lives in [`crate::quic`]. Not here yet (issue 4, later): forwarding writes from followers to the
-//! leader, edge attachment (routing [`AppliedEvents`] to edges), `ClusterBackend`, the
-//! `plaza-broker` binary and its admin/status endpoint.
+//! leader, edge attachment (routing [`AppliedEvents`] to edges) and `ClusterBackend`; the process
+//! around a node is [`crate::server`].
 
 mod batcher;
 mod errors;

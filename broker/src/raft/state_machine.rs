@@ -213,11 +213,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         batch
                             .commands
                             .into_iter()
-                            .map(|cmd| {
-                                rooms
-                                    .apply(batch.now_ms, cmd, &mut events)
-                                    .map_err(Into::into)
-                            })
+                            .map(|cmd| rooms.apply(batch.now_ms, cmd, &mut events))
                             .collect()
                     }
                 };

@@ -1,0 +1,288 @@
+//! `plaza-broker`: runs one Raft broker node (`run`, the default) or writes a cluster CA and
+//! node certificates (`cert`). See `docs/operations.md`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use plaza_broker::quic::tls;
+use plaza_broker::server::config::node_id_from_hostname;
+use plaza_broker::server::{BrokerConfig, ConfigError, EXIT_BAD_CONFIG, LogFormat, RunError};
+
+/// Plaza broker: one node of the Raft-replicated room state.
+#[derive(Parser)]
+#[command(name = "plaza-broker", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a broker node (the default).
+    Run(RunArgs),
+    /// Generate a cluster CA and one certificate per node into a directory.
+    Cert(CertArgs),
+}
+
+/// Flags of `run`; each overrides the config file's key of the same name.
+#[derive(Args, Default)]
+struct RunArgs {
+    /// TOML config file.
+    #[arg(long, env = "PLAZA_BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's Raft id (≥ 1).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Take the node id from the hostname's StatefulSet ordinal (`plaza-broker-2` → 3).
+    #[arg(long, conflicts_with = "node_id")]
+    node_id_from_hostname: bool,
+    /// UDP address of the QUIC (Raft) endpoint.
+    #[arg(long)]
+    raft_listen: Option<SocketAddr>,
+    /// TCP address of the status/metrics HTTP server.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Directory of the Raft log and snapshots.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk (tests only).
+    #[arg(long)]
+    in_memory: bool,
+    /// Initial voters as `id=host:port`, comma-separated or repeated.
+    #[arg(long = "peers", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Bearer token of `POST /admin/members` (prefer the environment variable: flags show
+    /// up in `ps`).
+    #[arg(long, env = "PLAZA_BROKER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Cluster CA certificate (PEM).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Args)]
+struct CertArgs {
+    /// Directory to write `ca.pem`, `ca.key`, `node-<name>.pem` and `node-<name>.key` into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Node names, comma-separated; each certificate is valid for its name, `localhost` and
+    /// `127.0.0.1`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+    /// An extra DNS name or IP on every node certificate (repeatable), e.g. the pods'
+    /// `*.plaza-broker.NAMESPACE.svc.cluster.local` names.
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// The cluster's name, in the CA's common name.
+    #[arg(long, default_value = "plaza")]
+    cluster: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Cmd::Cert(args)) => return cert(&args),
+        Some(Cmd::Run(args)) => args,
+        None => cli.run,
+    };
+    let config = match load(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    init_logs(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let run = plaza_broker::server::run(config, shutdown_signal());
+        tokio::pin!(run);
+        tokio::select! {
+            outcome = &mut run => outcome,
+            // Every listener sees every signal: the first one starts `run`'s shutdown and
+            // the first wait here; a second one, during the shutdown, exits at once.
+            () = async {
+                shutdown_signal().await;
+                shutdown_signal().await;
+            } => {
+                tracing::warn!("second signal: exiting without waiting for the shutdown");
+                Ok(())
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        // The TLS files named by the config are missing or unusable: a config error.
+        Err(e @ RunError::Tls(_)) => {
+            tracing::error!(error = %e, "bad TLS configuration");
+            eprintln!("config error: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "broker failed");
+            eprintln!("plaza-broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file overridden by the flags that were given.
+fn load(args: &RunArgs) -> Result<BrokerConfig, ConfigError> {
+    let path = |p: &PathBuf| toml_string(&p.display().to_string());
+    let mut overrides: Vec<(&str, String)> = Vec::new();
+    if args.node_id_from_hostname {
+        let id = node_id_from_hostname(&hostname())?;
+        overrides.push(("node_id", id.to_string()));
+    }
+    if let Some(id) = args.node_id {
+        overrides.push(("node_id", id.to_string()));
+    }
+    if let Some(a) = args.raft_listen {
+        overrides.push(("raft_listen", toml_string(&a.to_string())));
+    }
+    if let Some(a) = args.http_listen {
+        overrides.push(("http_listen", toml_string(&a.to_string())));
+    }
+    if let Some(d) = &args.data_dir {
+        overrides.push(("data_dir", path(d)));
+    }
+    if args.in_memory {
+        overrides.push(("in_memory", "true".into()));
+    }
+    if !args.peers.is_empty() {
+        let mut list = Vec::new();
+        for (i, peer) in args.peers.iter().enumerate() {
+            let parsed = peer
+                .split_once('=')
+                .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())));
+            let Some((id, addr)) = parsed else {
+                return Err(ConfigError {
+                    key: format!("peers[{i}]"),
+                    message: format!("{peer:?} is not id=host:port"),
+                });
+            };
+            list.push(format!("{{ id = {id}, addr = {} }}", toml_string(addr)));
+        }
+        overrides.push(("peers", format!("[{}]", list.join(", "))));
+    }
+    if let Some(t) = &args.admin_token {
+        overrides.push(("admin_token", toml_string(t)));
+    }
+    for (key, value) in [
+        ("tls.ca", &args.tls_ca),
+        ("tls.cert", &args.tls_cert),
+        ("tls.key", &args.tls_key),
+    ] {
+        if let Some(p) = value {
+            overrides.push((key, path(p)));
+        }
+    }
+    if let Some(f) = args.log_format {
+        let name = match f {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        overrides.push(("log_format", name.into()));
+    }
+    BrokerConfig::load(args.config.as_deref(), &overrides)
+}
+
+/// A TOML string literal (so a value is never re-read as a number or an array).
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// `$HOSTNAME`, else the kernel's hostname.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default()
+}
+
+fn cert(args: &CertArgs) -> ExitCode {
+    let names: Vec<&str> = args.nodes.iter().map(|n| n.trim()).collect();
+    if names.iter().any(|n| n.is_empty()) {
+        eprintln!("plaza-broker cert: --nodes has an empty name");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let sans: Vec<&str> = args.sans.iter().map(String::as_str).collect();
+    let written = tls::generate(&args.cluster, &names, &sans)
+        .and_then(|generated| tls::write_dir(&generated, &args.out));
+    match written {
+        Ok(()) => {
+            println!(
+                "wrote {} and {} node certificates ({}) to {}; keep {} offline",
+                tls::CA_CERT_FILE,
+                names.len(),
+                names.join(", "),
+                args.out.display(),
+                tls::CA_KEY_FILE,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plaza-broker cert: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(std::env::var("PLAZA_LOG").unwrap_or_else(|_| "info".into()))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,170 @@
+//! The `plaza-broker` process: one Raft node on its QUIC endpoint, plus its HTTP status side.
+//!
+//! ```text
+//!   BrokerConfig ─▶ ClusterTls ─▶ raft_endpoint (UDP) ─┬─ serve(ALPN_RAFT, RaftHandler)  ◀── peers
+//!                                                      └─ QuicTransport ─▶ RaftNode ──▶ peers
+//!   http_listen ─▶ /status /healthz /readyz /metrics (status.rs) ◀── RaftNode::status()
+//!   shutdown future ─▶ readyz false ─▶ Raft shut down ─▶ serving stopped ─▶ endpoint closed
+//! ```
+//!
+//! - [`config`]: [`BrokerConfig`], file → flags, validated, errors naming the key.
+//! - [`status`]: the HTTP routes; [`admin`]: `POST /admin/members` (token-protected).
+//!
+//! Bootstrap: the peer with the lowest id initializes the cluster with every listed peer as a
+//! voter if it has no Raft state yet (a restart with its data dir is a no-op); the others wait
+//! to be contacted by the leader.
+
+pub mod admin;
+pub mod config;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{BrokerConfig, ConfigError, EXIT_BAD_CONFIG, LogFormat};
+
+use crate::quic::frame::CLOSE_SHUTDOWN;
+use crate::quic::{
+    ALPN_RAFT, ClusterTls, EndpointError, QuicOptions, QuicTransport, RaftHandler, TlsError,
+    raft_endpoint, serve,
+};
+use crate::raft::{BrokerNode, NodeId, RaftNode, StartError, Storage};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The TLS files are missing or unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The QUIC endpoint could not be opened.
+    #[error("raft_listen: {0}")]
+    Endpoint(#[from] EndpointError),
+    /// The Raft node could not start (storage, config) or bootstrap.
+    #[error("raft: {0}")]
+    Start(#[from] StartError),
+    /// The HTTP listener could not be bound.
+    #[error("http_listen {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the broker until `shutdown` completes, then stops it within `shutdown_grace`.
+pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let id = config.id();
+    let tls = match (&config.tls.ca, &config.tls.cert, &config.tls.key) {
+        (Some(ca), Some(cert), Some(key)) => ClusterTls::load(ca, cert, key)?,
+        _ => {
+            return Err(
+                TlsError::Config("tls.ca, tls.cert and tls.key are required".into()).into(),
+            );
+        }
+    };
+    let options = QuicOptions::default();
+    let endpoint = raft_endpoint(&tls, config.raft_listen, &options)?;
+    let raft_addr = endpoint.local_addr().unwrap_or(config.raft_listen);
+    let transport = QuicTransport::new(endpoint.clone(), &tls, options.clone())?;
+    let storage = match &config.data_dir {
+        Some(dir) => Storage::Dir(dir.clone()),
+        None => Storage::Memory,
+    };
+    let node = RaftNode::start(id, config.raft_node_config(), storage, transport).await?;
+
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(serve(
+        endpoint.clone(),
+        ALPN_RAFT,
+        RaftHandler::new(node.raft().clone()),
+        options,
+        cancel.clone(),
+    ));
+    let serving = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| RunError::Http {
+            addr: config.http_listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().unwrap_or(config.http_listen);
+    let app = status::router(status::HttpState::new(
+        node.clone(),
+        Arc::clone(&serving),
+        config.admin_token.as_ref().map(|t| t.0.as_str()),
+    ));
+    let http_cancel = cancel.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(http_cancel.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    tracing::info!(node = id, raft = %raft_addr, http = %http_addr, "broker started");
+
+    if let Some(members) = bootstrap_members(&config, raft_addr) {
+        let voters: Vec<NodeId> = members.keys().copied().collect();
+        tracing::info!(
+            node = id,
+            ?voters,
+            "initializing the cluster unless already done"
+        );
+        node.initialize(members).await?;
+    }
+
+    shutdown.await;
+    serving.store(false, Ordering::Relaxed);
+    let was_leader = node.is_leader();
+    tracing::info!(node = id, was_leader, "shutting down");
+    let stop = async {
+        // openraft 0.9 has no leadership transfer: a leader stops, its connections close at
+        // once (below) and the followers elect a new leader after their election timeout.
+        node.shutdown().await;
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+        endpoint.close(CLOSE_SHUTDOWN, b"shutting down");
+        endpoint.wait_idle().await;
+    };
+    if tokio::time::timeout(config.shutdown_grace, stop)
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace period ran out");
+    }
+    tracing::info!(node = id, "stopped");
+    Ok(())
+}
+
+/// The voters this node initializes the cluster with, if it is the one that should: the
+/// lowest-id peer, or a lone node when no peers are configured.
+fn bootstrap_members(
+    config: &BrokerConfig,
+    raft_addr: SocketAddr,
+) -> Option<BTreeMap<NodeId, BrokerNode>> {
+    let id = config.id();
+    if config.peers.is_empty() {
+        return Some(BTreeMap::from([(
+            id,
+            BrokerNode::new(raft_addr.to_string()),
+        )]));
+    }
+    let lowest = config.peers.iter().map(|p| p.id).min()?;
+    (lowest == id).then(|| {
+        config
+            .peers
+            .iter()
+            .map(|p| (p.id, BrokerNode::new(p.addr.clone())))
+            .collect()
+    })
+}
