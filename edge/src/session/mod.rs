@@ -124,7 +124,9 @@ pub async fn run<L: EdgeLink>(
                 Some(Err(e)) => { session.on_read_error(e); break; }
                 Some(Ok(Message::Text(text))) => {
                     session.last_seen = Instant::now();
-                    session.on_text(&text).await;
+                    // Boxed: a command's future is large (history pages, nested broker calls) and
+                    // exists only while it runs; inline it would sit in every idle connection.
+                    Box::pin(session.on_text(&text)).await;
                 }
                 Some(Ok(Message::Binary(_))) => {
                     metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
