@@ -17,6 +17,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod process;
 pub mod quic;
 pub mod raft;
 pub mod rooms;

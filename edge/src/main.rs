@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use plaza_broker::backend::memory::{MemoryBackend, MemoryOptions};
+use plaza_broker::process::shutdown_signal;
 use plaza_edge::auth::{Capability, TokenSpec, mint};
 use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig, LogFormat, Secret};
 
@@ -193,28 +194,6 @@ fn print_dev_banner(addr: std::net::SocketAddr, secret: &[u8], claim: &str) -> a
     println!("  dev token for user \"dev\" (all rooms, 24 h):\n    {token}");
     println!("  more users: http://{host}/dev/token?user=NAME");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RoomsConfig, duration};
+use crate::process::{parse_value, set_path};
 use crate::raft::{NodeId, RaftNodeConfig};
 
 /// Exit code for a bad configuration (`EX_USAGE`), as for the edge.
@@ -353,30 +354,6 @@ pub fn node_id_from_hostname(hostname: &str) -> Result<NodeId, ConfigError> {
                 format!("hostname {hostname:?} does not end in -<ordinal>"),
             )
         })
-}
-
-/// Reads an override value: TOML syntax if it parses (numbers, booleans, arrays), else a string.
-fn parse_value(text: &str) -> toml::Value {
-    format!("v = {text}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
-}
-
-fn set_path(table: &mut toml::Table, path: &[&str], value: toml::Value) -> Result<(), String> {
-    let (last, parents) = path.split_last().ok_or("empty key")?;
-    let mut at = table;
-    for p in parents {
-        let entry = at
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        at = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{p}` is not a table"))?;
-    }
-    at.insert(last.to_string(), value);
-    Ok(())
 }
 
 #[cfg(test)]

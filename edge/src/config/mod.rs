@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use plaza_broker::RoomsConfig;
+use plaza_broker::process::{parse_value, set_path};
 use serde::{Deserialize, Serialize};
 
 /// Exit code for a bad configuration (`EX_CONFIG` is 78, but 64 `EX_USAGE` is what operators
@@ -194,30 +195,6 @@ fn env_value(defaults: &toml::Table, path: &[String], text: &str) -> toml::Value
     } else {
         parsed
     }
-}
-
-/// Reads an override value: TOML syntax if it parses (numbers, booleans, arrays), else a string.
-fn parse_value(text: &str) -> toml::Value {
-    format!("v = {text}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
-}
-
-fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
-    let (last, parents) = path.split_last().ok_or("empty key")?;
-    let mut at = table;
-    for p in parents {
-        let entry = at
-            .entry(p.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        at = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{p}` is not a table"))?;
-    }
-    at.insert(last.clone(), value);
-    Ok(())
 }
 
 #[cfg(test)]
