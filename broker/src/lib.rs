@@ -17,6 +17,8 @@
 
 pub mod backend;
 pub mod config;
+pub mod edges;
+mod metrics;
 pub mod process;
 pub mod quic;
 pub mod raft;

@@ -33,6 +33,7 @@
 //!   when it is called, the caller's included, exactly once per link: the caller does not
 //!   scatter-gather across edges, and an edge does not need to know the others.
 
+pub mod cluster;
 pub mod conformance;
 pub mod memory;
 

@@ -18,6 +18,7 @@
 
 pub mod frame;
 pub mod server;
+pub mod session;
 pub mod tls;
 pub mod transport;
 
@@ -27,7 +28,9 @@ use std::time::Duration;
 
 use quinn::{Endpoint, ServerConfig, TransportConfig, VarInt};
 
-pub use server::{RaftHandler, RpcHandler, serve};
+pub use server::{
+    ConnectionHandler, RaftHandler, RpcHandler, RpcService, serve, serve_connections,
+};
 pub use tls::{ClusterTls, TlsError};
 pub use transport::QuicTransport;
 
@@ -64,7 +67,7 @@ impl Default for QuicOptions {
 }
 
 impl QuicOptions {
-    fn transport_config(&self) -> Arc<TransportConfig> {
+    pub(crate) fn transport_config(&self) -> Arc<TransportConfig> {
         let mut config = TransportConfig::default();
         config
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
@@ -99,7 +102,18 @@ pub fn raft_endpoint(
     bind: SocketAddr,
     options: &QuicOptions,
 ) -> Result<Endpoint, EndpointError> {
-    let mut config = ServerConfig::with_crypto(Arc::new(tls.server_config(&[ALPN_RAFT])?));
+    endpoint(tls, bind, options, &[ALPN_RAFT])
+}
+
+/// Opens a broker's UDP endpoint on `bind` serving `alpns` (a running broker serves
+/// [`ALPN_RAFT`] to its peers and [`crate::edges::ALPN_EDGE`] to edges on the same port).
+pub fn endpoint(
+    tls: &ClusterTls,
+    bind: SocketAddr,
+    options: &QuicOptions,
+    alpns: &[&[u8]],
+) -> Result<Endpoint, EndpointError> {
+    let mut config = ServerConfig::with_crypto(Arc::new(tls.server_config(alpns)?));
     config.transport_config(options.transport_config());
     Endpoint::server(config, bind).map_err(|source| EndpointError::Bind { addr: bind, source })
 }

@@ -58,6 +58,50 @@ impl RpcHandler for RaftHandler {
     }
 }
 
+/// Serves whole connections of the protocols it speaks (by ALPN). [`RpcService`] is the
+/// one-RPC-per-stream kind; the edge protocol is a long-lived session per connection.
+pub trait ConnectionHandler: Clone + Send + Sync + 'static {
+    /// Whether connections that negotiated `alpn` are served here (others are closed with
+    /// [`ERR_WRONG_ALPN`]).
+    fn speaks(&self, alpn: &[u8]) -> bool;
+    /// Serves one accepted connection that negotiated `alpn` until it ends or `cancel` fires.
+    fn serve(
+        &self,
+        alpn: Vec<u8>,
+        conn: Connection,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// A [`ConnectionHandler`] answering one RPC per bidirectional stream with an [`RpcHandler`].
+#[derive(Clone)]
+pub struct RpcService<H> {
+    alpn: &'static [u8],
+    handler: H,
+    options: QuicOptions,
+}
+
+impl<H: RpcHandler> RpcService<H> {
+    /// Serves `alpn` with `handler`.
+    pub fn new(alpn: &'static [u8], handler: H, options: QuicOptions) -> Self {
+        Self {
+            alpn,
+            handler,
+            options,
+        }
+    }
+}
+
+impl<H: RpcHandler> ConnectionHandler for RpcService<H> {
+    fn speaks(&self, alpn: &[u8]) -> bool {
+        alpn == self.alpn
+    }
+
+    async fn serve(&self, _alpn: Vec<u8>, conn: Connection, cancel: CancellationToken) {
+        rpc_connection(conn, self.handler.clone(), self.options.clone(), cancel).await;
+    }
+}
+
 /// Accepts connections on `endpoint` that negotiated `alpn` and serves their streams with
 /// `handler` until `cancel` fires; then closes the connections it accepted and returns once
 /// their tasks have ended. Closing the endpoint itself is left to its owner, which may still
@@ -67,6 +111,16 @@ pub async fn serve<H: RpcHandler>(
     alpn: &'static [u8],
     handler: H,
     options: QuicOptions,
+    cancel: CancellationToken,
+) {
+    serve_connections(endpoint, RpcService::new(alpn, handler, options), cancel).await;
+}
+
+/// Accepts connections on `endpoint` and hands each to `handler` by its negotiated ALPN until
+/// `cancel` fires; returns once every connection task has ended.
+pub async fn serve_connections<C: ConnectionHandler>(
+    endpoint: Endpoint,
+    handler: C,
     cancel: CancellationToken,
 ) {
     let tasks = TaskTracker::new();
@@ -79,23 +133,15 @@ pub async fn serve<H: RpcHandler>(
                 None => break, // the endpoint was closed
             },
         };
-        tasks.spawn(connection(
-            incoming,
-            alpn,
-            handler.clone(),
-            options.clone(),
-            cancel.clone(),
-        ));
+        tasks.spawn(connection(incoming, handler.clone(), cancel.clone()));
     }
     tasks.close();
     tasks.wait().await;
 }
 
-async fn connection<H: RpcHandler>(
+async fn connection<C: ConnectionHandler>(
     incoming: quinn::Incoming,
-    alpn: &'static [u8],
-    handler: H,
-    options: QuicOptions,
+    handler: C,
     cancel: CancellationToken,
 ) {
     let remote = incoming.remote_address();
@@ -110,11 +156,22 @@ async fn connection<H: RpcHandler>(
             }
         },
     };
-    if negotiated_alpn(&conn).as_deref() != Some(alpn) {
-        tracing::debug!(%remote, "quic connection without the expected ALPN");
-        conn.close(ERR_WRONG_ALPN, b"unsupported application protocol");
-        return;
+    match negotiated_alpn(&conn) {
+        Some(alpn) if handler.speaks(&alpn) => handler.serve(alpn, conn, cancel).await,
+        _ => {
+            tracing::debug!(%remote, "quic connection without a served ALPN");
+            conn.close(ERR_WRONG_ALPN, b"unsupported application protocol");
+        }
     }
+}
+
+async fn rpc_connection<H: RpcHandler>(
+    conn: Connection,
+    handler: H,
+    options: QuicOptions,
+    cancel: CancellationToken,
+) {
+    let remote = conn.remote_address();
     let limit = Arc::new(Semaphore::new(options.max_concurrent_streams as usize));
     let streams = TaskTracker::new();
     loop {

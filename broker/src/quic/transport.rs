@@ -122,13 +122,16 @@ impl RaftTransport for QuicTransport {
     ) -> Result<RaftRpcReply, TransportError> {
         let deadline = Instant::now() + timeout;
         let conn = self.connection(target, node, deadline).await?;
-        let exchange = async {
-            let (send, recv) = conn
-                .open_bi()
-                .await
-                .map_err(|e| FrameError::Stream(e.to_string()))?;
-            frame::exchange(send, recv, &rpc).await
+        // Opening a stream sends nothing: if it fails, the call certainly did not happen.
+        let opened = tokio::time::timeout_at(deadline.into(), conn.open_bi()).await;
+        let (send, recv) = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(TransportError::Unreachable(format!("node {target}: {e}")));
+            }
+            Err(_) => return Err(TransportError::Timeout),
         };
+        let exchange = frame::exchange(send, recv, &rpc);
         match tokio::time::timeout_at(deadline.into(), exchange).await {
             Ok(Ok(reply)) => Ok(reply),
             Err(_) => Err(TransportError::Timeout),
@@ -137,9 +140,9 @@ impl RaftTransport for QuicTransport {
                 Err(TransportError::Unreachable(format!("node {target}: {e}")))
             }
             // The connection died under the call (peer shut down or restarted): the next call
-            // dials again; until then the peer counts as unreachable.
+            // dials again. The peer may have acted on the request.
             Ok(Err(e)) if conn.close_reason().is_some() => {
-                Err(TransportError::Unreachable(format!("node {target}: {e}")))
+                Err(TransportError::Lost(format!("node {target}: {e}")))
             }
             Ok(Err(e)) => Err(TransportError::Network(format!("node {target}: {e}"))),
         }
@@ -147,7 +150,7 @@ impl RaftTransport for QuicTransport {
 }
 
 /// Resolves `host:port` (names go through the system resolver, e.g. a headless service).
-async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr, String> {
     tokio::net::lookup_host(addr)
         .await
         .map_err(|e| format!("cannot resolve: {e}"))?
@@ -157,7 +160,7 @@ async fn resolve(addr: &str) -> Result<SocketAddr, String> {
 
 /// The TLS name to verify the peer's certificate against: the host part of `host:port`
 /// (an IP literal is checked against the certificate's IP SANs).
-fn server_name(addr: &str) -> &str {
+pub(crate) fn server_name(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }

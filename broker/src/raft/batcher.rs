@@ -27,7 +27,17 @@ use crate::rooms::Command;
 /// One caller's commands and where to send their results.
 pub(crate) struct Proposal {
     pub commands: Vec<Command>,
-    pub reply: oneshot::Sender<Result<Response, ProposeError>>,
+    pub reply: oneshot::Sender<Result<Committed, ProposeError>>,
+}
+
+/// Commands' results and the log entry that carried them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Committed {
+    /// The index of the entry: applied on the leader when this is returned; a follower waits
+    /// until it has applied it too before reading.
+    pub index: u64,
+    /// One result per command, in order.
+    pub results: Response,
 }
 
 /// The batcher's settings.
@@ -92,8 +102,8 @@ pub(crate) async fn run(
         tokio::spawn(async move {
             let outcome = pending.await;
             drop(permit);
-            let results = match outcome {
-                Ok(Ok(written)) => written.data,
+            let (index, results) = match outcome {
+                Ok(Ok(written)) => (written.log_id.index, written.data),
                 Ok(Err(e)) => return fail_replies(replies, &write_error(e)),
                 Err(_) => {
                     let e = ProposeError::Unavailable("raft node stopped".into());
@@ -102,7 +112,8 @@ pub(crate) async fn run(
             };
             let mut results = results.into_iter();
             for (n, reply) in replies {
-                let _ = reply.send(Ok(results.by_ref().take(n).collect()));
+                let results = results.by_ref().take(n).collect();
+                let _ = reply.send(Ok(Committed { index, results }));
             }
         });
     }
@@ -135,7 +146,7 @@ fn fail(taken: Vec<Proposal>, e: &ProposeError) {
 }
 
 fn fail_replies(
-    replies: Vec<(usize, oneshot::Sender<Result<Response, ProposeError>>)>,
+    replies: Vec<(usize, oneshot::Sender<Result<Committed, ProposeError>>)>,
     e: &ProposeError,
 ) {
     for (_, reply) in replies {

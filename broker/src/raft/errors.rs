@@ -20,8 +20,9 @@ pub enum StartError {
     Raft(String),
 }
 
-/// Why a proposal did not produce results.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a proposal did not produce results. Serializable: a follower forwarding a write gets the
+/// leader's answer unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum ProposeError {
     /// This node is not the leader; `leader` (if known) is, reachable at `node`.
     #[error("not the leader (leader: {leader:?})")]
@@ -37,6 +38,18 @@ pub enum ProposeError {
     /// No commit within the timeout; the commands may or may not have been applied.
     #[error("no commit within {0:?}")]
     Timeout(Duration),
+    /// The leader was lost while the commands were on their way to it: they may or may not
+    /// have been committed (retry with the same `idem` to be safe).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl ProposeError {
+    /// Whether the commands certainly were not committed, so proposing them again (e.g. to a
+    /// new leader) cannot apply them twice.
+    pub fn not_committed(&self) -> bool {
+        matches!(self, Self::NotLeader { .. })
+    }
 }
 
 impl From<ProposeError> for plaza_proto::cluster::BrokerError {

@@ -33,6 +33,7 @@ pub mod state_machine;
 pub mod transport;
 pub mod types;
 
+pub use batcher::Committed;
 pub use in_process::{InProcessNetwork, InProcessTransport};
 pub use log_mem::MemLogStore;
 pub use log_redb::RedbLogStore;

@@ -6,23 +6,25 @@
 //! fresh as its last applied entry, which on the leader includes every acknowledged write.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::ServerState;
-use plaza_proto::cluster::{HistoryPage, PresenceStats};
+use plaza_proto::cluster::{HistoryPage, PresenceStats, RoomsPage};
 use plaza_proto::{Member, Position, RoomName};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::batcher::{self, Limits, Proposal, wall_clock_ms};
+use super::batcher::{self, Committed, Limits, Proposal, wall_clock_ms};
 pub use super::errors::{ProposeError, ReadError, StartError};
 use super::log_mem::MemLogStore;
 use super::log_redb::RedbLogStore;
 use super::snapshot::SnapshotStore;
 use super::state_machine::{AppliedEvents, Shared, StateMachine};
-use super::transport::{Network, RaftTransport};
+use super::transport::{Network, RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
 use super::types::{BrokerNode, CommandError, NodeId, Raft, Response};
 use crate::config::RoomsConfig;
 use crate::rooms::{Applied, Command, Rooms};
@@ -117,6 +119,8 @@ pub struct RaftNode {
 struct Inner {
     id: NodeId,
     raft: Raft,
+    /// Calls to peers outside Raft's own traffic (forwarded writes, read indexes).
+    peers: Arc<dyn PeerCall>,
     sm: Arc<Shared>,
     proposals: mpsc::Sender<Proposal>,
     propose_timeout: Duration,
@@ -141,10 +145,9 @@ impl RaftNode {
         transport: T,
     ) -> Result<Self, StartError> {
         let raft_config = Arc::new(config.raft.clone().validate()?);
-        let network = Network {
-            id,
-            transport: Arc::new(transport),
-        };
+        let transport = Arc::new(transport);
+        let peers: Arc<dyn PeerCall> = transport.clone();
+        let network = Network { id, transport };
         let (snapshots, log) = match &storage {
             Storage::Memory => (SnapshotStore::memory(), None),
             Storage::Dir(dir) => {
@@ -180,6 +183,7 @@ impl RaftNode {
             inner: Arc::new(Inner {
                 id,
                 raft,
+                peers,
                 sm: shared,
                 proposals: tx,
                 propose_timeout: config.propose_timeout,
@@ -227,6 +231,11 @@ impl RaftNode {
     /// Commits `commands` as part of a batch and returns their results, in order, once applied
     /// on this node. Fails with [`ProposeError::NotLeader`] on a follower.
     pub async fn propose(&self, commands: Vec<Command>) -> Result<Response, ProposeError> {
+        Ok(self.propose_here(commands).await?.results)
+    }
+
+    /// [`Self::propose`] with the index of the entry that carried the commands.
+    pub async fn propose_here(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
         let (reply, rx) = oneshot::channel();
         let proposal = Proposal { commands, reply };
         let stopped = || ProposeError::Unavailable("raft node stopped".into());
@@ -241,6 +250,155 @@ impl RaftNode {
         tokio::time::timeout(self.inner.propose_timeout, wait)
             .await
             .map_err(|_| ProposeError::Timeout(self.inner.propose_timeout))?
+    }
+
+    /// Commits `commands` through whichever node leads: proposed here on the leader, forwarded
+    /// to the leader from a follower (retried on a new leader while it certainly was not
+    /// committed, e.g. during an election). Returns once the entry is applied on *this* node
+    /// too, so reads and event routing here already include it.
+    pub async fn write(&self, commands: Vec<Command>) -> Result<Response, ProposeError> {
+        let deadline = Instant::now() + self.inner.propose_timeout;
+        loop {
+            let attempt = match self.current_leader() {
+                Some((leader, _)) if leader == self.inner.id => {
+                    self.propose_here(commands.clone()).await
+                }
+                Some((leader, Some(node))) => self
+                    .forward(leader, &node, RaftRpc::Forward(commands.clone()), deadline)
+                    .await
+                    .and_then(|reply| match reply {
+                        RaftRpcReply::Forwarded(result) => result,
+                        other => Err(unexpected(&other)),
+                    }),
+                _ => Err(ProposeError::NotLeader {
+                    leader: None,
+                    node: None,
+                }),
+            };
+            match attempt {
+                Ok(committed) => {
+                    self.wait_applied(committed.index, deadline).await;
+                    return Ok(committed.results);
+                }
+                Err(e) if e.not_committed() && Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) if e.not_committed() => {
+                    return Err(ProposeError::Unavailable(format!(
+                        "no leader accepted the write within {:?} ({e})",
+                        self.inner.propose_timeout
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until this node has applied everything the leader had committed when called, so
+    /// a read here sees every write acknowledged before (a linearizable read, Raft's "read
+    /// index"). Costs one round trip to the leader (a quorum check on the leader itself).
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        let deadline = Instant::now() + self.inner.propose_timeout;
+        loop {
+            let attempt = match self.current_leader() {
+                Some((leader, _)) if leader == self.inner.id => self.read_index_here().await,
+                Some((leader, Some(node))) => self
+                    .forward(leader, &node, RaftRpc::ReadIndex, deadline)
+                    .await
+                    .and_then(|reply| match reply {
+                        RaftRpcReply::ReadIndex(result) => result,
+                        other => Err(unexpected(&other)),
+                    }),
+                _ => Err(ProposeError::NotLeader {
+                    leader: None,
+                    node: None,
+                }),
+            };
+            match attempt {
+                Ok(index) => {
+                    self.wait_applied(index, deadline).await;
+                    return Ok(());
+                }
+                Err(e)
+                    if (e.not_committed() || matches!(e, ProposeError::Unknown(_)))
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The leader's half of [`Self::read_barrier`].
+    async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+            )) => Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+                node: f.leader_node,
+            }),
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Sends a broker-level RPC to the leader. A call that never left (peer unreachable) is
+    /// reported as [`ProposeError::NotLeader`] so the caller retries; one lost on the way as
+    /// [`ProposeError::Unknown`].
+    async fn forward(
+        &self,
+        leader: NodeId,
+        node: &BrokerNode,
+        rpc: RaftRpc,
+        deadline: Instant,
+    ) -> Result<RaftRpcReply, ProposeError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.inner.peers.call(leader, node, rpc, timeout).await {
+            Ok(reply) => Ok(reply),
+            Err(TransportError::Unreachable(_)) => Err(ProposeError::NotLeader {
+                leader: None,
+                node: None,
+            }),
+            Err(TransportError::Timeout) => Err(ProposeError::Timeout(timeout)),
+            Err(e @ (TransportError::Lost(_) | TransportError::Network(_))) => {
+                Err(ProposeError::Unknown(format!("leader {leader}: {e}")))
+            }
+        }
+    }
+
+    /// Waits (until `deadline` at most) for this node to apply entry `index`. Past the
+    /// deadline the write still stands; reads here may just not show it yet.
+    async fn wait_applied(&self, index: u64, deadline: Instant) {
+        if self.applied_index() >= index {
+            return;
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "forwarded write applied here")
+            .await;
+    }
+
+    /// Answers the broker-level RPCs a peer sends this node ([`RaftRpc::Forward`],
+    /// [`RaftRpc::ReadIndex`]) and the Raft ones; [`RaftRpc::Broadcast`] is the broker's.
+    pub async fn serve(&self, rpc: RaftRpc) -> RaftRpcReply {
+        match rpc {
+            RaftRpc::Forward(commands) => RaftRpcReply::Forwarded(if self.is_leader() {
+                self.propose_here(commands).await
+            } else {
+                let (leader, node) = self.current_leader().unzip();
+                Err(ProposeError::NotLeader {
+                    leader,
+                    node: node.flatten(),
+                })
+            }),
+            RaftRpc::ReadIndex => RaftRpcReply::ReadIndex(self.read_index_here().await),
+            other => serve_rpc(&self.inner.raft, other).await,
+        }
     }
 
     /// [`Self::propose`] for one command.
@@ -311,8 +469,19 @@ impl RaftNode {
 
     /// Runs `f` on the applied rooms. Keep it short: apply waits while it runs.
     pub fn read<R>(&self, f: impl FnOnce(&Rooms) -> R) -> Result<R, ReadError> {
+        Ok(self.read_at(f)?.1)
+    }
+
+    /// [`Self::read`], with the index of the last entry applied to the state `f` saw (events
+    /// of later entries reach [`Self::subscribe`] receivers after this returns).
+    pub fn read_at<R>(&self, f: impl FnOnce(&Rooms) -> R) -> Result<(u64, R), ReadError> {
         let applied = self.inner.sm.read();
-        applied.rooms.as_ref().map(f).ok_or(ReadError::NotReady)
+        let index = applied.last_applied.map_or(0, |l| l.index);
+        applied
+            .rooms
+            .as_ref()
+            .map(|rooms| (index, f(rooms)))
+            .ok_or(ReadError::NotReady)
     }
 
     /// The last applied log index here (0 before any).
@@ -345,6 +514,43 @@ impl RaftNode {
         Ok(self.read(|r| r.presence_stats(room))??)
     }
 
+    /// One page of the active rooms in the applied state (see [`Rooms::rooms`]).
+    pub fn rooms(&self, after: Option<&RoomName>, limit: u32) -> Result<RoomsPage, ReadError> {
+        self.read(|r| r.rooms(wall_clock_ms(), after, limit))
+    }
+
+    /// Sends `rpc()` to every other member at once and waits for all answers (each within
+    /// `timeout`); returns the members that did not answer, with why.
+    pub async fn call_peers(
+        &self,
+        rpc: impl Fn() -> RaftRpc,
+        timeout: Duration,
+    ) -> Vec<(NodeId, TransportError)> {
+        let peers: Vec<(NodeId, BrokerNode)> = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.inner.id)
+                .map(|(id, node)| (*id, node.clone()))
+                .collect()
+        };
+        let calls = peers.iter().map(|(id, node)| {
+            let call = self.inner.peers.call(*id, node, rpc(), timeout);
+            async move { (*id, call.await) }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(id, reply)| match reply {
+                Ok(RaftRpcReply::Refused(why)) => Some((id, TransportError::Network(why))),
+                Ok(_) => None,
+                Err(e) => Some((id, e)),
+            })
+            .collect()
+    }
+
     /// Stops Raft and the batcher; pending proposals fail. The data dir can be reopened by a
     /// new node once this returns.
     pub async fn shutdown(&self) {
@@ -352,6 +558,39 @@ impl RaftNode {
             task.abort();
         }
         let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+/// How long to wait before retrying a write or read index during an election.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+fn unexpected(reply: &RaftRpcReply) -> ProposeError {
+    match reply {
+        RaftRpcReply::Refused(why) => ProposeError::Unavailable(why.clone()),
+        _ => ProposeError::Unavailable("the leader answered another RPC".into()),
+    }
+}
+
+/// The object-safe face of a [`RaftTransport`], for calls outside openraft.
+trait PeerCall: Send + Sync + 'static {
+    fn call<'a>(
+        &'a self,
+        target: NodeId,
+        node: &'a BrokerNode,
+        rpc: RaftRpc,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<RaftRpcReply, TransportError>> + Send + 'a>>;
+}
+
+impl<T: RaftTransport> PeerCall for T {
+    fn call<'a>(
+        &'a self,
+        target: NodeId,
+        node: &'a BrokerNode,
+        rpc: RaftRpc,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<RaftRpcReply, TransportError>> + Send + 'a>> {
+        Box::pin(RaftTransport::call(self, target, node, rpc, timeout))
     }
 }
 

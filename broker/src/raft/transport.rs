@@ -26,7 +26,12 @@ use openraft::raft::{
 use openraft::{AnyError, RPCTypes};
 use serde::{Deserialize, Serialize};
 
+use plaza_proto::cluster::LinkEvent;
+
+use super::batcher::Committed;
+use super::errors::ProposeError;
 use super::types::{BrokerNode, NodeId, Raft, TypeConfig};
+use crate::rooms::Command;
 
 /// One Raft RPC on its way to a peer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +42,15 @@ pub enum RaftRpc {
     Vote(VoteRequest<NodeId>),
     /// One chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Room commands a follower forwards to the leader (answered with
+    /// [`RaftRpcReply::Forwarded`] once committed and applied on the leader).
+    Forward(Vec<Command>),
+    /// A follower asks the leader for a read index: the leader confirms it still leads and
+    /// answers the index a linearizable read must wait for ([`RaftRpcReply::ReadIndex`]).
+    ReadIndex,
+    /// Deliver an event to every edge attached to the receiving broker (answered with
+    /// [`RaftRpcReply::Delivered`]).
+    Broadcast(LinkEvent),
 }
 
 /// The peer's answer to a [`RaftRpc`] (the variant matches the request's).
@@ -50,6 +64,15 @@ pub enum RaftRpcReply {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
+    /// Answer to [`RaftRpc::Forward`].
+    Forwarded(Result<Committed, ProposeError>),
+    /// Answer to [`RaftRpc::ReadIndex`].
+    ReadIndex(Result<u64, ProposeError>),
+    /// Answer to [`RaftRpc::Broadcast`]: how many edges it was queued to.
+    Delivered(usize),
+    /// The receiver does not serve this kind of RPC (e.g. an in-process test network asked to
+    /// forward).
+    Refused(String),
 }
 
 /// Why a call did not get a reply. The variant decides openraft's reaction.
@@ -62,6 +85,11 @@ pub enum TransportError {
     /// The call was sent but the exchange failed (stream reset, bad frame): retried at once.
     #[error("network: {0}")]
     Network(String),
+    /// The connection was lost while the call was under way: the peer may or may not have
+    /// received and acted on it. openraft treats it like [`Self::Unreachable`]; a forwarded
+    /// write must not be retried blindly.
+    #[error("connection lost during the call: {0}")]
+    Lost(String),
     /// No reply within the RPC's deadline.
     #[error("timed out")]
     Timeout,
@@ -81,13 +109,19 @@ pub trait RaftTransport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<RaftRpcReply, TransportError>> + Send;
 }
 
-/// Serves one incoming RPC on the local node: the receiving half of every transport.
+/// Serves one incoming Raft RPC on the local node: the receiving half of every transport.
+/// The broker-level RPCs (`Forward`, `ReadIndex`, `Broadcast`) need more than the Raft handle
+/// and are answered with [`RaftRpcReply::Refused`] here; [`super::RaftNode::serve`] and the
+/// broker's handler answer them.
 pub async fn serve_rpc(raft: &Raft, rpc: RaftRpc) -> RaftRpcReply {
     match rpc {
         RaftRpc::AppendEntries(req) => RaftRpcReply::AppendEntries(raft.append_entries(req).await),
         RaftRpc::Vote(req) => RaftRpcReply::Vote(raft.vote(req).await),
         RaftRpc::InstallSnapshot(req) => {
             RaftRpcReply::InstallSnapshot(raft.install_snapshot(req).await)
+        }
+        RaftRpc::Forward(_) | RaftRpc::ReadIndex | RaftRpc::Broadcast(_) => {
+            RaftRpcReply::Refused("this node only serves Raft RPCs".into())
         }
     }
 }
@@ -137,7 +171,7 @@ impl<T: RaftTransport> PeerClient<T> {
             .call(self.target, &self.node, rpc, timeout)
             .await
             .map_err(|e| match e {
-                TransportError::Unreachable(m) => {
+                TransportError::Unreachable(m) | TransportError::Lost(m) => {
                     RPCError::Unreachable(Unreachable::new(&AnyError::error(m)))
                 }
                 TransportError::Network(m) => {

@@ -24,7 +24,8 @@ pub const EXIT_BAD_CONFIG: u8 = 64;
 pub struct BrokerConfig {
     /// This node's Raft id (≥ 1); required unless taken from the hostname.
     pub node_id: Option<NodeId>,
-    /// UDP address of the QUIC endpoint (Raft between brokers); port 0 picks one.
+    /// UDP address of the QUIC endpoint: Raft between brokers and edge attachments (by
+    /// ALPN); port 0 picks one.
     pub raft_listen: SocketAddr,
     /// TCP address of `/status`, `/healthz`, `/readyz` and `/metrics`.
     pub http_listen: SocketAddr,
@@ -48,6 +49,8 @@ pub struct BrokerConfig {
     pub shutdown_grace: Duration,
     /// Raft timing and batching.
     pub raft: RaftConfig,
+    /// `[edges]`: limits and timings of attached edges.
+    pub edges: crate::edges::EdgeOptions,
     /// Room namespaces: must be the same on every broker (and the edges).
     pub rooms: RoomsConfig,
 }
@@ -66,6 +69,7 @@ impl Default for BrokerConfig {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
             raft: RaftConfig::default(),
+            edges: crate::edges::EdgeOptions::default(),
             rooms: RoomsConfig::default(),
         }
     }

@@ -29,10 +29,11 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{BrokerConfig, ConfigError, EXIT_BAD_CONFIG, LogFormat};
 
+use crate::edges::{ALPN_EDGE, EdgeService, PeerHandler};
 use crate::quic::frame::CLOSE_SHUTDOWN;
 use crate::quic::{
-    ALPN_RAFT, ClusterTls, EndpointError, QuicOptions, QuicTransport, RaftHandler, TlsError,
-    raft_endpoint, serve,
+    ALPN_RAFT, ClusterTls, ConnectionHandler, EndpointError, QuicOptions, QuicTransport,
+    RpcService, TlsError, endpoint as quic_endpoint, serve_connections,
 };
 use crate::raft::{BrokerNode, NodeId, RaftNode, StartError, Storage};
 
@@ -70,7 +71,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
         }
     };
     let options = QuicOptions::default();
-    let endpoint = raft_endpoint(&tls, config.raft_listen, &options)?;
+    let endpoint = quic_endpoint(&tls, config.raft_listen, &options, &[ALPN_RAFT, ALPN_EDGE])?;
     let raft_addr = endpoint.local_addr().unwrap_or(config.raft_listen);
     let transport = QuicTransport::new(endpoint.clone(), &tls, options.clone())?;
     let storage = match &config.data_dir {
@@ -81,11 +82,18 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
 
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    tasks.spawn(serve(
+    let edges = EdgeService::start(node.clone(), config.edges.clone(), cancel.clone());
+    let protocols = Protocols {
+        peers: RpcService::new(
+            ALPN_RAFT,
+            PeerHandler::new(node.clone(), edges.clone()),
+            options,
+        ),
+        edges,
+    };
+    tasks.spawn(serve_connections(
         endpoint.clone(),
-        ALPN_RAFT,
-        RaftHandler::new(node.raft().clone()),
-        options,
+        protocols,
         cancel.clone(),
     ));
     let serving = Arc::new(AtomicBool::new(true));
@@ -144,6 +152,27 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
     }
     tracing::info!(node = id, "stopped");
     Ok(())
+}
+
+/// What the broker's QUIC port serves: peers (Raft and forwarded calls) and edges.
+#[derive(Clone)]
+struct Protocols {
+    peers: RpcService<PeerHandler>,
+    edges: EdgeService,
+}
+
+impl ConnectionHandler for Protocols {
+    fn speaks(&self, alpn: &[u8]) -> bool {
+        alpn == ALPN_RAFT || alpn == ALPN_EDGE
+    }
+
+    async fn serve(&self, alpn: Vec<u8>, conn: quinn::Connection, cancel: CancellationToken) {
+        if alpn == ALPN_EDGE {
+            self.edges.serve(conn, cancel).await;
+        } else {
+            self.peers.serve(alpn, conn, cancel).await;
+        }
+    }
 }
 
 /// The voters this node initializes the cluster with, if it is the one that should: the

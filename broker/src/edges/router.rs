@@ -1,0 +1,317 @@
+//! Which attached edge receives which room's events: the broker's half of "each event once per
+//! edge, in offset order, from the applied state".
+//!
+//! ```text
+//!   RaftNode::subscribe() ──AppliedEvents (log order)──▶ Router::route ──try_send──▶ session queues
+//!   Subscribe call ──lock──▶ read (position, applied index A) ──▶ register "from A" ──▶ reply queued
+//! ```
+//!
+//! A subscription registered at applied index `A` receives the events of entries after `A`
+//! only. The routing task has routed at most up to `A` when the registration happens (events
+//! are broadcast after they are applied), and both happen under the router's lock, so the
+//! subscriber sees every later event exactly once and the subscribe reply is queued before
+//! any of them.
+//!
+//! When the router cannot keep that promise — a session's queue is full, the event broadcast
+//! lagged, or a snapshot replaced the state — it cuts the affected sessions: their connection
+//! is closed with a reconnect code and the edge resumes every room from its last offset on a
+//! new session (catch-up from history).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use plaza_proto::cluster::{BrokerEvent, LinkEvent};
+use plaza_proto::{EdgeId, RoomName};
+use quinn::{Connection, VarInt};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::raft::AppliedEvents;
+
+/// Connection close code: the broker could not deliver every event to this edge (its queue
+/// overflowed, or this broker must resync); reconnect and resume.
+pub const CLOSE_RESUME: VarInt = VarInt::from_u32(10);
+/// Connection close code: the edge's lease ran out (its members were removed); attach again
+/// and re-join.
+pub const CLOSE_LEASE_EXPIRED: VarInt = VarInt::from_u32(11);
+/// Connection close code: the edge broke the protocol (bad frame, call before hello, request
+/// for a room it never declared is only an error reply, not this).
+pub const CLOSE_PROTOCOL: VarInt = VarInt::from_u32(12);
+/// Connection close code: the edge's protocol version is not spoken here.
+pub const CLOSE_VERSION: VarInt = VarInt::from_u32(13);
+/// Connection close code: the broker cannot serve now (no quorum to attach, shutting down).
+pub const CLOSE_UNAVAILABLE: VarInt = VarInt::from_u32(14);
+
+/// Identifies a session within this broker.
+pub type SessionId = u64;
+
+/// The broker's routing table. Shared by the routing task and the sessions.
+#[derive(Default)]
+pub struct Router {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<SessionId, Slot>,
+    /// Room → subscribed sessions, each with the applied index its subscription started at.
+    rooms: HashMap<RoomName, HashMap<SessionId, u64>>,
+    next: SessionId,
+}
+
+struct Slot {
+    edge: EdgeId,
+    lease_ms: u64,
+    events: mpsc::Sender<BrokerEvent>,
+    conn: Connection,
+    rooms: HashSet<RoomName>,
+    /// Rooms this session subscribed to or joined a member in: the rooms it may leave in.
+    declared: HashSet<RoomName>,
+    /// Last frame from the edge; leases are renewed only for edges heard from recently.
+    last_seen: Instant,
+}
+
+/// What a subscription started at.
+pub enum Registered {
+    /// The reply has been queued ahead of every event of the room.
+    Queued,
+    /// The session is gone or its queue is full (it has been cut).
+    Gone,
+}
+
+impl Router {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a session; returns its id.
+    pub fn add(
+        &self,
+        edge: EdgeId,
+        lease_ms: u64,
+        events: mpsc::Sender<BrokerEvent>,
+        conn: Connection,
+    ) -> SessionId {
+        let mut state = self.lock();
+        state.next += 1;
+        let id = state.next;
+        state.sessions.insert(
+            id,
+            Slot {
+                edge,
+                lease_ms,
+                events,
+                conn,
+                rooms: HashSet::new(),
+                declared: HashSet::new(),
+                last_seen: Instant::now(),
+            },
+        );
+        metrics::gauge!(crate::metrics::EDGE_SESSIONS).set(state.sessions.len() as f64);
+        id
+    }
+
+    /// Removes a session and its subscriptions.
+    pub fn remove(&self, id: SessionId) {
+        let mut state = self.lock();
+        state.remove(id);
+        metrics::gauge!(crate::metrics::EDGE_SESSIONS).set(state.sessions.len() as f64);
+    }
+
+    /// Notes that the edge of session `id` was heard from.
+    pub fn seen(&self, id: SessionId) {
+        if let Some(slot) = self.lock().sessions.get_mut(&id) {
+            slot.last_seen = Instant::now();
+        }
+    }
+
+    /// Marks `room` as declared by session `id` (it joined a member there).
+    pub fn declare(&self, id: SessionId, room: &RoomName) {
+        if let Some(slot) = self.lock().sessions.get_mut(&id) {
+            slot.declared.insert(room.clone());
+        }
+    }
+
+    /// Whether session `id` declared `room` (subscribed to it or joined a member in it).
+    pub fn declared(&self, id: SessionId, room: &RoomName) -> bool {
+        self.lock()
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.declared.contains(room) || s.rooms.contains(room))
+    }
+
+    /// Whether session `id` is subscribed to `room`.
+    pub fn subscribed(&self, id: SessionId, room: &RoomName) -> bool {
+        self.lock()
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.rooms.contains(room))
+    }
+
+    /// Subscribes session `id` to `room`: `read` gives the room's position and the applied
+    /// index it was read at, and `reply` turns the position into the frame to queue ahead of
+    /// the room's events. Both run under the routing lock.
+    pub fn subscribe<P>(
+        &self,
+        id: SessionId,
+        room: &RoomName,
+        read: impl FnOnce() -> Result<(u64, P), BrokerEvent>,
+        reply: impl FnOnce(P) -> BrokerEvent,
+    ) -> Registered {
+        let mut state = self.lock();
+        let Some(slot) = state.sessions.get_mut(&id) else {
+            return Registered::Gone;
+        };
+        let (index, frame) = match read() {
+            Ok((index, position)) => (Some(index), reply(position)),
+            Err(frame) => (None, frame),
+        };
+        if slot.events.try_send(frame).is_err() {
+            state.cut(id, "event queue full");
+            return Registered::Gone;
+        }
+        if let Some(index) = index {
+            // Re-subscribing keeps the earlier start: the edge already gets everything after.
+            if slot.rooms.insert(room.clone()) {
+                state
+                    .rooms
+                    .entry(room.clone())
+                    .or_default()
+                    .insert(id, index);
+            }
+        }
+        Registered::Queued
+    }
+
+    /// Unsubscribes session `id` from `room`.
+    pub fn unsubscribe(&self, id: SessionId, room: &RoomName) {
+        let mut state = self.lock();
+        if let Some(slot) = state.sessions.get_mut(&id) {
+            slot.rooms.remove(room);
+        }
+        state.unlink(id, room);
+    }
+
+    /// Queues `event` to every session; returns how many got it.
+    pub fn broadcast(&self, event: &LinkEvent) -> usize {
+        let mut state = self.lock();
+        let frame = BrokerEvent::from(event.clone());
+        let mut full = Vec::new();
+        let mut sent = 0;
+        for (id, slot) in &state.sessions {
+            match slot.events.try_send(frame.clone()) {
+                Ok(()) => sent += 1,
+                Err(_) => full.push(*id),
+            }
+        }
+        for id in full {
+            state.cut(id, "event queue full");
+        }
+        sent
+    }
+
+    /// The edges to renew leases for: sessions heard from within their lease.
+    pub fn live_edges(&self) -> Vec<(SessionId, EdgeId)> {
+        let now = Instant::now();
+        self.lock()
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_seen).as_millis() < u128::from(s.lease_ms))
+            .map(|(id, s)| (*id, s.edge.clone()))
+            .collect()
+    }
+
+    /// Closes session `id`'s connection with `code` and forgets it.
+    pub fn close(&self, id: SessionId, code: VarInt, reason: &str) {
+        let mut state = self.lock();
+        if let Some(slot) = state.sessions.get(&id) {
+            slot.conn.close(code, reason.as_bytes());
+        }
+        state.remove(id);
+    }
+
+    /// Routes applied events to the sessions until the node stops.
+    pub async fn run(&self, mut applied: broadcast::Receiver<AppliedEvents>) {
+        loop {
+            match applied.recv().await {
+                Ok(entry) if entry.resync => {
+                    tracing::info!("state replaced by a snapshot: edges resume");
+                    self.lock().cut_all("broker state resynced");
+                }
+                Ok(entry) => self.route(&entry),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(entries = n, "event routing fell behind: edges resume");
+                    self.lock().cut_all("broker fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+
+    fn route(&self, entry: &AppliedEvents) {
+        let index = entry.log_id.index;
+        let mut state = self.lock();
+        let mut full = Vec::new();
+        for event in entry.events.iter() {
+            let Some(subs) = state.rooms.get(&event.room) else {
+                continue;
+            };
+            for (id, from) in subs {
+                if index <= *from {
+                    continue;
+                }
+                let Some(slot) = state.sessions.get(id) else {
+                    continue;
+                };
+                if slot
+                    .events
+                    .try_send(BrokerEvent::Room(event.clone()))
+                    .is_err()
+                {
+                    full.push(*id);
+                }
+            }
+        }
+        full.sort_unstable();
+        full.dedup();
+        for id in full {
+            state.cut(id, "event queue full");
+        }
+    }
+}
+
+impl State {
+    fn remove(&mut self, id: SessionId) {
+        if let Some(slot) = self.sessions.remove(&id) {
+            for room in slot.rooms {
+                self.unlink(id, &room);
+            }
+        }
+    }
+
+    fn unlink(&mut self, id: SessionId, room: &RoomName) {
+        if let Some(subs) = self.rooms.get_mut(room) {
+            subs.remove(&id);
+            if subs.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Closes a session that missed (or would miss) events; its edge resumes elsewhere.
+    fn cut(&mut self, id: SessionId, why: &str) {
+        if let Some(slot) = self.sessions.get(&id) {
+            tracing::warn!(edge = %slot.edge, why, "cutting an edge session; it will resume");
+            metrics::counter!(crate::metrics::EDGE_SESSIONS_CUT).increment(1);
+            slot.conn.close(CLOSE_RESUME, why.as_bytes());
+        }
+        self.remove(id);
+    }
+
+    fn cut_all(&mut self, why: &str) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.cut(id, why);
+        }
+    }
+}
