@@ -20,6 +20,8 @@ use plaza_broker::quic::tls::{self, ClusterTls};
 use plaza_broker::server::BrokerConfig;
 use tempfile::TempDir;
 
+pub mod ws;
+
 /// Edge certificates every cluster carries (`edge-1` …).
 pub const EDGE_CERTS: usize = 4;
 
@@ -319,15 +321,21 @@ pub struct EdgeProcess {
 }
 
 impl EdgeProcess {
-    /// Starts edge `n` (certificate `edge-<n>`) against `cluster` with HMAC secret `secret`,
-    /// `lease` as its broker lease, and `extra` flags. Waits until `/readyz` answers 200.
+    /// Starts edge `n` (certificate `edge-<n>`) against brokers `brokers` (ids) of `cluster`,
+    /// with HMAC secret `secret`, `lease` as its broker lease, and `extra` flags. Waits until
+    /// `/readyz` answers 200.
     pub fn start(
         cluster: &BrokerCluster,
         n: usize,
+        brokers: &[u64],
         secret: &str,
         lease: Duration,
         extra: &[&str],
     ) -> Self {
+        let brokers: Vec<String> = brokers
+            .iter()
+            .map(|id| cluster.slots[(*id - 1) as usize].quic.to_string())
+            .collect();
         let name = format!("edge-{n}");
         let (ca, cert, key) = cluster.cert_files(&name);
         let addr = free_tcp();
@@ -336,14 +344,13 @@ impl EdgeProcess {
         command
             .args(["--listen", &addr.to_string()])
             .args(["--backend", "cluster"])
-            .args(["--brokers", &cluster.quic_addrs().join(",")])
+            .args(["--brokers", &brokers.join(",")])
             .arg("--broker-tls-ca")
             .arg(ca)
             .arg("--broker-tls-cert")
             .arg(cert)
             .arg("--broker-tls-key")
             .arg(key)
-            .args(["--edge-id", &name])
             .args(extra)
             .env("PLAZA_AUTH__HMAC_SECRET", secret)
             .env("PLAZA_BROKER__LEASE", format!("{}ms", lease.as_millis()))
@@ -381,4 +388,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_owned()))
+}
+
+/// An HS256 connect token for `user` with every capability in every room, minted by the
+/// `plaza-edge token` command with `secret`.
+pub fn token(secret: &str, user: &str) -> String {
+    let output = Command::new(binary("plaza-edge"))
+        .args(["token", "--user", user, "--room", "*", "--ttl", "1h"])
+        .env("PLAZA_AUTH__HMAC_SECRET", secret)
+        .output()
+        .expect("run plaza-edge token");
+    assert!(output.status.success(), "plaza-edge token failed");
+    String::from_utf8(output.stdout)
+        .expect("utf-8 token")
+        .trim()
+        .to_owned()
 }

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use plaza_broker::backend::cluster::{ClusterBackend, ClusterOptions};
 use plaza_broker::backend::memory::{MemoryBackend, MemoryOptions};
 use plaza_broker::process::shutdown_signal;
+use plaza_broker::quic::ClusterTls;
 use plaza_edge::auth::{Capability, TokenSpec, mint};
 use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig, LogFormat, Secret};
 
@@ -26,9 +28,21 @@ struct Cli {
     /// Development mode: memory backend, random secret, demo page, dev tokens.
     #[arg(long)]
     dev: bool,
-    /// Broker tier: memory (cluster and nats arrive with their backends).
+    /// Broker tier: memory or cluster.
     #[arg(long)]
     backend: Option<String>,
+    /// Broker QUIC addresses for `--backend cluster`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    brokers: Vec<String>,
+    /// The cluster CA certificate (PEM) for `--backend cluster`.
+    #[arg(long)]
+    broker_tls_ca: Option<PathBuf>,
+    /// This edge's certificate (PEM), signed by the cluster CA.
+    #[arg(long)]
+    broker_tls_cert: Option<PathBuf>,
+    /// This edge's private key (PEM).
+    #[arg(long)]
+    broker_tls_key: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -115,6 +129,19 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
     if let Some(f) = &cli.log_format {
         overrides.push(("log_format", format!("{f:?}")));
     }
+    if !cli.brokers.is_empty() {
+        let list: Vec<String> = cli.brokers.iter().map(|b| format!("{b:?}")).collect();
+        overrides.push(("broker.brokers", format!("[{}]", list.join(","))));
+    }
+    for (key, path) in [
+        ("broker.tls.ca", &cli.broker_tls_ca),
+        ("broker.tls.cert", &cli.broker_tls_cert),
+        ("broker.tls.key", &cli.broker_tls_key),
+    ] {
+        if let Some(path) = path {
+            overrides.push((key, format!("{:?}", path.display().to_string())));
+        }
+    }
     let mut config = EdgeConfig::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
     if config.dev {
         if cli.listen.is_none() && config.listen == EdgeConfig::default().listen {
@@ -151,6 +178,7 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     let dev = config.dev;
     let secret = config.auth.hmac_secret.clone().map(|s| s.0.into_bytes());
     let claim = config.auth.capability_claim.clone();
+    let backend = config.backend;
     let edge = match config.backend {
         BackendKind::Memory => {
             let options = MemoryOptions {
@@ -160,9 +188,14 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
             let backend = MemoryBackend::with_options(config.rooms.clone(), options);
             plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
         }
+        BackendKind::Cluster => {
+            let backend = cluster_backend(&config)?;
+            plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
+        }
     };
     if dev {
         print_dev_banner(
+            backend,
             edge.local_addr(),
             secret.as_deref().unwrap_or_default(),
             &claim,
@@ -180,7 +213,29 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     }
 }
 
-fn print_dev_banner(addr: std::net::SocketAddr, secret: &[u8], claim: &str) -> anyhow::Result<()> {
+/// The cluster backend from `[broker]` (validated: brokers and TLS files are set).
+fn cluster_backend(config: &EdgeConfig) -> anyhow::Result<ClusterBackend> {
+    let b = &config.broker;
+    let (Some(ca), Some(cert), Some(key)) = (&b.tls.ca, &b.tls.cert, &b.tls.key) else {
+        anyhow::bail!("broker.tls: ca, cert and key are required");
+    };
+    let tls = ClusterTls::load(ca, cert, key).context("broker.tls")?;
+    let options = ClusterOptions {
+        brokers: b.brokers.clone(),
+        connect_timeout: b.connect_timeout,
+        call_timeout: b.call_timeout,
+        event_queue: b.event_queue,
+        ..ClusterOptions::default()
+    };
+    Ok(ClusterBackend::new(&tls, options)?)
+}
+
+fn print_dev_banner(
+    backend: BackendKind,
+    addr: std::net::SocketAddr,
+    secret: &[u8],
+    claim: &str,
+) -> anyhow::Result<()> {
     let host = if addr.ip().is_unspecified() {
         std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {
@@ -188,7 +243,12 @@ fn print_dev_banner(addr: std::net::SocketAddr, secret: &[u8], claim: &str) -> a
     };
     let token = mint(secret, claim, &plaza_edge::dev::dev_token_spec("dev"))
         .context("minting the dev token")?;
-    println!("Plaza dev edge (memory backend; nothing is kept after exit)");
+    match backend {
+        BackendKind::Memory => {
+            println!("Plaza dev edge (memory backend; nothing is kept after exit)");
+        }
+        BackendKind::Cluster => println!("Plaza dev edge (cluster backend)"),
+    }
     println!("  demo page:  http://{host}/");
     println!("  websocket:  ws://{host}/v1/ws");
     println!("  dev token for user \"dev\" (all rooms, 24 h):\n    {token}");

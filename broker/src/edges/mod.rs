@@ -215,7 +215,7 @@ impl EdgeService {
         let id = self
             .inner
             .router
-            .add(edge.clone(), lease_ms, tx.clone(), conn.clone());
+            .add(edge.clone(), tx.clone(), conn.clone());
         let writer = tokio::spawn(write_events(send, rx));
         let detached = self.read_calls(id, &edge, &conn, reader, tx).await;
         self.inner.router.remove(id);
@@ -425,9 +425,12 @@ impl EdgeService {
     async fn renew_leases(&self) {
         let mut interval = tokio::time::interval(self.inner.options.renew_every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous = Instant::now();
         loop {
             interval.tick().await;
-            let live = self.inner.router.live_edges();
+            let round = Instant::now();
+            let live = self.inner.router.live_edges(previous);
+            previous = round;
             if live.is_empty() {
                 continue;
             }

@@ -61,7 +61,6 @@ struct State {
 
 struct Slot {
     edge: EdgeId,
-    lease_ms: u64,
     events: mpsc::Sender<BrokerEvent>,
     conn: Connection,
     rooms: HashSet<RoomName>,
@@ -88,7 +87,6 @@ impl Router {
     pub fn add(
         &self,
         edge: EdgeId,
-        lease_ms: u64,
         events: mpsc::Sender<BrokerEvent>,
         conn: Connection,
     ) -> SessionId {
@@ -99,7 +97,6 @@ impl Router {
             id,
             Slot {
                 edge,
-                lease_ms,
                 events,
                 conn,
                 rooms: HashSet::new(),
@@ -210,13 +207,13 @@ impl Router {
         sent
     }
 
-    /// The edges to renew leases for: sessions heard from within their lease.
-    pub fn live_edges(&self) -> Vec<(SessionId, EdgeId)> {
-        let now = Instant::now();
+    /// The edges to renew leases for: sessions heard from since `since` (the previous renewal
+    /// round), so a lease never outlives the edge's last sign of life by more than one round.
+    pub fn live_edges(&self, since: Instant) -> Vec<(SessionId, EdgeId)> {
         self.lock()
             .sessions
             .iter()
-            .filter(|(_, s)| now.duration_since(s.last_seen).as_millis() < u128::from(s.lease_ms))
+            .filter(|(_, s)| s.last_seen >= since)
             .map(|(id, s)| (*id, s.edge.clone()))
             .collect()
     }

@@ -355,7 +355,16 @@ impl RaftNode {
         deadline: Instant,
     ) -> Result<RaftRpcReply, ProposeError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
-        match self.inner.peers.call(leader, node, rpc, timeout).await {
+        let call = self.inner.peers.call(leader, node, rpc, timeout);
+        // A leader that dies mid-call never answers (its connection only times out later):
+        // give up as soon as this node stops following it.
+        let mut metrics = self.inner.raft.metrics();
+        let deposed = metrics.wait_for(|m| m.current_leader != Some(leader));
+        let outcome = tokio::select! {
+            outcome = call => outcome,
+            _ = deposed => Err(TransportError::Lost(format!("leader {leader} was replaced"))),
+        };
+        match outcome {
             Ok(reply) => Ok(reply),
             Err(TransportError::Unreachable(_)) => Err(ProposeError::NotLeader {
                 leader: None,

@@ -74,6 +74,8 @@ impl Default for EdgeConfig {
 pub enum BackendKind {
     /// In-process state: one edge only, nothing survives a restart. For `--dev` and tests.
     Memory,
+    /// A `plaza-broker` cluster (`broker.brokers`, `broker.tls`).
+    Cluster,
 }
 
 /// Log output format.

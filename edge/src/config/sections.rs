@@ -228,6 +228,15 @@ pub struct BrokerLinkConfig {
     pub call_timeout: Duration,
     /// Room events buffered between the broker tier and this edge's hub.
     pub event_queue: usize,
+    /// `backend = "cluster"`: the brokers' QUIC addresses (`host:port`); the edge attaches to
+    /// one of them and moves to another if it fails.
+    pub brokers: Vec<String>,
+    /// `backend = "cluster"`: longest a dial to one broker may take.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// `backend = "cluster"`: the edge's TLS identity towards the brokers (mutual TLS with
+    /// the cluster CA; `plaza-broker cert` makes one per edge).
+    pub tls: BrokerTlsConfig,
 }
 
 impl Default for BrokerLinkConfig {
@@ -236,8 +245,23 @@ impl Default for BrokerLinkConfig {
             lease: Duration::from_secs(10),
             call_timeout: Duration::from_secs(5),
             event_queue: 65_536,
+            brokers: Vec::new(),
+            connect_timeout: Duration::from_secs(3),
+            tls: BrokerTlsConfig::default(),
         }
     }
+}
+
+/// `[broker.tls]`: PEM files of the edge's identity in the broker cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerTlsConfig {
+    /// The cluster CA certificate (brokers are verified against it).
+    pub ca: Option<std::path::PathBuf>,
+    /// This edge's certificate, signed by the cluster CA.
+    pub cert: Option<std::path::PathBuf>,
+    /// This edge's private key.
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// `[drain]`: graceful shutdown on SIGTERM / ctrl-c.

@@ -56,6 +56,24 @@ impl EdgeConfig {
         if self.broker.lease < Duration::from_millis(100) {
             return Err(ConfigError::new("broker.lease", "must be at least 100ms"));
         }
+        if self.backend == BackendKind::Cluster {
+            if self.broker.brokers.is_empty() {
+                return Err(ConfigError::new(
+                    "broker.brokers",
+                    "backend \"cluster\" needs at least one broker address (--brokers)",
+                ));
+            }
+            let tls = &self.broker.tls;
+            for (key, value) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if value.is_none() {
+                    return Err(ConfigError::new(
+                        format!("broker.tls.{key}"),
+                        "backend \"cluster\" needs the edge's TLS identity (--broker-tls-ca, \
+                         --broker-tls-cert, --broker-tls-key)",
+                    ));
+                }
+            }
+        }
         if self.broker.event_queue == 0 {
             return Err(ConfigError::new("broker.event_queue", "must be at least 1"));
         }

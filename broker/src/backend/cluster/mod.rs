@@ -50,7 +50,8 @@ pub struct ClusterOptions {
     /// Broker addresses (`host:port`, names resolved on every dial). Dialled in turn from a
     /// random start, so edges spread over the brokers.
     pub brokers: Vec<String>,
-    /// Longest a dial (QUIC handshake, hello, attach committed) may take.
+    /// Longest a dial (QUIC handshake, hello, attach committed) may take. A broker that does
+    /// not answer within it is skipped for the next.
     pub connect_timeout: Duration,
     /// Longest a call may take, waiting for a connection included.
     pub call_timeout: Duration,
@@ -61,7 +62,7 @@ pub struct ClusterOptions {
     pub give_up_after: Duration,
     /// Events buffered for the edge; if it does not drain them the stream ends.
     pub event_queue: usize,
-    /// QUIC timeouts.
+    /// QUIC timeouts; the idle timeout is how long a silently dead broker goes unnoticed.
     pub quic: QuicOptions,
 }
 
@@ -69,12 +70,17 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
             brokers: Vec::new(),
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(10),
             attach_timeout: Duration::from_secs(10),
             give_up_after: Duration::from_secs(30),
             event_queue: 65_536,
-            quic: QuicOptions::default(),
+            // A dead broker must be noticed fast: its edges' clients wait for the failover.
+            quic: QuicOptions {
+                idle_timeout: Duration::from_secs(2),
+                keep_alive: Duration::from_millis(400),
+                ..QuicOptions::default()
+            },
         }
     }
 }
@@ -125,13 +131,24 @@ impl ClusterBackend {
         })
     }
 
-    /// Dials the brokers in turn from a random start until one welcomes `hello`.
-    async fn dial_any(&self, hello: &EdgeRequest) -> Result<(Session, FrameReader), DialError> {
-        let brokers = &self.inner.options.brokers;
+    /// Dials the brokers in turn from a random start until one welcomes `hello`; `avoid` (the
+    /// broker just lost) is tried last.
+    async fn dial_any(
+        &self,
+        hello: &EdgeRequest,
+        avoid: Option<&str>,
+    ) -> Result<(Session, FrameReader), DialError> {
+        let mut brokers = self.inner.options.brokers.clone();
         let start = rand::random_range(0..brokers.len());
+        brokers.rotate_left(start);
+        if let Some(avoid) = avoid
+            && let Some(at) = brokers.iter().position(|b| b == avoid)
+        {
+            let lost = brokers.remove(at);
+            brokers.push(lost);
+        }
         let mut last = None;
-        for i in 0..brokers.len() {
-            let broker = &brokers[(start + i) % brokers.len()];
+        for broker in &brokers {
             match Session::dial(
                 &self.inner.endpoint,
                 &self.inner.client,
@@ -170,7 +187,7 @@ impl Backend for ClusterBackend {
         };
         let deadline = Instant::now() + self.inner.options.attach_timeout;
         let (session, reader) = loop {
-            match self.dial_any(&hello).await {
+            match self.dial_any(&hello, None).await {
                 Ok(dialled) => break dialled,
                 Err(DialError::Incompatible(why)) => return Err(BrokerError::Invalid(why)),
                 Err(DialError::Unavailable(why)) if Instant::now() >= deadline => {
@@ -389,7 +406,11 @@ async fn drive(link: std::sync::Weak<LinkInner>, mut session: Session, mut reade
         tracing::warn!(broker = session.broker(), "lost the broker; reconnecting");
         let give_up = Instant::now() + inner.backend.inner.options.give_up_after;
         let dialled = loop {
-            match inner.backend.dial_any(&inner.hello).await {
+            match inner
+                .backend
+                .dial_any(&inner.hello, Some(session.broker()))
+                .await
+            {
                 Ok(dialled) => break Some(dialled),
                 Err(DialError::Incompatible(why)) => {
                     inner.end(&why);
