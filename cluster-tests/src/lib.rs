@@ -203,6 +203,16 @@ impl BrokerCluster {
         ClusterBackend::new(&self.tls(edge), options).expect("cluster backend")
     }
 
+    /// A [`ClusterBackend`] dialling only brokers `ids`, as edge certificate `edge`.
+    pub fn backend_on(&self, edge: &str, ids: &[u64], options: ClusterOptions) -> ClusterBackend {
+        let brokers = ids
+            .iter()
+            .map(|id| self.slots[(*id - 1) as usize].quic.to_string())
+            .collect();
+        let options = ClusterOptions { brokers, ..options };
+        ClusterBackend::new(&self.tls(edge), options).expect("cluster backend")
+    }
+
     /// (Re)starts broker `id` with its data dir.
     pub fn start_node(&mut self, id: u64) {
         let peers: Vec<String> = self
