@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> cargo build --bins (the multi-process tests run plaza-broker and plaza-edge)"
+cargo build --workspace --bins --locked
+
 echo "==> cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
