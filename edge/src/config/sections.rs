@@ -246,7 +246,7 @@ impl Default for BrokerLinkConfig {
             call_timeout: Duration::from_secs(5),
             event_queue: 65_536,
             brokers: Vec::new(),
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
             tls: BrokerTlsConfig::default(),
         }
     }
