@@ -43,6 +43,32 @@ fn bad_config_exits_64_naming_the_key() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("client.idle_timeout"));
 
+    let out = run(
+        &["--listen", "127.0.0.1:0", "--backend", "cluster"],
+        &[secret],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broker.brokers"),
+        "{out:?}"
+    );
+    let out = run(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cluster",
+            "--brokers",
+            "127.0.0.1:7001",
+        ],
+        &[secret],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broker.tls.ca"),
+        "{out:?}"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("edge.toml");
     std::fs::write(&file, "[client]\nmax_rooms = \"many\"\n").unwrap();

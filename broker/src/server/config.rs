@@ -313,6 +313,31 @@ impl BrokerConfig {
         if r.tick.is_zero() {
             return Err(ConfigError::new("raft.tick", "must not be 0"));
         }
+        let e = &self.edges;
+        if e.event_queue == 0 {
+            return Err(ConfigError::new("edges.event_queue", "must be at least 1"));
+        }
+        if e.max_inflight_calls == 0 {
+            return Err(ConfigError::new(
+                "edges.max_inflight_calls",
+                "must be at least 1",
+            ));
+        }
+        if e.hello_timeout.is_zero() {
+            return Err(ConfigError::new("edges.hello_timeout", "must not be 0"));
+        }
+        if e.max_lease < e.min_lease {
+            return Err(ConfigError::new(
+                "edges.max_lease",
+                "must not be shorter than edges.min_lease",
+            ));
+        }
+        if e.renew_every.is_zero() || e.renew_every >= e.min_lease {
+            return Err(ConfigError::new(
+                "edges.renew_every",
+                "must be more than 0 and shorter than edges.min_lease",
+            ));
+        }
         self.rooms.validate().map_err(|m| {
             // The message starts with the key: `rooms.defaults.history_ttl must be ...`.
             let (key, message) = m.split_once(' ').unwrap_or(("rooms", &m));
@@ -443,6 +468,20 @@ mod tests {
         let mut flags = base();
         flags.push(("typo", "1".into()));
         assert_eq!(BrokerConfig::load(None, &flags).unwrap_err().key, "typo");
+
+        let mut flags = base();
+        flags.push(("edges.renew_every", "1s".into()));
+        assert_eq!(
+            BrokerConfig::load(None, &flags).unwrap_err().key,
+            "edges.renew_every"
+        );
+
+        let mut flags = base();
+        flags.push(("edges.event_queue", "0".into()));
+        assert_eq!(
+            BrokerConfig::load(None, &flags).unwrap_err().key,
+            "edges.event_queue"
+        );
     }
 
     #[test]
