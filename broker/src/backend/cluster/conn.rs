@@ -2,6 +2,7 @@
 //! calls matched to their results by request id.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use quinn::{ClientConfig, Connection, Endpoint, SendStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::quic::session::{FrameReader, encode_into, write_one};
-use crate::quic::transport::{resolve, server_name};
+use crate::quic::transport::server_name;
 
 /// Requests queued for the writer.
 const OUTGOING_QUEUE: usize = 4096;
@@ -54,15 +55,15 @@ impl Session {
     pub async fn dial(
         endpoint: &Endpoint,
         client: &ClientConfig,
-        broker: &str,
+        target: &Target,
         hello: EdgeRequest,
         timeout: Duration,
     ) -> Result<(Self, FrameReader), DialError> {
+        let broker = target.label.as_str();
         let unavailable = |what: String| DialError::Unavailable(format!("broker {broker}: {what}"));
         let dial = async {
-            let addr = resolve(broker).await.map_err(unavailable)?;
             let connecting = endpoint
-                .connect_with(client.clone(), addr, server_name(broker))
+                .connect_with(client.clone(), target.addr, server_name(&target.name))
                 .map_err(|e| unavailable(e.to_string()))?;
             let conn = connecting.await.map_err(|e| unavailable(e.to_string()))?;
             let (mut send, recv) = conn
@@ -166,6 +167,38 @@ impl Session {
     /// Waits until the connection is closed (by either side or by idle timeout).
     pub async fn closed(&self) -> quinn::ConnectionError {
         self.inner.conn.closed().await
+    }
+}
+
+/// One broker address to dial: a configured `host:port` may resolve to several (a DNS name
+/// over all brokers, such as a headless service).
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    /// The configured entry (its host is the TLS name checked against the certificate).
+    pub name: String,
+    /// One address it resolved to.
+    pub addr: SocketAddr,
+    /// `name` plus the address when they differ, for logs.
+    pub label: String,
+}
+
+impl Target {
+    /// Every address `name` resolves to (an unresolvable name yields none).
+    pub async fn resolve_all(name: &str) -> Result<Vec<Self>, String> {
+        let addrs = tokio::net::lookup_host(name)
+            .await
+            .map_err(|e| format!("{name}: cannot resolve: {e}"))?;
+        Ok(addrs
+            .map(|addr| Self {
+                name: name.to_owned(),
+                addr,
+                label: if addr.to_string() == name {
+                    name.to_owned()
+                } else {
+                    format!("{name} ({addr})")
+                },
+            })
+            .collect())
     }
 }
 

@@ -38,7 +38,7 @@ use plaza_proto::{ClientId, Member, Payload, Position, RoomName, Sender, UserId}
 use quinn::{ClientConfig, Endpoint};
 use tokio::sync::{mpsc, watch};
 
-use self::conn::{DialError, Session};
+use self::conn::{DialError, Session, Target};
 use super::{AttachOptions, Backend, EdgeLink, LinkEvents};
 use crate::edges::ALPN_EDGE;
 use crate::quic::session::FrameReader;
@@ -47,8 +47,9 @@ use crate::quic::{ClusterTls, QuicOptions, TlsError};
 /// Settings of a [`ClusterBackend`]; every default is here.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Broker addresses (`host:port`, names resolved on every dial). Dialled in turn from a
-    /// random start, so edges spread over the brokers.
+    /// Broker addresses (`host:port`), resolved on every dial; a name may resolve to several
+    /// brokers (e.g. a Kubernetes headless service). Dialled in turn from a random start, so
+    /// edges spread over the brokers.
     pub brokers: Vec<String>,
     /// Longest a dial (QUIC handshake, hello, attach committed) may take. A broker that does
     /// not answer within it is skipped for the next.
@@ -132,27 +133,39 @@ impl ClusterBackend {
     }
 
     /// Dials the brokers in turn from a random start until one welcomes `hello`; `avoid` (the
-    /// broker just lost) is tried last.
+    /// broker just lost) is tried last. Each configured name is resolved on every round, and a
+    /// name that resolves to several addresses (a DNS name over all brokers) contributes each.
     async fn dial_any(
         &self,
         hello: &EdgeRequest,
         avoid: Option<&str>,
     ) -> Result<(Session, FrameReader), DialError> {
-        let mut brokers = self.inner.options.brokers.clone();
-        let start = rand::random_range(0..brokers.len());
-        brokers.rotate_left(start);
-        if let Some(avoid) = avoid
-            && let Some(at) = brokers.iter().position(|b| b == avoid)
-        {
-            let lost = brokers.remove(at);
-            brokers.push(lost);
-        }
         let mut last = None;
-        for broker in &brokers {
+        let mut targets = Vec::new();
+        for name in &self.inner.options.brokers {
+            match Target::resolve_all(name).await {
+                Ok(resolved) => targets.extend(resolved),
+                Err(why) => last = Some(why),
+            }
+        }
+        if targets.is_empty() {
+            return Err(DialError::Unavailable(
+                last.unwrap_or_else(|| "no broker address resolves".into()),
+            ));
+        }
+        let start = rand::random_range(0..targets.len());
+        targets.rotate_left(start);
+        if let Some(avoid) = avoid
+            && let Some(at) = targets.iter().position(|t| t.label == avoid)
+        {
+            let lost = targets.remove(at);
+            targets.push(lost);
+        }
+        for target in &targets {
             match Session::dial(
                 &self.inner.endpoint,
                 &self.inner.client,
-                broker,
+                target,
                 hello.clone(),
                 self.inner.options.connect_timeout,
             )
@@ -161,7 +174,7 @@ impl ClusterBackend {
                 Ok(session) => return Ok(session),
                 Err(e @ DialError::Incompatible(_)) => return Err(e),
                 Err(DialError::Unavailable(why)) => {
-                    tracing::debug!(broker, why, "broker not available");
+                    tracing::debug!(broker = %target.label, why, "broker not available");
                     last = Some(why);
                 }
             }
