@@ -78,8 +78,8 @@ impl Default for ClusterOptions {
             event_queue: 65_536,
             // A dead broker must be noticed fast: its edges' clients wait for the failover.
             quic: QuicOptions {
-                idle_timeout: Duration::from_secs(2),
-                keep_alive: Duration::from_millis(400),
+                idle_timeout: Duration::from_millis(1500),
+                keep_alive: Duration::from_millis(300),
                 ..QuicOptions::default()
             },
         }
