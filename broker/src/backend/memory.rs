@@ -397,8 +397,9 @@ impl EdgeLink for MemoryLink {
     }
 
     async fn leave(&self, room: RoomName, client: ClientId) -> Result<(), BrokerError> {
-        self.with_state(|state, now, _| {
-            state.apply(now, Command::Leave { room, client })?;
+        self.with_state(|state, now, edge| {
+            let edge = edge.clone();
+            state.apply(now, Command::LeaveOwned { edge, room, client })?;
             Ok(())
         })
     }

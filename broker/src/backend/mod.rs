@@ -24,8 +24,9 @@
 //! - **Idempotency.** `publish` with an `idem` key already used in the same room within the
 //!   idempotency window stores nothing and returns the original position with `duplicate: true`.
 //! - **Presence.** Members added with `join` through a link belong to that link's edge. They
-//!   leave when `leave` is called, when the link is closed with [`EdgeLink::close`], or — when
-//!   the edge vanishes without closing — once its lease (given to `attach`) runs out.
+//!   leave when `leave` is called through a link of that edge (other edges cannot remove
+//!   them), when the link is closed with [`EdgeLink::close`], or — when the edge vanishes
+//!   without closing — once its lease (given to `attach`) runs out.
 //! - **Bounded.** If the edge does not drain its event stream and the implementation's queue
 //!   for it fills, the implementation ends the stream (the receiver yields `None`); the edge
 //!   must treat that like a lost broker connection.
@@ -95,8 +96,8 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
         member: Member,
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
-    /// Removes a member from `room`'s presence and emits a leave event. Unknown members are
-    /// ignored.
+    /// Removes a member of this link's edge from `room`'s presence and emits a leave event.
+    /// Unknown members and members of other edges are ignored.
     fn leave(
         &self,
         room: RoomName,

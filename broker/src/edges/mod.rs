@@ -20,8 +20,8 @@
 //!   or when the router cuts it (the edge resumes).
 //! - Bad input: a first frame that is not `Hello` or an unknown version closes the connection
 //!   with a code naming the problem; undecodable frames close it with [`CLOSE_PROTOCOL`];
-//!   `leave`/`unsubscribe` in a room the session never declared (subscribed to or joined in)
-//!   get an `Invalid` error reply.
+//!   `unsubscribe` from a room the session never subscribed to gets an `Invalid` error reply;
+//!   `leave` removes only the edge's own members (others are ignored, as unknown ones are).
 
 pub mod router;
 
@@ -32,7 +32,7 @@ use plaza_proto::cluster::{
     BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, LinkEvent, answer_hello,
 };
 use plaza_proto::{EdgeId, RoomName};
-use quinn::{Connection, SendStream};
+use quinn::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,7 @@ use router::{Registered, SessionId};
 
 use crate::config::duration;
 use crate::metrics as m;
-use crate::quic::session::{FrameReader, encode_into, write_one};
+use crate::quic::session::{FrameReader, write_frames, write_one};
 use crate::raft::{RaftNode, RaftRpc, RaftRpcReply, ReadError};
 use crate::rooms::{Applied, Command, RoomsError};
 
@@ -216,7 +216,7 @@ impl EdgeService {
             .inner
             .router
             .add(edge.clone(), tx.clone(), conn.clone());
-        let writer = tokio::spawn(write_events(send, rx));
+        let writer = tokio::spawn(write_frames(send, rx));
         let detached = self.read_calls(id, &edge, &conn, reader, tx).await;
         self.inner.router.remove(id);
         if detached {
@@ -322,7 +322,6 @@ impl EdgeService {
                 Err(e) => Err(e),
             },
             Call::Join { room, member } => {
-                router.declare(id, &room);
                 let join = Command::Join {
                     edge: edge.clone(),
                     room,
@@ -331,12 +330,13 @@ impl EdgeService {
                 self.write_one(join).await.map(|_| CallOk::Done)
             }
             Call::Leave { room, client } => {
-                if !router.declared(id, &room) {
-                    return Some(Err(undeclared(&room, "leave")));
-                }
-                self.write_one(Command::Leave { room, client })
-                    .await
-                    .map(|_| CallOk::Done)
+                // Only this edge's own members leave; others' are ignored.
+                let leave = Command::LeaveOwned {
+                    edge: edge.clone(),
+                    room,
+                    client,
+                };
+                self.write_one(leave).await.map(|_| CallOk::Done)
             }
             Call::Subscribe { room } => {
                 let registered = router.subscribe(
@@ -362,7 +362,7 @@ impl EdgeService {
             }
             Call::Unsubscribe { room } => {
                 if !router.subscribed(id, &room) {
-                    return Some(Err(undeclared(&room, "unsubscribe")));
+                    return Some(Err(undeclared(&room)));
                 }
                 router.unsubscribe(id, &room);
                 Ok(CallOk::Done)
@@ -485,40 +485,16 @@ impl crate::quic::RpcHandler for PeerHandler {
     }
 }
 
-/// Writes queued frames to the edge, coalescing what is queued into one write.
-async fn write_events(mut send: SendStream, mut rx: mpsc::Receiver<BrokerEvent>) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        let mut next = Some(first);
-        while let Some(frame) = next {
-            if let Err(e) = encode_into(&frame, &mut buf) {
-                tracing::error!(error = %e, "cannot encode a frame for an edge");
-            }
-            next = if buf.len() < 1024 * 1024 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if send.write_all(&buf).await.is_err() {
-            return;
-        }
-    }
-    let _ = send.finish();
-}
-
 fn refuse(conn: &Connection, code: quinn::VarInt, reason: &'static str, why: &str) {
     tracing::info!(remote = %conn.remote_address(), reason, why, "refused an edge");
     metrics::counter!(m::EDGE_REFUSED, "reason" => reason).increment(1);
     conn.close(code, why.as_bytes());
 }
 
-fn undeclared(room: &RoomName, what: &str) -> BrokerError {
+fn undeclared(room: &RoomName) -> BrokerError {
     metrics::counter!(m::EDGE_REFUSED, "reason" => "undeclared_room").increment(1);
     BrokerError::Invalid(format!(
-        "{what} in room {room}, which this edge never declared on this connection \
-         (subscribe to it or join a member there first)"
+        "unsubscribe from room {room}, which this edge never subscribed to on this connection"
     ))
 }
 

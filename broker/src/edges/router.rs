@@ -34,8 +34,8 @@ pub const CLOSE_RESUME: VarInt = VarInt::from_u32(10);
 /// Connection close code: the edge's lease ran out (its members were removed); attach again
 /// and re-join.
 pub const CLOSE_LEASE_EXPIRED: VarInt = VarInt::from_u32(11);
-/// Connection close code: the edge broke the protocol (bad frame, call before hello, request
-/// for a room it never declared is only an error reply, not this).
+/// Connection close code: the edge broke the protocol (bad frame, call before hello, lease out
+/// of range).
 pub const CLOSE_PROTOCOL: VarInt = VarInt::from_u32(12);
 /// Connection close code: the edge's protocol version is not spoken here.
 pub const CLOSE_VERSION: VarInt = VarInt::from_u32(13);
@@ -64,8 +64,6 @@ struct Slot {
     events: mpsc::Sender<BrokerEvent>,
     conn: Connection,
     rooms: HashSet<RoomName>,
-    /// Rooms this session subscribed to or joined a member in: the rooms it may leave in.
-    declared: HashSet<RoomName>,
     /// Last frame from the edge; leases are renewed only for edges heard from recently.
     last_seen: Instant,
 }
@@ -100,7 +98,6 @@ impl Router {
                 events,
                 conn,
                 rooms: HashSet::new(),
-                declared: HashSet::new(),
                 last_seen: Instant::now(),
             },
         );
@@ -120,21 +117,6 @@ impl Router {
         if let Some(slot) = self.lock().sessions.get_mut(&id) {
             slot.last_seen = Instant::now();
         }
-    }
-
-    /// Marks `room` as declared by session `id` (it joined a member there).
-    pub fn declare(&self, id: SessionId, room: &RoomName) {
-        if let Some(slot) = self.lock().sessions.get_mut(&id) {
-            slot.declared.insert(room.clone());
-        }
-    }
-
-    /// Whether session `id` declared `room` (subscribed to it or joined a member in it).
-    pub fn declared(&self, id: SessionId, room: &RoomName) -> bool {
-        self.lock()
-            .sessions
-            .get(&id)
-            .is_some_and(|s| s.declared.contains(room) || s.rooms.contains(room))
     }
 
     /// Whether session `id` is subscribed to `room`.

@@ -7,6 +7,7 @@ use plaza_proto::codec::{self, CodecError};
 use quinn::{RecvStream, SendStream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
 use super::frame::FrameError;
 
@@ -71,4 +72,31 @@ pub async fn write_one<T: Serialize>(send: &mut SendStream, value: &T) -> Result
     send.write_all(&out)
         .await
         .map_err(|e| FrameError::Stream(e.to_string()))
+}
+
+/// Most bytes gathered into one write.
+const MAX_WRITE: usize = 1024 * 1024;
+
+/// Writes the frames queued on `rx` to `send` until the queue closes (then finishes the
+/// stream) or a write fails, gathering whatever is queued into one write.
+pub async fn write_frames<T: Serialize>(mut send: SendStream, mut rx: mpsc::Receiver<T>) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        let mut next = Some(first);
+        while let Some(frame) = next {
+            if let Err(e) = encode_into(&frame, &mut buf) {
+                tracing::error!(error = %e, "cannot encode a session frame");
+            }
+            next = if buf.len() < MAX_WRITE {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
 }

@@ -257,73 +257,82 @@ impl RaftNode {
     /// committed, e.g. during an election). Returns once the entry is applied on *this* node
     /// too, so reads and event routing here already include it.
     pub async fn write(&self, commands: Vec<Command>) -> Result<Response, ProposeError> {
-        let deadline = Instant::now() + self.inner.propose_timeout;
-        loop {
-            let attempt = match self.current_leader() {
-                Some((leader, _)) if leader == self.inner.id => {
-                    self.propose_here(commands.clone()).await
-                }
-                Some((leader, Some(node))) => self
-                    .forward(leader, &node, RaftRpc::Forward(commands.clone()), deadline)
-                    .await
-                    .and_then(|reply| match reply {
-                        RaftRpcReply::Forwarded(result) => result,
-                        other => Err(unexpected(&other)),
-                    }),
-                _ => Err(ProposeError::NotLeader {
-                    leader: None,
-                    node: None,
-                }),
-            };
-            match attempt {
-                Ok(committed) => {
-                    self.wait_applied(committed.index, deadline).await;
-                    return Ok(committed.results);
-                }
-                Err(e) if e.not_committed() && Instant::now() < deadline => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(e) if e.not_committed() => {
-                    return Err(ProposeError::Unavailable(format!(
-                        "no leader accepted the write within {:?} ({e})",
-                        self.inner.propose_timeout
-                    )));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let committed = self
+            .on_leader(
+                "write",
+                ProposeError::not_committed,
+                || async {
+                    self.propose_here(commands.clone())
+                        .await
+                        .map(|c| (c.index, c))
+                },
+                || RaftRpc::Forward(commands.clone()),
+                |reply| match reply {
+                    RaftRpcReply::Forwarded(result) => result.map(|c| (c.index, c)),
+                    other => Err(unexpected(&other)),
+                },
+            )
+            .await?;
+        Ok(committed.results)
     }
 
     /// Waits until this node has applied everything the leader had committed when called, so
     /// a read here sees every write acknowledged before (a linearizable read, Raft's "read
     /// index"). Costs one round trip to the leader (a quorum check on the leader itself).
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        // Asking for a read index twice is harmless, so even an unknown outcome is retried.
+        let retry = |e: &ProposeError| e.not_committed() || matches!(e, ProposeError::Unknown(_));
+        self.on_leader(
+            "read",
+            retry,
+            || async { self.read_index_here().await.map(|i| (i, ())) },
+            || RaftRpc::ReadIndex,
+            |reply| match reply {
+                RaftRpcReply::ReadIndex(result) => result.map(|i| (i, ())),
+                other => Err(unexpected(&other)),
+            },
+        )
+        .await
+    }
+
+    /// Runs one operation on the leader — `here` when this node leads, else `rpc` sent to the
+    /// leader and its reply read with `reply` — retrying while `retry` says a failure was
+    /// harmless (no leader yet, leader unreachable) until the propose timeout. Each success
+    /// carries a log index; returns once this node has applied it.
+    async fn on_leader<T, F: Future<Output = Result<(u64, T), ProposeError>>>(
+        &self,
+        what: &str,
+        retry: impl Fn(&ProposeError) -> bool,
+        here: impl Fn() -> F,
+        rpc: impl Fn() -> RaftRpc,
+        reply: impl Fn(RaftRpcReply) -> Result<(u64, T), ProposeError>,
+    ) -> Result<T, ProposeError> {
         let deadline = Instant::now() + self.inner.propose_timeout;
         loop {
             let attempt = match self.current_leader() {
-                Some((leader, _)) if leader == self.inner.id => self.read_index_here().await,
+                Some((leader, _)) if leader == self.inner.id => here().await,
                 Some((leader, Some(node))) => self
-                    .forward(leader, &node, RaftRpc::ReadIndex, deadline)
+                    .forward(leader, &node, rpc(), deadline)
                     .await
-                    .and_then(|reply| match reply {
-                        RaftRpcReply::ReadIndex(result) => result,
-                        other => Err(unexpected(&other)),
-                    }),
+                    .and_then(&reply),
                 _ => Err(ProposeError::NotLeader {
                     leader: None,
                     node: None,
                 }),
             };
             match attempt {
-                Ok(index) => {
+                Ok((index, value)) => {
                     self.wait_applied(index, deadline).await;
-                    return Ok(());
+                    return Ok(value);
                 }
-                Err(e)
-                    if (e.not_committed() || matches!(e, ProposeError::Unknown(_)))
-                        && Instant::now() < deadline =>
-                {
+                Err(e) if retry(&e) && Instant::now() < deadline => {
                     tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) if e.not_committed() => {
+                    return Err(ProposeError::Unavailable(format!(
+                        "no leader served the {what} within {:?} ({e})",
+                        self.inner.propose_timeout
+                    )));
                 }
                 Err(e) => return Err(e),
             }

@@ -39,6 +39,10 @@ impl Rooms {
                 self.leave(now, &room, &client, None, events);
                 Ok(Applied::Done)
             }
+            Command::LeaveOwned { edge, room, client } => {
+                self.leave(now, &room, &client, Some(&edge), events);
+                Ok(Applied::Done)
+            }
             Command::AttachEdge { edge, lease_ms } => {
                 self.state.edges.attach(edge, lease_ms, now);
                 Ok(Applied::Done)

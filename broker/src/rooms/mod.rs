@@ -115,6 +115,16 @@ pub enum Command {
     },
     /// Let time pass: expire leases, idempotency keys and history, collect idle rooms.
     Tick,
+    /// Remove a member from `room`'s presence if `edge` owns it (an edge removes only its own
+    /// members); anything else is ignored.
+    LeaveOwned {
+        /// The edge asking.
+        edge: EdgeId,
+        /// The room.
+        room: RoomName,
+        /// The member's connection.
+        client: ClientId,
+    },
 }
 
 /// What a successful command produced, besides events.

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use plaza_proto::RoomName;
 use plaza_proto::cluster::{BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, PROTOCOL_VERSION};
-use quinn::{ClientConfig, Connection, Endpoint, SendStream};
+use quinn::{ClientConfig, Connection, Endpoint};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::quic::session::{FrameReader, encode_into, write_one};
+use crate::quic::session::{FrameReader, write_frames, write_one};
 use crate::quic::transport::server_name;
 
 /// Requests queued for the writer.
@@ -93,7 +93,7 @@ impl Session {
             .await
             .map_err(|_| unavailable(format!("no welcome within {timeout:?}")))??;
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
-        tokio::spawn(write_requests(send, rx));
+        tokio::spawn(write_frames(send, rx));
         let session = Self {
             inner: Arc::new(SessionInner {
                 conn,
@@ -207,26 +207,4 @@ impl Target {
 pub(super) struct Lost {
     /// Whether the call had been handed to the connection (and so may have taken effect).
     pub sent: bool,
-}
-
-async fn write_requests(mut send: SendStream, mut rx: mpsc::Receiver<EdgeRequest>) {
-    let mut buf = Vec::with_capacity(16 * 1024);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        let mut next = Some(first);
-        while let Some(frame) = next {
-            if let Err(e) = encode_into(&frame, &mut buf) {
-                tracing::error!(error = %e, "cannot encode a request for the broker");
-            }
-            next = if buf.len() < 1024 * 1024 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if send.write_all(&buf).await.is_err() {
-            return;
-        }
-    }
-    let _ = send.finish();
 }

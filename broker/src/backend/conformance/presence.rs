@@ -162,7 +162,7 @@ pub async fn quiet_namespace_tracks_presence_without_events<B: Backend>(backend:
 }
 
 /// Guarantee 5: `leave` removes the member and emits its leave event at once; leaving an
-/// unknown client is a silent no-op.
+/// unknown client, or another edge's member, is a silent no-op.
 pub async fn leave_emits_a_leave_event_at_once<B: Backend>(backend: &B) {
     let (watcher, mut events) = attach(backend).await;
     let (actor, _actor_events) = attach(backend).await;
@@ -171,6 +171,17 @@ pub async fn leave_emits_a_leave_event_at_once<B: Backend>(backend: &B) {
     let m = member(&user(), None);
     ok(actor.join(target.clone(), m.clone()).await, "join");
     next(&mut events, "the join event").await;
+    // An edge removes only its own members: another edge's leave is ignored.
+    ok(
+        watcher.leave(target.clone(), m.client.clone()).await,
+        "leave another edge's member",
+    );
+    quiet(&mut events, "leaving another edge's member emits nothing").await;
+    assert_eq!(
+        ok(watcher.presence(target.clone()).await, "presence").len(),
+        1,
+        "another edge removed a member it does not own"
+    );
     let start = Instant::now();
     ok(actor.leave(target.clone(), m.client.clone()).await, "leave");
     let gone = left(
