@@ -25,7 +25,7 @@
 
 mod conn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -225,6 +225,7 @@ impl Backend for ClusterBackend {
                     events: Some(events),
                     rooms: HashMap::new(),
                     members: HashMap::new(),
+                    unfinished_leaves: HashSet::new(),
                 }),
                 closed: AtomicBool::new(false),
             }),
@@ -261,6 +262,9 @@ struct LinkState {
     rooms: HashMap<RoomName, Track>,
     /// Members joined through this link, re-joined after a reconnect.
     members: HashMap<(RoomName, ClientId), Member>,
+    /// Leaves whose call failed (no broker reachable in time): sent again on the next session,
+    /// so a member whose client is gone does not stay while the edge keeps its lease.
+    unfinished_leaves: HashSet<(RoomName, ClientId)>,
 }
 
 /// A subscribed room's delivery state.
@@ -511,11 +515,25 @@ async fn keep_alive(session: Session, lease: Duration) {
 /// Most resume calls in flight at once.
 const RESUME_CONCURRENCY: usize = 64;
 
-/// Brings a new session up to date: re-joins the link's members, then resumes every
-/// subscribed room from its last delivered offset. If the session fails meanwhile it is
-/// closed, and the driver starts over on the next one.
+/// Brings a new session up to date: finishes leaves that failed, re-joins the link's members,
+/// then resumes every subscribed room from its last delivered offset. If the session fails
+/// meanwhile it is closed, and the driver starts over on the next one.
 async fn resume(link: Arc<LinkInner>, session: Session) {
     let started = Instant::now();
+    let leaves: Vec<(RoomName, ClientId)> = link.state().unfinished_leaves.drain().collect();
+    for chunk in leaves.chunks(RESUME_CONCURRENCY) {
+        let calls = chunk.iter().map(|(room, client)| {
+            session.call(Call::Leave {
+                room: room.clone(),
+                client: client.clone(),
+            })
+        });
+        let results = futures_util::future::join_all(calls).await;
+        if results.iter().any(|r| !matches!(r, Ok(Ok(_)))) {
+            // Keep them for the next session.
+            link.state().unfinished_leaves.extend(chunk.iter().cloned());
+        }
+    }
     let (rooms, members) = {
         let mut state = link.state();
         for track in state.rooms.values_mut() {
@@ -669,11 +687,12 @@ impl EdgeLink for ClusterLink {
     }
 
     async fn leave(&self, room: RoomName, client: ClientId) -> Result<(), BrokerError> {
-        self.inner
-            .state()
-            .members
-            .remove(&(room.clone(), client.clone()));
-        self.call(Call::Leave { room, client }).await?;
+        let key = (room.clone(), client.clone());
+        self.inner.state().members.remove(&key);
+        if let Err(e) = self.call(Call::Leave { room, client }).await {
+            self.inner.state().unfinished_leaves.insert(key);
+            return Err(e);
+        }
         Ok(())
     }
 
