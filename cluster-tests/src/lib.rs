@@ -20,6 +20,7 @@ use plaza_broker::quic::tls::{self, ClusterTls};
 use plaza_broker::server::BrokerConfig;
 use tempfile::TempDir;
 
+pub mod nats;
 pub mod ws;
 
 /// Edge certificates every cluster carries (`edge-1` …).

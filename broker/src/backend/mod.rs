@@ -37,6 +37,7 @@
 pub mod cluster;
 pub mod conformance;
 pub mod memory;
+pub mod nats;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,105 @@
+//! How rooms, namespaces, edges and clients map onto NATS names.
+//!
+//! ```text
+//!   stream per namespace   PLAZA_NS_<hex(namespace)>   (PLAZA_DEFAULT for the defaults)
+//!   publications           plaza.r.<ns>.<room>.m       (history: per-subject limit and max age)
+//!   join/leave events      plaza.r.<ns>.<room>.p       (same stream: ordered with publications)
+//!   live (republished)     plaza.l.<ns>.<room>.{m,p}   (what edges subscribe to, per room)
+//!   user disconnects       plaza.ctl.disconnect
+//!   presence (KV)          PLAZA_PRESENCE  <ns>.<room>.<edge>.<client> = member
+//!   edge leases (KV)       PLAZA_EDGES     <edge> = lease
+//! ```
+//!
+//! `<ns>` is `d` for the default namespace or `n` + hex of the name; `<room>`, `<edge>` and
+//! `<client>` are unpadded base64url of the id, so every token is valid in subjects and KV keys
+//! whatever characters the id holds, and decodes back.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The subject of user-disconnect requests, received by every edge.
+pub const DISCONNECT_SUBJECT: &str = "plaza.ctl.disconnect";
+/// The presence bucket.
+pub const PRESENCE_BUCKET: &str = "PLAZA_PRESENCE";
+/// The edge-lease bucket.
+pub const EDGES_BUCKET: &str = "PLAZA_EDGES";
+
+/// A namespace's token (`d` for the defaults).
+pub fn ns_token(namespace: Option<&str>) -> String {
+    match namespace {
+        None => "d".into(),
+        Some(ns) => format!("n{}", hex(ns)),
+    }
+}
+
+/// The stream holding a namespace's rooms.
+pub fn stream_name(namespace: Option<&str>) -> String {
+    match namespace {
+        None => "PLAZA_DEFAULT".into(),
+        Some(ns) => format!("PLAZA_NS_{}", hex(ns)),
+    }
+}
+
+/// A token for any id.
+pub fn token(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+/// The id a [`token`] came from.
+pub fn untoken(token: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where one room lives.
+#[derive(Debug, Clone)]
+pub struct RoomSubjects {
+    /// Publications.
+    pub publications: String,
+    /// Join/leave events.
+    pub presence_events: String,
+    /// What an edge subscribes to for live events (both kinds).
+    pub live: String,
+    /// The presence KV key prefix (`<ns>.<room>`).
+    pub presence_prefix: String,
+}
+
+impl RoomSubjects {
+    /// The subjects of `room` in namespace token `ns`.
+    pub fn new(ns: &str, room: &str) -> Self {
+        let room = token(room);
+        Self {
+            publications: format!("plaza.r.{ns}.{room}.m"),
+            presence_events: format!("plaza.r.{ns}.{room}.p"),
+            live: format!("plaza.l.{ns}.{room}.*"),
+            presence_prefix: format!("{ns}.{room}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_are_subject_safe() {
+        for id in ["chat:lobby", "a.b*c>d", "user@x/y=z+w", "é"] {
+            let t = token(id);
+            assert!(
+                t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{t}"
+            );
+            assert_eq!(untoken(&t).as_deref(), Some(id));
+        }
+        assert_eq!(stream_name(Some("chat")), "PLAZA_NS_63686174");
+        assert_eq!(ns_token(None), "d");
+        let s = RoomSubjects::new("d", "chat:x");
+        assert!(s.publications.starts_with("plaza.r.d."));
+        assert!(s.live.ends_with(".*"));
+    }
+}

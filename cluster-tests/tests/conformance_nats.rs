@@ -1,0 +1,34 @@
+//! The backend conformance suite against real `nats-server` processes: one JetStream server,
+//! and a 3-server JetStream cluster (streams and buckets with 3 replicas).
+
+use std::time::Duration;
+
+use plaza_broker::backend::conformance;
+use plaza_broker::backend::nats::{NatsBackend, NatsOptions};
+use plaza_cluster_tests::nats::NatsCluster;
+
+async fn run_suite(nats: &NatsCluster, replicas: usize) {
+    let options = NatsOptions {
+        servers: nats.urls(),
+        replicas,
+        reap_every: Duration::from_millis(150),
+        ..NatsOptions::default()
+    };
+    let backend = NatsBackend::connect(&conformance::rooms_config(), options)
+        .await
+        .expect("connect to NATS");
+    let suite = tokio::time::timeout(Duration::from_secs(180), conformance::run(&backend));
+    suite.await.expect("the suite finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_passes_on_one_nats_server() {
+    let nats = NatsCluster::single();
+    run_suite(&nats, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_passes_on_a_three_node_nats_cluster() {
+    let nats = NatsCluster::start(3);
+    run_suite(&nats, 3).await;
+}
