@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use plaza_broker::backend::cluster::{ClusterBackend, ClusterOptions};
 use plaza_broker::backend::memory::{MemoryBackend, MemoryOptions};
+use plaza_broker::backend::nats::{NatsBackend, NatsOptions};
 use plaza_broker::process::shutdown_signal;
 use plaza_broker::quic::ClusterTls;
 use plaza_edge::auth::{Capability, TokenSpec, mint};
@@ -28,7 +29,7 @@ struct Cli {
     /// Development mode: memory backend, random secret, demo page, dev tokens.
     #[arg(long)]
     dev: bool,
-    /// Broker tier: memory or cluster.
+    /// Broker tier: memory, cluster or nats.
     #[arg(long)]
     backend: Option<String>,
     /// Broker QUIC addresses for `--backend cluster`, comma-separated.
@@ -43,6 +44,9 @@ struct Cli {
     /// This edge's private key (PEM).
     #[arg(long)]
     broker_tls_key: Option<PathBuf>,
+    /// NATS server URLs for `--backend nats`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    nats: Vec<String>,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -129,6 +133,10 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
     if let Some(f) = &cli.log_format {
         overrides.push(("log_format", format!("{f:?}")));
     }
+    if !cli.nats.is_empty() {
+        let list: Vec<String> = cli.nats.iter().map(|b| format!("{b:?}")).collect();
+        overrides.push(("nats.servers", format!("[{}]", list.join(","))));
+    }
     if !cli.brokers.is_empty() {
         let list: Vec<String> = cli.brokers.iter().map(|b| format!("{b:?}")).collect();
         overrides.push(("broker.brokers", format!("[{}]", list.join(","))));
@@ -192,6 +200,10 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
             let backend = cluster_backend(&config)?;
             plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
         }
+        BackendKind::Nats => {
+            let backend = nats_backend(&config).await?;
+            plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
+        }
     };
     if dev {
         print_dev_banner(
@@ -230,6 +242,23 @@ fn cluster_backend(config: &EdgeConfig) -> anyhow::Result<ClusterBackend> {
     Ok(ClusterBackend::new(&tls, options)?)
 }
 
+/// The NATS backend from `[nats]`: connects and creates or checks the streams and buckets.
+async fn nats_backend(config: &EdgeConfig) -> anyhow::Result<NatsBackend> {
+    let n = &config.nats;
+    let options = NatsOptions {
+        servers: n.servers.clone(),
+        replicas: n.replicas,
+        reap_every: n.reap_every,
+        event_queue: config.broker.event_queue,
+        user_password: n
+            .user
+            .clone()
+            .map(|u| (u, n.password.clone().map(|p| p.0).unwrap_or_default())),
+        ..NatsOptions::default()
+    };
+    Ok(NatsBackend::connect(&config.rooms, options).await?)
+}
+
 fn print_dev_banner(
     backend: BackendKind,
     addr: std::net::SocketAddr,
@@ -248,6 +277,7 @@ fn print_dev_banner(
             println!("Plaza dev edge (memory backend; nothing is kept after exit)");
         }
         BackendKind::Cluster => println!("Plaza dev edge (cluster backend)"),
+        BackendKind::Nats => println!("Plaza dev edge (NATS backend)"),
     }
     println!("  demo page:  http://{host}/");
     println!("  websocket:  ws://{host}/v1/ws");

@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use std::net::SocketAddr;
 
+use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use plaza_broker::{EdgeLink, Namespaces};
+use plaza_proto::CloseCode;
 use plaza_proto::client::SUBPROTOCOL;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +59,12 @@ pub struct Ctx<L: EdgeLink> {
 impl<L: EdgeLink> Ctx<L> {
     /// Whether the edge accepts new connections.
     pub fn ready(&self) -> bool {
-        !self.drain.is_cancelled() && self.backend_up.load(Ordering::Relaxed)
+        !self.drain.is_cancelled() && self.backend_up()
+    }
+
+    /// Whether the broker tier is usable: attached, and the link itself ready.
+    pub fn backend_up(&self) -> bool {
+        self.backend_up.load(Ordering::Relaxed) && self.hub.link().ready()
     }
 }
 
@@ -121,17 +128,25 @@ async fn ws<L: EdgeLink>(
         )
             .into_response();
     }
-    if !ctx.ready() {
-        let why = if ctx.drain.is_cancelled() {
-            "edge is draining"
-        } else {
-            "broker tier unavailable"
-        };
+    if ctx.drain.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{why}; try another edge\n"),
+            "edge is draining; try another edge\n",
         )
             .into_response();
+    }
+    if !ctx.backend_up() {
+        // Upgrade and close with the reconnectable 4004, so clients see a protocol code (a
+        // refused handshake only shows as 1006) and retry with backoff.
+        return upgrade
+            .protocols([SUBPROTOCOL])
+            .on_upgrade(|mut socket| async move {
+                let frame = CloseFrame {
+                    code: CloseCode::BackendUnavailable.code(),
+                    reason: "broker tier unavailable; reconnect".into(),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+            });
     }
     let token = query.token.or_else(|| {
         let name = ctx.config.auth.token_cookie.as_deref()?;

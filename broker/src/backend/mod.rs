@@ -167,4 +167,10 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
     /// Detaches the edge cleanly: all its members leave now (not at lease expiry) and the
     /// event stream ends. Calls made afterwards fail.
     fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether calls can be served now (for the edge's readiness). A link that reaches its
+    /// broker tier lazily (NATS before the server is reachable) says no until it can.
+    fn ready(&self) -> bool {
+        true
+    }
 }

@@ -37,6 +37,8 @@ pub struct EdgeConfig {
     pub client: ClientConfig,
     /// Attachment to the broker tier.
     pub broker: BrokerLinkConfig,
+    /// The NATS broker tier (`backend = "nats"`).
+    pub nats: NatsConfig,
     /// Graceful shutdown.
     pub drain: DrainConfig,
     /// Rate and connection limits.
@@ -59,6 +61,7 @@ impl Default for EdgeConfig {
             auth: AuthConfig::default(),
             client: ClientConfig::default(),
             broker: BrokerLinkConfig::default(),
+            nats: NatsConfig::default(),
             drain: DrainConfig::default(),
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
@@ -76,6 +79,8 @@ pub enum BackendKind {
     Memory,
     /// A `plaza-broker` cluster (`broker.brokers`, `broker.tls`).
     Cluster,
+    /// A NATS JetStream cluster (`[nats]`).
+    Nats,
 }
 
 /// Log output format.

@@ -264,6 +264,35 @@ pub struct BrokerTlsConfig {
     pub key: Option<std::path::PathBuf>,
 }
 
+/// `[nats]`: the NATS JetStream broker tier (`backend = "nats"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URLs; the client fails over between them (and learns the rest of the cluster).
+    pub servers: Vec<String>,
+    /// JetStream replicas of the streams and buckets Plaza creates (1, 3 or 5).
+    pub replicas: usize,
+    /// How often this edge looks for edges whose lease ran out and removes their members.
+    #[serde(with = "duration")]
+    pub reap_every: Duration,
+    /// User name, if the server requires one.
+    pub user: Option<String>,
+    /// Password of `user` (prefer `PLAZA_NATS__PASSWORD`).
+    pub password: Option<super::Secret>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            replicas: 1,
+            reap_every: Duration::from_secs(1),
+            user: None,
+            password: None,
+        }
+    }
+}
+
 /// `[drain]`: graceful shutdown on SIGTERM / ctrl-c.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

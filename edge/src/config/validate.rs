@@ -74,6 +74,24 @@ impl EdgeConfig {
                 }
             }
         }
+        if self.backend == BackendKind::Nats {
+            if self.nats.servers.is_empty() {
+                return Err(ConfigError::new(
+                    "nats.servers",
+                    "backend \"nats\" needs at least one server URL (--nats)",
+                ));
+            }
+            for url in &self.nats.servers {
+                plaza_broker::backend::nats::check_server_url(url)
+                    .map_err(|e| ConfigError::new("nats.servers", e))?;
+            }
+            if !matches!(self.nats.replicas, 1 | 3 | 5) {
+                return Err(ConfigError::new("nats.replicas", "must be 1, 3 or 5"));
+            }
+            if self.nats.reap_every.is_zero() {
+                return Err(ConfigError::new("nats.reap_every", "must not be 0"));
+            }
+        }
         if self.broker.event_queue == 0 {
             return Err(ConfigError::new("broker.event_queue", "must be at least 1"));
         }

@@ -131,14 +131,18 @@ pub(super) async fn attach(
         closed: AtomicBool::new(false),
         tasks: Mutex::new(Vec::new()),
     });
-    inner.write_lease().await?;
+    if inner.shared.ready() {
+        inner.write_lease().await?;
+    } // else the lease task writes it once NATS is reachable
     let disconnects = inner
         .shared
         .client
         .subscribe(DISCONNECT_SUBJECT)
         .await
         .map_err(unavailable)?;
-    inner.shared.client.flush().await.map_err(unavailable)?;
+    if inner.shared.ready() {
+        inner.shared.client.flush().await.map_err(unavailable)?;
+    }
     let weak = Arc::downgrade(&inner);
     let tasks = vec![
         tokio::spawn(forward_disconnects(weak.clone(), disconnects)),
@@ -211,6 +215,7 @@ impl LinkInner {
         };
         let value = Bytes::from(serde_json::to_vec(&lease).map_err(unavailable)?);
         self.shared
+            .setup()?
             .edges
             .put(&self.edge_token, value)
             .await
@@ -235,6 +240,7 @@ impl LinkInner {
     ) -> Result<(), BrokerError> {
         let body = serde_json::to_vec(&PresenceEvent { join, member }).map_err(unavailable)?;
         self.shared
+            .setup()?
             .js
             .publish(subjects.presence_events.clone(), body.into())
             .await
@@ -246,7 +252,7 @@ impl LinkInner {
 
     /// The room's latest publication offset (0 if it has none held).
     async fn last_offset(&self, room: &RoomName) -> Result<u64, BrokerError> {
-        let (ns, subjects, _) = self.shared.room(room);
+        let (ns, subjects, _) = self.shared.room(room)?;
         last_sequence(&ns.stream, &subjects.publications).await
     }
 }
@@ -298,7 +304,7 @@ async fn publications_after(
     room: &RoomName,
     after: u64,
 ) -> Result<(Vec<Publication>, bool, u64), BrokerError> {
-    let (ns, subjects, options) = link.shared.room(room);
+    let (ns, subjects, options) = link.shared.room(room)?;
     let latest = last_sequence(&ns.stream, &subjects.publications).await?;
     if after >= latest {
         return Ok((Vec::new(), after == latest, latest));
@@ -347,7 +353,7 @@ impl EdgeLink for NatsLink {
                 key.len()
             )));
         }
-        let (ns, subjects, _) = inner.shared.room(&room);
+        let (ns, subjects, _) = inner.shared.room(&room)?;
         let lock = {
             let mut publishing = inner
                 .publishing
@@ -377,6 +383,7 @@ impl EdgeLink for NatsLink {
             }
             let sent = inner
                 .shared
+                .setup()?
                 .js
                 .publish_with_headers(subjects.publications.clone(), headers, data.bytes().clone())
                 .await
@@ -412,7 +419,7 @@ impl EdgeLink for NatsLink {
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
         let inner = &self.inner;
         inner.check_open()?;
-        let (_, subjects, ns) = inner.shared.room(&room);
+        let (_, subjects, ns) = inner.shared.room(&room)?;
         if ns.presence == PresenceMode::Off {
             return Err(BrokerError::PresenceDisabled {
                 namespace: room.namespace().to_owned(),
@@ -426,7 +433,7 @@ impl EdgeLink for NatsLink {
             })
             .map_err(unavailable)?,
         );
-        let store = &inner.shared.presence;
+        let store = &inner.shared.setup()?.presence;
         let created = match store.create(&key, value.clone()).await {
             Ok(_) => true,
             Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
@@ -452,14 +459,14 @@ impl EdgeLink for NatsLink {
             .state()
             .members
             .remove(&(room.clone(), client.clone()));
-        let (_, subjects, _) = inner.shared.room(&room);
+        let (_, subjects, _) = inner.shared.room(&room)?;
         let key = inner.member_key(&subjects, &client);
         remove_member(&inner.shared, &room, &subjects, &key).await
     }
 
     async fn presence(&self, room: RoomName) -> Result<Vec<Member>, BrokerError> {
         self.inner.check_open()?;
-        let (_, subjects, ns) = self.inner.shared.room(&room);
+        let (_, subjects, ns) = self.inner.shared.room(&room)?;
         if ns.presence != PresenceMode::Full {
             return Err(BrokerError::PresenceDisabled {
                 namespace: room.namespace().to_owned(),
@@ -474,7 +481,7 @@ impl EdgeLink for NatsLink {
 
     async fn presence_stats(&self, room: RoomName) -> Result<PresenceStats, BrokerError> {
         self.inner.check_open()?;
-        let (_, subjects, ns) = self.inner.shared.room(&room);
+        let (_, subjects, ns) = self.inner.shared.room(&room)?;
         if ns.presence == PresenceMode::Off {
             return Err(BrokerError::PresenceDisabled {
                 namespace: room.namespace().to_owned(),
@@ -496,7 +503,7 @@ impl EdgeLink for NatsLink {
     ) -> Result<HistoryPage, BrokerError> {
         let inner = &self.inner;
         inner.check_open()?;
-        let (ns, _, options) = inner.shared.room(&room);
+        let (ns, _, options) = inner.shared.room(&room)?;
         let epoch = ns.epoch.clone();
         let limit = limit.map_or(usize::MAX, |l| l as usize);
         let keeps_history = options.history_size > 0;
@@ -548,7 +555,7 @@ impl EdgeLink for NatsLink {
     async fn subscribe(&self, room: RoomName) -> Result<Position, BrokerError> {
         let inner = &self.inner;
         inner.check_open()?;
-        let (ns, subjects, _) = inner.shared.room(&room);
+        let (ns, subjects, _) = inner.shared.room(&room)?;
         let epoch = ns.epoch.clone();
         if inner.state().rooms.contains_key(&room) {
             let offset = inner.last_offset(&room).await?;
@@ -604,6 +611,10 @@ impl EdgeLink for NatsLink {
         rooms_page(&self.inner.shared, after, limit).await
     }
 
+    fn ready(&self) -> bool {
+        self.inner.shared.ready() && self.inner.state().events.is_some()
+    }
+
     async fn close(&self) {
         let inner = &self.inner;
         if inner.closed.swap(true, Ordering::AcqRel) {
@@ -620,13 +631,17 @@ impl EdgeLink for NatsLink {
         let members: Vec<(RoomName, ClientId)> =
             inner.state().members.drain().map(|(k, _)| k).collect();
         for (room, client) in members {
-            let (_, subjects, _) = inner.shared.room(&room);
+            let Ok((_, subjects, _)) = inner.shared.room(&room) else {
+                break; // NATS never became usable: the lease will lapse instead
+            };
             let key = inner.member_key(&subjects, &client);
             if let Err(e) = remove_member(&inner.shared, &room, &subjects, &key).await {
                 tracing::warn!(error = %e, "could not remove a member on detach");
             }
         }
-        let _ = inner.shared.edges.delete(&inner.edge_token).await;
+        if let Ok(setup) = inner.shared.setup() {
+            let _ = setup.edges.delete(&inner.edge_token).await;
+        }
         inner.end("detached");
     }
 }
@@ -662,7 +677,7 @@ async fn presence_entries(
     filter: &str,
 ) -> Result<Vec<(String, Member)>, BrokerError> {
     let stored = read_all(
-        &shared.presence_stream,
+        &shared.setup()?.presence_stream,
         format!("$KV.{}.{filter}", names::PRESENCE_BUCKET),
         DeliverPolicy::LastPerSubject,
     )
@@ -697,7 +712,13 @@ async fn remove_member(
     subjects: &RoomSubjects,
     key: &str,
 ) -> Result<(), BrokerError> {
-    let Some(entry) = shared.presence.entry(key).await.map_err(unavailable)? else {
+    let Some(entry) = shared
+        .setup()?
+        .presence
+        .entry(key)
+        .await
+        .map_err(unavailable)?
+    else {
         return Ok(());
     };
     if entry.operation != async_nats::jetstream::kv::Operation::Put {
@@ -707,6 +728,7 @@ async fn remove_member(
         return Ok(());
     };
     if shared
+        .setup()?
         .presence
         .delete_expect_revision(key, Some(entry.revision))
         .await
@@ -722,6 +744,7 @@ async fn remove_member(
         })
         .map_err(unavailable)?;
         shared
+            .setup()?
             .js
             .publish(subjects.presence_events.clone(), body.into())
             .await
@@ -741,7 +764,7 @@ async fn rooms_page(
 ) -> Result<RoomsPage, BrokerError> {
     let mut rooms: std::collections::BTreeMap<String, (u64, u64, HashSet<UserId>)> =
         std::collections::BTreeMap::new();
-    for ns in shared.streams.values() {
+    for ns in shared.setup()?.streams.values() {
         let stream = ns.stream.clone();
         let filter = format!("plaza.r.{}.*.m", ns.token);
         let info = stream
@@ -776,7 +799,7 @@ async fn rooms_page(
         .filter(|(name, _)| start.is_none_or(|s| name.as_str() > s))
         .filter_map(|(name, v)| RoomName::new(&name).ok().map(|r| (r, v)));
     for (room, (clients, _, users)) in remaining.by_ref().take(limit) {
-        let (ns, subjects, options) = shared.room(&room);
+        let (ns, subjects, options) = shared.room(&room)?;
         let offset = last_sequence(&ns.stream, &subjects.publications).await?;
         let (clients, users) = if options.presence == PresenceMode::Off {
             (0, 0)
@@ -928,7 +951,10 @@ async fn keep_lease(link: Weak<LinkInner>) {
     loop {
         interval.tick().await;
         let Some(inner) = link.upgrade() else { return };
-        let reaped = match inner.shared.edges.entry(&inner.edge_token).await {
+        let Ok(setup) = inner.shared.setup() else {
+            continue; // not reachable yet
+        };
+        let reaped = match setup.edges.entry(&inner.edge_token).await {
             Ok(Some(entry)) => {
                 entry.operation != async_nats::jetstream::kv::Operation::Put
                     || serde_json::from_slice::<LeaseEntry>(&entry.value)
@@ -979,7 +1005,7 @@ async fn reap(link: Weak<LinkInner>) {
 async fn reap_once(inner: &LinkInner) -> Result<(), BrokerError> {
     let shared = &inner.shared;
     let leases = read_all(
-        &shared.edges_stream,
+        &shared.setup()?.edges_stream,
         format!("$KV.{}.>", names::EDGES_BUCKET),
         DeliverPolicy::LastPerSubject,
     )
@@ -998,7 +1024,13 @@ async fn reap_once(inner: &LinkInner) -> Result<(), BrokerError> {
         let Ok(lease) = serde_json::from_slice::<LeaseEntry>(&stored.payload) else {
             continue;
         };
-        let Some(entry) = shared.edges.entry(key).await.map_err(unavailable)? else {
+        let Some(entry) = shared
+            .setup()?
+            .edges
+            .entry(key)
+            .await
+            .map_err(unavailable)?
+        else {
             continue;
         };
         let age = now - entry.created;
@@ -1013,6 +1045,7 @@ async fn reap_once(inner: &LinkInner) -> Result<(), BrokerError> {
         };
         let value = Bytes::from(serde_json::to_vec(&claim).map_err(unavailable)?);
         if shared
+            .setup()?
             .edges
             .update(key, value, entry.revision)
             .await
@@ -1032,7 +1065,7 @@ async fn reap_once(inner: &LinkInner) -> Result<(), BrokerError> {
             let subjects = RoomSubjects::new(ns, room.as_str());
             remove_member(shared, &room, &subjects, &member_key).await?;
         }
-        let _ = shared.edges.delete(key).await;
+        let _ = shared.setup()?.edges.delete(key).await;
     }
     Ok(())
 }

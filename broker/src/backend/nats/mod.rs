@@ -100,6 +100,13 @@ pub enum NatsError {
     },
 }
 
+/// Checks that `url` is a NATS server URL (`nats://host:port`, `tls://…`, or `host:port`).
+pub fn check_server_url(url: &str) -> Result<(), String> {
+    url.parse::<async_nats::ServerAddr>()
+        .map(|_| ())
+        .map_err(|e| format!("{url:?} is not a NATS server URL: {e}"))
+}
+
 /// The broker tier on NATS JetStream. Cheap to clone.
 #[derive(Clone)]
 pub struct NatsBackend {
@@ -109,17 +116,24 @@ pub struct NatsBackend {
 /// What the links share.
 pub(crate) struct Shared {
     pub client: async_nats::Client,
-    pub js: jetstream::Context,
     pub namespaces: Namespaces,
     pub configured: Vec<String>,
+    pub rooms: RoomsConfig,
+    pub options: NatsOptions,
+    /// Fires after the client (re)connects: live subscriptions may have missed messages.
+    pub reconnected: broadcast::Sender<()>,
+    /// The streams and buckets, once they exist (NATS may be unreachable at start).
+    setup: tokio::sync::OnceCell<Setup>,
+}
+
+/// The JetStream side, created or checked once NATS is reachable.
+pub(crate) struct Setup {
+    pub js: jetstream::Context,
     pub streams: HashMap<String, NsStream>,
     pub presence: kv::Store,
     pub presence_stream: stream::Stream,
     pub edges: kv::Store,
     pub edges_stream: stream::Stream,
-    pub options: NatsOptions,
-    /// Fires after the client reconnects: live subscriptions may have missed messages.
-    pub reconnected: broadcast::Sender<()>,
 }
 
 /// One namespace's stream.
@@ -130,6 +144,19 @@ pub(crate) struct NsStream {
 }
 
 impl Shared {
+    /// Whether calls can be served: connected, streams and buckets set up.
+    pub fn ready(&self) -> bool {
+        self.setup.initialized()
+            && self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The streams and buckets, or `Unavailable` while NATS has not been reached yet.
+    pub fn setup(&self) -> Result<&Setup, BrokerError> {
+        self.setup.get().ok_or_else(|| {
+            BrokerError::Unavailable("NATS is not reachable yet (streams not set up)".into())
+        })
+    }
+
     /// The namespace key of `room`: its namespace if configured, else the defaults.
     fn namespace_of<'a>(&'a self, room: &RoomName) -> Option<&'a str> {
         let ns = room.namespace();
@@ -140,23 +167,94 @@ impl Shared {
     }
 
     /// The stream, subjects and options of `room`.
-    pub fn room(&self, room: &RoomName) -> (&NsStream, RoomSubjects, &NamespaceOptions) {
-        let ns = self.namespace_of(room);
-        let key = stream_name(ns);
-        let stream = &self.streams[&key];
+    pub fn room(
+        &self,
+        room: &RoomName,
+    ) -> Result<(&NsStream, RoomSubjects, &NamespaceOptions), BrokerError> {
+        let key = stream_name(self.namespace_of(room));
+        let stream = &self.setup()?.streams[&key];
         let subjects = RoomSubjects::new(&stream.token, room.as_str());
-        (stream, subjects, self.namespaces.of(room))
+        Ok((stream, subjects, self.namespaces.of(room)))
     }
+
+    /// Creates or checks the streams and buckets (once; later calls return at once).
+    async fn ensure_setup(&self) -> Result<&Setup, NatsError> {
+        self.setup
+            .get_or_try_init(|| setup(&self.client, &self.rooms, &self.configured, &self.options))
+            .await
+    }
+}
+
+/// Creates (or checks) every stream and bucket.
+async fn setup(
+    client: &async_nats::Client,
+    rooms: &RoomsConfig,
+    configured: &[String],
+    options: &NatsOptions,
+) -> Result<Setup, NatsError> {
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(options.request_timeout)
+        .build(client.clone());
+    let namespaces = rooms.namespaces();
+    let mut streams = HashMap::new();
+    let all = std::iter::once(None).chain(configured.iter().map(|n| Some(n.as_str())));
+    for ns in all {
+        let opts = match ns {
+            Some(n) => namespaces.get(n),
+            None => &rooms.defaults,
+        };
+        let name = stream_name(ns);
+        let token = ns_token(ns);
+        let windows = (rooms.idempotency_window, rooms.room_idle_ttl);
+        let wanted = stream_config(&name, &token, opts, windows, options);
+        let stream = ensure_stream(&js, wanted).await?;
+        let created = stream.cached_info().created;
+        let epoch = format!(
+            "{}-{:x}",
+            name.to_lowercase(),
+            created.unix_timestamp_nanos()
+        );
+        streams.insert(
+            name,
+            NsStream {
+                stream,
+                token,
+                epoch,
+            },
+        );
+    }
+    let presence = ensure_bucket(&js, PRESENCE_BUCKET, options.replicas).await?;
+    let edges = ensure_bucket(&js, EDGES_BUCKET, options.replicas).await?;
+    let presence_stream = js
+        .get_stream(format!("KV_{PRESENCE_BUCKET}"))
+        .await
+        .map_err(|e| NatsError::JetStream(e.to_string()))?;
+    let edges_stream = js
+        .get_stream(format!("KV_{EDGES_BUCKET}"))
+        .await
+        .map_err(|e| NatsError::JetStream(e.to_string()))?;
+    Ok(Setup {
+        js,
+        streams,
+        presence,
+        presence_stream,
+        edges,
+        edges_stream,
+    })
 }
 
 impl NatsBackend {
     /// Connects to `options.servers` and creates (or checks) the streams and buckets `rooms`
-    /// needs. Idempotent: edges starting together create the same things.
+    /// needs. Idempotent: edges starting together create the same things. If NATS cannot be
+    /// reached within `options.request_timeout`, the backend starts anyway and keeps trying in
+    /// the background (its links are not [`ready`](crate::backend::EdgeLink::ready) until then);
+    /// a stream with incompatible settings is an error at once.
     pub async fn connect(rooms: &RoomsConfig, options: NatsOptions) -> Result<Self, NatsError> {
         let (reconnected, _) = broadcast::channel(16);
         let events = reconnected.clone();
         let mut connect = async_nats::ConnectOptions::new()
             .name("plaza-edge")
+            .retry_on_initial_connect()
             .request_timeout(Some(options.request_timeout))
             .event_callback(move |event| {
                 let events = events.clone();
@@ -188,66 +286,49 @@ impl NatsBackend {
                 servers: servers.clone(),
                 source,
             })?;
-        let js = jetstream::new(client.clone());
-        let namespaces = rooms.namespaces();
-        let configured: Vec<String> = rooms.namespaces.keys().cloned().collect();
-        let mut streams = HashMap::new();
-        let all = std::iter::once(None).chain(configured.iter().map(|n| Some(n.as_str())));
-        for ns in all {
-            let opts = match ns {
-                Some(n) => namespaces.get(n),
-                None => &rooms.defaults,
-            };
-            let name = stream_name(ns);
-            let token = ns_token(ns);
-            let windows = (rooms.idempotency_window, rooms.room_idle_ttl);
-            let wanted = stream_config(&name, &token, opts, windows, &options);
-            let stream = ensure_stream(&js, wanted).await?;
-            let created = stream.cached_info().created;
-            let epoch = format!(
-                "{}-{:x}",
-                name.to_lowercase(),
-                created.unix_timestamp_nanos()
-            );
-            streams.insert(
-                name,
-                NsStream {
-                    stream,
-                    token,
-                    epoch,
-                },
-            );
+        let shared = Arc::new(Shared {
+            client,
+            namespaces: rooms.namespaces(),
+            configured: rooms.namespaces.keys().cloned().collect(),
+            rooms: rooms.clone(),
+            options,
+            reconnected,
+            setup: tokio::sync::OnceCell::new(),
+        });
+        match shared.ensure_setup().await {
+            Ok(_) => {}
+            Err(e @ NatsError::Incompatible { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(servers, error = %e, "NATS not usable yet; retrying in the background");
+                let retry = Arc::downgrade(&shared);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let Some(shared) = retry.upgrade() else {
+                            return;
+                        };
+                        match shared.ensure_setup().await {
+                            Ok(_) => {
+                                tracing::info!("NATS streams and buckets ready");
+                                let _ = shared.reconnected.send(());
+                                return;
+                            }
+                            Err(e @ NatsError::Incompatible { .. }) => {
+                                tracing::error!(error = %e, "NATS setup refused");
+                                return;
+                            }
+                            Err(e) => tracing::debug!(error = %e, "NATS still not usable"),
+                        }
+                    }
+                });
+            }
         }
-        let presence = ensure_bucket(&js, PRESENCE_BUCKET, options.replicas).await?;
-        let edges = ensure_bucket(&js, EDGES_BUCKET, options.replicas).await?;
-        let presence_stream = js
-            .get_stream(format!("KV_{PRESENCE_BUCKET}"))
-            .await
-            .map_err(|e| NatsError::JetStream(e.to_string()))?;
-        let edges_stream = js
-            .get_stream(format!("KV_{EDGES_BUCKET}"))
-            .await
-            .map_err(|e| NatsError::JetStream(e.to_string()))?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                client,
-                js,
-                namespaces,
-                configured,
-                streams,
-                presence,
-                presence_stream,
-                edges,
-                edges_stream,
-                options,
-                reconnected,
-            }),
-        })
+        Ok(Self { shared })
     }
 
-    /// Whether the client is connected to a server now.
-    pub fn connected(&self) -> bool {
-        self.shared.client.connection_state() == async_nats::connection::State::Connected
+    /// Whether the client is connected and the streams and buckets are set up.
+    pub fn ready(&self) -> bool {
+        self.shared.ready()
     }
 }
 
