@@ -21,6 +21,7 @@ use plaza_broker::server::BrokerConfig;
 use tempfile::TempDir;
 
 pub mod nats;
+pub mod workload;
 pub mod ws;
 
 /// Edge certificates every cluster carries (`edge-1` …).
@@ -349,34 +350,54 @@ impl EdgeProcess {
             .collect();
         let name = format!("edge-{n}");
         let (ca, cert, key) = cluster.cert_files(&name);
+        let mut args: Vec<String> = vec![
+            "--backend".into(),
+            "cluster".into(),
+            "--brokers".into(),
+            brokers.join(","),
+        ];
+        for (flag, path) in [
+            ("--broker-tls-ca", ca),
+            ("--broker-tls-cert", cert),
+            ("--broker-tls-key", key),
+        ] {
+            args.push(flag.into());
+            args.push(path.display().to_string());
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let edge = Self::spawn(cluster.dir(), &name, &args, secret, lease);
+        edge.wait_ready(Duration::from_secs(20));
+        edge
+    }
+
+    /// Starts edge `name` with `args` (backend flags and more), HMAC secret `secret` and broker
+    /// lease `lease`, logging into `dir`; returns at once (see [`Self::wait_ready`]).
+    pub fn spawn(dir: &Path, name: &str, args: &[String], secret: &str, lease: Duration) -> Self {
         let addr = free_tcp();
-        let log = cluster.dir().join(format!("{name}.log"));
+        let log = dir.join(format!("{name}.log"));
         let mut command = Command::new(binary("plaza-edge"));
         command
             .args(["--listen", &addr.to_string()])
-            .args(["--backend", "cluster"])
-            .args(["--brokers", &brokers.join(",")])
-            .arg("--broker-tls-ca")
-            .arg(ca)
-            .arg("--broker-tls-cert")
-            .arg(cert)
-            .arg("--broker-tls-key")
-            .arg(key)
-            .args(extra)
+            .args(args)
             .env("PLAZA_AUTH__HMAC_SECRET", secret)
             .env("PLAZA_BROKER__LEASE", format!("{}ms", lease.as_millis()))
             .env("PLAZA_LOG", "info");
         let process = Process::spawn(command, &log);
-        let edge = Self { addr, log, process };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        Self { addr, log, process }
+    }
+
+    /// Waits until `/readyz` answers 200; panics with the log after `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         loop {
-            if let Some((200, _)) = http_get(addr, "/readyz") {
-                return edge;
+            if let Some((200, _)) = http_get(self.addr, "/readyz") {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "edge {name} not ready:\n{}",
-                tail(&edge.log, 30)
+                "edge at {} not ready:\n{}",
+                self.addr,
+                tail(&self.log, 30)
             );
             std::thread::sleep(Duration::from_millis(50));
         }

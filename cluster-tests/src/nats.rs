@@ -56,6 +56,16 @@ impl NatsCluster {
 
     /// `size` JetStream servers; with more than one, a cluster with routes between them.
     pub fn start(size: usize) -> Self {
+        let mut cluster = Self::prepare(size);
+        for i in 0..size {
+            cluster.start_node(i);
+        }
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Ports and directories for `size` servers, none started yet (see [`Self::start_node`]).
+    pub fn prepare(size: usize) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("plaza-nats-")
             .tempdir()
@@ -72,12 +82,12 @@ impl NatsCluster {
                 }
             })
             .collect();
-        let mut cluster = Self { dir, nodes };
-        for i in 0..size {
-            cluster.start_node(i);
-        }
-        cluster.wait_healthy(Duration::from_secs(30));
-        cluster
+        Self { dir, nodes }
+    }
+
+    /// Where logs and stores live.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The client URLs, comma-separated.

@@ -295,8 +295,22 @@ impl NatsBackend {
             reconnected,
             setup: tokio::sync::OnceCell::new(),
         });
-        match shared.ensure_setup().await {
-            Ok(_) => {}
+        // Give the first connection a moment; set up now only if it succeeded (requests on a
+        // client that is not connected would each wait for their timeout).
+        let connecting = tokio::time::Instant::now() + options_connect_wait();
+        while shared.client.connection_state() != async_nats::connection::State::Connected
+            && tokio::time::Instant::now() < connecting
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let first = if shared.client.connection_state() == async_nats::connection::State::Connected
+        {
+            shared.ensure_setup().await.map(|_| ())
+        } else {
+            Err(NatsError::JetStream("no server reachable yet".into()))
+        };
+        match first {
+            Ok(()) => {}
             Err(e @ NatsError::Incompatible { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!(servers, error = %e, "NATS not usable yet; retrying in the background");
@@ -338,6 +352,11 @@ impl Backend for NatsBackend {
     async fn attach(&self, options: AttachOptions) -> Result<(NatsLink, LinkEvents), BrokerError> {
         link::attach(Arc::clone(&self.shared), options).await
     }
+}
+
+/// How long `connect` waits for the first connection before going on without it.
+fn options_connect_wait() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// The stream a namespace needs.

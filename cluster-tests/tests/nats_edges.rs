@@ -1,0 +1,249 @@
+//! `plaza-edge --backend nats` processes on real `nats-server`s: clients on different edges,
+//! recovery through the other edge, a NATS server killed while publishing, an edge killed,
+//! and an edge started before NATS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use plaza_cluster_tests::nats::NatsCluster;
+use plaza_cluster_tests::workload::{check_delivery, publish_until};
+use plaza_cluster_tests::ws::{Client, Ended};
+use plaza_cluster_tests::{EdgeProcess, http_get, tail, token};
+use serde_json::{Value, json};
+
+const SECRET: &str = "nats-edges-test-secret-0123456789abcdef";
+const LEASE: Duration = Duration::from_secs(2);
+
+fn nats_edge(nats: &NatsCluster, name: &str, replicas: usize) -> EdgeProcess {
+    let edge = spawn_edge(nats, name, replicas);
+    edge.wait_ready(Duration::from_secs(20));
+    edge
+}
+
+fn spawn_edge(nats: &NatsCluster, name: &str, replicas: usize) -> EdgeProcess {
+    let args: Vec<String> = vec![
+        "--backend".into(),
+        "nats".into(),
+        "--nats".into(),
+        nats.urls().join(","),
+    ];
+    let mut edge = EdgeProcess::spawn(nats.dir(), name, &args, SECRET, LEASE);
+    // Replicas and reaping speed through the environment (the flags cover the common keys).
+    edge.process.kill();
+    let mut command = std::process::Command::new(plaza_cluster_tests::binary("plaza-edge"));
+    command
+        .args(["--listen", &edge.addr.to_string()])
+        .args(&args)
+        .env("PLAZA_AUTH__HMAC_SECRET", SECRET)
+        .env("PLAZA_BROKER__LEASE", format!("{}ms", LEASE.as_millis()))
+        .env("PLAZA_NATS__REPLICAS", replicas.to_string())
+        .env("PLAZA_NATS__REAP_EVERY", "200ms")
+        .env("PLAZA_LOG", "info");
+    edge.process = plaza_cluster_tests::Process::spawn(command, &edge.log);
+    edge
+}
+
+async fn subscribe(client: &mut Client, fields: Value) -> Value {
+    let mut command = json!({"op": "subscribe"});
+    for (k, v) in fields.as_object().expect("object") {
+        command[k] = v.clone();
+    }
+    let reply = client.call(command).await;
+    reply
+        .get("ok")
+        .cloned()
+        .unwrap_or_else(|| panic!("subscribe refused: {reply}"))
+}
+
+/// The next push of `kind` (for join/leave: of `user`'s member).
+async fn next_push_of(
+    client: &mut Client,
+    kind: &str,
+    user: Option<&str>,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.next_push(left).await {
+            Ok(push)
+                if push["push"] == kind && user.is_none_or(|u| push["member"]["user"] == u) =>
+            {
+                return push;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no {kind} push within {within:?}: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_two_edges_chat_see_presence_and_recover_through_the_other_edge() {
+    let nats = NatsCluster::single();
+    let a = nats_edge(&nats, "edge-a", 1);
+    let b = nats_edge(&nats, "edge-b", 1);
+    let room = "chat:nats";
+    let mut ann = Client::connect(&a.ws_url(), &token(SECRET, "ann")).await;
+    subscribe(&mut ann, json!({"room": room, "presence": true})).await;
+    let mut bob = Client::connect(&b.ws_url(), &token(SECRET, "bob")).await;
+    subscribe(&mut bob, json!({"room": room})).await;
+    let join = next_push_of(&mut ann, "join", Some("bob"), Duration::from_secs(10)).await;
+    assert_eq!(join["member"]["user"], "bob");
+
+    let reply = bob
+        .call(json!({"op": "publish", "room": room, "data": {"text": "hi ann"}}))
+        .await;
+    let first = reply["ok"]["offset"].as_u64().expect("offset");
+    let epoch = reply["ok"]["epoch"].clone();
+    let push = next_push_of(&mut ann, "pub", None, Duration::from_secs(10)).await;
+    assert_eq!(push["data"]["text"], "hi ann");
+    assert_eq!(push["offset"].as_u64(), Some(first));
+
+    let reply = ann.call(json!({"op": "presence", "room": room})).await;
+    let users: Vec<&str> = reply["ok"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["user"].as_str())
+        .collect();
+    assert!(
+        users.contains(&"ann") && users.contains(&"bob"),
+        "{users:?}"
+    );
+
+    // Ann drops off edge A; Bob goes on; Ann comes back through edge B and recovers.
+    drop(ann);
+    let mut missed = Vec::new();
+    for n in 0..3 {
+        let reply = bob
+            .call(json!({"op": "publish", "room": room, "data": {"n": n}}))
+            .await;
+        missed.push(reply["ok"]["offset"].as_u64().expect("offset"));
+    }
+    let mut ann = Client::connect(&b.ws_url(), &token(SECRET, "ann")).await;
+    let ok = subscribe(
+        &mut ann,
+        json!({"room": room, "recover": {"epoch": epoch, "offset": first}}),
+    )
+    .await;
+    assert_eq!(ok["recovered"], true, "{ok}");
+    let offsets: Vec<u64> = ok["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .filter_map(|p| p["offset"].as_u64())
+        .collect();
+    assert_eq!(offsets, missed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_nats_server_of_three_loses_no_acknowledged_publication() {
+    let mut nats = NatsCluster::start(3);
+    let sub_edge = nats_edge(&nats, "edge-sub", 3);
+    let pub_edge = nats_edge(&nats, "edge-pub", 3);
+    let room = "chat:nats-failover";
+    let mut subscriber = Client::connect(&sub_edge.ws_url(), &token(SECRET, "sub")).await;
+    subscribe(&mut subscriber, json!({"room": room})).await;
+    let publisher = Client::connect(&pub_edge.ws_url(), &token(SECRET, "pub")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = tokio::spawn(publish_until(publisher, room, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.kill(0);
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let attempts = publishing.await.expect("publisher");
+    let after = attempts
+        .iter()
+        .filter(|a| a.sent >= killed && a.offset.is_some())
+        .count();
+    assert!(
+        after > 0,
+        "no publish succeeded after the kill\n{}\n{}",
+        tail(&sub_edge.log, 20),
+        tail(&pub_edge.log, 20)
+    );
+    let failed = attempts.iter().filter(|a| a.offset.is_none()).count();
+    let delivered = check_delivery(&mut subscriber, &attempts).await;
+    println!(
+        "{delivered} publications delivered exactly once, in order; {failed} publishes failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_edge_s_members_leave_within_its_lease() {
+    let nats = NatsCluster::single();
+    let mut doomed = nats_edge(&nats, "edge-doomed", 1);
+    let survivor = nats_edge(&nats, "edge-survivor", 1);
+    let room = "chat:nats-presence";
+    let mut watcher = Client::connect(&survivor.ws_url(), &token(SECRET, "watcher")).await;
+    subscribe(&mut watcher, json!({"room": room, "presence": true})).await;
+    let mut ghost = Client::connect(&doomed.ws_url(), &token(SECRET, "ghost")).await;
+    subscribe(&mut ghost, json!({"room": room})).await;
+    let join = next_push_of(&mut watcher, "join", Some("ghost"), Duration::from_secs(10)).await;
+    assert_eq!(join["member"]["user"], "ghost");
+    doomed.process.kill();
+    let killed = Instant::now();
+    let leave = next_push_of(
+        &mut watcher,
+        "leave",
+        Some("ghost"),
+        LEASE + Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(leave["member"]["user"], "ghost");
+    println!(
+        "the ghost left {:?} after its edge was killed",
+        killed.elapsed()
+    );
+    let reply = watcher.call(json!({"op": "presence", "room": room})).await;
+    let members = reply["ok"]["members"].as_array().expect("members").clone();
+    assert!(members.iter().all(|m| m["user"] != "ghost"), "{members:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_started_before_nats_becomes_ready_when_nats_comes_up() {
+    let mut nats = NatsCluster::prepare(1);
+    let edge = spawn_edge(&nats, "edge-early", 1);
+    // Up and answering, but not ready, and clients are told to come back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(edge.addr, "/healthz").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "edge did not start:\n{}",
+            tail(&edge.log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = http_get(edge.addr, "/readyz").expect("readyz answers");
+    assert_eq!(code, 503, "ready without NATS");
+    let (mut ws, _) = tokio_tungstenite::connect_async(edge.ws_url())
+        .await
+        .expect("upgrade");
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a close frame");
+    match closed {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 4004, "{frame:?}");
+        }
+        other => panic!("expected close 4004, got {other:?}"),
+    }
+
+    nats.start_node(0);
+    nats.wait_healthy(Duration::from_secs(20));
+    edge.wait_ready(Duration::from_secs(20));
+    let mut client = Client::connect(&edge.ws_url(), &token(SECRET, "late")).await;
+    subscribe(&mut client, json!({"room": "chat:late"})).await;
+    let reply = client
+        .call(json!({"op": "publish", "room": "chat:late", "data": 1}))
+        .await;
+    assert!(reply.get("ok").is_some(), "{reply}");
+    match client.next_push(Duration::from_secs(5)).await {
+        Ok(push) => assert_eq!(push["push"], "pub"),
+        Err(Ended::Timeout) => panic!("no publication pushed"),
+        Err(e) => panic!("{e:?}"),
+    }
+}
