@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use plaza_broker::backend::conformance;
-use plaza_broker::backend::nats::{NatsBackend, NatsOptions};
+use plaza_broker::backend::nats::{NatsBackend, NatsError, NatsOptions};
 use plaza_cluster_tests::nats::NatsCluster;
 
 async fn run_suite(nats: &NatsCluster, replicas: usize) {
@@ -31,4 +31,35 @@ async fn the_conformance_suite_passes_on_one_nats_server() {
 async fn the_conformance_suite_passes_on_a_three_node_nats_cluster() {
     let nats = NatsCluster::start(3);
     run_suite(&nats, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_is_idempotent_and_refuses_a_stream_with_other_settings() {
+    let nats = NatsCluster::single();
+    let options = || NatsOptions {
+        servers: nats.urls(),
+        ..NatsOptions::default()
+    };
+    let rooms = plaza_broker::RoomsConfig::default();
+    let first = NatsBackend::connect(&rooms, options())
+        .await
+        .expect("create");
+    assert!(first.ready());
+    let again = NatsBackend::connect(&rooms, options())
+        .await
+        .expect("the same settings again");
+    assert!(again.ready());
+
+    let mut other = rooms.clone();
+    other.defaults.history_size = 5;
+    match NatsBackend::connect(&other, options()).await {
+        Err(NatsError::Incompatible {
+            stream, setting, ..
+        }) => {
+            assert_eq!(stream, "PLAZA_DEFAULT");
+            assert_eq!(setting, "max_msgs_per_subject");
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("a stream with other settings was accepted"),
+    }
 }
