@@ -52,6 +52,18 @@ use tokio::sync::mpsc;
 /// every edge. It ends when the link is lost.
 pub type LinkEvents = mpsc::Receiver<LinkEvent>;
 
+/// Queues `event` on an edge's stream; if the edge is not draining it (the queue is full),
+/// ends the stream instead (see the "Bounded" contract). A stream already ended stays ended.
+pub(crate) fn send_or_end(events: &mut Option<mpsc::Sender<LinkEvent>>, event: LinkEvent) {
+    let full = events
+        .as_ref()
+        .is_some_and(|tx| tx.try_send(event).is_err());
+    if full {
+        tracing::warn!("the edge does not drain its broker events; ending the link");
+        *events = None;
+    }
+}
+
 /// How an edge attaches to the broker tier.
 #[derive(Debug, Clone)]
 pub struct AttachOptions {

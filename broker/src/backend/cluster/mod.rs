@@ -300,14 +300,7 @@ impl LinkState {
     }
 
     fn send(&mut self, event: LinkEvent) {
-        let full = match &self.events {
-            Some(tx) => tx.try_send(event).is_err(),
-            None => false,
-        };
-        if full {
-            tracing::warn!("the edge does not drain its broker events; ending the link");
-            self.events = None;
-        }
+        super::send_or_end(&mut self.events, event);
     }
 }
 

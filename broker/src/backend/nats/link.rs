@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use super::names::{self, DISCONNECT_SUBJECT, RoomSubjects, token, untoken};
 use super::{Shared, Stored, read_all};
-use crate::backend::{AttachOptions, EdgeLink, LinkEvents};
+use crate::backend::{AttachOptions, EdgeLink, LinkEvents, send_or_end};
 use crate::config::PresenceMode;
 use crate::rooms::MAX_IDEM_LEN;
 
@@ -186,15 +186,7 @@ impl LinkInner {
 
     /// Sends an event to the edge; ends the stream if the edge does not keep up.
     fn send(&self, event: LinkEvent) {
-        let mut state = self.state();
-        let full = match &state.events {
-            Some(tx) => tx.try_send(event).is_err(),
-            None => false,
-        };
-        if full {
-            tracing::warn!("the edge does not drain its NATS events; ending the link");
-            state.events = None;
-        }
+        send_or_end(&mut self.state().events, event);
     }
 
     /// Ends the stream (the edge then attaches again, and its clients recover themselves).
@@ -229,25 +221,6 @@ impl LinkInner {
             self.edge_token,
             token(client.as_str())
         )
-    }
-
-    /// Publishes a join or leave event into the room's stream (ordered with publications).
-    async fn presence_event(
-        &self,
-        subjects: &RoomSubjects,
-        join: bool,
-        member: Member,
-    ) -> Result<(), BrokerError> {
-        let body = serde_json::to_vec(&PresenceEvent { join, member }).map_err(unavailable)?;
-        self.shared
-            .setup()?
-            .js
-            .publish(subjects.presence_events.clone(), body.into())
-            .await
-            .map_err(unavailable)?
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     /// The room's latest publication offset (0 if it has none held).
@@ -447,7 +420,7 @@ impl EdgeLink for NatsLink {
             .members
             .insert((room.clone(), member.client.clone()), member.clone());
         if created && events {
-            inner.presence_event(&subjects, true, member).await?;
+            presence_event(&inner.shared, &subjects, true, member).await?;
         }
         Ok(())
     }
@@ -704,6 +677,25 @@ fn deleted(s: &Stored) -> bool {
         .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
 }
 
+/// Publishes a join or leave event into the room's stream (ordered with its publications).
+async fn presence_event(
+    shared: &Shared,
+    subjects: &RoomSubjects,
+    join: bool,
+    member: Member,
+) -> Result<(), BrokerError> {
+    let body = serde_json::to_vec(&PresenceEvent { join, member }).map_err(unavailable)?;
+    shared
+        .setup()?
+        .js
+        .publish(subjects.presence_events.clone(), body.into())
+        .await
+        .map_err(unavailable)?
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 /// Deletes presence key `key` if present and publishes the member's leave event, once even if
 /// several edges try (compare-and-delete on the entry's revision).
 async fn remove_member(
@@ -738,19 +730,7 @@ async fn remove_member(
     }
     let ns = shared.namespaces.of(room);
     if ns.presence == PresenceMode::Full && ns.join_leave {
-        let body = serde_json::to_vec(&PresenceEvent {
-            join: false,
-            member: value.member,
-        })
-        .map_err(unavailable)?;
-        shared
-            .setup()?
-            .js
-            .publish(subjects.presence_events.clone(), body.into())
-            .await
-            .map_err(unavailable)?
-            .await
-            .map_err(unavailable)?;
+        presence_event(shared, subjects, false, value.member).await?;
     }
     Ok(())
 }
