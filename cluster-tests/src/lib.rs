@@ -20,6 +20,7 @@ use plaza_broker::quic::tls::{self, ClusterTls};
 use plaza_broker::server::BrokerConfig;
 use tempfile::TempDir;
 
+pub mod chaos;
 pub mod nats;
 pub mod workload;
 pub mod ws;
@@ -106,6 +107,15 @@ impl Process {
         false
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`, ...).
+    pub fn signal(&mut self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Whether the process is running.
     pub fn running(&mut self) -> bool {
         self.child
@@ -124,8 +134,11 @@ impl Drop for Process {
 pub struct BrokerSlot {
     /// Raft node id (1-based).
     pub id: u64,
-    /// QUIC (Raft and edges) address.
+    /// QUIC (Raft and edges) address peers and edges dial: the proxy's when the cluster has
+    /// proxies, else the broker's own.
     pub quic: SocketAddr,
+    /// The address the broker binds (behind its proxy, if any).
+    pub bind: SocketAddr,
     /// HTTP status address.
     pub http: SocketAddr,
     process: Option<Process>,
@@ -138,6 +151,8 @@ pub struct BrokerCluster {
     generated: tls::GeneratedCluster,
     /// The brokers, `slots[i].id == i + 1`.
     pub slots: Vec<BrokerSlot>,
+    /// The fault-injecting proxies in front of the brokers, if started with them.
+    pub proxies: Option<chaos::proxy::ProxyNet>,
 }
 
 impl BrokerCluster {
@@ -145,6 +160,12 @@ impl BrokerCluster {
     /// (addresses, ids, peers, data dirs and TLS are filled in here). Returns at once; use
     /// [`Self::wait_leader`] before expecting commits.
     pub fn start(size: usize, config: BrokerConfig) -> Self {
+        Self::start_with(size, config, false)
+    }
+
+    /// [`Self::start`], with a fault-injecting proxy in front of every broker when `proxies`
+    /// (see [`chaos::proxy`]).
+    pub fn start_with(size: usize, config: BrokerConfig, proxies: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("plaza-cluster-")
             .tempdir()
@@ -154,19 +175,28 @@ impl BrokerCluster {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let generated = tls::generate("plaza-test", &names, &[]).expect("generate certificates");
         tls::write_dir(&generated, &dir.path().join("certs")).expect("write certificates");
-        let slots = (1..=size as u64)
-            .map(|id| BrokerSlot {
-                id,
-                quic: free_udp(),
-                http: free_tcp(),
-                process: None,
+        let slots: Vec<BrokerSlot> = (1..=size as u64)
+            .map(|id| {
+                let bind = free_udp();
+                BrokerSlot {
+                    id,
+                    quic: if proxies { free_udp() } else { bind },
+                    bind,
+                    http: free_tcp(),
+                    process: None,
+                }
             })
             .collect();
+        let proxies = proxies.then(|| {
+            let links: Vec<_> = slots.iter().map(|s| (s.id, s.quic, s.bind)).collect();
+            chaos::proxy::ProxyNet::start(&links).expect("start the proxies")
+        });
         let mut cluster = Self {
             dir,
             config,
             generated,
             slots,
+            proxies,
         };
         for id in 1..=size as u64 {
             cluster.start_node(id);
@@ -236,7 +266,7 @@ impl BrokerCluster {
             .arg("--config")
             .arg(&config_path)
             .args(["--node-id", &id.to_string()])
-            .args(["--raft-listen", &slot.quic.to_string()])
+            .args(["--raft-listen", &slot.bind.to_string()])
             .args(["--http-listen", &slot.http.to_string()])
             .args(["--peers", &peers.join(",")])
             .arg("--tls-ca")
@@ -248,6 +278,20 @@ impl BrokerCluster {
             .env("PLAZA_LOG", "info,plaza_broker=debug");
         let process = Process::spawn(command, &self.dir.path().join(format!("{name}.log")));
         self.slots[(id - 1) as usize].process = Some(process);
+    }
+
+    /// Stops broker `id` with SIGSTOP (a gray failure: its sockets stay open, nothing answers).
+    pub fn pause(&mut self, id: u64) {
+        if let Some(p) = self.slots[(id - 1) as usize].process.as_mut() {
+            p.signal("STOP");
+        }
+    }
+
+    /// Resumes a paused broker with SIGCONT.
+    pub fn resume(&mut self, id: u64) {
+        if let Some(p) = self.slots[(id - 1) as usize].process.as_mut() {
+            p.signal("CONT");
+        }
     }
 
     /// Kills broker `id` with SIGKILL.
@@ -373,6 +417,18 @@ impl EdgeProcess {
     /// Starts edge `name` with `args` (backend flags and more), HMAC secret `secret` and broker
     /// lease `lease`, logging into `dir`; returns at once (see [`Self::wait_ready`]).
     pub fn spawn(dir: &Path, name: &str, args: &[String], secret: &str, lease: Duration) -> Self {
+        Self::spawn_with_env(dir, name, args, secret, lease, &[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables (config keys as `PLAZA_*`).
+    pub fn spawn_with_env(
+        dir: &Path,
+        name: &str,
+        args: &[String],
+        secret: &str,
+        lease: Duration,
+        env: &[(&str, String)],
+    ) -> Self {
         let addr = free_tcp();
         let log = dir.join(format!("{name}.log"));
         let mut command = Command::new(binary("plaza-edge"));
@@ -382,6 +438,9 @@ impl EdgeProcess {
             .env("PLAZA_AUTH__HMAC_SECRET", secret)
             .env("PLAZA_BROKER__LEASE", format!("{}ms", lease.as_millis()))
             .env("PLAZA_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let process = Process::spawn(command, &log);
         Self { addr, log, process }
     }

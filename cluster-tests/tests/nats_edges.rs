@@ -28,20 +28,11 @@ fn spawn_edge(nats: &NatsCluster, name: &str, replicas: usize) -> EdgeProcess {
         "--nats".into(),
         nats.urls().join(","),
     ];
-    let mut edge = EdgeProcess::spawn(nats.dir(), name, &args, SECRET, LEASE);
-    // Replicas and reaping speed through the environment (the flags cover the common keys).
-    edge.process.kill();
-    let mut command = std::process::Command::new(plaza_cluster_tests::binary("plaza-edge"));
-    command
-        .args(["--listen", &edge.addr.to_string()])
-        .args(&args)
-        .env("PLAZA_AUTH__HMAC_SECRET", SECRET)
-        .env("PLAZA_BROKER__LEASE", format!("{}ms", LEASE.as_millis()))
-        .env("PLAZA_NATS__REPLICAS", replicas.to_string())
-        .env("PLAZA_NATS__REAP_EVERY", "200ms")
-        .env("PLAZA_LOG", "info");
-    edge.process = plaza_cluster_tests::Process::spawn(command, &edge.log);
-    edge
+    let env = [
+        ("PLAZA_NATS__REPLICAS", replicas.to_string()),
+        ("PLAZA_NATS__REAP_EVERY", "200ms".to_owned()),
+    ];
+    EdgeProcess::spawn_with_env(nats.dir(), name, &args, SECRET, LEASE, &env)
 }
 
 async fn subscribe(client: &mut Client, fields: Value) -> Value {

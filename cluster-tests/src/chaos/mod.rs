@@ -1,0 +1,8 @@
+//! Jepsen-style chaos testing on real processes: a recorded workload ([`history`]), faults
+//! ([`proxy`] for the network, signals for processes), invariant checkers ([`invariants`]),
+//! and the scenario runner behind `plaza-chaos` ([`runner`]).
+
+pub mod history;
+pub mod invariants;
+pub mod proxy;
+pub mod runner;
