@@ -43,3 +43,9 @@ async fn a_paused_broker_and_a_slow_network_on_the_raft_cluster() {
 async fn a_killed_nats_server() {
     check(Backend::Nats, Scenario::NatsKill, 5, 6).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_edges_on_both_backends() {
+    check(Backend::Cluster, Scenario::EdgeKill, 6, 5).await;
+    check(Backend::Nats, Scenario::EdgeKill, 7, 5).await;
+}

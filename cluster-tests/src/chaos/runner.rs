@@ -404,16 +404,32 @@ async fn inject(
 ) -> String {
     heal(system).await;
     match (system, options.scenario) {
-        (_, Scenario::EdgeKill) => {
+        (system, Scenario::EdgeKill) => {
             let victim = rng.random_range(0..edges.len());
             edges[victim].process.kill();
             let old = edges[victim].ws_url();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            edges.remove(victim);
             urls.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(|u| *u != old);
-            format!("killed edge {old}")
+            edges.remove(victim);
+            // A replacement comes up (new process, new address), as an orchestrator would.
+            let n = rng.random_range(1..=crate::EDGE_CERTS);
+            let fresh = match system {
+                System::Raft { cluster } => {
+                    let ids: Vec<u64> = cluster.slots.iter().map(|s| s.id).collect();
+                    EdgeProcess::start(cluster, n, &ids, SECRET, options.lease, &[])
+                }
+                System::Nats { nats } => {
+                    let replicas = if nats.nodes.len() >= 3 { 3 } else { 1 };
+                    nats_edge(nats, n, replicas, options.lease)
+                }
+            };
+            let url = fresh.ws_url();
+            urls.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(url.clone());
+            edges.push(fresh);
+            format!("kill -9 edge {old}; started {url}")
         }
         (System::Nats { nats }, _) => {
             let victim = rng.random_range(0..nats.nodes.len());
