@@ -29,8 +29,9 @@ async fn leader_churn_on_the_raft_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_minority_on_the_raft_cluster() {
+async fn a_partitioned_minority_and_a_one_way_cut_on_the_raft_cluster() {
     check(Backend::Cluster, Scenario::MinorityPartition, 2, 6).await;
+    check(Backend::Cluster, Scenario::OneWayPartition, 8, 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,8 @@ pub enum Scenario {
     MinorityPartition,
     /// Cut every broker off from every other (no majority anywhere), heal, repeat.
     MajorityPartition,
+    /// Cut the leader's outgoing traffic to the other brokers only (it still hears them).
+    OneWayPartition,
     /// 40 ms of latency and 5 % packet loss on every broker link, then clear, repeat.
     SlowNetwork,
     /// SIGSTOP a random broker (a gray failure), SIGCONT it, repeat.
@@ -67,6 +69,7 @@ impl Scenario {
                 LeaderPartition,
                 MinorityPartition,
                 MajorityPartition,
+                OneWayPartition,
                 SlowNetwork,
                 Pause,
             ],
@@ -483,6 +486,19 @@ async fn inject(
                         });
                     }
                     "partitioned every broker from every other (no majority)".into()
+                }
+                Scenario::OneWayPartition => {
+                    let victim = leader.unwrap_or(random);
+                    if let Some(p) = &cluster.proxies {
+                        p.update(|f| {
+                            for other in ids.iter().filter(|id| **id != victim) {
+                                f.cut.insert((Node::Broker(victim), Node::Broker(*other)));
+                            }
+                        });
+                    }
+                    format!(
+                        "cut broker {victim}'s (leader {leader:?}) traffic to the others, one way"
+                    )
                 }
                 Scenario::SlowNetwork => {
                     if let Some(p) = &cluster.proxies {
