@@ -45,6 +45,12 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Whether run folders (logs, data dirs, certificates) are kept after the run:
+/// `PLAZA_KEEP_RUNS=1`. By default they are deleted when the cluster is dropped.
+pub fn keep_runs() -> bool {
+    std::env::var_os("PLAZA_KEEP_RUNS").is_some_and(|v| v != "0")
+}
+
 /// A free UDP port on 127.0.0.1 (bound, read, released: a tiny race, fine for tests).
 pub fn free_udp() -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
@@ -168,6 +174,7 @@ impl BrokerCluster {
     pub fn start_with(size: usize, config: BrokerConfig, proxies: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("plaza-cluster-")
+            .disable_cleanup(crate::keep_runs())
             .tempdir()
             .expect("temp dir");
         let mut names: Vec<String> = (1..=size).map(|i| format!("broker-{i}")).collect();

@@ -68,6 +68,7 @@ impl NatsCluster {
     pub fn prepare(size: usize) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("plaza-nats-")
+            .disable_cleanup(crate::keep_runs())
             .tempdir()
             .expect("temp dir");
         let nodes = (0..size)
