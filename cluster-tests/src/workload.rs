@@ -23,9 +23,18 @@ pub struct Attempt {
 
 /// Publishes `{"n": 0, 1, …}` one at a time until `stop` is set.
 pub async fn publish_until(mut client: Client, room: &str, stop: Arc<AtomicBool>) -> Vec<Attempt> {
-    // Clients publish to rooms they subscribed to.
-    let reply = client.call(json!({"op": "subscribe", "room": room})).await;
-    assert!(reply.get("ok").is_some(), "subscribe: {reply}");
+    // Clients publish to rooms they subscribed to (retrying temporary errors, as clients do).
+    let mut tries = 0;
+    loop {
+        let reply = client.call(json!({"op": "subscribe", "room": room})).await;
+        if reply.get("ok").is_some() {
+            break;
+        }
+        tries += 1;
+        let temporary = reply["error"]["temporary"].as_bool().unwrap_or(false);
+        assert!(temporary && tries < 20, "subscribe: {reply}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut attempts = Vec::new();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {

@@ -730,9 +730,14 @@ async fn client(
                         Some(Err(_)) | None => break 1006,
                     };
                     let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
-                    handle_frame(
+                    let retry = handle_frame(
                         me, &v, &recorder, &mut positions, &mut subscribing, &mut pending,
                     );
+                    if retry {
+                        // A refused subscribe (broker tier briefly unavailable): start over.
+                        let _ = ws.close(None).await;
+                        break 4004;
+                    }
                 }
                 _ = tick.tick() => {
                     if stopping.load(Ordering::Relaxed) {
@@ -787,6 +792,8 @@ async fn client(
     }
 }
 
+/// Records one server frame; true when the connection should be started over (a subscribe
+/// was refused).
 fn handle_frame(
     me: ClientNo,
     v: &Value,
@@ -794,14 +801,14 @@ fn handle_frame(
     positions: &mut HashMap<String, (String, u64)>,
     subscribing: &mut Subscribing,
     pending: &mut Option<Pending>,
-) {
+) -> bool {
     if v["push"] == "pub" {
         let (Some(room), Some(offset), Some(id)) = (
             v["room"].as_str(),
             v["offset"].as_u64(),
             v["data"]["id"].as_str(),
         ) else {
-            return;
+            return false;
         };
         let epoch = positions
             .get(room)
@@ -816,11 +823,15 @@ fn handle_frame(
             id: id.to_owned(),
             at: recorder.now(),
         });
-        return;
+        return false;
     }
-    let Some(req) = v["id"].as_u64() else { return };
+    let Some(req) = v["id"].as_u64() else {
+        return false;
+    };
     if let Some((room, recover)) = subscribing.remove(&req) {
-        let Some(ok) = v.get("ok") else { return };
+        let Some(ok) = v.get("ok") else {
+            return true;
+        };
         let epoch = ok["epoch"].as_str().unwrap_or_default().to_owned();
         let offset = ok["offset"].as_u64().unwrap_or(0);
         let publications: Vec<(u64, String)> = ok["publications"]
@@ -844,11 +855,13 @@ fn handle_frame(
             publications,
             at: recorder.now(),
         });
-        return;
+        return false;
     }
-    let Some(p) = pending.as_mut() else { return };
+    let Some(p) = pending.as_mut() else {
+        return false;
+    };
     if p.req != Some(req) {
-        return;
+        return false;
     }
     if let Some(ok) = v.get("ok") {
         recorder.record(Event::PublishAcked {
@@ -872,6 +885,7 @@ fn handle_frame(
         });
         p.req = None; // retried on a later tick with the same key
     }
+    false
 }
 
 fn summarize(

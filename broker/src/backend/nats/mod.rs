@@ -208,6 +208,7 @@ async fn setup(
         let windows = (rooms.idempotency_window, rooms.room_idle_ttl);
         let wanted = stream_config(&name, &token, opts, windows, options);
         let stream = ensure_stream(&js, wanted).await?;
+        wait_for_leader(&stream, options.request_timeout).await?;
         let created = stream.cached_info().created;
         let epoch = format!(
             "{}-{:x}",
@@ -233,6 +234,8 @@ async fn setup(
         .get_stream(format!("KV_{EDGES_BUCKET}"))
         .await
         .map_err(|e| NatsError::JetStream(e.to_string()))?;
+    wait_for_leader(&presence_stream, options.request_timeout).await?;
+    wait_for_leader(&edges_stream, options.request_timeout).await?;
     Ok(Setup {
         js,
         streams,
@@ -476,6 +479,28 @@ async fn ensure_stream(
         wanted.allow_direct.to_string(),
     )?;
     Ok(stream)
+}
+
+/// Waits until a (replicated) stream has elected its leader, so the first requests after
+/// creating it do not fail with "no stream found".
+async fn wait_for_leader(stream: &stream::Stream, timeout: Duration) -> Result<(), NatsError> {
+    let deadline = tokio::time::Instant::now() + timeout.max(Duration::from_secs(1)) * 2;
+    loop {
+        let ready = match stream.get_info().await {
+            Ok(info) => info.cluster.as_ref().is_none_or(|c| c.leader.is_some()),
+            Err(_) => false,
+        };
+        if ready {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NatsError::JetStream(format!(
+                "stream {} has no leader yet",
+                stream.cached_info().config.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Opens a KV bucket, creating it if missing.
