@@ -19,6 +19,8 @@ pub struct Attempt {
     pub done: Instant,
     /// The offset if acknowledged.
     pub offset: Option<u64>,
+    /// The error message otherwise.
+    pub error: Option<String>,
 }
 
 /// Publishes `{"n": 0, 1, …}` one at a time until `stop` is set.
@@ -49,11 +51,13 @@ pub async fn publish_until(mut client: Client, room: &str, stop: Arc<AtomicBool>
             .get("ok")
             .and_then(|ok| ok.get("offset"))
             .and_then(Value::as_u64);
+        let error = reply["error"]["message"].as_str().map(str::to_owned);
         attempts.push(Attempt {
             n,
             sent,
             done: Instant::now(),
             offset,
+            error,
         });
         n += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -156,6 +156,10 @@ async fn killing_one_nats_server_of_three_loses_no_acknowledged_publication() {
         tail(&pub_edge.log, 20)
     );
     let failed = attempts.iter().filter(|a| a.offset.is_none()).count();
+    let mut reasons: Vec<&str> = attempts.iter().filter_map(|a| a.error.as_deref()).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    println!("publish errors during the failover: {reasons:?}");
     let delivered = check_delivery(&mut subscriber, &attempts).await;
     println!(
         "{delivered} publications delivered exactly once, in order; {failed} publishes failed"

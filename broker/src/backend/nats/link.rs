@@ -844,10 +844,19 @@ async fn follow(
                 if sequence <= last {
                     continue; // delivered already (by a catch-up)
                 }
-                if prev != last && !catch_up(&inner, &room, &epoch, &mut last).await {
-                    return;
+                if prev != last {
+                    match catch_up(&inner, &room, &epoch, &mut last).await {
+                        CatchUp::Done => {}
+                        CatchUp::Ended => return,
+                        CatchUp::Failed => {
+                            // The stream is unreachable now: deliver nothing past the gap; it
+                            // is all in the stream, read by the retry (or the next mismatch).
+                            next_check = Some(tokio::time::Instant::now() + CATCH_UP_RETRY);
+                            continue;
+                        }
+                    }
                 }
-                if sequence > last {
+                if sequence > last && prev == last {
                     last = sequence;
                     inner.send(LinkEvent::Room(RoomEvent {
                         room: room.clone(),
@@ -858,25 +867,46 @@ async fn follow(
             }
             _ = reconnected.recv() => {
                 let Some(inner) = link.upgrade() else { return };
-                if !catch_up(&inner, &room, &epoch, &mut last).await {
-                    return;
+                match catch_up(&inner, &room, &epoch, &mut last).await {
+                    CatchUp::Done => {}
+                    CatchUp::Ended => return,
+                    CatchUp::Failed => {
+                        next_check = Some(tokio::time::Instant::now() + CATCH_UP_RETRY);
+                    }
                 }
             }
             () = check => {
                 next_check = checks.next().map(|d| tokio::time::Instant::now() + *d);
                 let Some(inner) = link.upgrade() else { return };
-                if !catch_up(&inner, &room, &epoch, &mut last).await {
-                    return;
+                match catch_up(&inner, &room, &epoch, &mut last).await {
+                    CatchUp::Done => {}
+                    CatchUp::Ended => return,
+                    CatchUp::Failed => {
+                        next_check = Some(tokio::time::Instant::now() + CATCH_UP_RETRY);
+                    }
                 }
             }
         }
     }
 }
 
-/// Delivers the publications after `last` from the stream. False when they can no longer all
-/// be read (pruned meanwhile): the link ends, so the edge's clients recover themselves rather
-/// than miss them silently.
-async fn catch_up(inner: &LinkInner, room: &RoomName, epoch: &str, last: &mut u64) -> bool {
+/// How soon a catch-up that could not reach the stream is tried again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(300);
+
+/// How a catch-up went.
+enum CatchUp {
+    /// Everything after `last` that the stream holds was delivered.
+    Done,
+    /// The stream could not be read now; nothing was skipped, try again later.
+    Failed,
+    /// The missed publications were pruned before they could be read: the link ended.
+    Ended,
+}
+
+/// Delivers the publications after `last` from the stream, in order. When they can no longer
+/// all be read (pruned meanwhile) the link ends, so the edge's clients recover themselves
+/// rather than miss them silently.
+async fn catch_up(inner: &LinkInner, room: &RoomName, epoch: &str, last: &mut u64) -> CatchUp {
     match publications_after(inner, room, *last).await {
         Ok((publications, complete, _)) => {
             if !publications.is_empty() && !complete {
@@ -884,7 +914,7 @@ async fn catch_up(inner: &LinkInner, room: &RoomName, epoch: &str, last: &mut u6
                     "room {room}: publications after offset {last} were pruned before this edge \
                      could read them"
                 ));
-                return false;
+                return CatchUp::Ended;
             }
             for publication in publications {
                 *last = publication.offset;
@@ -894,12 +924,11 @@ async fn catch_up(inner: &LinkInner, room: &RoomName, epoch: &str, last: &mut u6
                     kind: RoomEventKind::Publication(publication),
                 }));
             }
-            true
+            CatchUp::Done
         }
         Err(e) => {
-            // NATS is unreachable: the next reconnect triggers another catch-up.
-            tracing::debug!(room = %room, error = %e, "catch-up failed");
-            true
+            tracing::debug!(room = %room, error = %e, "catch-up failed; retrying");
+            CatchUp::Failed
         }
     }
 }
