@@ -62,7 +62,9 @@ impl Default for NatsOptions {
             replicas: 1,
             reap_every: Duration::from_secs(1),
             event_queue: 65_536,
-            request_timeout: Duration::from_secs(5),
+            // Also the publish-ack wait: during a stream-leader election a publish should fail
+            // (and be retried with its idem key) rather than hang.
+            request_timeout: Duration::from_secs(2),
             user_password: None,
         }
     }
