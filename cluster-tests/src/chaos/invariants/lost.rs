@@ -12,54 +12,18 @@
 //! A publication counts as received when its id was received; one received at the wrong
 //! offset is [`super::phantom`]'s business.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Bound;
 
-use super::super::history::{ClientNo, Event, History, Violation};
-use super::segments;
+use super::super::history::{History, Violation};
+use super::{acks_by_offset, segments};
 
 /// The invariant's name.
 pub const NAME: &str = "no-lost-ack";
 
-/// One acknowledgement of a publication.
-struct Ack<'a> {
-    /// The idempotency key.
-    id: &'a str,
-    /// Who published it.
-    client: ClientNo,
-    /// When the acknowledgement was recorded.
-    at: u64,
-}
-
 /// Checks `no-lost-ack`, returning the first lost publication (by segment, then offset).
 pub fn check(history: &History) -> Result<(), Violation> {
-    // (room, epoch) -> offset -> acknowledgements (one per id: retries collapse).
-    let mut acks: BTreeMap<(&str, &str), BTreeMap<u64, Vec<Ack<'_>>>> = BTreeMap::new();
-    for event in &history.events {
-        if let Event::PublishAcked {
-            client,
-            room,
-            id,
-            epoch,
-            offset,
-            at,
-            ..
-        } = event
-        {
-            let at_offset = acks
-                .entry((room, epoch))
-                .or_default()
-                .entry(*offset)
-                .or_default();
-            if at_offset.iter().all(|a| a.id != id) {
-                at_offset.push(Ack {
-                    id,
-                    client: *client,
-                    at: *at,
-                });
-            }
-        }
-    }
+    let acks = acks_by_offset(history);
     for segment in segments(history) {
         if segment.last <= segment.start {
             continue;

@@ -21,7 +21,7 @@
 //! after the start, exactly once and in order; publications received while the client has no
 //! segment in the room (which a sane recorder never produces) are ignored by these checks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::history::{ClientNo, Event, History, Violation};
 
@@ -119,6 +119,52 @@ impl Receipt<'_> {
 
 /// Every publication any client received, in recording order (a reply's publications in reply
 /// order).
+/// One acknowledgement of a publication (retries with the same id collapse into one).
+struct Ack<'a> {
+    /// The idempotency key.
+    id: &'a str,
+    /// Who published it.
+    client: ClientNo,
+    /// When the acknowledgement was first recorded.
+    at: u64,
+}
+
+/// Acknowledged publications by (room, epoch), then offset: one entry per id, with the
+/// earliest time it was acknowledged.
+type AcksByOffset<'a> = BTreeMap<(&'a str, &'a str), BTreeMap<u64, Vec<Ack<'a>>>>;
+
+/// Indexes every `PublishAcked` of `history` (see [`AcksByOffset`]).
+fn acks_by_offset(history: &History) -> AcksByOffset<'_> {
+    let mut acks = AcksByOffset::new();
+    for event in &history.events {
+        if let Event::PublishAcked {
+            client,
+            room,
+            id,
+            epoch,
+            offset,
+            at,
+            ..
+        } = event
+        {
+            let at_offset = acks
+                .entry((room.as_str(), epoch.as_str()))
+                .or_default()
+                .entry(*offset)
+                .or_default();
+            match at_offset.iter_mut().find(|a| a.id == id) {
+                Some(a) => a.at = a.at.min(*at),
+                None => at_offset.push(Ack {
+                    id,
+                    client: *client,
+                    at: *at,
+                }),
+            }
+        }
+    }
+    acks
+}
+
 fn receipts(history: &History) -> Vec<Receipt<'_>> {
     let mut out = Vec::new();
     for (index, event) in history.events.iter().enumerate() {

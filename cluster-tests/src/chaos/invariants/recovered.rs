@@ -11,54 +11,17 @@
 //! Acknowledgements recorded at or after the reply are not owed by it (the recorder may see
 //! the ack late); [`super::lost`] still checks that they reach the client.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::super::history::{ClientNo, Event, History, Violation};
+use super::super::history::{Event, History, Violation};
+use super::acks_by_offset;
 
 /// The invariant's name.
 pub const NAME: &str = "recovered-is-true";
 
-/// One acknowledgement of a publication.
-struct Ack<'a> {
-    /// The idempotency key.
-    id: &'a str,
-    /// Who published it.
-    client: ClientNo,
-    /// When the acknowledgement was recorded (the first time, for retries).
-    at: u64,
-}
-
 /// Checks `recovered-is-true`, returning the first false recovery.
 pub fn check(history: &History) -> Result<(), Violation> {
-    // (room, epoch) -> offset -> acknowledgements (one per id, earliest).
-    let mut acks: BTreeMap<(&str, &str), BTreeMap<u64, Vec<Ack<'_>>>> = BTreeMap::new();
-    for event in &history.events {
-        if let Event::PublishAcked {
-            client,
-            room,
-            id,
-            epoch,
-            offset,
-            at,
-            ..
-        } = event
-        {
-            let at_offset = acks
-                .entry((room, epoch))
-                .or_default()
-                .entry(*offset)
-                .or_default();
-            match at_offset.iter_mut().find(|a| a.id == id) {
-                Some(a) => a.at = a.at.min(*at),
-                None => at_offset.push(Ack {
-                    id,
-                    client: *client,
-                    at: *at,
-                }),
-            }
-        }
-    }
+    let acks = acks_by_offset(history);
 
     for event in &history.events {
         let Event::Subscribed {
