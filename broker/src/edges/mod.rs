@@ -45,7 +45,7 @@ use router::{Registered, SessionId};
 
 use crate::config::duration;
 use crate::metrics as m;
-use crate::quic::session::{FrameReader, write_frames, write_one};
+use crate::quic::session::{FrameReader, write_encoded, write_one};
 use crate::raft::{RaftNode, RaftRpc, RaftRpcReply, ReadError};
 use crate::rooms::{Applied, Command, RoomsError};
 
@@ -216,7 +216,7 @@ impl EdgeService {
             .inner
             .router
             .add(edge.clone(), tx.clone(), conn.clone());
-        let writer = tokio::spawn(write_frames(send, rx));
+        let writer = tokio::spawn(write_encoded(send, rx));
         let detached = self.read_calls(id, &edge, &conn, reader, tx).await;
         self.inner.router.remove(id);
         if detached {
@@ -239,7 +239,7 @@ impl EdgeService {
         edge: &EdgeId,
         conn: &Connection,
         mut reader: FrameReader,
-        tx: mpsc::Sender<BrokerEvent>,
+        tx: mpsc::Sender<bytes::Bytes>,
     ) -> bool {
         let limit = Arc::new(Semaphore::new(self.inner.options.max_inflight_calls.max(1)));
         let calls = TaskTracker::new();
@@ -278,7 +278,17 @@ impl EdgeService {
                             .increment(1);
                         metrics::histogram!(m::EDGE_CALL_SECONDS, "call" => name)
                             .record(started.elapsed().as_secs_f64());
-                        let _ = tx.send(BrokerEvent::Result { req, result }).await;
+                        let frame =
+                            router::encode(&BrokerEvent::Result { req, result }).or_else(|| {
+                                // Too large to send (e.g. a huge member list): say so.
+                                let result = Err(BrokerError::Unavailable(
+                                    "the answer is larger than a frame may be".into(),
+                                ));
+                                router::encode(&BrokerEvent::Result { req, result })
+                            });
+                        if let Some(frame) = frame {
+                            let _ = tx.send(frame).await;
+                        }
                         drop(permit);
                     });
                 }

@@ -21,11 +21,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use bytes::Bytes;
 use plaza_proto::cluster::{BrokerEvent, LinkEvent};
 use plaza_proto::{EdgeId, RoomName};
 use quinn::{Connection, VarInt};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::quic::session::encode_frame;
 use crate::raft::AppliedEvents;
 
 /// Connection close code: the broker could not deliver every event to this edge (its queue
@@ -61,7 +63,8 @@ struct State {
 
 struct Slot {
     edge: EdgeId,
-    events: mpsc::Sender<BrokerEvent>,
+    /// Encoded frames: each event is encoded once and its bytes shared by every session.
+    events: mpsc::Sender<Bytes>,
     conn: Connection,
     rooms: HashSet<RoomName>,
     /// Last frame from the edge; leases are renewed only for edges heard from recently.
@@ -82,12 +85,7 @@ impl Router {
     }
 
     /// Adds a session; returns its id.
-    pub fn add(
-        &self,
-        edge: EdgeId,
-        events: mpsc::Sender<BrokerEvent>,
-        conn: Connection,
-    ) -> SessionId {
+    pub fn add(&self, edge: EdgeId, events: mpsc::Sender<Bytes>, conn: Connection) -> SessionId {
         let mut state = self.lock();
         state.next += 1;
         let id = state.next;
@@ -145,6 +143,9 @@ impl Router {
             Ok((index, position)) => (Some(index), reply(position)),
             Err(frame) => (None, frame),
         };
+        let Some(frame) = encode(&frame) else {
+            return Registered::Gone;
+        };
         if slot.events.try_send(frame).is_err() {
             state.cut(id, "event queue full");
             return Registered::Gone;
@@ -174,7 +175,9 @@ impl Router {
     /// Queues `event` to every session; returns how many got it.
     pub fn broadcast(&self, event: &LinkEvent) -> usize {
         let mut state = self.lock();
-        let frame = BrokerEvent::from(event.clone());
+        let Some(frame) = encode(&BrokerEvent::from(event.clone())) else {
+            return 0;
+        };
         let mut full = Vec::new();
         let mut sent = 0;
         for (id, slot) in &state.sessions {
@@ -235,6 +238,8 @@ impl Router {
             let Some(subs) = state.rooms.get(&event.room) else {
                 continue;
             };
+            // Encoded once, when the first session wants it; every session shares the bytes.
+            let mut frame = None;
             for (id, from) in subs {
                 if index <= *from {
                     continue;
@@ -242,11 +247,9 @@ impl Router {
                 let Some(slot) = state.sessions.get(id) else {
                     continue;
                 };
-                if slot
-                    .events
-                    .try_send(BrokerEvent::Room(event.clone()))
-                    .is_err()
-                {
+                let frame = frame.get_or_insert_with(|| encode(&BrokerEvent::Room(event.clone())));
+                let Some(frame) = frame else { break };
+                if slot.events.try_send(frame.clone()).is_err() {
                     full.push(*id);
                 }
             }
@@ -255,6 +258,17 @@ impl Router {
         full.dedup();
         for id in full {
             state.cut(id, "event queue full");
+        }
+    }
+}
+
+/// Encodes a frame for the session queues; `None` (logged) if it cannot be encoded.
+pub(super) fn encode(event: &BrokerEvent) -> Option<Bytes> {
+    match encode_frame(event) {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a frame for an edge");
+            None
         }
     }
 }

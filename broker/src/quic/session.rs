@@ -3,6 +3,7 @@
 //! per-frame header). The version handshake is the first frame each way
 //! ([`plaza_proto::cluster::EdgeRequest::Hello`] → `Welcome`/`Incompatible`).
 
+use bytes::Bytes;
 use plaza_proto::codec::{self, CodecError};
 use quinn::{RecvStream, SendStream};
 use serde::Serialize;
@@ -97,6 +98,33 @@ pub async fn write_frames<T: Serialize>(mut send: SendStream, mut rx: mpsc::Rece
         if send.write_all(&buf).await.is_err() {
             return;
         }
+    }
+    let _ = send.finish();
+}
+
+/// Encodes `value` as one frame, ready to be queued to any number of streams.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Bytes, FrameError> {
+    let mut out = Vec::new();
+    encode_into(value, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// Writes already-encoded frames queued on `rx` to `send` until the queue closes (then
+/// finishes the stream) or a write fails, gathering whatever is queued into one write.
+pub async fn write_encoded(mut send: SendStream, mut rx: mpsc::Receiver<Bytes>) {
+    let mut chunks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut size = first.len();
+        chunks.push(first);
+        while size < MAX_WRITE {
+            let Ok(frame) = rx.try_recv() else { break };
+            size += frame.len();
+            chunks.push(frame);
+        }
+        if send.write_all_chunks(&mut chunks).await.is_err() {
+            return;
+        }
+        chunks.clear();
     }
     let _ = send.finish();
 }
