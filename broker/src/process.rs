@@ -68,3 +68,24 @@ mod tests {
         assert!(set_path(&mut t, &["a", "b", "x"], parse_value("1")).is_err());
     }
 }
+
+/// A configuration error of either binary, naming the key (e.g. `raft.heartbeat_interval`,
+/// `client.ping_interval`, or the config file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {key}: {message}")]
+pub struct ConfigError {
+    /// The key path, or the file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}

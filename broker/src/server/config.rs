@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::process::ConfigError;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RoomsConfig, duration};
@@ -159,25 +160,6 @@ impl Default for RaftConfig {
             max_batch: node.max_batch,
             propose_timeout: node.propose_timeout,
             tick: node.tick.unwrap_or(Duration::from_secs(1)),
-        }
-    }
-}
-
-/// A configuration error, naming the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config error: {key}: {message}")]
-pub struct ConfigError {
-    /// The key path, e.g. `raft.heartbeat_interval`, or the file.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
         }
     }
 }

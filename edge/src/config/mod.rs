@@ -109,24 +109,8 @@ mod validate;
 
 pub use sections::*;
 
-/// A configuration error, naming the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config error: {key}: {message}")]
-pub struct ConfigError {
-    /// The key path, e.g. `client.ping_interval`, or the file.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
+/// A configuration error, naming the key (shared with `plaza-broker`).
+pub use plaza_broker::process::ConfigError;
 
 impl EdgeConfig {
     /// Builds the configuration from a TOML file (if any), environment variables (only those
