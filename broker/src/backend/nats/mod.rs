@@ -18,8 +18,11 @@
 //! history reads know whether anything after a position was pruned, and live delivery detects
 //! a missed message and catches up from the stream.
 
+mod leases;
 pub mod link;
+mod live;
 pub mod names;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
