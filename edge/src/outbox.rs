@@ -7,6 +7,7 @@
 //! with 4001 and the queue stops growing (DESIGN §2.6). Frames are `Utf8Bytes`, so a
 //! publication encoded once is shared by every subscriber's queue.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use plaza_proto::client::DisconnectPush;
 use plaza_proto::{CloseCode, Push, ServerFrame};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
@@ -27,14 +28,23 @@ const MAX_BATCH: usize = 256;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The sending half of a connection, shared by its session and the hub.
+///
+/// The queue is a plain `VecDeque` behind a mutex plus a [`Notify`] for the writer: an idle
+/// connection's queue holds no allocation at all (a channel would keep a block of slots per
+/// connection), and a drained queue gives back what a burst made it grow to.
 #[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    queue: Mutex<VecDeque<Outgoing>>,
+    /// Signalled when a frame is queued (a stored permit if the writer is busy).
+    ready: Notify,
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
     limit: usize,
     closer: Closer,
 }
+
+/// Capacity a drained queue may keep; beyond it the buffer is released.
+const KEEP_CAPACITY: usize = 8;
 
 /// Ends a connection, once, with a reason the writer announces before the close frame.
 #[derive(Debug, Clone, Default)]
@@ -82,16 +92,15 @@ impl Closer {
 }
 
 impl Outbox {
-    /// A queue allowing `limit` bytes in flight, and its receiving end for [`write_loop`].
-    pub fn new(limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let outbox = Self {
-            tx,
+    /// A queue allowing `limit` bytes in flight; [`write_loop`] drains it.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
             queued: AtomicUsize::new(0),
             limit,
             closer: Closer::default(),
-        };
-        (Arc::new(outbox), rx)
+        })
     }
 
     /// Queues a frame without waiting. Returns false, and closes the connection as a slow
@@ -109,12 +118,10 @@ impl Outbox {
                 .close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
             return false;
         }
-        self.tx
-            .send(Outgoing {
-                frame,
-                counted: true,
-            })
-            .is_ok()
+        self.enqueue(Outgoing {
+            frame,
+            counted: true,
+        })
     }
 
     /// Queues a command's reply. Replies do not count towards the slow-consumer limit: their
@@ -123,13 +130,10 @@ impl Outbox {
     /// would make recovering large histories impossible.
     pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
         !self.closer.is_closed()
-            && self
-                .tx
-                .send(Outgoing {
-                    frame,
-                    counted: false,
-                })
-                .is_ok()
+            && self.enqueue(Outgoing {
+                frame,
+                counted: false,
+            })
     }
 
     /// Queues an encoded server frame (a push, counted against the limit).
@@ -140,6 +144,25 @@ impl Outbox {
     /// The connection's closer.
     pub fn closer(&self) -> &Closer {
         &self.closer
+    }
+
+    fn enqueue(&self, frame: Outgoing) -> bool {
+        match self.queue.lock() {
+            Ok(mut queue) => queue.push_back(frame),
+            Err(_) => return false,
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next queued frame, if any; releases the queue's buffer once it is drained.
+    fn pop(&self) -> Option<Outgoing> {
+        let mut queue = self.queue.lock().ok()?;
+        let next = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
+            queue.shrink_to(KEEP_CAPACITY);
+        }
+        next
     }
 
     fn written(&self, bytes: usize) {
@@ -160,67 +183,93 @@ impl Outgoing {
     }
 }
 
-/// Drains `rx` into the socket until the connection closes, pinging every `ping_interval`.
-/// On close with a reason, flushes what is queued (unless the client is a slow consumer),
-/// then sends the `disconnect` push and the close frame with the same code.
-pub async fn write_loop(
+/// Drains the outbox into the socket until the connection closes, pinging every
+/// `ping_interval`. On close with a reason, flushes what is queued (unless the client is a
+/// slow consumer), then sends the `disconnect` push and the close frame with the same code.
+pub fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     outbox: Arc<Outbox>,
     ping_interval: Duration,
-) {
-    let closer = outbox.closer.clone();
+) -> impl Future<Output = ()> + Send + 'static {
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    loop {
-        // All arms are cancel-safe: `recv` and `tick` lose nothing when another arm wins.
-        tokio::select! {
-            biased;
-            _ = closer.closed() => break,
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break };
-                let written = tokio::select! {
-                    r = write_batch(&mut sink, frame, &mut rx) => r,
-                    _ = closer.closed() => break,
-                };
-                match written {
-                    Ok(bytes) => outbox.written(bytes),
-                    Err(()) => { closer.close_quietly(); break; }
+    // An `async move` block: its captures are used in place (an async fn would also keep a
+    // copy of its arguments in every connection's writer task).
+    async move {
+        loop {
+            // All arms are cancel-safe: a lost `notified` leaves the frames queued for the next
+            // round, and `tick` loses nothing when another arm wins. The select only picks what to
+            // do, so its futures are gone before the write's are made (a smaller task).
+            let wake = tokio::select! {
+                biased;
+                _ = outbox.closer.closed() => break,
+                _ = outbox.ready.notified() => Wake::Frames,
+                _ = ping.tick() => Wake::Ping,
+            };
+            let write = async {
+                match wake {
+                    Wake::Frames => match outbox.pop() {
+                        Some(first) => write_batch(&mut sink, first, &outbox).await,
+                        None => Ok(0),
+                    },
+                    Wake::Ping => sink
+                        .send(Message::Ping(Default::default()))
+                        .await
+                        .map(|()| 0)
+                        .map_err(|_| ()),
+                }
+            };
+            let written = tokio::select! {
+                r = write => r,
+                _ = outbox.closer.closed() => break,
+            };
+            match written {
+                Ok(bytes) => outbox.written(bytes),
+                Err(()) => {
+                    outbox.closer.close_quietly();
+                    break;
                 }
             }
-            _ = ping.tick() => {
-                let sent = tokio::select! {
-                    r = sink.send(Message::Ping(Default::default())) => r.is_ok(),
-                    _ = closer.closed() => break,
-                };
-                if !sent { closer.close_quietly(); break; }
-            }
         }
+        // Boxed: the closing handshake (and its timer) only exists once, at the end.
+        let finish = finish(&mut sink, &outbox, outbox.closer.reason());
+        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, finish)).await;
     }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, finish(&mut sink, &mut rx, closer.reason())).await;
 }
 
+/// Why the writer woke up.
+enum Wake {
+    Frames,
+    Ping,
+}
+
+/// Writes `first` and what else is queued (up to [`MAX_BATCH`] frames), then flushes once.
+/// Returns the slow-consumer budget the written frames held.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     first: Outgoing,
-    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    outbox: &Outbox,
 ) -> Result<usize, ()> {
     let mut bytes = first.budget();
     sink.feed(Message::Text(first.frame))
         .await
         .map_err(|_| ())?;
     for _ in 1..MAX_BATCH {
-        let Ok(next) = rx.try_recv() else { break };
+        let Some(next) = outbox.pop() else { break };
         bytes += next.budget();
         sink.feed(Message::Text(next.frame)).await.map_err(|_| ())?;
     }
     sink.flush().await.map_err(|_| ())?;
+    if !outbox.queue.lock().is_ok_and(|q| q.is_empty()) {
+        // More than a batch was queued: come back for the rest without waiting for a push.
+        outbox.ready.notify_one();
+    }
     Ok(bytes)
 }
 
 async fn finish(
     sink: &mut SplitSink<WebSocket, Message>,
-    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    outbox: &Outbox,
     reason: Option<(CloseCode, String)>,
 ) {
     let Some((code, reason)) = reason else {
@@ -229,7 +278,7 @@ async fn finish(
     };
     if code != CloseCode::SlowConsumer {
         // Deliver what was queued before the close, e.g. the error reply that caused it.
-        while let Ok(next) = rx.try_recv() {
+        while let Some(next) = outbox.pop() {
             if sink.feed(Message::Text(next.frame)).await.is_err() {
                 return;
             }

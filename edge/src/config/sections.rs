@@ -210,7 +210,7 @@ impl Default for ClientConfig {
             max_rooms: 512,
             refresh_ahead: Duration::from_secs(30),
             max_history_limit: 1000,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
         }
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use plaza_broker::EdgeLink;
 use plaza_broker::PresenceMode;
 use plaza_proto::client::{
@@ -28,13 +29,14 @@ use plaza_proto::{
     ClientFrame, ClientId, CloseCode, Command, ErrorBody, ErrorCode, Member, Position, Push, Reply,
     ReplyOk, RoomName, Sender, ServerFrame,
 };
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Capability, Identity, unix_now};
 use crate::hub::SessionId;
 use crate::limits::{CommandRate, CommandVerdict};
 use crate::metrics as m;
-use crate::outbox::{Outbox, write_loop};
+use crate::outbox::{Closer, Outbox, write_loop};
 use crate::server::Ctx;
 use crate::users::UserSlot;
 
@@ -80,19 +82,20 @@ struct Sub {
 }
 
 /// Runs a client connection to its end, then removes its subscriptions and presence.
-pub async fn run<L: EdgeLink>(
+///
+/// The setup happens here, outside the returned future, so that the future — which lives as
+/// long as the connection — only holds what the read loop needs (an async fn would also keep
+/// room for its arguments).
+pub fn run<L: EdgeLink>(
     socket: WebSocket,
     ctx: Arc<Ctx<L>>,
     handshake_token: Option<String>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let (sink, mut stream) = socket.split();
-    let (outbox, rx) = Outbox::new(ctx.config.client.outbound_queue_bytes);
-    let writer = tokio::spawn(write_loop(
-        sink,
-        rx,
-        outbox.clone(),
-        ctx.config.client.ping_interval,
-    ));
+    let outbox = Outbox::new(ctx.config.client.outbound_queue_bytes);
+    let wf = write_loop(sink, outbox.clone(), ctx.config.client.ping_interval);
+    eprintln!("SIZE write_loop={}", std::mem::size_of_val(&wf));
+    let writer = tokio::spawn(wf);
     metrics::gauge!(m::CONNECTIONS).increment(1);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let now = Instant::now();
@@ -109,33 +112,49 @@ pub async fn run<L: EdgeLink>(
         last_seen: now,
         drain_at: None,
     };
-    let closer = session.outbox.closer().clone();
-    let drain = session.ctx.drain.clone();
-    loop {
-        let deadline = session.next_deadline();
-        // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
-        tokio::select! {
-            biased;
-            _ = closer.closed() => break,
-            _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
-            _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
-            frame = stream.next() => match frame {
-                None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
-                Some(Err(e)) => { session.on_read_error(e); break; }
-                Some(Ok(Message::Text(text))) => {
-                    session.last_seen = Instant::now();
-                    // Boxed: a command's future is large (history pages, nested broker calls) and
-                    // exists only while it runs; inline it would sit in every idle connection.
-                    Box::pin(session.on_text(&text)).await;
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
-                    closer.close(CloseCode::BadRequest, "binary frames are not supported; send JSON text frames");
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.last_seen = Instant::now(),
-            },
+    // An `async move` block rather than an async fn: its captures are used in place, where an
+    // async fn would also keep a copy of its arguments for the connection's whole life.
+    async move {
+        let closer = session.outbox.closer().clone();
+        let drain = session.ctx.drain.clone();
+        loop {
+            let deadline = session.next_deadline();
+            // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
+            tokio::select! {
+                biased;
+                _ = closer.closed() => break,
+                _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
+                _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
+                frame = stream.next() => match frame {
+                    None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
+                    Some(Err(e)) => { session.on_read_error(e); break; }
+                    Some(Ok(Message::Text(text))) => {
+                        session.last_seen = Instant::now();
+                        // Boxed: a command's future is large (history pages, nested broker calls) and
+                        // exists only while it runs; inline it would sit in every idle connection.
+                        Box::pin(session.on_text(&text)).await;
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
+                        closer.close(CloseCode::BadRequest, "binary frames are not supported; send JSON text frames");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.last_seen = Instant::now(),
+                },
+            }
         }
+        // The end of a connection is boxed like a command: it runs once, and inline its futures
+        // would be part of every connection's footprint.
+        Box::pin(finish(session, stream, closer, writer)).await;
     }
+}
+
+/// Leaves every room, completes a server-initiated closing handshake and waits for the writer.
+async fn finish<L: EdgeLink>(
+    mut session: Session<L>,
+    mut stream: SplitStream<WebSocket>,
+    closer: Closer,
+    writer: JoinHandle<()>,
+) {
     session.cleanup().await;
     if closer.initiated_by_server() {
         // Complete the closing handshake: read (and discard) until the client's close frame,
