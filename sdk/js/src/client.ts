@@ -1,0 +1,1094 @@
+/**
+ * `PlazaClient`: one WebSocket to a Plaza edge, multiplexing every room of the app.
+ *
+ * ```text
+ *  app ── subscribe(room) ──▶ Subscription handles ──▶ RoomEntry (one per room, ref-counted)
+ *   │                                                     │ subscribe/unsubscribe, recover
+ *   └─ publish/presence/history ──▶ call queue ──────────▶ socket ──▶ edge
+ *                                   (waits for a connection, resends after a reconnect)
+ * ```
+ *
+ * The client owns reconnecting (exponential backoff with full jitter, immediately on `online`
+ * or when a hidden tab becomes visible), resubscribing with `recover` from the last processed
+ * position, token refresh (`refresh` pushes, 4002 closes, visibility checks) and idempotent
+ * publish retries. The protocol is docs/protocol.md; section numbers below refer to it.
+ */
+
+import { Backoff, type BackoffOptions } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import {
+  ErrorCode,
+  PlazaClosedError,
+  PlazaError,
+  PlazaTimeoutError,
+  closeNeedsFreshToken,
+  isTerminalCloseCode,
+} from "./errors.js";
+import { assertTransition, type ConnectionState } from "./state.js";
+import {
+  Subscription,
+  type SubscribeOptions,
+  type SubscribedEvent,
+  type SubscriptionHost,
+  type SubscriptionState,
+} from "./subscription.js";
+import type {
+  ConnectionInfo,
+  HistoryOptions,
+  HistoryResult,
+  Member,
+  Position,
+  PresenceStats,
+  Publication,
+  PublishOptions,
+  PublishResult,
+} from "./types.js";
+
+/** The subset of the WebSocket API the client uses (browsers' and the `ws` package's fit). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+/** A WebSocket constructor, e.g. `globalThis.WebSocket` or `import { WebSocket } from "ws"`. */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** Something that dispatches DOM-style events (`window`, `document`). */
+export interface EventSourceLike {
+  addEventListener(type: string, listener: () => void): void;
+  removeEventListener(type: string, listener: () => void): void;
+}
+
+/**
+ * Where the client listens for `online` and `visibilitychange`. Defaults to the global
+ * `window` and `document` when they exist (browsers); pass `null` to disable.
+ */
+export interface PlazaEnvironment {
+  window?: EventSourceLike | null;
+  document?: (EventSourceLike & { readonly visibilityState: string }) | null;
+}
+
+/** Options of `new PlazaClient(...)`. */
+export interface PlazaClientOptions {
+  /** The edge's WebSocket endpoint, e.g. `wss://rt.example.com/v1/ws`. */
+  url: string;
+  /**
+   * Returns a token for the current user. Called on the first connect, on reconnects when the
+   * cached token is close to expiry or was rejected as expired, and on `refresh` pushes.
+   */
+  getToken: () => string | Promise<string>;
+  /** WebSocket implementation (default: the global `WebSocket`; Node 20 needs `ws`). */
+  WebSocket?: WebSocketConstructor;
+  /** Client name sent in `connect` (logged by the edge). */
+  name?: string;
+  /** Client version sent in `connect`. */
+  version?: string;
+  /** Deadline of reads (`presence`, `presenceStats`, `history`) and of `connect`/`subscribe` replies, in ms (default 10 000). */
+  requestTimeoutMs?: number;
+  /** Deadline of a `publish`, including waiting for a reconnect and resubscribe, in ms (default 60 000; keep it under the 2-minute idempotency window). */
+  publishTimeoutMs?: number;
+  /** Reconnect backoff (default 500 ms doubling up to 30 s, full jitter). */
+  backoff?: BackoffOptions;
+  /** Refresh or replace a token when less than this is left before its expiry, in ms (default 60 000). */
+  tokenRefreshMarginMs?: number;
+  /** How long a room stays subscribed after its last handle is released, in ms (default 50). */
+  unsubscribeDelayMs?: number;
+  /** How long `retain()`'s release waits before closing, in ms (default 50). */
+  releaseDelayMs?: number;
+  /** Send a `ping` command every `ping_interval` and reconnect when none is answered (default true). */
+  liveness?: boolean;
+  /** Event sources for `online` / `visibilitychange` (default: the browser globals). */
+  environment?: PlazaEnvironment;
+  /** Clock in ms, injectable for tests (default `Date.now`). */
+  now?: () => number;
+}
+
+/** Payload of the client's `state` event. */
+export interface StateChange {
+  state: ConnectionState;
+  previous: ConnectionState;
+}
+
+/** Payload of the client's `disconnected` event. */
+export interface DisconnectInfo {
+  /** The close code: from the edge's `disconnect` push, the WebSocket close, or 1006 for a connection the client dropped itself (no reply to `ping`/`connect`/`subscribe`, `getToken` failure). */
+  code: number;
+  reason: string;
+  /** Whether the client reconnects. */
+  reconnect: boolean;
+  /** The backoff delay before the next attempt, when reconnecting. */
+  retryInMs?: number;
+}
+
+/** Events of a client. */
+export type ClientEvents = {
+  state: StateChange;
+  connected: ConnectionInfo;
+  disconnected: DisconnectInfo;
+  /** Token refreshed in-band (`refresh` command succeeded). */
+  tokenRefreshed: { expiresIn: number | null };
+  /** Something went wrong that the client handles itself but the app may want to log. */
+  error: Error;
+};
+
+/** The socket went away while a command was in flight (internal: such commands are resent). */
+class ConnectionLost extends Error {
+  constructor() {
+    super("connection lost");
+    this.name = "ConnectionLost";
+  }
+}
+
+interface Pending {
+  op: string;
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+interface Call {
+  op: string;
+  fields: Record<string, unknown>;
+  /** Wait until this room's subscription is live before sending (publish needs it). */
+  room: string | undefined;
+  resolve: (value: never) => void;
+  reject: (error: Error) => void;
+  deadline: ReturnType<typeof setTimeout> | undefined;
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  inFlight: boolean;
+  done: boolean;
+  attempts: number;
+}
+
+/** The one protocol subscription of a room, shared by every handle on it. */
+interface RoomEntry {
+  room: string;
+  handles: Set<Subscription>;
+  /** `subscribing`: waiting for a connection or a reply; `active`: live; `ended`: refused or removed by the server. */
+  status: "subscribing" | "active" | "ended";
+  /** A subscribe command is in flight. */
+  inflight: boolean;
+  /** Whether the live protocol subscription has `presence: true`. */
+  presence: boolean;
+  /** The last processed position (§10.3). */
+  position: Position | undefined;
+  endError: PlazaError | undefined;
+  lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  retries: number;
+}
+
+interface ConnectOk {
+  client: string;
+  user: string;
+  expires_in: number | null;
+  ping_interval: number;
+}
+
+interface SubscribeOk {
+  epoch: string;
+  offset: number;
+  recovered: boolean;
+  publications: { offset: number; data: unknown; from: { user: string; client: string } | null }[];
+}
+
+const OPEN = 1;
+const MAX_ID = 4294967295;
+/** Close code reported for connections the client dropped itself (as for a network drop). */
+const LOCAL_DROP = 1006;
+
+function randomIdem(): string {
+  const c = (globalThis as { crypto?: Crypto }).crypto;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  if (c && typeof c.getRandomValues === "function") {
+    // randomUUID needs a secure context; getRandomValues does not.
+    const b = c.getRandomValues(new Uint8Array(16));
+    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  }
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/** A Plaza client: one connection, many rooms. Construction does not connect; call `connect()`. */
+export class PlazaClient extends Emitter<ClientEvents> {
+  private readonly url: string;
+  private readonly getTokenFn: () => string | Promise<string>;
+  private readonly WS: WebSocketConstructor | undefined;
+  private readonly name: string | undefined;
+  private readonly version: string | undefined;
+  private readonly requestTimeoutMs: number;
+  private readonly publishTimeoutMs: number;
+  private readonly tokenMarginMs: number;
+  private readonly unsubscribeDelayMs: number;
+  private readonly releaseDelayMs: number;
+  private readonly liveness: boolean;
+  private readonly environment: PlazaEnvironment | undefined;
+  private readonly now: () => number;
+  private readonly backoff: Backoff;
+
+  private currentState: ConnectionState = "disconnected";
+  private ws: WebSocketLike | null = null;
+  /** Bumped for every socket; callbacks of older sockets compare and do nothing. */
+  private gen = 0;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private info: ConnectionInfo | null = null;
+  private disconnectPush: DisconnectInfo | undefined;
+  private connectError: PlazaError | undefined;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private pingInFlight = false;
+
+  private token: string | undefined;
+  private tokenFetchedAt = 0;
+  /** ms timestamp of the token's `exp`; `null` = never expires; `undefined` = not yet known. */
+  private tokenExpiresAt: number | null | undefined;
+  private forceFreshToken = true;
+  private refreshing = false;
+
+  private readonly rooms = new Map<string, RoomEntry>();
+  private readonly calls = new Set<Call>();
+  private retains = 0;
+  private releaseTimer: ReturnType<typeof setTimeout> | undefined;
+  private envCleanup: (() => void) | undefined;
+  private readonly host: SubscriptionHost;
+
+  constructor(options: PlazaClientOptions) {
+    super();
+    if (typeof options?.url !== "string" || options.url === "") {
+      throw new TypeError("PlazaClient: options.url must be the edge's WebSocket URL");
+    }
+    if (typeof options.getToken !== "function") {
+      throw new TypeError("PlazaClient: options.getToken must be a function returning a token");
+    }
+    this.url = options.url;
+    this.getTokenFn = options.getToken;
+    this.WS = options.WebSocket;
+    this.name = options.name;
+    this.version = options.version;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+    this.publishTimeoutMs = options.publishTimeoutMs ?? 60_000;
+    this.tokenMarginMs = options.tokenRefreshMarginMs ?? 60_000;
+    this.unsubscribeDelayMs = options.unsubscribeDelayMs ?? 50;
+    this.releaseDelayMs = options.releaseDelayMs ?? 50;
+    this.liveness = options.liveness ?? true;
+    this.environment = options.environment;
+    this.now = options.now ?? Date.now;
+    this.backoff = new Backoff(options.backoff);
+    // Subscriptions talk to the client through this narrow interface.
+    this.host = {
+      release: (sub) => this.release(sub),
+      publish: (room, data, o) => this.publish(room, data, o),
+      presence: (room, o) => this.presence(room, o),
+      presenceStats: (room, o) => this.presenceStats(room, o),
+      history: (room, o) => this.history(room, o),
+      roomState: (room) => this.roomState(room),
+      roomPosition: (room) => {
+        const p = this.rooms.get(room)?.position;
+        return p ? { ...p } : undefined;
+      },
+    };
+  }
+
+  // ───────────────────────────── public API ─────────────────────────────
+
+  /** The connection state. */
+  get state(): ConnectionState {
+    return this.currentState;
+  }
+
+  /** What the edge said at `connect`, while connected. */
+  get connection(): ConnectionInfo | null {
+    return this.info ? { ...this.info } : null;
+  }
+
+  /** Opens the connection (idempotent). Subscriptions made before are subscribed once connected. */
+  connect(): void {
+    if (this.currentState !== "disconnected" && this.currentState !== "closed") return;
+    if (!this.webSocketCtor()) {
+      throw new TypeError(
+        "PlazaClient: no WebSocket implementation; pass options.WebSocket (e.g. `import { WebSocket } from \"ws\"` on Node 20)",
+      );
+    }
+    this.installEnvironment();
+    this.setState("connecting");
+    void this.openSocket();
+  }
+
+  /**
+   * Closes the connection and stops reconnecting. Pending requests fail with
+   * `PlazaClosedError`; subscriptions stay registered and resume on the next `connect()`.
+   */
+  close(): void {
+    if (this.currentState === "closed") return;
+    this.teardownSocket(new PlazaClosedError("client closed"));
+    this.clearReconnect();
+    this.removeEnvironment();
+    this.setState("closed");
+    this.failCalls(new PlazaClosedError("client closed"));
+  }
+
+  /**
+   * Keeps the connection open while retained: connects now, and closes shortly after the last
+   * release (so React StrictMode's unmount + mount does not reconnect). Returns the release.
+   */
+  retain(): () => void {
+    this.retains += 1;
+    if (this.releaseTimer !== undefined) clearTimeout(this.releaseTimer);
+    this.releaseTimer = undefined;
+    this.connect();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.retains -= 1;
+      if (this.retains > 0) return;
+      this.releaseTimer = setTimeout(() => {
+        this.releaseTimer = undefined;
+        if (this.retains === 0) this.close();
+      }, this.releaseDelayMs);
+    };
+  }
+
+  /**
+   * Subscribes to a room and returns a handle. Handles of the same room share one protocol
+   * subscription (ref-counted); it ends when the last handle calls `unsubscribe()`. After a
+   * reconnect the room is resubscribed with `recover`; watch the handle's `subscribed` events
+   * for `recovered: false`.
+   */
+  subscribe(room: string, options: SubscribeOptions = {}): Subscription {
+    if (typeof room !== "string" || room === "") throw new TypeError("subscribe: room must be a non-empty string");
+    let entry = this.rooms.get(room);
+    if (!entry) {
+      entry = {
+        room,
+        handles: new Set(),
+        status: "subscribing",
+        inflight: false,
+        presence: false,
+        position: undefined,
+        endError: undefined,
+        lingerTimer: undefined,
+        retryTimer: undefined,
+        retries: 0,
+      };
+      this.rooms.set(room, entry);
+    }
+    if (entry.lingerTimer !== undefined) clearTimeout(entry.lingerTimer);
+    entry.lingerTimer = undefined;
+    const sub = new Subscription(this.host, room, options);
+    entry.handles.add(sub);
+    const e = entry;
+    if (e.status === "ended") {
+      // A new handle on a refused or revoked room tries again (e.g. after a new token).
+      e.status = "subscribing";
+      e.endError = undefined;
+      this.subscribeRoom(e);
+    } else if (e.status === "active") {
+      if (sub.presence && !e.presence) {
+        this.resubscribeWithPresence(e);
+      } else {
+        const position = e.position!;
+        queueMicrotask(() => {
+          if (sub.isReleased || e.status !== "active") return;
+          sub.deliver("state", { state: "subscribed" });
+          sub.deliver("subscribed", {
+            room,
+            epoch: position.epoch,
+            offset: position.offset,
+            recovered: false,
+            recovering: false,
+            epochChanged: false,
+            recoveredCount: 0,
+          });
+        });
+      }
+    } else {
+      this.subscribeRoom(e);
+    }
+    return sub;
+  }
+
+  /** Number of live handles on a room (0 if none). */
+  refCount(room: string): number {
+    return this.rooms.get(room)?.handles.size ?? 0;
+  }
+
+  /**
+   * Publishes `data` to `room`. The connection must be subscribed to the room (§5.4): if this
+   * client holds a subscription, the publish waits until it is live. Every publish carries an
+   * `idem` key (a random UUID unless given) and is resent with the same key after a reconnect,
+   * so it is delivered once. Resolves with the publication's position.
+   */
+  publish(room: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    const idem = options.idem ?? randomIdem();
+    return this.call<PublishResult>("publish", { room, data: data === undefined ? null : data, idem }, {
+      timeoutMs: options.timeoutMs ?? this.publishTimeoutMs,
+      room,
+    });
+  }
+
+  /** The room's members, one per connection, ordered by client id (§5.5). */
+  async presence(room: string, options: { timeoutMs?: number } = {}): Promise<Member[]> {
+    const ok = await this.call<{ members: Member[] }>("presence", { room }, {
+      timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
+    });
+    return ok.members;
+  }
+
+  /** Counts of the room's member connections and distinct users (§5.6). */
+  presenceStats(room: string, options: { timeoutMs?: number } = {}): Promise<PresenceStats> {
+    return this.call<PresenceStats>("presence_stats", { room }, {
+      timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
+    });
+  }
+
+  /** Publications of the room, oldest first (§5.7). */
+  async history(room: string, options: HistoryOptions = {}): Promise<HistoryResult> {
+    const fields: Record<string, unknown> = { room };
+    if (options.since) fields.since = { epoch: options.since.epoch, offset: options.since.offset };
+    if (options.limit !== undefined) fields.limit = options.limit;
+    const ok = await this.call<{
+      epoch: string;
+      offset: number;
+      complete: boolean;
+      publications: { offset: number; data: unknown; from: { user: string; client: string } | null }[];
+    }>("history", fields, { timeoutMs: options.timeoutMs ?? this.requestTimeoutMs });
+    return {
+      epoch: ok.epoch,
+      offset: ok.offset,
+      complete: ok.complete,
+      publications: ok.publications.map((p) => ({ room, offset: p.offset, data: p.data, from: p.from ?? null })),
+    };
+  }
+
+  // ───────────────────────────── connection ─────────────────────────────
+
+  private webSocketCtor(): WebSocketConstructor | undefined {
+    return this.WS ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  }
+
+  private setState(next: ConnectionState): void {
+    const previous = this.currentState;
+    if (previous === next) return;
+    assertTransition(previous, next);
+    this.currentState = next;
+    this.emit("state", { state: next, previous });
+  }
+
+  private async openSocket(): Promise<void> {
+    const gen = ++this.gen;
+    this.disconnectPush = undefined;
+    this.connectError = undefined;
+    let token: string;
+    try {
+      token = await this.connectToken();
+    } catch (err) {
+      if (gen !== this.gen) return;
+      this.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.lost(gen, { code: LOCAL_DROP, reason: "getToken() failed", reconnect: true });
+      return;
+    }
+    if (gen !== this.gen) return;
+    const WS = this.webSocketCtor()!;
+    let ws: WebSocketLike;
+    try {
+      ws = new WS(this.url, "plaza.v1");
+    } catch (err) {
+      // A malformed URL cannot get better by retrying.
+      this.emit("error", err instanceof Error ? err : new Error(String(err)));
+      this.gen += 1;
+      this.removeEnvironment();
+      this.setState("closed");
+      this.failCalls(new PlazaClosedError(`cannot open ${this.url}`));
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (gen === this.gen) this.sendConnect(gen, token);
+    };
+    ws.onmessage = (event) => {
+      if (gen === this.gen) this.onFrame(event.data);
+    };
+    ws.onclose = (event) => {
+      if (gen !== this.gen) return;
+      const info = this.disconnectPush ?? {
+        code: event.code,
+        reason: event.reason,
+        reconnect: !isTerminalCloseCode(event.code),
+      };
+      this.lost(gen, info);
+    };
+    ws.onerror = () => {
+      // A close event always follows; it decides what happens.
+    };
+  }
+
+  /** The token for a new connection: the cached one while it has time left, else a fresh one. */
+  private async connectToken(): Promise<string> {
+    const now = this.now();
+    if (!this.forceFreshToken && this.token !== undefined) {
+      const fresh =
+        this.tokenExpiresAt === null ||
+        (this.tokenExpiresAt !== undefined && this.tokenExpiresAt - now > this.tokenMarginMs) ||
+        (this.tokenExpiresAt === undefined && now - this.tokenFetchedAt < this.tokenMarginMs);
+      if (fresh) return this.token;
+    }
+    return this.fetchToken();
+  }
+
+  private async fetchToken(): Promise<string> {
+    const token = await this.getTokenFn();
+    if (typeof token !== "string" || token === "") throw new TypeError("getToken() must return a non-empty string");
+    this.token = token;
+    this.tokenFetchedAt = this.now();
+    this.tokenExpiresAt = undefined;
+    this.forceFreshToken = false;
+    return token;
+  }
+
+  private sendConnect(gen: number, token: string): void {
+    const fields: Record<string, unknown> = { token };
+    if (this.name !== undefined) fields.name = this.name;
+    if (this.version !== undefined) fields.version = this.version;
+    this.request<ConnectOk>("connect", fields, this.requestTimeoutMs).then(
+      (ok) => this.onConnected(gen, ok),
+      (err: Error) => {
+        if (gen !== this.gen) return;
+        if (err instanceof PlazaError) {
+          // The edge closes next (4500, 4002, 4004, 4008); the close decides. 110/111 mean
+          // this token is no good: never reuse it.
+          this.connectError = err;
+          if (err.code === ErrorCode.invalidToken || err.code === ErrorCode.tokenExpired) this.forceFreshToken = true;
+          this.emit("error", err);
+        } else if (err instanceof PlazaTimeoutError) {
+          this.lost(gen, { code: LOCAL_DROP, reason: "no reply to connect", reconnect: true });
+        }
+      },
+    );
+  }
+
+  private onConnected(gen: number, ok: ConnectOk): void {
+    if (gen !== this.gen) return;
+    const now = this.now();
+    this.info = {
+      client: ok.client,
+      user: ok.user,
+      expiresIn: ok.expires_in ?? null,
+      pingInterval: ok.ping_interval,
+    };
+    this.tokenExpiresAt = ok.expires_in == null ? null : now + ok.expires_in * 1000;
+    this.setState("connected");
+    this.emit("connected", { ...this.info });
+    this.startPing(gen);
+    let resubscribing = false;
+    for (const entry of [...this.rooms.values()]) {
+      if (entry.handles.size === 0) {
+        // Lingering after its last release: the old connection's subscription is gone anyway.
+        this.dropRoom(entry);
+        continue;
+      }
+      if (entry.status === "ended") continue;
+      resubscribing = true;
+      this.subscribeRoom(entry);
+    }
+    // §18.5: reset the backoff after a successful subscribe (or now, with nothing to subscribe).
+    if (!resubscribing) this.backoff.reset();
+    this.pump();
+  }
+
+  /**
+   * The socket of `gen` is gone (or is being dropped by the client). Decides between
+   * reconnecting and closing for good, and parks everything that was in flight.
+   */
+  private lost(gen: number, info: DisconnectInfo): void {
+    if (gen !== this.gen) return;
+    this.teardownSocket(new ConnectionLost());
+    if (this.currentState === "closed") return;
+    const terminal = !info.reconnect || isTerminalCloseCode(info.code);
+    if (closeNeedsFreshToken(info.code) || this.connectError?.code === ErrorCode.tokenExpired) {
+      this.forceFreshToken = true;
+    }
+    if (terminal) {
+      this.emit("disconnected", { code: info.code, reason: info.reason, reconnect: false });
+      const err = new PlazaClosedError(`connection closed for good: ${info.code} ${info.reason}`, info.code);
+      this.emit("error", err);
+      this.removeEnvironment();
+      this.setState("closed");
+      this.failCalls(err);
+      return;
+    }
+    const delay = this.backoff.next();
+    if (this.currentState !== "reconnecting") this.setState("disconnected");
+    this.emit("disconnected", { code: info.code, reason: info.reason, reconnect: true, retryInMs: delay });
+    this.setState("reconnecting");
+    this.clearReconnect();
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      void this.openSocket();
+    }, delay);
+  }
+
+  /** Closes the current socket (if any), fails its in-flight commands and parks rooms. */
+  private teardownSocket(reason: Error): void {
+    this.gen += 1;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = null;
+      ws.onmessage = null;
+      ws.onclose = null;
+      ws.onerror = () => {};
+      try {
+        ws.close(1000);
+      } catch {
+        // Already closed or never opened.
+      }
+    }
+    if (this.pingTimer !== undefined) clearInterval(this.pingTimer);
+    this.pingTimer = undefined;
+    this.pingInFlight = false;
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) {
+      if (p.timer !== undefined) clearTimeout(p.timer);
+      p.reject(reason);
+    }
+    this.info = null;
+    for (const entry of this.rooms.values()) {
+      entry.inflight = false;
+      entry.presence = false;
+      if (entry.retryTimer !== undefined) clearTimeout(entry.retryTimer);
+      entry.retryTimer = undefined;
+      if (entry.status === "active") {
+        entry.status = "subscribing";
+        for (const h of entry.handles) h.deliver("state", { state: "subscribing" });
+      }
+    }
+  }
+
+  private clearReconnect(): void {
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+  }
+
+  /** Skips the backoff wait (network back, tab visible again). */
+  private reconnectNow(): void {
+    if (this.currentState !== "reconnecting" || this.reconnectTimer === undefined) return;
+    this.clearReconnect();
+    void this.openSocket();
+  }
+
+  private startPing(gen: number): void {
+    if (!this.liveness || !this.info) return;
+    const everyMs = Math.max(1, this.info.pingInterval) * 1000;
+    this.pingTimer = setInterval(() => this.checkAlive(gen), everyMs);
+  }
+
+  /** Sends `ping`; no reply within one ping interval means a dead connection: reconnect. */
+  private checkAlive(gen: number): void {
+    if (gen !== this.gen || !this.info || this.pingInFlight) return;
+    this.pingInFlight = true;
+    const timeoutMs = Math.max(1, this.info.pingInterval) * 1000;
+    this.request("ping", {}, timeoutMs).then(
+      () => {
+        if (gen === this.gen) this.pingInFlight = false;
+      },
+      (err: Error) => {
+        if (gen !== this.gen) return;
+        this.pingInFlight = false;
+        if (err instanceof PlazaTimeoutError) this.lost(gen, { code: LOCAL_DROP, reason: "no reply to ping", reconnect: true });
+      },
+    );
+  }
+
+  // ───────────────────────────── environment ─────────────────────────────
+
+  private installEnvironment(): void {
+    if (this.envCleanup) return;
+    const g = globalThis as { window?: EventSourceLike; document?: EventSourceLike & { visibilityState: string } };
+    const win = this.environment?.window !== undefined ? this.environment.window : (g.window ?? null);
+    const doc = this.environment?.document !== undefined ? this.environment.document : (g.document ?? null);
+    const onOnline = () => this.wake();
+    const onVisibility = () => {
+      if (doc?.visibilityState === "visible") this.wake();
+    };
+    win?.addEventListener("online", onOnline);
+    doc?.addEventListener("visibilitychange", onVisibility);
+    this.envCleanup = () => {
+      win?.removeEventListener("online", onOnline);
+      doc?.removeEventListener("visibilitychange", onVisibility);
+    };
+  }
+
+  private removeEnvironment(): void {
+    this.envCleanup?.();
+    this.envCleanup = undefined;
+  }
+
+  /**
+   * The network came back or the tab became visible. Timers of background tabs are throttled
+   * (Chrome: once a minute), so neither the backoff timer nor anything time-based can be
+   * trusted to have run: reconnect now, refresh a token that is close to expiry, and check
+   * that a "connected" socket is still alive.
+   */
+  private wake(): void {
+    if (this.currentState === "reconnecting") {
+      this.reconnectNow();
+      return;
+    }
+    if (this.currentState !== "connected") return;
+    const exp = this.tokenExpiresAt;
+    if (typeof exp === "number" && exp - this.now() < this.tokenMarginMs) void this.refreshToken();
+    if (this.liveness) this.checkAlive(this.gen);
+  }
+
+  // ───────────────────────────── frames ─────────────────────────────
+
+  private allocId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = id >= MAX_ID ? 1 : id + 1;
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  /** Sends one command on the current socket; rejects with `ConnectionLost` if there is none. */
+  private request<T>(op: string, fields: Record<string, unknown>, timeoutMs: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const ws = this.ws;
+      if (!ws || ws.readyState !== OPEN) {
+        reject(new ConnectionLost());
+        return;
+      }
+      const id = this.allocId();
+      const p: Pending = { op, resolve: resolve as (v: unknown) => void, reject, timer: undefined };
+      if (timeoutMs > 0) {
+        p.timer = setTimeout(() => {
+          if (this.pending.get(id) === p) this.pending.delete(id);
+          reject(new PlazaTimeoutError(op, timeoutMs));
+        }, timeoutMs);
+      }
+      this.pending.set(id, p);
+      ws.send(JSON.stringify({ ...fields, id, op }));
+    });
+  }
+
+  private onFrame(raw: unknown): void {
+    let msg: Record<string, unknown>;
+    try {
+      const text = typeof raw === "string" ? raw : String(raw);
+      msg = JSON.parse(text);
+    } catch {
+      return; // The edge only sends JSON; ignore anything else rather than crash.
+    }
+    if (msg === null || typeof msg !== "object") return;
+    if (typeof msg.push === "string") {
+      this.onPush(msg);
+      return;
+    }
+    const id = msg.id;
+    if (typeof id !== "number") return;
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    const error = msg.error as { code?: number; message?: string; temporary?: boolean } | undefined;
+    if (error && typeof error === "object") {
+      const code = typeof error.code === "number" ? error.code : ErrorCode.internal;
+      p.reject(new PlazaError(code, error.message ?? `error ${code}`, error.temporary ?? undefined, p.op));
+    } else {
+      p.resolve(msg.ok ?? {});
+    }
+  }
+
+  private onPush(msg: Record<string, unknown>): void {
+    const room = typeof msg.room === "string" ? msg.room : undefined;
+    switch (msg.push) {
+      case "pub": {
+        const entry = room === undefined ? undefined : this.rooms.get(room);
+        if (!entry || entry.status !== "active" || typeof msg.offset !== "number") return;
+        this.deliverPublication(entry, {
+          room: entry.room,
+          offset: msg.offset,
+          data: msg.data,
+          from: (msg.from as Publication["from"]) ?? null,
+        });
+        return;
+      }
+      case "join":
+      case "leave": {
+        const entry = room === undefined ? undefined : this.rooms.get(room);
+        if (!entry || entry.status !== "active") return;
+        const member = msg.member as Member;
+        for (const h of entry.handles) if (h.presence) h.deliver(msg.push, member);
+        return;
+      }
+      case "unsubscribed": {
+        const entry = room === undefined ? undefined : this.rooms.get(room);
+        if (!entry) return;
+        const code = typeof msg.code === "number" ? msg.code : ErrorCode.permissionDenied;
+        const err = new PlazaError(code, String(msg.reason ?? "unsubscribed by the server"), false, "subscribe");
+        entry.status = "ended";
+        entry.presence = false;
+        entry.endError = err;
+        for (const h of entry.handles) h.deliver("state", { state: "unsubscribed", error: err });
+        return;
+      }
+      case "refresh":
+        void this.refreshToken();
+        return;
+      case "disconnect": {
+        const code = typeof msg.code === "number" ? msg.code : LOCAL_DROP;
+        this.disconnectPush = {
+          code,
+          reason: String(msg.reason ?? ""),
+          reconnect: typeof msg.reconnect === "boolean" ? msg.reconnect : !isTerminalCloseCode(code),
+        };
+        return;
+      }
+      default:
+        return; // Unknown push kinds are ignored (§2.3).
+    }
+  }
+
+  /** Delivers one publication once: offsets only grow within an epoch (§9), so older ones are duplicates. */
+  private deliverPublication(entry: RoomEntry, publication: Publication): boolean {
+    if (entry.position && publication.offset <= entry.position.offset) return false;
+    entry.position = { epoch: entry.position?.epoch ?? "", offset: publication.offset };
+    for (const h of entry.handles) h.deliver("publication", publication);
+    return true;
+  }
+
+  // ───────────────────────────── token refresh ─────────────────────────────
+
+  /** Answers a `refresh` push (or a near expiry seen on wake) with a new token in-band. */
+  private async refreshToken(): Promise<void> {
+    if (this.refreshing || !this.info) return;
+    this.refreshing = true;
+    const gen = this.gen;
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try {
+          const token = await this.fetchToken();
+          if (gen !== this.gen) return;
+          const ok = await this.request<{ expires_in: number | null }>("refresh", { token }, this.requestTimeoutMs);
+          this.tokenExpiresAt = ok.expires_in == null ? null : this.now() + ok.expires_in * 1000;
+          this.emit("tokenRefreshed", { expiresIn: ok.expires_in ?? null });
+          return;
+        } catch (err) {
+          if (gen !== this.gen || err instanceof ConnectionLost) return;
+          this.emit("error", err instanceof Error ? err : new Error(String(err)));
+          if (err instanceof PlazaError && err.code === ErrorCode.wrongUser) break;
+          await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
+          if (gen !== this.gen) return;
+        }
+      }
+      // Give up in-band: the edge closes with 4002 at expiry and the reconnect fetches a new token.
+      this.forceFreshToken = true;
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
+  // ───────────────────────────── rooms ─────────────────────────────
+
+  private roomState(room: string): SubscriptionState {
+    const entry = this.rooms.get(room);
+    if (!entry) return "unsubscribed";
+    if (entry.status === "active") return "subscribed";
+    if (entry.status === "ended") return "unsubscribed";
+    return "subscribing";
+  }
+
+  private wantsPresence(entry: RoomEntry): boolean {
+    for (const h of entry.handles) if (h.presence) return true;
+    return false;
+  }
+
+  /** Sends `subscribe` (with `recover` from the last position) when connected. */
+  private subscribeRoom(entry: RoomEntry): void {
+    if (!this.info || entry.inflight) return;
+    const gen = this.gen;
+    entry.inflight = true;
+    entry.status = "subscribing";
+    const presence = this.wantsPresence(entry);
+    const recover = entry.position ? { ...entry.position } : undefined;
+    const fields: Record<string, unknown> = { room: entry.room };
+    if (presence) fields.presence = true;
+    if (recover) fields.recover = recover;
+    this.request<SubscribeOk>("subscribe", fields, this.requestTimeoutMs).then(
+      (ok) => this.onSubscribed(entry, gen, ok, presence, recover),
+      (err: Error) => this.onSubscribeFailed(entry, gen, err),
+    );
+  }
+
+  private onSubscribed(entry: RoomEntry, gen: number, ok: SubscribeOk, presence: boolean, recover: Position | undefined): void {
+    if (gen !== this.gen) return;
+    entry.inflight = false;
+    if (this.rooms.get(entry.room) !== entry) return; // Released meanwhile; dropRoom sent `unsubscribe`.
+    entry.presence = presence;
+    entry.retries = 0;
+    const previousEpoch = entry.position?.epoch;
+    let recoveredCount = 0;
+    if (ok.recovered) {
+      for (const p of ok.publications ?? []) {
+        if (this.deliverPublication(entry, { room: entry.room, offset: p.offset, data: p.data, from: p.from ?? null })) {
+          recoveredCount += 1;
+        }
+      }
+    }
+    entry.position = { epoch: ok.epoch, offset: ok.offset };
+    entry.status = "active";
+    this.backoff.reset();
+    const event: SubscribedEvent = {
+      room: entry.room,
+      epoch: ok.epoch,
+      offset: ok.offset,
+      recovered: ok.recovered === true,
+      recovering: recover !== undefined,
+      epochChanged: previousEpoch !== undefined && previousEpoch !== ok.epoch,
+      recoveredCount,
+    };
+    for (const h of entry.handles) {
+      h.deliver("state", { state: "subscribed" });
+      h.deliver("subscribed", event);
+    }
+    if (this.wantsPresence(entry) && !presence) this.resubscribeWithPresence(entry);
+    this.pump();
+  }
+
+  private onSubscribeFailed(entry: RoomEntry, gen: number, err: Error): void {
+    if (gen !== this.gen) return;
+    entry.inflight = false;
+    if (this.rooms.get(entry.room) !== entry) return;
+    if (err instanceof ConnectionLost) return; // Resubscribed after the reconnect.
+    if (err instanceof PlazaTimeoutError) {
+      // A subscribe that gets no answer means a stuck connection; a retry could race the
+      // original (107), so start over on a new one.
+      this.lost(gen, { code: LOCAL_DROP, reason: "no reply to subscribe", reconnect: true });
+      return;
+    }
+    const error = err instanceof PlazaError ? err : new PlazaError(ErrorCode.internal, err.message, true, "subscribe");
+    if (error.temporary) {
+      entry.retries += 1;
+      const delay = Math.min(10_000, 250 * 2 ** entry.retries);
+      entry.retryTimer = setTimeout(() => {
+        entry.retryTimer = undefined;
+        if (this.rooms.get(entry.room) === entry && entry.handles.size > 0) this.subscribeRoom(entry);
+      }, delay);
+      return;
+    }
+    entry.status = "ended";
+    entry.endError = error;
+    this.emit("error", error);
+    for (const h of entry.handles) h.deliver("state", { state: "unsubscribed", error });
+    this.pump(); // Publishes waiting for this room now get the edge's answer (108).
+  }
+
+  /** A handle that wants join/leave joined a room subscribed without: subscribe again with presence. */
+  private resubscribeWithPresence(entry: RoomEntry): void {
+    if (!this.info || entry.inflight) return;
+    entry.status = "subscribing";
+    for (const h of entry.handles) h.deliver("state", { state: "subscribing" });
+    // Commands are handled in order (§9): unsubscribe completes before the new subscribe,
+    // whose `recover` covers anything published in between.
+    this.request("unsubscribe", { room: entry.room }, this.requestTimeoutMs).catch(() => {});
+    this.subscribeRoom(entry);
+  }
+
+  /** A handle was released; the room is unsubscribed after a short linger if no handle is left. */
+  private release(sub: Subscription): void {
+    const entry = this.rooms.get(sub.room);
+    if (!entry || !entry.handles.delete(sub) || entry.handles.size > 0) return;
+    if (entry.lingerTimer !== undefined) clearTimeout(entry.lingerTimer);
+    entry.lingerTimer = setTimeout(() => {
+      entry.lingerTimer = undefined;
+      this.dropRoom(entry);
+    }, this.unsubscribeDelayMs);
+  }
+
+  private dropRoom(entry: RoomEntry): void {
+    if (entry.handles.size > 0 || this.rooms.get(entry.room) !== entry) return;
+    this.rooms.delete(entry.room);
+    if (entry.lingerTimer !== undefined) clearTimeout(entry.lingerTimer);
+    if (entry.retryTimer !== undefined) clearTimeout(entry.retryTimer);
+    if (this.info && (entry.status === "active" || entry.inflight)) {
+      this.request("unsubscribe", { room: entry.room }, this.requestTimeoutMs).catch(() => {});
+    }
+  }
+
+  // ───────────────────────────── request queue ─────────────────────────────
+
+  /**
+   * Queues a command until connected, sends it, resends it after a reconnect (every queued op
+   * is a read or an idempotent publish), retries temporary errors, all within one deadline.
+   */
+  private call<T>(op: string, fields: Record<string, unknown>, opts: { timeoutMs: number; room?: string }): Promise<T> {
+    if (this.currentState === "closed") return Promise.reject(new PlazaClosedError("client is closed"));
+    return new Promise<T>((resolve, reject) => {
+      const c: Call = {
+        op,
+        fields,
+        room: opts.room,
+        resolve: resolve as (v: never) => void,
+        reject,
+        deadline: undefined,
+        retryTimer: undefined,
+        inFlight: false,
+        done: false,
+        attempts: 0,
+      };
+      c.deadline = setTimeout(() => this.finishCall(c, new PlazaTimeoutError(op, opts.timeoutMs)), opts.timeoutMs);
+      this.calls.add(c);
+      this.pump();
+    });
+  }
+
+  private finishCall(c: Call, error: Error | undefined, value?: unknown): void {
+    if (c.done) return;
+    c.done = true;
+    if (c.deadline !== undefined) clearTimeout(c.deadline);
+    if (c.retryTimer !== undefined) clearTimeout(c.retryTimer);
+    this.calls.delete(c);
+    if (error) c.reject(error);
+    else c.resolve(value as never);
+  }
+
+  private failCalls(error: Error): void {
+    for (const c of [...this.calls]) this.finishCall(c, error);
+  }
+
+  /** Sends every queued command that can go now. */
+  private pump(): void {
+    if (!this.info) return;
+    for (const c of this.calls) {
+      if (c.inFlight || c.done || c.retryTimer !== undefined) continue;
+      if (c.room !== undefined) {
+        const entry = this.rooms.get(c.room);
+        if (entry && entry.handles.size > 0 && entry.status === "subscribing") continue;
+      }
+      c.inFlight = true;
+      c.attempts += 1;
+      this.request(c.op, c.fields, 0).then(
+        (ok) => this.finishCall(c, undefined, ok),
+        (err: Error) => {
+          c.inFlight = false;
+          if (c.done || err instanceof ConnectionLost) return; // Resent after the reconnect.
+          if (err instanceof PlazaError && err.temporary) {
+            c.retryTimer = setTimeout(() => {
+              c.retryTimer = undefined;
+              this.pump();
+            }, Math.min(5_000, 100 * 2 ** c.attempts));
+            return;
+          }
+          this.finishCall(c, err);
+        },
+      );
+    }
+  }
+}
