@@ -60,6 +60,9 @@ function run(cmd, args, { env, cwd, ready, what }) {
 
 let browser;
 let appUrl;
+let appEnv;
+let edgeHttp;
+let edgeApiKey;
 
 before(async () => {
   if (!existsSync(edgeBin)) {
@@ -80,14 +83,12 @@ before(async () => {
   });
   const edgeHost = edge.match[1];
   const port = await freePort();
+  edgeHttp = `http://${edgeHost}`;
+  edgeApiKey = apiKey;
+  appEnv = { PLAZA_URL: edgeHttp, PLAZA_SECRET: secret, PLAZA_API_KEY: apiKey, NEXT_TELEMETRY_DISABLED: "1" };
   await run(process.execPath, [path.join(app, "node_modules/next/dist/bin/next"), "start", "-p", String(port), "-H", "127.0.0.1"], {
     cwd: app,
-    env: {
-      PLAZA_URL: `http://${edgeHost}`,
-      PLAZA_SECRET: secret,
-      PLAZA_API_KEY: apiKey,
-      NEXT_TELEMETRY_DISABLED: "1",
-    },
+    env: appEnv,
     ready: /Ready in|✓ Ready/,
     what: "next start",
   });
@@ -113,17 +114,19 @@ after(async () => {
   for (const c of children) c.kill("SIGTERM");
 });
 
-async function signIn(name) {
+async function signIn(name, url = appUrl) {
   const context = await browser.newContext({ viewport: { width: 960, height: 640 } });
   const page = await context.newPage();
   const errors = [];
+  const sockets = [];
   page.on("pageerror", (e) => errors.push(e));
   page.on("console", (m) => m.type() === "error" && errors.push(new Error(`${m.text()} (${m.location().url})`)));
-  await page.goto(appUrl);
+  page.on("websocket", (ws) => ws.url().includes("/v1/ws") && sockets.push(ws.url()));
+  await page.goto(url, { timeout: 90_000 });
   await page.getByTestId("name").fill(name);
   await page.getByTestId("signin").click();
   await page.getByTestId("connection").filter({ hasText: "connected" }).waitFor({ timeout: 20_000 });
-  return { page, context, errors };
+  return { page, context, errors, sockets };
 }
 
 const memberNames = (page) => page.getByTestId("member").allInnerTexts();
@@ -172,4 +175,28 @@ test("two browser pages chat through the Next.js example and see each other's pr
   await until("Bob's leave reaches Ann", async () => (await memberNames(ann.page)).join() === "Ann (you)");
   assert.deepEqual(ann.errors.map(String), [], "no errors in Ann's page");
   await ann.context.close();
+});
+
+test("under React StrictMode (next dev) a page opens one connection and one subscription", async () => {
+  const port = await freePort();
+  // `next dev` renders in StrictMode: effects mount, unmount and mount again.
+  await run(process.execPath, [path.join(app, "node_modules/next/dist/bin/next"), "dev", "-p", String(port), "-H", "127.0.0.1"], {
+    cwd: app,
+    env: appEnv,
+    ready: /Ready in|✓ Ready/,
+    what: "next dev",
+  });
+  const dan = await signIn("Dan", `http://127.0.0.1:${port}`);
+  await until("Dan sees himself present", async () => (await memberNames(dan.page)).includes("Dan (you)"), 60_000);
+  await new Promise((r) => setTimeout(r, 500)); // any delayed close or second connect would show now
+  assert.equal(dan.sockets.length, 1, `one WebSocket, got ${dan.sockets.length}`);
+  const res = await fetch(`${edgeHttp}/v1/api/rooms/chat:lobby/presence`, { headers: { Authorization: `Bearer ${edgeApiKey}` } });
+  const { members } = await res.json();
+  assert.deepEqual(members.filter((m) => m.user === "dan").length, 1, "one presence member for Dan");
+  await dan.page.getByTestId("draft").fill("strict hello");
+  await dan.page.getByTestId("send").click();
+  await until("Dan's message shows once", async () => (await messageTexts(dan.page)).filter((t) => t.includes("strict hello")).length === 1);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await messageTexts(dan.page)).filter((t) => t.includes("strict hello")).length, 1);
+  await dan.context.close();
 });
