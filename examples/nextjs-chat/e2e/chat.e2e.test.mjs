@@ -125,7 +125,7 @@ async function signIn(name, url = appUrl) {
   await page.goto(url, { timeout: 90_000 });
   await page.getByTestId("name").fill(name);
   await page.getByTestId("signin").click();
-  await page.getByTestId("connection").filter({ hasText: "connected" }).waitFor({ timeout: 20_000 });
+  await page.getByTestId("connection").filter({ hasText: "connected" }).waitFor({ timeout: 60_000 });
   return { page, context, errors, sockets };
 }
 

@@ -173,6 +173,8 @@ interface RoomEntry {
   status: "subscribing" | "active" | "ended";
   /** A subscribe command is in flight. */
   inflight: boolean;
+  /** A subscribe is scheduled for the end of the current task (batches handles made together). */
+  scheduled: boolean;
   /** Whether the live protocol subscription has `presence: true`. */
   presence: boolean;
   /** The last processed position (§10.3). */
@@ -369,6 +371,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
         handles: new Set(),
         status: "subscribing",
         inflight: false,
+        scheduled: false,
         presence: false,
         position: undefined,
         endError: undefined,
@@ -387,7 +390,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
       // A new handle on a refused or revoked room tries again (e.g. after a new token).
       e.status = "subscribing";
       e.endError = undefined;
-      this.subscribeRoom(e);
+      this.scheduleSubscribe(e);
     } else if (e.status === "active") {
       if (sub.presence && !e.presence) {
         this.resubscribeWithPresence(e);
@@ -408,9 +411,25 @@ export class PlazaClient extends Emitter<ClientEvents> {
         });
       }
     } else {
-      this.subscribeRoom(e);
+      this.scheduleSubscribe(e);
     }
     return sub;
+  }
+
+  /**
+   * Subscribes at the end of the current task rather than at once, so handles created
+   * together (the effects of one React commit: e.g. `useRoom` and `usePresence` on the same
+   * room) share one `subscribe` with the union of their options.
+   */
+  private scheduleSubscribe(entry: RoomEntry): void {
+    if (entry.scheduled) return;
+    entry.scheduled = true;
+    queueMicrotask(() => {
+      entry.scheduled = false;
+      if (this.rooms.get(entry.room) === entry && entry.handles.size > 0 && entry.status === "subscribing") {
+        this.subscribeRoom(entry);
+      }
+    });
   }
 
   /** Number of live handles on a room (0 if none). */

@@ -32,7 +32,9 @@ test("two handles on a room send one subscribe; the room is left after the last 
   const c = connected();
   const s = await ready(c);
   const h1 = c.subscribe("chat:a");
+  await flush();
   const h2 = c.subscribe("chat:a");
+  await flush();
   assert.equal(s.ops("subscribe").length, 1);
   assert.equal(c.refCount("chat:a"), 2);
   s.reply(s.ops("subscribe")[0], { epoch: "e1", offset: 5, recovered: false, publications: [] });
@@ -59,6 +61,7 @@ test("release then subscribe again within the linger (React StrictMode) sends no
   const c = connected();
   const s = await ready(c);
   const h1 = c.subscribe("chat:b");
+  await flush();
   s.reply(s.ops("subscribe")[0], { epoch: "e1", offset: 1, recovered: false, publications: [] });
   await flush();
   h1.unsubscribe();
@@ -76,6 +79,7 @@ test("after a reconnect rooms resubscribe with recover from the last pub offset;
   const c = connected();
   const s1 = await ready(c);
   const h = c.subscribe("chat:c");
+  await flush();
   const got = [];
   h.on("publication", (p) => got.push(p.offset));
   s1.reply(s1.ops("subscribe")[0], { epoch: "e1", offset: 10, recovered: false, publications: [] });
@@ -113,6 +117,7 @@ test("recovered: false reaches the handle with the new epoch", async () => {
   const c = connected();
   const s1 = await ready(c);
   const h = c.subscribe("chat:d");
+  await flush();
   s1.reply(s1.ops("subscribe")[0], { epoch: "e1", offset: 3, recovered: false, publications: [] });
   await flush();
   s1.drop(1006);
@@ -131,6 +136,7 @@ test("a publish is resent after a reconnect with the same idem, after the resubs
   const c = connected();
   const s1 = await ready(c);
   c.subscribe("chat:e");
+  await flush();
   s1.reply(s1.ops("subscribe")[0], { epoch: "e1", offset: 1, recovered: false, publications: [] });
   await flush();
   const p = c.publish("chat:e", { t: "x" });
@@ -188,9 +194,11 @@ test("a handle asking for presence upgrades a room subscribed without it", async
   const c = connected();
   const s = await ready(c);
   const plain = c.subscribe("chat:h");
+  await flush();
   s.reply(s.ops("subscribe")[0], { epoch: "e1", offset: 4, recovered: false, publications: [] });
   await flush();
   const withPresence = c.subscribe("chat:h", { presence: true });
+  await flush();
   assert.equal(s.ops("unsubscribe").length, 1);
   const sub2 = s.ops("subscribe")[1];
   assert.deepEqual([sub2.presence, sub2.recover], [true, { epoch: "e1", offset: 4 }]);
@@ -206,10 +214,23 @@ test("a handle asking for presence upgrades a room subscribed without it", async
   c.close();
 });
 
+test("handles made in the same task share one subscribe with the union of their options", async () => {
+  const c = connected();
+  const s = await ready(c);
+  c.subscribe("chat:u");
+  c.subscribe("chat:u", { presence: true });
+  await flush();
+  assert.equal(s.ops("subscribe").length, 1);
+  assert.equal(s.ops("subscribe")[0].presence, true);
+  assert.equal(s.ops("unsubscribe").length, 0);
+  c.close();
+});
+
 test("an unsubscribed push ends the subscription with its code", async () => {
   const c = connected();
   const s = await ready(c);
   const h = c.subscribe("news:x");
+  await flush();
   s.reply(s.ops("subscribe")[0], { epoch: "e1", offset: 1, recovered: false, publications: [] });
   await flush();
   const ended = new Promise((r) => h.on("state", (e) => e.state === "unsubscribed" && r(e)));
