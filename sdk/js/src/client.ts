@@ -14,8 +14,10 @@
  * publish retries. The protocol is docs/protocol.md; section numbers below refer to it.
  */
 
-import { Backoff, type BackoffOptions } from "./backoff.js";
+import { Backoff } from "./backoff.js";
+import { CallQueue } from "./calls.js";
 import { Emitter } from "./emitter.js";
+import { watchEnvironment } from "./environment.js";
 import {
   ErrorCode,
   PlazaClosedError,
@@ -44,176 +46,36 @@ import type {
   PublishResult,
 } from "./types.js";
 
-/** The subset of the WebSocket API the client uses (browsers' and the `ws` package's fit). */
-export interface WebSocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-}
+import {
+  ConnectionLost,
+  LOCAL_DROP,
+  MAX_ID,
+  OPEN,
+  randomIdem,
+  type ConnectOk,
+  type Pending,
+  type RoomEntry,
+  type SubscribeOk,
+} from "./internal.js";
+import type {
+  ClientEvents,
+  DisconnectInfo,
+  PlazaClientOptions,
+  PlazaEnvironment,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./options.js";
 
-/** A WebSocket constructor, e.g. `globalThis.WebSocket` or `import { WebSocket } from "ws"`. */
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
-
-/** Something that dispatches DOM-style events (`window`, `document`). */
-export interface EventSourceLike {
-  addEventListener(type: string, listener: () => void): void;
-  removeEventListener(type: string, listener: () => void): void;
-}
-
-/**
- * Where the client listens for `online` and `visibilitychange`. Defaults to the global
- * `window` and `document` when they exist (browsers); pass `null` to disable.
- */
-export interface PlazaEnvironment {
-  window?: EventSourceLike | null;
-  document?: (EventSourceLike & { readonly visibilityState: string }) | null;
-}
-
-/** Options of `new PlazaClient(...)`. */
-export interface PlazaClientOptions {
-  /** The edge's WebSocket endpoint, e.g. `wss://rt.example.com/v1/ws`. */
-  url: string;
-  /**
-   * Returns a token for the current user. Called on the first connect, on reconnects when the
-   * cached token is close to expiry or was rejected as expired, and on `refresh` pushes.
-   */
-  getToken: () => string | Promise<string>;
-  /** WebSocket implementation (default: the global `WebSocket`; Node 20 needs `ws`). */
-  WebSocket?: WebSocketConstructor;
-  /** Client name sent in `connect` (logged by the edge). */
-  name?: string;
-  /** Client version sent in `connect`. */
-  version?: string;
-  /** Deadline of reads (`presence`, `presenceStats`, `history`) and of `connect`/`subscribe` replies, in ms (default 10 000). */
-  requestTimeoutMs?: number;
-  /** Deadline of a `publish`, including waiting for a reconnect and resubscribe, in ms (default 60 000; keep it under the 2-minute idempotency window). */
-  publishTimeoutMs?: number;
-  /** Reconnect backoff (default 500 ms doubling up to 30 s, full jitter). */
-  backoff?: BackoffOptions;
-  /** Refresh or replace a token when less than this is left before its expiry, in ms (default 60 000). */
-  tokenRefreshMarginMs?: number;
-  /** How long a room stays subscribed after its last handle is released, in ms (default 50). */
-  unsubscribeDelayMs?: number;
-  /** How long `retain()`'s release waits before closing, in ms (default 50). */
-  releaseDelayMs?: number;
-  /** Send a `ping` command every `ping_interval` and reconnect when none is answered (default true). */
-  liveness?: boolean;
-  /** Event sources for `online` / `visibilitychange` (default: the browser globals). */
-  environment?: PlazaEnvironment;
-  /** Clock in ms, injectable for tests (default `Date.now`). */
-  now?: () => number;
-}
-
-/** Payload of the client's `state` event. */
-export interface StateChange {
-  state: ConnectionState;
-  previous: ConnectionState;
-}
-
-/** Payload of the client's `disconnected` event. */
-export interface DisconnectInfo {
-  /** The close code: from the edge's `disconnect` push, the WebSocket close, or 1006 for a connection the client dropped itself (no reply to `ping`/`connect`/`subscribe`, `getToken` failure). */
-  code: number;
-  reason: string;
-  /** Whether the client reconnects. */
-  reconnect: boolean;
-  /** The backoff delay before the next attempt, when reconnecting. */
-  retryInMs?: number;
-}
-
-/** Events of a client. */
-export type ClientEvents = {
-  state: StateChange;
-  connected: ConnectionInfo;
-  disconnected: DisconnectInfo;
-  /** Token refreshed in-band (`refresh` command succeeded). */
-  tokenRefreshed: { expiresIn: number | null };
-  /** Something went wrong that the client handles itself but the app may want to log. */
-  error: Error;
-};
-
-/** The socket went away while a command was in flight (internal: such commands are resent). */
-class ConnectionLost extends Error {
-  constructor() {
-    super("connection lost");
-    this.name = "ConnectionLost";
-  }
-}
-
-interface Pending {
-  op: string;
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
-}
-
-interface Call {
-  op: string;
-  fields: Record<string, unknown>;
-  /** Wait until this room's subscription is live before sending (publish needs it). */
-  room: string | undefined;
-  resolve: (value: never) => void;
-  reject: (error: Error) => void;
-  deadline: ReturnType<typeof setTimeout> | undefined;
-  retryTimer: ReturnType<typeof setTimeout> | undefined;
-  inFlight: boolean;
-  done: boolean;
-  attempts: number;
-}
-
-/** The one protocol subscription of a room, shared by every handle on it. */
-interface RoomEntry {
-  room: string;
-  handles: Set<Subscription>;
-  /** `subscribing`: waiting for a connection or a reply; `active`: live; `ended`: refused or removed by the server. */
-  status: "subscribing" | "active" | "ended";
-  /** A subscribe command is in flight. */
-  inflight: boolean;
-  /** A subscribe is scheduled for the end of the current task (batches handles made together). */
-  scheduled: boolean;
-  /** Whether the live protocol subscription has `presence: true`. */
-  presence: boolean;
-  /** The last processed position (§10.3). */
-  position: Position | undefined;
-  endError: PlazaError | undefined;
-  lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  retryTimer: ReturnType<typeof setTimeout> | undefined;
-  retries: number;
-}
-
-interface ConnectOk {
-  client: string;
-  user: string;
-  expires_in: number | null;
-  ping_interval: number;
-}
-
-interface SubscribeOk {
-  epoch: string;
-  offset: number;
-  recovered: boolean;
-  publications: { offset: number; data: unknown; from: { user: string; client: string } | null }[];
-}
-
-const OPEN = 1;
-const MAX_ID = 4294967295;
-/** Close code reported for connections the client dropped itself (as for a network drop). */
-const LOCAL_DROP = 1006;
-
-function randomIdem(): string {
-  const c = (globalThis as { crypto?: Crypto }).crypto;
-  if (c && typeof c.randomUUID === "function") return c.randomUUID();
-  if (c && typeof c.getRandomValues === "function") {
-    // randomUUID needs a secure context; getRandomValues does not.
-    const b = c.getRandomValues(new Uint8Array(16));
-    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  }
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
-}
+export type {
+  ClientEvents,
+  DisconnectInfo,
+  EventSourceLike,
+  PlazaClientOptions,
+  PlazaEnvironment,
+  StateChange,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./options.js";
 
 /** A Plaza client: one connection, many rooms. Construction does not connect; call `connect()`. */
 export class PlazaClient extends Emitter<ClientEvents> {
@@ -253,7 +115,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
   private refreshing = false;
 
   private readonly rooms = new Map<string, RoomEntry>();
-  private readonly calls = new Set<Call>();
+  private readonly calls: CallQueue;
   private retains = 0;
   private releaseTimer: ReturnType<typeof setTimeout> | undefined;
   private envCleanup: (() => void) | undefined;
@@ -281,6 +143,15 @@ export class PlazaClient extends Emitter<ClientEvents> {
     this.environment = options.environment;
     this.now = options.now ?? Date.now;
     this.backoff = new Backoff(options.backoff);
+    this.calls = new CallQueue({
+      connected: () => this.info !== null,
+      // A publish waits while this client's subscription to its room is being (re)made.
+      blocked: (room) => {
+        const entry = this.rooms.get(room);
+        return entry !== undefined && entry.handles.size > 0 && entry.status === "subscribing";
+      },
+      send: (op, fields) => this.request(op, fields, 0),
+    });
     // Subscriptions talk to the client through this narrow interface.
     this.host = {
       release: (sub) => this.release(sub),
@@ -331,7 +202,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
     this.clearReconnect();
     this.removeEnvironment();
     this.setState("closed");
-    this.failCalls(new PlazaClosedError("client closed"));
+    this.calls.failAll(new PlazaClosedError("client closed"));
   }
 
   /**
@@ -445,7 +316,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
    */
   publish(room: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     const idem = options.idem ?? randomIdem();
-    return this.call<PublishResult>("publish", { room, data: data === undefined ? null : data, idem }, {
+    return this.queued<PublishResult>("publish", { room, data: data === undefined ? null : data, idem }, {
       timeoutMs: options.timeoutMs ?? this.publishTimeoutMs,
       room,
     });
@@ -453,7 +324,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
 
   /** The room's members, one per connection, ordered by client id (§5.5). */
   async presence(room: string, options: { timeoutMs?: number } = {}): Promise<Member[]> {
-    const ok = await this.call<{ members: Member[] }>("presence", { room }, {
+    const ok = await this.queued<{ members: Member[] }>("presence", { room }, {
       timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
     });
     return ok.members;
@@ -461,7 +332,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
 
   /** Counts of the room's member connections and distinct users (§5.6). */
   presenceStats(room: string, options: { timeoutMs?: number } = {}): Promise<PresenceStats> {
-    return this.call<PresenceStats>("presence_stats", { room }, {
+    return this.queued<PresenceStats>("presence_stats", { room }, {
       timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
     });
   }
@@ -471,7 +342,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
     const fields: Record<string, unknown> = { room };
     if (options.since) fields.since = { epoch: options.since.epoch, offset: options.since.offset };
     if (options.limit !== undefined) fields.limit = options.limit;
-    const ok = await this.call<{
+    const ok = await this.queued<{
       epoch: string;
       offset: number;
       complete: boolean;
@@ -483,6 +354,12 @@ export class PlazaClient extends Emitter<ClientEvents> {
       complete: ok.complete,
       publications: ok.publications.map((p) => ({ room, offset: p.offset, data: p.data, from: p.from ?? null })),
     };
+  }
+
+  /** Queues a command (see `CallQueue`); refused at once on a closed client. */
+  private queued<T>(op: string, fields: Record<string, unknown>, opts: { timeoutMs: number; room?: string }): Promise<T> {
+    if (this.currentState === "closed") return Promise.reject(new PlazaClosedError("client is closed"));
+    return this.calls.add<T>(op, fields, opts);
   }
 
   // ───────────────────────────── connection ─────────────────────────────
@@ -523,7 +400,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
       this.gen += 1;
       this.removeEnvironment();
       this.setState("closed");
-      this.failCalls(new PlazaClosedError(`cannot open ${this.url}`));
+      this.calls.failAll(new PlazaClosedError(`cannot open ${this.url}`));
       return;
     }
     this.ws = ws;
@@ -617,7 +494,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
     }
     // §18.5: reset the backoff after a successful subscribe (or now, with nothing to subscribe).
     if (!resubscribing) this.backoff.reset();
-    this.pump();
+    this.calls.pump();
   }
 
   /**
@@ -638,7 +515,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
       this.emit("error", err);
       this.removeEnvironment();
       this.setState("closed");
-      this.failCalls(err);
+      this.calls.failAll(err);
       return;
     }
     const delay = this.backoff.next();
@@ -729,19 +606,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
 
   private installEnvironment(): void {
     if (this.envCleanup) return;
-    const g = globalThis as { window?: EventSourceLike; document?: EventSourceLike & { visibilityState: string } };
-    const win = this.environment?.window !== undefined ? this.environment.window : (g.window ?? null);
-    const doc = this.environment?.document !== undefined ? this.environment.document : (g.document ?? null);
-    const onOnline = () => this.wake();
-    const onVisibility = () => {
-      if (doc?.visibilityState === "visible") this.wake();
-    };
-    win?.addEventListener("online", onOnline);
-    doc?.addEventListener("visibilitychange", onVisibility);
-    this.envCleanup = () => {
-      win?.removeEventListener("online", onOnline);
-      doc?.removeEventListener("visibilitychange", onVisibility);
-    };
+    this.envCleanup = watchEnvironment(this.environment, () => this.wake());
   }
 
   private removeEnvironment(): void {
@@ -978,7 +843,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
       h.deliver("subscribed", event);
     }
     if (this.wantsPresence(entry) && !presence) this.resubscribeWithPresence(entry);
-    this.pump();
+    this.calls.pump();
   }
 
   private onSubscribeFailed(entry: RoomEntry, gen: number, err: Error): void {
@@ -1006,7 +871,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
     entry.endError = error;
     this.emit("error", error);
     for (const h of entry.handles) h.deliver("state", { state: "unsubscribed", error });
-    this.pump(); // Publishes waiting for this room now get the edge's answer (108).
+    this.calls.pump(); // Publishes waiting for this room now get the edge's answer (108).
   }
 
   /** A handle that wants join/leave joined a room subscribed without: subscribe again with presence. */
@@ -1038,76 +903,6 @@ export class PlazaClient extends Emitter<ClientEvents> {
     if (entry.retryTimer !== undefined) clearTimeout(entry.retryTimer);
     if (this.info && (entry.status === "active" || entry.inflight)) {
       this.request("unsubscribe", { room: entry.room }, this.requestTimeoutMs).catch(() => {});
-    }
-  }
-
-  // ───────────────────────────── request queue ─────────────────────────────
-
-  /**
-   * Queues a command until connected, sends it, resends it after a reconnect (every queued op
-   * is a read or an idempotent publish), retries temporary errors, all within one deadline.
-   */
-  private call<T>(op: string, fields: Record<string, unknown>, opts: { timeoutMs: number; room?: string }): Promise<T> {
-    if (this.currentState === "closed") return Promise.reject(new PlazaClosedError("client is closed"));
-    return new Promise<T>((resolve, reject) => {
-      const c: Call = {
-        op,
-        fields,
-        room: opts.room,
-        resolve: resolve as (v: never) => void,
-        reject,
-        deadline: undefined,
-        retryTimer: undefined,
-        inFlight: false,
-        done: false,
-        attempts: 0,
-      };
-      c.deadline = setTimeout(() => this.finishCall(c, new PlazaTimeoutError(op, opts.timeoutMs)), opts.timeoutMs);
-      this.calls.add(c);
-      this.pump();
-    });
-  }
-
-  private finishCall(c: Call, error: Error | undefined, value?: unknown): void {
-    if (c.done) return;
-    c.done = true;
-    if (c.deadline !== undefined) clearTimeout(c.deadline);
-    if (c.retryTimer !== undefined) clearTimeout(c.retryTimer);
-    this.calls.delete(c);
-    if (error) c.reject(error);
-    else c.resolve(value as never);
-  }
-
-  private failCalls(error: Error): void {
-    for (const c of [...this.calls]) this.finishCall(c, error);
-  }
-
-  /** Sends every queued command that can go now. */
-  private pump(): void {
-    if (!this.info) return;
-    for (const c of this.calls) {
-      if (c.inFlight || c.done || c.retryTimer !== undefined) continue;
-      if (c.room !== undefined) {
-        const entry = this.rooms.get(c.room);
-        if (entry && entry.handles.size > 0 && entry.status === "subscribing") continue;
-      }
-      c.inFlight = true;
-      c.attempts += 1;
-      this.request(c.op, c.fields, 0).then(
-        (ok) => this.finishCall(c, undefined, ok),
-        (err: Error) => {
-          c.inFlight = false;
-          if (c.done || err instanceof ConnectionLost) return; // Resent after the reconnect.
-          if (err instanceof PlazaError && err.temporary) {
-            c.retryTimer = setTimeout(() => {
-              c.retryTimer = undefined;
-              this.pump();
-            }, Math.min(5_000, 100 * 2 ** c.attempts));
-            return;
-          }
-          this.finishCall(c, err);
-        },
-      );
     }
   }
 }
