@@ -17,6 +17,7 @@
 import { Backoff } from "./backoff.js";
 import { CallQueue } from "./calls.js";
 import { Emitter } from "./emitter.js";
+import { Rooms } from "./rooms.js";
 import { watchEnvironment } from "./environment.js";
 import {
   ErrorCode,
@@ -27,25 +28,16 @@ import {
   isTerminalCloseCode,
 } from "./errors.js";
 import { assertTransition, type ConnectionState } from "./state.js";
-import {
-  Subscription,
-  type SubscribeOptions,
-  type SubscribedEvent,
-  type SubscriptionHost,
-  type SubscriptionState,
-} from "./subscription.js";
+import type { Subscription, SubscribeOptions } from "./subscription.js";
 import type {
   ConnectionInfo,
   HistoryOptions,
   HistoryResult,
   Member,
-  Position,
   PresenceStats,
-  Publication,
   PublishOptions,
   PublishResult,
 } from "./types.js";
-
 import {
   ConnectionLost,
   LOCAL_DROP,
@@ -54,8 +46,6 @@ import {
   randomIdem,
   type ConnectOk,
   type Pending,
-  type RoomEntry,
-  type SubscribeOk,
 } from "./internal.js";
 import type {
   ClientEvents,
@@ -114,12 +104,11 @@ export class PlazaClient extends Emitter<ClientEvents> {
   private forceFreshToken = true;
   private refreshing = false;
 
-  private readonly rooms = new Map<string, RoomEntry>();
+  private readonly rooms: Rooms;
   private readonly calls: CallQueue;
   private retains = 0;
   private releaseTimer: ReturnType<typeof setTimeout> | undefined;
   private envCleanup: (() => void) | undefined;
-  private readonly host: SubscriptionHost;
 
   constructor(options: PlazaClientOptions) {
     super();
@@ -146,25 +135,34 @@ export class PlazaClient extends Emitter<ClientEvents> {
     this.calls = new CallQueue({
       connected: () => this.info !== null,
       // A publish waits while this client's subscription to its room is being (re)made.
-      blocked: (room) => {
-        const entry = this.rooms.get(room);
-        return entry !== undefined && entry.handles.size > 0 && entry.status === "subscribing";
-      },
+      blocked: (room) => this.rooms.blocked(room),
       send: (op, fields) => this.request(op, fields, 0),
     });
-    // Subscriptions talk to the client through this narrow interface.
-    this.host = {
-      release: (sub) => this.release(sub),
-      publish: (room, data, o) => this.publish(room, data, o),
-      presence: (room, o) => this.presence(room, o),
-      presenceStats: (room, o) => this.presenceStats(room, o),
-      history: (room, o) => this.history(room, o),
-      roomState: (room) => this.roomState(room),
-      roomPosition: (room) => {
-        const p = this.rooms.get(room)?.position;
-        return p ? { ...p } : undefined;
+    this.rooms = new Rooms({
+      connected: () => this.info !== null,
+      generation: () => this.gen,
+      request: (op, fields, timeoutMs) => this.request(op, fields, timeoutMs),
+      live: () => {
+        // §18.5: reset the backoff after a successful subscribe.
+        this.backoff.reset();
+        this.calls.pump();
       },
-    };
+      pump: () => this.calls.pump(),
+      stuck: (gen, reason) => this.lost(gen, { code: LOCAL_DROP, reason, reconnect: true }),
+      error: (err) => this.emit("error", err),
+      // Subscriptions talk to the client through this narrow interface.
+      subscriptionHost: {
+        release: (sub) => this.rooms.release(sub),
+        publish: (room, data, o) => this.publish(room, data, o),
+        presence: (room, o) => this.presence(room, o),
+        presenceStats: (room, o) => this.presenceStats(room, o),
+        history: (room, o) => this.history(room, o),
+        roomState: (room) => this.rooms.state(room),
+        roomPosition: (room) => this.rooms.position(room),
+      },
+      requestTimeoutMs: this.requestTimeoutMs,
+      unsubscribeDelayMs: this.unsubscribeDelayMs,
+    });
   }
 
   // ───────────────────────────── public API ─────────────────────────────
@@ -235,77 +233,12 @@ export class PlazaClient extends Emitter<ClientEvents> {
    */
   subscribe(room: string, options: SubscribeOptions = {}): Subscription {
     if (typeof room !== "string" || room === "") throw new TypeError("subscribe: room must be a non-empty string");
-    let entry = this.rooms.get(room);
-    if (!entry) {
-      entry = {
-        room,
-        handles: new Set(),
-        status: "subscribing",
-        inflight: false,
-        scheduled: false,
-        presence: false,
-        position: undefined,
-        endError: undefined,
-        lingerTimer: undefined,
-        retryTimer: undefined,
-        retries: 0,
-      };
-      this.rooms.set(room, entry);
-    }
-    if (entry.lingerTimer !== undefined) clearTimeout(entry.lingerTimer);
-    entry.lingerTimer = undefined;
-    const sub = new Subscription(this.host, room, options);
-    entry.handles.add(sub);
-    const e = entry;
-    if (e.status === "ended") {
-      // A new handle on a refused or revoked room tries again (e.g. after a new token).
-      e.status = "subscribing";
-      e.endError = undefined;
-      this.scheduleSubscribe(e);
-    } else if (e.status === "active") {
-      if (sub.presence && !e.presence) {
-        this.resubscribeWithPresence(e);
-      } else {
-        const position = e.position!;
-        queueMicrotask(() => {
-          if (sub.isReleased || e.status !== "active") return;
-          sub.deliver("state", { state: "subscribed" });
-          sub.deliver("subscribed", {
-            room,
-            epoch: position.epoch,
-            offset: position.offset,
-            recovered: false,
-            recovering: false,
-            epochChanged: false,
-            recoveredCount: 0,
-          });
-        });
-      }
-    } else {
-      this.scheduleSubscribe(e);
-    }
-    return sub;
-  }
-
-  /**
-   * Subscribes at the end of the current task rather than at once, so handles created
-   * together (the effects of one React commit: e.g. `useRoom` and `usePresence` on the same
-   * room) share one `subscribe` with the union of their options.
-   */
-  private scheduleSubscribe(entry: RoomEntry): void {
-    if (entry.scheduled) return;
-    entry.scheduled = true;
-    queueMicrotask(() => {
-      entry.scheduled = false;
-      if (this.rooms.get(entry.room) === entry && entry.handles.size > 0 && entry.status === "subscribing") {
-        this.subscribeRoom(entry);
-      }
-    });
+    return this.rooms.subscribe(room, options);
   }
 
   /** Number of live handles on a room (0 if none). */
   refCount(room: string): number {
-    return this.rooms.get(room)?.handles.size ?? 0;
+    return this.rooms.refCount(room);
   }
 
   /**
@@ -481,17 +414,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
     this.setState("connected");
     this.emit("connected", { ...this.info });
     this.startPing(gen);
-    let resubscribing = false;
-    for (const entry of [...this.rooms.values()]) {
-      if (entry.handles.size === 0) {
-        // Lingering after its last release: the old connection's subscription is gone anyway.
-        this.dropRoom(entry);
-        continue;
-      }
-      if (entry.status === "ended") continue;
-      resubscribing = true;
-      this.subscribeRoom(entry);
-    }
+    const resubscribing = this.rooms.resubscribeAll();
     // §18.5: reset the backoff after a successful subscribe (or now, with nothing to subscribe).
     if (!resubscribing) this.backoff.reset();
     this.calls.pump();
@@ -555,16 +478,7 @@ export class PlazaClient extends Emitter<ClientEvents> {
       p.reject(reason);
     }
     this.info = null;
-    for (const entry of this.rooms.values()) {
-      entry.inflight = false;
-      entry.presence = false;
-      if (entry.retryTimer !== undefined) clearTimeout(entry.retryTimer);
-      entry.retryTimer = undefined;
-      if (entry.status === "active") {
-        entry.status = "subscribing";
-        for (const h of entry.handles) h.deliver("state", { state: "subscribing" });
-      }
-    }
+    this.rooms.parkAll();
   }
 
   private clearReconnect(): void {
@@ -693,36 +607,12 @@ export class PlazaClient extends Emitter<ClientEvents> {
   private onPush(msg: Record<string, unknown>): void {
     const room = typeof msg.room === "string" ? msg.room : undefined;
     switch (msg.push) {
-      case "pub": {
-        const entry = room === undefined ? undefined : this.rooms.get(room);
-        if (!entry || entry.status !== "active" || typeof msg.offset !== "number") return;
-        this.deliverPublication(entry, {
-          room: entry.room,
-          offset: msg.offset,
-          data: msg.data,
-          from: (msg.from as Publication["from"]) ?? null,
-        });
-        return;
-      }
+      case "pub":
       case "join":
-      case "leave": {
-        const entry = room === undefined ? undefined : this.rooms.get(room);
-        if (!entry || entry.status !== "active") return;
-        const member = msg.member as Member;
-        for (const h of entry.handles) if (h.presence) h.deliver(msg.push, member);
+      case "leave":
+      case "unsubscribed":
+        if (room !== undefined) this.rooms.onPush(msg.push, room, msg);
         return;
-      }
-      case "unsubscribed": {
-        const entry = room === undefined ? undefined : this.rooms.get(room);
-        if (!entry) return;
-        const code = typeof msg.code === "number" ? msg.code : ErrorCode.permissionDenied;
-        const err = new PlazaError(code, String(msg.reason ?? "unsubscribed by the server"), false, "subscribe");
-        entry.status = "ended";
-        entry.presence = false;
-        entry.endError = err;
-        for (const h of entry.handles) h.deliver("state", { state: "unsubscribed", error: err });
-        return;
-      }
       case "refresh":
         void this.refreshToken();
         return;
@@ -738,14 +628,6 @@ export class PlazaClient extends Emitter<ClientEvents> {
       default:
         return; // Unknown push kinds are ignored (§2.3).
     }
-  }
-
-  /** Delivers one publication once: offsets only grow within an epoch (§9), so older ones are duplicates. */
-  private deliverPublication(entry: RoomEntry, publication: Publication): boolean {
-    if (entry.position && publication.offset <= entry.position.offset) return false;
-    entry.position = { epoch: entry.position?.epoch ?? "", offset: publication.offset };
-    for (const h of entry.handles) h.deliver("publication", publication);
-    return true;
   }
 
   // ───────────────────────────── token refresh ─────────────────────────────
@@ -776,133 +658,6 @@ export class PlazaClient extends Emitter<ClientEvents> {
       this.forceFreshToken = true;
     } finally {
       this.refreshing = false;
-    }
-  }
-
-  // ───────────────────────────── rooms ─────────────────────────────
-
-  private roomState(room: string): SubscriptionState {
-    const entry = this.rooms.get(room);
-    if (!entry) return "unsubscribed";
-    if (entry.status === "active") return "subscribed";
-    if (entry.status === "ended") return "unsubscribed";
-    return "subscribing";
-  }
-
-  private wantsPresence(entry: RoomEntry): boolean {
-    for (const h of entry.handles) if (h.presence) return true;
-    return false;
-  }
-
-  /** Sends `subscribe` (with `recover` from the last position) when connected. */
-  private subscribeRoom(entry: RoomEntry): void {
-    if (!this.info || entry.inflight) return;
-    const gen = this.gen;
-    entry.inflight = true;
-    entry.status = "subscribing";
-    const presence = this.wantsPresence(entry);
-    const recover = entry.position ? { ...entry.position } : undefined;
-    const fields: Record<string, unknown> = { room: entry.room };
-    if (presence) fields.presence = true;
-    if (recover) fields.recover = recover;
-    this.request<SubscribeOk>("subscribe", fields, this.requestTimeoutMs).then(
-      (ok) => this.onSubscribed(entry, gen, ok, presence, recover),
-      (err: Error) => this.onSubscribeFailed(entry, gen, err),
-    );
-  }
-
-  private onSubscribed(entry: RoomEntry, gen: number, ok: SubscribeOk, presence: boolean, recover: Position | undefined): void {
-    if (gen !== this.gen) return;
-    entry.inflight = false;
-    if (this.rooms.get(entry.room) !== entry) return; // Released meanwhile; dropRoom sent `unsubscribe`.
-    entry.presence = presence;
-    entry.retries = 0;
-    const previousEpoch = entry.position?.epoch;
-    let recoveredCount = 0;
-    if (ok.recovered) {
-      for (const p of ok.publications ?? []) {
-        if (this.deliverPublication(entry, { room: entry.room, offset: p.offset, data: p.data, from: p.from ?? null })) {
-          recoveredCount += 1;
-        }
-      }
-    }
-    entry.position = { epoch: ok.epoch, offset: ok.offset };
-    entry.status = "active";
-    this.backoff.reset();
-    const event: SubscribedEvent = {
-      room: entry.room,
-      epoch: ok.epoch,
-      offset: ok.offset,
-      recovered: ok.recovered === true,
-      recovering: recover !== undefined,
-      epochChanged: previousEpoch !== undefined && previousEpoch !== ok.epoch,
-      recoveredCount,
-    };
-    for (const h of entry.handles) {
-      h.deliver("state", { state: "subscribed" });
-      h.deliver("subscribed", event);
-    }
-    if (this.wantsPresence(entry) && !presence) this.resubscribeWithPresence(entry);
-    this.calls.pump();
-  }
-
-  private onSubscribeFailed(entry: RoomEntry, gen: number, err: Error): void {
-    if (gen !== this.gen) return;
-    entry.inflight = false;
-    if (this.rooms.get(entry.room) !== entry) return;
-    if (err instanceof ConnectionLost) return; // Resubscribed after the reconnect.
-    if (err instanceof PlazaTimeoutError) {
-      // A subscribe that gets no answer means a stuck connection; a retry could race the
-      // original (107), so start over on a new one.
-      this.lost(gen, { code: LOCAL_DROP, reason: "no reply to subscribe", reconnect: true });
-      return;
-    }
-    const error = err instanceof PlazaError ? err : new PlazaError(ErrorCode.internal, err.message, true, "subscribe");
-    if (error.temporary) {
-      entry.retries += 1;
-      const delay = Math.min(10_000, 250 * 2 ** entry.retries);
-      entry.retryTimer = setTimeout(() => {
-        entry.retryTimer = undefined;
-        if (this.rooms.get(entry.room) === entry && entry.handles.size > 0) this.subscribeRoom(entry);
-      }, delay);
-      return;
-    }
-    entry.status = "ended";
-    entry.endError = error;
-    this.emit("error", error);
-    for (const h of entry.handles) h.deliver("state", { state: "unsubscribed", error });
-    this.calls.pump(); // Publishes waiting for this room now get the edge's answer (108).
-  }
-
-  /** A handle that wants join/leave joined a room subscribed without: subscribe again with presence. */
-  private resubscribeWithPresence(entry: RoomEntry): void {
-    if (!this.info || entry.inflight) return;
-    entry.status = "subscribing";
-    for (const h of entry.handles) h.deliver("state", { state: "subscribing" });
-    // Commands are handled in order (§9): unsubscribe completes before the new subscribe,
-    // whose `recover` covers anything published in between.
-    this.request("unsubscribe", { room: entry.room }, this.requestTimeoutMs).catch(() => {});
-    this.subscribeRoom(entry);
-  }
-
-  /** A handle was released; the room is unsubscribed after a short linger if no handle is left. */
-  private release(sub: Subscription): void {
-    const entry = this.rooms.get(sub.room);
-    if (!entry || !entry.handles.delete(sub) || entry.handles.size > 0) return;
-    if (entry.lingerTimer !== undefined) clearTimeout(entry.lingerTimer);
-    entry.lingerTimer = setTimeout(() => {
-      entry.lingerTimer = undefined;
-      this.dropRoom(entry);
-    }, this.unsubscribeDelayMs);
-  }
-
-  private dropRoom(entry: RoomEntry): void {
-    if (entry.handles.size > 0 || this.rooms.get(entry.room) !== entry) return;
-    this.rooms.delete(entry.room);
-    if (entry.lingerTimer !== undefined) clearTimeout(entry.lingerTimer);
-    if (entry.retryTimer !== undefined) clearTimeout(entry.retryTimer);
-    if (this.info && (entry.status === "active" || entry.inflight)) {
-      this.request("unsubscribe", { room: entry.room }, this.requestTimeoutMs).catch(() => {});
     }
   }
 }
