@@ -2,9 +2,9 @@
  * `PlazaClient`: one WebSocket to a Plaza edge, multiplexing every room of the app.
  *
  * ```text
- *  app ── subscribe(room) ──▶ Subscription handles ──▶ RoomEntry (one per room, ref-counted)
- *   │                                                     │ subscribe/unsubscribe, recover
- *   └─ publish/presence/history ──▶ call queue ──────────▶ socket ──▶ edge
+ *  app ── subscribe(room) ──▶ Subscription handles ──▶ Rooms (rooms.ts: one entry per room,
+ *   │                                                     │      ref-counted, recover positions)
+ *   └─ publish/presence/history ──▶ CallQueue (calls.ts) ─┴──▶ socket (this file) ──▶ edge
  *                                   (waits for a connection, resends after a reconnect)
  * ```
  *

@@ -191,3 +191,27 @@ test("a missing WebSocket implementation is reported, not silently ignored", () 
     c.close();
   }
 });
+
+test("liveness: an unanswered ping within one ping interval drops the connection and reconnects", async () => {
+  const c = client({ liveness: true });
+  const seen = [];
+  c.on("disconnected", (d) => seen.push(d));
+  c.connect();
+  await flush();
+  const s = FakeSocket.last;
+  await s.accept({ pingInterval: 1 });
+  await new Promise((r) => setTimeout(r, 1_100));
+  const ping = s.ops("ping")[0];
+  assert.ok(ping, "a ping command after one interval");
+  s.reply(ping, {}); // answered: stays connected
+  await new Promise((r) => setTimeout(r, 1_100));
+  assert.equal(c.state, "connected");
+  assert.equal(s.ops("ping").length, 2);
+  // The second ping is never answered: one interval later the socket is dropped.
+  await new Promise((r) => setTimeout(r, 1_100));
+  assert.equal(seen.length, 1);
+  assert.deepEqual([seen[0].code, seen[0].reason, seen[0].reconnect], [1006, "no reply to ping", true]);
+  assert.ok(s.closedByClient, "the dead socket is closed");
+  assert.ok(c.state === "reconnecting" || c.state === "connecting");
+  c.close();
+});
