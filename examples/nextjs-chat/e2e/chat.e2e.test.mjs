@@ -20,6 +20,8 @@ const artifacts = path.resolve(process.env.ARTIFACT_DIR ?? path.join(repo, "targ
 
 const children = [];
 process.on("exit", () => children.forEach((c) => c.kill("SIGKILL")));
+// Interrupted runs still stop the edge and Next.js (the exit hook above runs on process.exit).
+for (const signal of ["SIGINT", "SIGTERM"]) process.once(signal, () => process.exit(130));
 
 function freePort() {
   return new Promise((resolve, reject) => {

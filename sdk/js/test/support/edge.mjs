@@ -44,6 +44,8 @@ const running = new Set();
 process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
+// Interrupted runs still stop their edges (the exit hook above runs on process.exit).
+for (const signal of ["SIGINT", "SIGTERM"]) process.once(signal, () => process.exit(130));
 
 /**
  * Starts `plaza-edge --dev` with the test secret and API key. Resolves with
