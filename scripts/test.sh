@@ -34,7 +34,21 @@ set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run (cargo prints one per test binary).
+# One line for the Rust tests (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+     END { printf "rust: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" | tee -a "$log.summary"
+
+echo "==> TypeScript SDK, React hooks and the Next.js example (scripts/test-sdk.sh)"
+set +e
+PLAZA_EDGE_BIN="${CARGO_TARGET_DIR:-target}/debug/plaza-edge" ./scripts/test-sdk.sh 2>&1 | tee "$log.sdk"
+sdk_status=${PIPESTATUS[0]}
+set -e
+grep -E '^sdk: [0-9]+ passed' "$log.sdk" | tail -1 >> "$log.summary" || echo "sdk: 0 passed, 1 failed" >> "$log.summary"
+[ "$sdk_status" -eq 0 ] || status=1
+
+echo "==> summary"
+cat "$log.summary"
+awk '{ for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^skipped/) s += $i } }
+     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log.summary"
+rm -f "$log.summary" "$log.sdk"
 exit "$status"
