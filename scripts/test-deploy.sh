@@ -160,6 +160,25 @@ check_helm() {
     n=$((n + 1))
   done < <(values_files)
   echo "    $n values files rendered and validated"
+  # Every value of values.yaml is documented in the chart's README (free-form maps such as
+  # edge.config count as one value).
+  PYTHONPATH="$KV_DIR" python3 - <<'EOF'
+import sys, yaml
+values = yaml.safe_load(open("helm/plaza/values.yaml"))
+readme = open("helm/plaza/README.md").read()
+free = {"config", "resources", "annotations", "affinity", "nodeSelector", "podAnnotations",
+        "podLabels", "podSecurityContext", "labels", "rooms"}
+def leaves(d, prefix=""):
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in free:
+            yield from leaves(v, path + ".")
+        else:
+            yield path
+missing = [p for p in leaves(values) if f"`{p}`" not in readme]
+if missing:
+    sys.exit("helm/plaza/README.md does not document: " + ", ".join(missing))
+EOF
 }
 
 # nginx -t on the shipped site config, inside a throwaway main config with a test certificate.
@@ -204,6 +223,19 @@ check_nats_conf() {
     "$NATS_SERVER" -t -c docker/nats/nats.conf
 }
 
+# The HEALTHCHECK probe builds with plain rustc, as the image's build stage does.
+check_probe() {
+  echo "==> rustc docker/probe.rs"
+  local dir
+  dir=$(mktemp -d)
+  trap 'rm -rf "$dir"' RETURN
+  rustc -C opt-level=2 --edition 2021 -o "$dir/plaza-probe" docker/probe.rs
+  if "$dir/plaza-probe" http://127.0.0.1:1/healthz 2> /dev/null; then
+    echo "error: plaza-probe succeeded against a closed port" >&2
+    exit 1
+  fi
+}
+
 check_compose() {
   echo "==> compose files parse (YAML) and name only existing files"
   PYTHONPATH="$KV_DIR" python3 - <<'EOF'
@@ -241,6 +273,7 @@ case "${1:-}" in
     check_nginx
     check_caddy
     check_nats_conf
+    check_probe
     check_compose
     echo "deploy checks passed in $(($(date +%s) - start)) s"
     ;;
