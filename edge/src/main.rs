@@ -50,6 +50,11 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Load and validate the configuration (file, `PLAZA_*` variables, flags; with
+    /// `--backend cluster` also the broker TLS files), print "config ok" and exit without
+    /// starting anything. A bad configuration exits with code 64, as a normal start does.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +107,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
+    if cli.check_config {
+        return check_config(&config);
+    }
     init_logs(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -162,6 +170,28 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
         }
     }
     Ok(config)
+}
+
+/// `--check-config`: the loaded config is valid; with the cluster backend its TLS files must
+/// also be readable PEM (a start would fail on them).
+fn check_config(config: &EdgeConfig) -> ExitCode {
+    if config.backend == BackendKind::Cluster
+        && let Err(e) = cluster_backend_tls(config)
+    {
+        eprintln!("config error: broker.tls: {e:#}");
+        return ExitCode::from(EXIT_BAD_CONFIG as u8);
+    }
+    println!("config ok");
+    ExitCode::SUCCESS
+}
+
+/// The edge's cluster identity from `[broker.tls]` (validated: all three files are set).
+fn cluster_backend_tls(config: &EdgeConfig) -> anyhow::Result<ClusterTls> {
+    let t = &config.broker.tls;
+    let (Some(ca), Some(cert), Some(key)) = (&t.ca, &t.cert, &t.key) else {
+        anyhow::bail!("ca, cert and key are required");
+    };
+    Ok(ClusterTls::load(ca, cert, key)?)
 }
 
 fn init_logs(format: LogFormat) {
@@ -228,10 +258,7 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
 /// The cluster backend from `[broker]` (validated: brokers and TLS files are set).
 fn cluster_backend(config: &EdgeConfig) -> anyhow::Result<ClusterBackend> {
     let b = &config.broker;
-    let (Some(ca), Some(cert), Some(key)) = (&b.tls.ca, &b.tls.cert, &b.tls.key) else {
-        anyhow::bail!("broker.tls: ca, cert and key are required");
-    };
-    let tls = ClusterTls::load(ca, cert, key).context("broker.tls")?;
+    let tls = cluster_backend_tls(config).context("broker.tls")?;
     let options = ClusterOptions {
         brokers: b.brokers.clone(),
         connect_timeout: b.connect_timeout,
