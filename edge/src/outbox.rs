@@ -118,7 +118,7 @@ impl Outbox {
                 .close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
             return false;
         }
-        self.enqueue(Outgoing {
+        self.enqueue(Outgoing::Text {
             frame,
             counted: true,
         })
@@ -130,7 +130,7 @@ impl Outbox {
     /// would make recovering large histories impossible.
     pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
         !self.closer.is_closed()
-            && self.enqueue(Outgoing {
+            && self.enqueue(Outgoing::Text {
                 frame,
                 counted: false,
             })
@@ -139,6 +139,13 @@ impl Outbox {
     /// Queues an encoded server frame (a push, counted against the limit).
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {
         self.push(Utf8Bytes::from(frame.encode()))
+    }
+
+    /// Queues a WebSocket ping (the session sends one every `client.ping_interval`). Once
+    /// the writer has sent it with nothing queued behind it, the queue's buffer is released,
+    /// so a connection that went quiet holds none.
+    pub fn push_ping(&self) -> bool {
+        !self.closer.is_closed() && self.enqueue(Outgoing::Ping)
     }
 
     /// The connection's closer.
@@ -155,12 +162,19 @@ impl Outbox {
         true
     }
 
-    /// The next queued frame, if any; releases the queue's buffer once it is drained.
+    /// The next queued item, if any. A drained queue keeps at most [`KEEP_CAPACITY`] slots,
+    /// and none after a ping (the connection is quiet at least until the next one).
     fn pop(&self) -> Option<Outgoing> {
         let mut queue = self.queue.lock().ok()?;
         let next = queue.pop_front();
-        if queue.is_empty() && queue.capacity() > KEEP_CAPACITY {
-            queue.shrink_to(KEEP_CAPACITY);
+        if queue.is_empty() {
+            let keep = match next {
+                Some(Outgoing::Ping) => 0,
+                _ => KEEP_CAPACITY,
+            };
+            if queue.capacity() > keep {
+                queue.shrink_to(keep);
+            }
         }
         next
     }
@@ -170,57 +184,55 @@ impl Outbox {
     }
 }
 
-/// One queued frame; `counted` frames are part of the slow-consumer budget.
+/// One queued item: a text frame (`counted` ones are part of the slow-consumer budget) or a
+/// WebSocket ping.
 #[derive(Debug)]
-pub struct Outgoing {
-    frame: Utf8Bytes,
-    counted: bool,
+enum Outgoing {
+    Text { frame: Utf8Bytes, counted: bool },
+    Ping,
 }
 
 impl Outgoing {
     fn budget(&self) -> usize {
-        if self.counted { self.frame.len() } else { 0 }
+        match self {
+            Outgoing::Text {
+                frame,
+                counted: true,
+            } => frame.len(),
+            _ => 0,
+        }
+    }
+
+    fn into_message(self) -> Message {
+        match self {
+            Outgoing::Text { frame, .. } => Message::Text(frame),
+            Outgoing::Ping => Message::Ping(Default::default()),
+        }
     }
 }
 
-/// Drains the outbox into the socket until the connection closes, pinging every
-/// `ping_interval`. On close with a reason, flushes what is queued (unless the client is a
-/// slow consumer), then sends the `disconnect` push and the close frame with the same code.
+/// Drains the outbox into the socket until the connection closes. On close with a reason,
+/// flushes what is queued (unless the client is a slow consumer), then sends the `disconnect`
+/// push and the close frame with the same code.
 pub fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     outbox: Arc<Outbox>,
-    ping_interval: Duration,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     // An `async move` block: its captures are used in place (an async fn would also keep a
     // copy of its arguments in every connection's writer task).
     async move {
         loop {
-            // All arms are cancel-safe: a lost `notified` leaves the frames queued for the next
-            // round, and `tick` loses nothing when another arm wins. The select only picks what to
-            // do, so its futures are gone before the write's are made (a smaller task).
-            let wake = tokio::select! {
+            // Both arms are cancel-safe: a lost `notified` leaves the frames queued for the
+            // next round. The select only waits, so its futures are gone before the write's
+            // are made (a smaller task).
+            tokio::select! {
                 biased;
                 _ = outbox.closer.closed() => break,
-                _ = outbox.ready.notified() => Wake::Frames,
-                _ = ping.tick() => Wake::Ping,
-            };
-            let write = async {
-                match wake {
-                    Wake::Frames => match outbox.pop() {
-                        Some(first) => write_batch(&mut sink, first, &outbox).await,
-                        None => Ok(0),
-                    },
-                    Wake::Ping => sink
-                        .send(Message::Ping(Default::default()))
-                        .await
-                        .map(|()| 0)
-                        .map_err(|_| ()),
-                }
-            };
+                _ = outbox.ready.notified() => {}
+            }
+            let Some(first) = outbox.pop() else { continue };
             let written = tokio::select! {
-                r = write => r,
+                r = write_batch(&mut sink, first, &outbox) => r,
                 _ = outbox.closer.closed() => break,
             };
             match written {
@@ -237,12 +249,6 @@ pub fn write_loop(
     }
 }
 
-/// Why the writer woke up.
-enum Wake {
-    Frames,
-    Ping,
-}
-
 /// Writes `first` and what else is queued (up to [`MAX_BATCH`] frames), then flushes once.
 /// Returns the slow-consumer budget the written frames held.
 async fn write_batch(
@@ -251,13 +257,11 @@ async fn write_batch(
     outbox: &Outbox,
 ) -> Result<usize, ()> {
     let mut bytes = first.budget();
-    sink.feed(Message::Text(first.frame))
-        .await
-        .map_err(|_| ())?;
+    sink.feed(first.into_message()).await.map_err(|_| ())?;
     for _ in 1..MAX_BATCH {
         let Some(next) = outbox.pop() else { break };
         bytes += next.budget();
-        sink.feed(Message::Text(next.frame)).await.map_err(|_| ())?;
+        sink.feed(next.into_message()).await.map_err(|_| ())?;
     }
     sink.flush().await.map_err(|_| ())?;
     if !outbox.queue.lock().is_ok_and(|q| q.is_empty()) {
@@ -279,7 +283,7 @@ async fn finish(
     if code != CloseCode::SlowConsumer {
         // Deliver what was queued before the close, e.g. the error reply that caused it.
         while let Some(next) = outbox.pop() {
-            if sink.feed(Message::Text(next.frame)).await.is_err() {
+            if sink.feed(next.into_message()).await.is_err() {
                 return;
             }
         }

@@ -62,6 +62,8 @@ struct Session<L: EdgeLink> {
     close_after: Option<(CloseCode, String)>,
     opened: Instant,
     last_seen: Instant,
+    /// When to send the next WebSocket ping (through the outbox, so the writer needs no timer).
+    next_ping: Instant,
     drain_at: Option<Instant>,
 }
 
@@ -93,9 +95,8 @@ pub fn run<L: EdgeLink>(
 ) -> impl Future<Output = ()> + Send + 'static {
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(ctx.config.client.outbound_queue_bytes);
-    let wf = write_loop(sink, outbox.clone(), ctx.config.client.ping_interval);
-    eprintln!("SIZE write_loop={}", std::mem::size_of_val(&wf));
-    let writer = tokio::spawn(wf);
+    let writer = tokio::spawn(write_loop(sink, outbox.clone()));
+    let ping_interval = ctx.config.client.ping_interval;
     metrics::gauge!(m::CONNECTIONS).increment(1);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let now = Instant::now();
@@ -110,6 +111,7 @@ pub fn run<L: EdgeLink>(
         close_after: None,
         opened: now,
         last_seen: now,
+        next_ping: now + ping_interval,
         drain_at: None,
     };
     // An `async move` block rather than an async fn: its captures are used in place, where an
@@ -179,7 +181,7 @@ impl<L: EdgeLink> Session<L> {
 
     fn next_deadline(&self) -> Instant {
         let c = &self.ctx.config.client;
-        let mut next = self.last_seen + c.idle_timeout;
+        let mut next = (self.last_seen + c.idle_timeout).min(self.next_ping);
         match &self.conn {
             None => next = next.min(self.opened + c.connect_timeout),
             Some(conn) => {
@@ -202,6 +204,10 @@ impl<L: EdgeLink> Session<L> {
                 CloseCode::IdleTimeout,
                 "nothing received within the idle timeout",
             );
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + c.ping_interval;
+            self.outbox.push_ping();
         }
         let Some(conn) = &mut self.conn else {
             if now >= self.opened + c.connect_timeout {
