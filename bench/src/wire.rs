@@ -92,9 +92,7 @@ fn plaza_frame(data: &[u8], out: &mut impl FnMut(Event)) {
     }
     // Replies and other pushes: the field order is the edge's; look for the markers.
     let text = String::from_utf8_lossy(data);
-    if text.contains(r#""error":"#) {
-        out(Event::Error(text.chars().take(200).collect()));
-    } else if text.contains(r#""push":"disconnect""#) {
+    if text.contains(r#""error":"#) || text.contains(r#""push":"disconnect""#) {
         out(Event::Error(text.chars().take(200).collect()));
     } else if text.contains(r#""push":"pub""#)
         && let Some((ts, phase)) = crate::spec::parse_payload(data)
