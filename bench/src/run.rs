@@ -519,7 +519,10 @@ pub fn table(r: &RunResult) -> String {
     if let Some(e) = &r.connect.first_error {
         out.push_str(&format!("  first connect error: {e}\n"));
     }
-    out.push_str(&format!(
+    if r.scenario == Scenario::Storm {
+        out.push_str("  connect: see the storm line of phase 1\n");
+    } else {
+        out.push_str(&format!(
         "  connect: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms; server RSS {} → {} KiB ({:.0} B/conn), {} process(es)\n",
         r.connect.per_sec,
         r.connect.p50_ms,
@@ -529,6 +532,7 @@ pub fn table(r: &RunResult) -> String {
         r.rss_per_conn_bytes,
         r.server_loaded.processes
     ));
+    }
     out.push_str(
         "  phase  rate/s  slow      sent   delivered  deliv/s     p50ms   p99ms  p99.9ms   maxms  errors closed  cpu_s  deliv/cpu_s  rss_max_KiB\n",
     );

@@ -227,6 +227,22 @@ pub fn table(scenario: Scenario, all: &[Medians]) -> String {
             ));
         }
     }
+    if scenario == Scenario::Slow {
+        for m in all {
+            if let [a, b] = &m.phases[..] {
+                out.push_str(&format!(
+                    "\n{}: healthy p99 {:.2} → {:.2} ms ({:+.0} %) with slow consumers; server RSS max {:.0} → {:.0} KiB",
+                    m.target,
+                    a.p99_ms,
+                    b.p99_ms,
+                    (b.p99_ms / a.p99_ms.max(1e-9) - 1.0) * 100.0,
+                    a.rss_max_kib,
+                    b.rss_max_kib
+                ));
+            }
+        }
+        out.push('\n');
+    }
     if let Some(plaza) = all.iter().find(|m| m.target == "plaza") {
         for peer in all.iter().filter(|m| m.target != "plaza") {
             out.push_str(&format!(
