@@ -276,9 +276,15 @@ fn phases(args: &RunArgs) -> Vec<PhaseSpec> {
             .enumerate()
             .map(|(n, r)| phase(n as u32 + 1, *r, false, false))
             .collect(),
+        // Phase 3 publishes nothing: the slow consumers read again, and find out whether the
+        // server cut them off (`closed`).
         Scenario::Slow => vec![
             phase(1, args.rates[0], false, false),
             phase(2, args.rates[0], true, false),
+            PhaseSpec {
+                secs: 1.0,
+                ..phase(3, 0.0, false, false)
+            },
         ],
     }
 }

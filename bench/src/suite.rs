@@ -124,6 +124,8 @@ pub struct PhaseMedians {
     pub errors: u64,
     /// Missing deliveries (largest over runs).
     pub missing: u64,
+    /// Connections closed by the server (median).
+    pub closed: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -177,6 +179,7 @@ fn medians(target: Target, runs: &[RunResult]) -> Medians {
                     delivered_per_cpu_s: of(|p| p.delivered_per_cpu_s),
                     rss_max_kib: of(|p| p.rss_max_kib as f64),
                     errors: ps().map(|p| p.errors).max().unwrap_or(0),
+                    closed: of(|p| p.closed as f64),
                     missing: ps()
                         .map(|p| p.expected.saturating_sub(p.delivered))
                         .max()
@@ -229,15 +232,16 @@ pub fn table(scenario: Scenario, all: &[Medians]) -> String {
     }
     if scenario == Scenario::Slow {
         for m in all {
-            if let [a, b] = &m.phases[..] {
+            if let [a, b, c] = &m.phases[..] {
                 out.push_str(&format!(
-                    "\n{}: healthy p99 {:.2} → {:.2} ms ({:+.0} %) with slow consumers; server RSS max {:.0} → {:.0} KiB",
+                    "\n{}: healthy p99 {:.2} → {:.2} ms ({:+.0} %) with slow consumers; server RSS max {:.0} → {:.0} KiB; {:.0} slow consumers cut off",
                     m.target,
                     a.p99_ms,
                     b.p99_ms,
                     (b.p99_ms / a.p99_ms.max(1e-9) - 1.0) * 100.0,
                     a.rss_max_kib,
-                    b.rss_max_kib
+                    b.rss_max_kib,
+                    c.closed
                 ));
             }
         }

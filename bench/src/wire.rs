@@ -160,9 +160,10 @@ fn nats_records(buf: &[u8], out: &mut impl FnMut(Event)) -> usize {
     }
 }
 
-/// Opens a TCP connection to `url`'s host (from loopback source `source` when given) and
-/// upgrades it to a WebSocket (no compression: tungstenite has none).
-pub async fn open(url: &str, source: Option<std::net::IpAddr>) -> Result<Ws> {
+/// Opens a TCP connection to `url`'s host (from loopback source `source` when given, with a
+/// receive buffer of `rcvbuf` bytes when given) and upgrades it to a WebSocket (no compression:
+/// tungstenite has none).
+pub async fn open(url: &str, source: Option<std::net::IpAddr>, rcvbuf: Option<u32>) -> Result<Ws> {
     let mut request = url.into_client_request().context("bad url")?;
     let authority = request
         .uri()
@@ -177,6 +178,9 @@ pub async fn open(url: &str, source: Option<std::net::IpAddr>) -> Result<Ws> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
     }
     let stream = timeout(STEP, socket.connect(addr))
         .await

@@ -45,6 +45,9 @@ pub fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Kernel receive buffer of slow consumers' sockets, bytes.
+const SLOW_RCVBUF: u32 = 16 * 1024;
+
 /// The current phase as the connection tasks see it.
 #[derive(Clone, Copy, Debug, Default)]
 struct PhaseNow {
@@ -356,6 +359,9 @@ async fn slot(shared: Arc<Shared>, local: usize) {
     let source = (plan.sources > 1)
         .then(|| std::net::IpAddr::from([127, 0, 0, 2 + (global % plan.sources) as u8]));
     let rooms = plan.rooms(global);
+    // A slow consumer gets a small kernel receive buffer, like a phone on a bad link: the
+    // server's own queue, not loopback's multi-megabyte autotuned buffers, has to absorb it.
+    let rcvbuf = plan.is_slow(global).then_some(SLOW_RCVBUF);
     let creds = Credentials {
         token: &shared.tokens[local],
         nats_token: plan.nats_token.as_deref(),
@@ -366,7 +372,7 @@ async fn slot(shared: Arc<Shared>, local: usize) {
         let started = Instant::now();
         let started_ns = now_ns();
         let opened = async {
-            let mut ws = wire::open(url, source).await?;
+            let mut ws = wire::open(url, source, rcvbuf).await?;
             wire::join(&mut ws, plan.target, &creds, &rooms).await?;
             anyhow::Ok(ws)
         };
