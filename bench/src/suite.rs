@@ -89,6 +89,8 @@ pub struct Medians {
     pub connect_per_sec: f64,
     /// Failed connects (largest over runs).
     pub connect_failed: u64,
+    /// `storm`: connections per server CPU second.
+    pub connect_per_cpu_s: Option<f64>,
     /// Server RSS per connection, bytes.
     pub rss_per_conn_bytes: f64,
     /// Best phase within limits: delivered/s (`None` if no run had one).
@@ -159,6 +161,17 @@ fn medians(target: Target, runs: &[RunResult]) -> Medians {
         runs: runs.len(),
         connect_per_sec: median(runs.iter().map(|r| connect(r).per_sec).collect()),
         connect_failed: runs.iter().map(|r| connect(r).failed).max().unwrap_or(0),
+        connect_per_cpu_s: {
+            let v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| {
+                    let p = r.phases.iter().find(|p| p.connect.is_some())?;
+                    let ok = p.connect.as_ref()?.ok as f64;
+                    (p.server_cpu_s > 0.0).then(|| ok / p.server_cpu_s)
+                })
+                .collect();
+            (!v.is_empty()).then(|| median(v))
+        },
         rss_per_conn_bytes: median(runs.iter().map(|r| r.rss_per_conn_bytes).collect()),
         best_delivered_per_s: best(|r| r.best_delivered_per_s),
         best_delivered_per_cpu_s: best(|r| r.best_delivered_per_cpu_s),
@@ -194,15 +207,16 @@ fn medians(target: Target, runs: &[RunResult]) -> Medians {
 pub fn table(scenario: Scenario, all: &[Medians]) -> String {
     let mut out = format!("\n== {} — medians ==\n", scenario.name());
     out.push_str(
-        "target     runs  connect/s  conn_failed  rss/conn_B  best_deliv/s  best_deliv/cpu_s\n",
+        "target     runs  connect/s  conn/cpu_s  conn_failed  rss/conn_B  best_deliv/s  best_deliv/cpu_s\n",
     );
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     for m in all {
         out.push_str(&format!(
-            "{:<10} {:>4} {:>10.0} {:>12} {:>11.0} {:>13} {:>17}\n",
+            "{:<10} {:>4} {:>10.0} {:>11} {:>12} {:>11.0} {:>13} {:>17}\n",
             m.target,
             m.runs,
             m.connect_per_sec,
+            opt(m.connect_per_cpu_s),
             m.connect_failed,
             m.rss_per_conn_bytes,
             opt(m.best_delivered_per_s),
@@ -249,6 +263,14 @@ pub fn table(scenario: Scenario, all: &[Medians]) -> String {
     }
     if let Some(plaza) = all.iter().find(|m| m.target == "plaza") {
         for peer in all.iter().filter(|m| m.target != "plaza") {
+            if let (Some(a), Some(b)) = (plaza.connect_per_cpu_s, peer.connect_per_cpu_s) {
+                out.push_str(&format!(
+                    "\nplaza / {} (connections per server CPU second): {:.2}×\n",
+                    peer.target,
+                    a / b
+                ));
+                continue;
+            }
             out.push_str(&format!(
                 "\nplaza / {} (deliveries per server CPU second):",
                 peer.target
