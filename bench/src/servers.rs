@@ -33,6 +33,28 @@ pub struct Programs {
     /// Node processes for the Socket.IO peer (each on its own port, joined by the Redis adapter).
     #[arg(long, default_value_t = 2)]
     pub socketio_procs: usize,
+    /// Plaza's broker tier: `memory` (one edge, in-process), `cluster` (3 plaza-broker nodes),
+    /// `nats` (one nats-server with JetStream).
+    #[arg(long, value_enum, default_value = "memory")]
+    pub plaza_backend: PlazaBackend,
+    /// Plaza edges (more than one needs `--plaza-backend cluster` or `nats`); clients are
+    /// spread round-robin over them.
+    #[arg(long, default_value_t = 1)]
+    pub edges: usize,
+    /// plaza-broker binary (default: next to this executable).
+    #[arg(long)]
+    pub broker_bin: Option<PathBuf>,
+}
+
+/// Plaza's broker tier in a suite run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlazaBackend {
+    /// In-process, one edge.
+    Memory,
+    /// Three `plaza-broker` nodes (Raft over QUIC).
+    Cluster,
+    /// One `nats-server -js`.
+    Nats,
 }
 
 /// A child process, killed and reaped on drop.
@@ -83,6 +105,197 @@ impl Server {
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A free UDP port on 127.0.0.1 (QUIC).
+fn free_udp_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A binary next to this executable (the workspace's own), unless `given`.
+fn sibling(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    let bin = match given {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join(name),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p {name} --bin {name}",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Waits until `GET /readyz` on `port` answers 200.
+fn wait_ready(port: u16, proc: &mut Proc, log: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut response = String::new();
+            if stream
+                .write_all(b"GET /readyz HTTP/1.0\r\nHost: bench\r\n\r\n")
+                .is_ok()
+                && stream.read_to_string(&mut response).is_ok()
+                && response.split_whitespace().nth(1) == Some("200")
+            {
+                return Ok(());
+            }
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            bail!("{} exited with {status}:\n{}", log.display(), tail(log));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("edge on port {port} not ready after 60 s:\n{}", tail(log))
+}
+
+fn nats_server(programs: &Programs) -> Result<PathBuf> {
+    let bin = programs
+        .nats_server
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".tools/nats/bin/nats-server"));
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run scripts/bench.sh (or scripts/test.sh), which installs nats-server into .tools/nats",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Starts Plaza: its broker tier (if any) and `programs.edges` edges.
+fn start_plaza(
+    programs: &Programs,
+    dir: &Path,
+    secret: &str,
+    jwks: Option<&Path>,
+) -> Result<Server> {
+    let edge_bin = sibling(&programs.edge_bin, "plaza-edge")?;
+    let edges = programs.edges.max(1);
+    if edges > 1 && programs.plaza_backend == PlazaBackend::Memory {
+        bail!("--edges {edges} needs --plaza-backend cluster or nats (memory is one edge)");
+    }
+    let config = dir.join("plaza-edge.toml");
+    std::fs::write(&config, edge_config(jwks))?;
+    let mut procs = Vec::new();
+    let mut backend_args: Vec<Vec<String>> = vec![Vec::new(); edges];
+    match programs.plaza_backend {
+        PlazaBackend::Memory => {}
+        PlazaBackend::Nats => {
+            let port = free_port()?;
+            let log = dir.join("nats-js.log");
+            let mut nats = Proc::spawn(
+                Command::new(nats_server(programs)?)
+                    .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                    .arg(dir.join("jetstream")),
+                &log,
+            )?;
+            wait_port(port, &mut nats, &log)?;
+            procs.push(nats);
+            for args in &mut backend_args {
+                args.extend([
+                    "--backend".into(),
+                    "nats".into(),
+                    "--nats".into(),
+                    format!("nats://127.0.0.1:{port}"),
+                ]);
+            }
+        }
+        PlazaBackend::Cluster => {
+            let broker = sibling(&programs.broker_bin, "plaza-broker")?;
+            let certs = dir.join("certs");
+            let mut names: Vec<String> = (1..=3).map(|i| format!("broker-{i}")).collect();
+            names.extend((1..=edges).map(|i| format!("edge-{i}")));
+            let status = Command::new(&broker)
+                .arg("cert")
+                .arg("--out")
+                .arg(&certs)
+                .args(["--nodes", &names.join(",")])
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("plaza-broker cert failed");
+            }
+            let quic: Vec<u16> = (0..3).map(|_| free_udp_port()).collect::<Result<_>>()?;
+            let peers: Vec<String> = quic
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+                .collect();
+            for (i, port) in quic.iter().enumerate() {
+                let id = i + 1;
+                let log = dir.join(format!("broker-{id}.log"));
+                procs.push(Proc::spawn(
+                    Command::new(&broker)
+                        .arg("run")
+                        .args(["--node-id", &id.to_string()])
+                        .args(["--raft-listen", &format!("127.0.0.1:{port}")])
+                        .args(["--http-listen", &format!("127.0.0.1:{}", free_port()?)])
+                        .args(["--peers", &peers.join(",")])
+                        .arg("--data-dir")
+                        .arg(dir.join(format!("data-{id}")))
+                        .arg("--tls-ca")
+                        .arg(certs.join("ca.pem"))
+                        .arg("--tls-cert")
+                        .arg(certs.join(format!("node-broker-{id}.pem")))
+                        .arg("--tls-key")
+                        .arg(certs.join(format!("node-broker-{id}.key")))
+                        .env("PLAZA_LOG", "warn"),
+                    &log,
+                )?);
+            }
+            let brokers: Vec<String> = quic.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            for (n, args) in backend_args.iter_mut().enumerate() {
+                let name = format!("edge-{}", n + 1);
+                args.extend([
+                    "--backend".into(),
+                    "cluster".into(),
+                    "--brokers".into(),
+                    brokers.join(","),
+                ]);
+                for (flag, file) in [
+                    ("--broker-tls-ca", "ca.pem".to_owned()),
+                    ("--broker-tls-cert", format!("node-{name}.pem")),
+                    ("--broker-tls-key", format!("node-{name}.key")),
+                ] {
+                    args.push(flag.into());
+                    args.push(certs.join(file).display().to_string());
+                }
+            }
+        }
+    }
+    let mut urls = Vec::new();
+    for (n, args) in backend_args.iter().enumerate() {
+        let port = free_port()?;
+        let log = dir.join(format!("plaza-edge-{}.log", n + 1));
+        let mut edge = Proc::spawn(
+            Command::new(&edge_bin)
+                .arg("--config")
+                .arg(&config)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(args)
+                .env("PLAZA_AUTH__HMAC_SECRET", secret)
+                .env("PLAZA_LOG", "warn"),
+            &log,
+        )?;
+        wait_ready(port, &mut edge, &log)?;
+        procs.push(edge);
+        urls.push(format!("ws://127.0.0.1:{port}/v1/ws"));
+    }
+    Ok(Server {
+        procs,
+        urls,
+        nats_token: None,
+    })
 }
 
 fn wait_port(port: u16, proc: &mut Proc, log: &Path) -> Result<()> {
@@ -138,51 +351,9 @@ pub fn start(
     jwks: Option<&Path>,
 ) -> Result<Server> {
     match target {
-        Target::Plaza => {
-            let bin = match &programs.edge_bin {
-                Some(b) => b.clone(),
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("exe dir")?
-                    .join("plaza-edge"),
-            };
-            if !bin.exists() {
-                bail!(
-                    "{} is missing: cargo build --release -p plaza-edge --bin plaza-edge",
-                    bin.display()
-                );
-            }
-            let config = dir.join("plaza-edge.toml");
-            std::fs::write(&config, edge_config(jwks))?;
-            let port = free_port()?;
-            let log = dir.join("plaza-edge.log");
-            let mut proc = Proc::spawn(
-                Command::new(&bin)
-                    .arg("--config")
-                    .arg(&config)
-                    .args(["--listen", &format!("127.0.0.1:{port}")])
-                    .env("PLAZA_AUTH__HMAC_SECRET", secret)
-                    .env("PLAZA_LOG", "warn"),
-                &log,
-            )?;
-            wait_port(port, &mut proc, &log)?;
-            Ok(Server {
-                procs: vec![proc],
-                urls: vec![format!("ws://127.0.0.1:{port}/v1/ws")],
-                nats_token: None,
-            })
-        }
+        Target::Plaza => start_plaza(programs, dir, secret, jwks),
         Target::Nats => {
-            let bin = programs
-                .nats_server
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(".tools/nats/bin/nats-server"));
-            if !bin.exists() {
-                bail!(
-                    "{} is missing: run scripts/bench.sh (or scripts/test.sh), which installs nats-server into .tools/nats",
-                    bin.display()
-                );
-            }
+            let bin = nats_server(programs)?;
             let (port, ws) = (free_port()?, free_port()?);
             let token = secret[..32].to_owned();
             let config = dir.join("nats.conf");

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::run::{self, RunArgs, RunResult};
-use crate::servers::{self, Programs};
+use crate::servers::{self, PlazaBackend, Programs};
 use crate::spec::{Alg, Scenario, Target};
 
 /// Suite options: the run options minus what the suite decides (target, URLs, pids, secret).
@@ -143,7 +143,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn medians(target: Target, runs: &[RunResult]) -> Medians {
+fn medians(target: String, runs: &[RunResult]) -> Medians {
     let connect = |r: &RunResult| {
         r.phases
             .iter()
@@ -157,7 +157,7 @@ fn medians(target: Target, runs: &[RunResult]) -> Medians {
     };
     let phases = runs.first().map_or(0, |r| r.phases.len());
     Medians {
-        target: target.name().to_owned(),
+        target,
         runs: runs.len(),
         connect_per_sec: median(runs.iter().map(|r| connect(r).per_sec).collect()),
         connect_failed: runs.iter().map(|r| connect(r).failed).max().unwrap_or(0),
@@ -261,19 +261,20 @@ pub fn table(scenario: Scenario, all: &[Medians]) -> String {
         }
         out.push('\n');
     }
-    if let Some(plaza) = all.iter().find(|m| m.target == "plaza") {
-        for peer in all.iter().filter(|m| m.target != "plaza") {
+    if let Some(plaza) = all.iter().find(|m| m.target.starts_with("plaza")) {
+        for peer in all.iter().filter(|m| !m.target.starts_with("plaza")) {
             if let (Some(a), Some(b)) = (plaza.connect_per_cpu_s, peer.connect_per_cpu_s) {
                 out.push_str(&format!(
-                    "\nplaza / {} (connections per server CPU second): {:.2}×\n",
+                    "\n{} / {} (connections per server CPU second): {:.2}×\n",
+                    plaza.target,
                     peer.target,
                     a / b
                 ));
                 continue;
             }
             out.push_str(&format!(
-                "\nplaza / {} (deliveries per server CPU second):",
-                peer.target
+                "\n{} / {} (deliveries per server CPU second):",
+                plaza.target, peer.target
             ));
             if let (Some(a), Some(b)) = (
                 plaza.best_delivered_per_cpu_s,
@@ -392,7 +393,14 @@ pub async fn suite(args: SuiteArgs) -> Result<()> {
             eprint!("{}", run::table(&result));
             runs.push(result);
         }
-        all_medians.push(medians(target, &runs));
+        let label = match (target, args.programs.plaza_backend, args.programs.edges) {
+            (Target::Plaza, PlazaBackend::Memory, 1) => "plaza".to_owned(),
+            (Target::Plaza, backend, edges) => {
+                format!("plaza-{edges}e-{}", format!("{backend:?}").to_lowercase())
+            }
+            (peer, ..) => peer.name().to_owned(),
+        };
+        all_medians.push(medians(label, &runs));
         all_runs.extend(runs);
     }
     print!("{}", table(args.scenario, &all_medians));

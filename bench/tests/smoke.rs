@@ -40,7 +40,8 @@ fn suite(args: &[&str]) -> Value {
         .output()
         .expect("run plaza-bench");
     let log = || {
-        std::fs::read_to_string(dir.path().join("logs/plaza-1/plaza-edge.log")).unwrap_or_default()
+        std::fs::read_to_string(dir.path().join("logs/plaza-1/plaza-edge-1.log"))
+            .unwrap_or_default()
     };
     assert!(
         output.status.success(),
