@@ -43,7 +43,11 @@ if [ "${1:-}" = "--install-only" ]; then
   exit 0
 fi
 
-echo "==> cargo build --release (plaza-edge, plaza-bench)"
-cargo build --release --locked -p plaza-edge --bin plaza-edge -p plaza-bench --bin plaza-bench
+packages=(-p plaza-edge --bin plaza-edge -p plaza-bench --bin plaza-bench)
+case " $* " in
+  *" cluster "*|*"=cluster "*) packages+=(-p plaza-broker --bin plaza-broker) ;;
+esac
+echo "==> cargo build --release ${packages[*]}"
+cargo build --release --locked "${packages[@]}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 exec "$target_dir/release/plaza-bench" suite "$@"
