@@ -286,14 +286,16 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let healthy = plan.healthy();
-    let (mut sent, mut expected, mut id) = (0u64, 0u64, 1u32);
+    // `scheduled` counts schedule slots, `sent` the publications actually handed to a socket.
+    let (mut scheduled, mut sent, mut expected, mut id) = (0u64, 0u64, 0u64, 1u32);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     loop {
         tick.tick().await;
         let elapsed = start.elapsed().as_secs_f64();
         let due = ((elapsed.min(p.secs)) * rate) as u64;
-        while sent < due {
-            let ts = start_ns + (sent as f64 / rate * 1e9) as u64;
+        while scheduled < due {
+            let ts = start_ns + (scheduled as f64 / rate * 1e9) as u64;
+            scheduled += 1;
             let body = payload(ts, p.id, plan.size);
             let (local, room) = match plan.scenario {
                 Scenario::Rooms => {
@@ -306,18 +308,19 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
             };
             let msg = wire::publish(target, id, &room, &body);
             id = id.checked_add(1).unwrap_or(1);
-            sent += 1;
             let sender = shared.slots[local].lock().expect("lock").clone();
             match sender.map(|tx| tx.send(msg)) {
                 Some(Ok(())) => {
+                    sent += 1;
                     expected += if plan.scenario == Scenario::Rooms {
                         plan.recipients(&room)
                     } else {
                         healthy
                     };
                 }
-                // Reconnecting right now: the publication is not sent, so not counted.
-                _ => sent -= 1,
+                // The connection is reconnecting (or was closed): this slot of the schedule
+                // passes unsent and is not counted.
+                _ => {}
             }
         }
         if elapsed >= p.secs {
