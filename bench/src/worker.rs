@@ -309,18 +309,15 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
             let msg = wire::publish(target, id, &room, &body);
             id = id.checked_add(1).unwrap_or(1);
             let sender = shared.slots[local].lock().expect("lock").clone();
-            match sender.map(|tx| tx.send(msg)) {
-                Some(Ok(())) => {
-                    sent += 1;
-                    expected += if plan.scenario == Scenario::Rooms {
-                        plan.recipients(&room)
-                    } else {
-                        healthy
-                    };
-                }
-                // The connection is reconnecting (or was closed): this slot of the schedule
-                // passes unsent and is not counted.
-                _ => {}
+            // A connection that is reconnecting (or was closed) lets this slot of the schedule
+            // pass unsent and uncounted.
+            if let Some(Ok(())) = sender.map(|tx| tx.send(msg)) {
+                sent += 1;
+                expected += if plan.scenario == Scenario::Rooms {
+                    plan.recipients(&room)
+                } else {
+                    healthy
+                };
             }
         }
         if elapsed >= p.secs {
