@@ -207,12 +207,12 @@ fn medians(target: String, runs: &[RunResult]) -> Medians {
 pub fn table(scenario: Scenario, all: &[Medians]) -> String {
     let mut out = format!("\n== {} — medians ==\n", scenario.name());
     out.push_str(
-        "target     runs  connect/s  conn/cpu_s  conn_failed  rss/conn_B  best_deliv/s  best_deliv/cpu_s\n",
+        "target           runs  connect/s  conn/cpu_s  conn_failed  rss/conn_B  best_deliv/s  best_deliv/cpu_s\n",
     );
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     for m in all {
         out.push_str(&format!(
-            "{:<10} {:>4} {:>10.0} {:>11} {:>12} {:>11.0} {:>13} {:>17}\n",
+            "{:<16} {:>4} {:>10.0} {:>11} {:>12} {:>11.0} {:>13} {:>17}\n",
             m.target,
             m.runs,
             m.connect_per_sec,
@@ -223,11 +223,11 @@ pub fn table(scenario: Scenario, all: &[Medians]) -> String {
             opt(m.best_delivered_per_cpu_s)
         ));
     }
-    out.push_str("\ntarget     phase  rate/s  slow  deliv/s    p50ms   p99ms  p99.9ms  cpu_s  deliv/cpu_s  rss_max_KiB  errors  missing\n");
+    out.push_str("\ntarget           phase  rate/s  slow  deliv/s    p50ms   p99ms  p99.9ms  cpu_s  deliv/cpu_s  rss_max_KiB  errors  missing\n");
     for m in all {
         for (i, p) in m.phases.iter().enumerate() {
             out.push_str(&format!(
-                "{:<10} {:>5} {:>7.0} {:>5} {:>8.0} {:>8.2} {:>7.2} {:>8.2} {:>6.2} {:>12.0} {:>12.0} {:>7} {:>8}\n",
+                "{:<16} {:>5} {:>7.0} {:>5} {:>8.0} {:>8.2} {:>7.2} {:>8.2} {:>6.2} {:>12.0} {:>12.0} {:>7} {:>8}\n",
                 m.target,
                 i + 1,
                 p.rate,
