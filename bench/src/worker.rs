@@ -289,10 +289,12 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
     // `scheduled` counts schedule slots, `sent` the publications actually handed to a socket.
     let (mut scheduled, mut sent, mut expected, mut id) = (0u64, 0u64, 0u64, 1u32);
     let mut rng = rand::rngs::StdRng::from_os_rng();
+    let total = (p.secs * rate).round() as u64;
     loop {
         tick.tick().await;
         let elapsed = start.elapsed().as_secs_f64();
-        let due = ((elapsed.min(p.secs)) * rate) as u64;
+        // Publication k is due at start + k / rate (k = 0 at once), `total` in the phase.
+        let due = ((elapsed * rate) as u64 + 1).min(total);
         while scheduled < due {
             let ts = start_ns + (scheduled as f64 / rate * 1e9) as u64;
             scheduled += 1;
