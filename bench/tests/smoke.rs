@@ -29,7 +29,7 @@ fn suite(args: &[&str]) -> Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_plaza-bench"))
-        .args(["suite", "--targets", "plaza", "--runs", "1", "--drain", "1"])
+        .args(["suite", "--targets", "plaza", "--runs", "1", "--drain", "2"])
         .arg("--edge-bin")
         .arg(edge_bin())
         .arg("--logs")
