@@ -1,0 +1,590 @@
+//! `plaza-bench run`: the coordinator. Spawns workers (re-executions of this binary), hands each
+//! its share of the connections, drives the phases in lock step, samples the server's `/proc`,
+//! merges the workers' histograms and prints the report.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::time::{Duration, Instant};
+
+use crate::procstat::{self, Sample};
+use crate::spec::{
+    Alg, Command, ConnectStats, PhaseSpec, PhaseStats, Plan, Report, Scenario, Target, WorkerSpec,
+};
+use crate::worker::histogram;
+
+/// Options of one run (also what `suite` passes per run).
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Server under test.
+    #[arg(long, value_enum)]
+    pub target: Target,
+    /// Scenario.
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    /// WebSocket URL(s), comma-separated; connections are spread round-robin
+    /// (plaza: ws://HOST:PORT/v1/ws, nats: ws://HOST:PORT, socketio:
+    /// ws://HOST:PORT/socket.io/?EIO=4&transport=websocket).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub url: Vec<String>,
+    /// Total connections.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Worker processes (default: one per 8,000 connections, at least one; more than one
+    /// spreads the generator's own CPU over the cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Publications per second, one phase per value (`fanout`, `rooms`, `slow`).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    pub rates: Vec<f64>,
+    /// Seconds per phase (publishing time; `idle`: holding time).
+    #[arg(long, default_value_t = 10.0)]
+    pub secs: f64,
+    /// Seconds to keep receiving after each phase's publishing.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Members per group room (`rooms`).
+    #[arg(long, default_value_t = 10)]
+    pub group: usize,
+    /// Every N-th connection is a slow consumer in the second `slow` phase.
+    #[arg(long, default_value_t = 100)]
+    pub slow_every: usize,
+    /// Per cent of connections reconnecting per second (`rooms`).
+    #[arg(long, default_value_t = 1.0)]
+    pub reconnect_pct: f64,
+    /// Token algorithm (Plaza; Socket.IO always HS256).
+    #[arg(long, value_enum, default_value = "hs256")]
+    pub alg: Alg,
+    /// HS256 secret (at least 32 bytes).
+    #[arg(long, env = "PLAZA_BENCH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// RS256 private key file, PKCS#1 DER (`openssl genrsa -traditional | openssl rsa -outform DER`).
+    #[arg(long)]
+    pub rs_key: Option<std::path::PathBuf>,
+    /// NATS `auth_token`.
+    #[arg(long, env = "PLAZA_BENCH_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// Connects in flight per worker.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Loopback source addresses 127.0.0.2… to spread connections over (1 = kernel's choice);
+    /// each gives ~28k ephemeral ports.
+    #[arg(long, default_value_t = 1)]
+    pub sources: usize,
+    /// Server process ids whose CPU and RSS (with descendants) are reported.
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+    /// The p99 bound (ms) for the "best rate" line of rate sweeps.
+    #[arg(long, default_value_t = 50.0)]
+    pub p99_limit_ms: f64,
+}
+
+/// Connect figures, merged over workers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConnectSummary {
+    /// Connections that reached "subscribed".
+    pub ok: u64,
+    /// Connections that failed.
+    pub failed: u64,
+    /// Subscribed connections per second, first connect start to last subscribe over all workers.
+    pub per_sec: f64,
+    /// Median connect-to-subscribed time, ms.
+    pub p50_ms: f64,
+    /// 99th percentile connect-to-subscribed time, ms.
+    pub p99_ms: f64,
+    /// First failure.
+    pub first_error: Option<String>,
+}
+
+/// One phase, merged over workers, with the server's cost.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PhaseResult {
+    /// Phase number.
+    pub id: u32,
+    /// Offered publications per second.
+    pub rate: f64,
+    /// Publishing seconds.
+    pub secs: f64,
+    /// Slow consumers were not reading.
+    pub slow: bool,
+    /// Publications sent.
+    pub sent: u64,
+    /// Deliveries to healthy clients the publications should cause.
+    pub expected: u64,
+    /// Deliveries to healthy clients counted.
+    pub delivered: u64,
+    /// `delivered / secs`.
+    pub delivered_per_s: f64,
+    /// Deliveries to slow consumers.
+    pub delivered_slow: u64,
+    /// Earlier phases' payloads seen in this one.
+    pub late: u64,
+    /// Errors (error replies, failed reconnects).
+    pub errors: u64,
+    /// Connections closed by the server.
+    pub closed: u64,
+    /// Reconnects done.
+    pub reconnects: u64,
+    /// First error.
+    pub first_error: Option<String>,
+    /// Latency percentiles, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+    /// Server CPU seconds during the phase (publishing + drain).
+    pub server_cpu_s: f64,
+    /// Deliveries per server CPU second.
+    pub delivered_per_cpu_s: f64,
+    /// Server RSS at the phase start, KiB.
+    pub rss_start_kib: u64,
+    /// Highest server RSS seen during the phase, KiB.
+    pub rss_max_kib: u64,
+    /// Server RSS at the phase end, KiB.
+    pub rss_end_kib: u64,
+    /// `storm`: the connect wave.
+    pub connect: Option<ConnectSummary>,
+}
+
+/// The report of one run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Target name.
+    pub target: Target,
+    /// Scenario name.
+    pub scenario: Scenario,
+    /// Connections.
+    pub connections: usize,
+    /// Payload bytes.
+    pub size: usize,
+    /// Worker processes.
+    pub workers: usize,
+    /// Token algorithm.
+    pub alg: Alg,
+    /// Initial connect wave (all scenarios but `storm`).
+    pub connect: ConnectSummary,
+    /// Server before any connection.
+    pub server_before: Sample,
+    /// Server with every connection open, before the first phase.
+    pub server_loaded: Sample,
+    /// `(loaded − before RSS) / connections`, bytes.
+    pub rss_per_conn_bytes: f64,
+    /// Phases in order.
+    pub phases: Vec<PhaseResult>,
+    /// Highest `delivered_per_s` of a phase with p99 under the limit, no loss beyond 0.1 % and
+    /// no errors (rate sweeps).
+    pub best_delivered_per_s: Option<f64>,
+    /// That phase's deliveries per server CPU second.
+    pub best_delivered_per_cpu_s: Option<f64>,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    async fn send(&mut self, line: &impl Serialize) -> Result<()> {
+        let mut text = serde_json::to_string(line)?;
+        text.push('\n');
+        self.stdin.write_all(text.as_bytes()).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    async fn report(&mut self) -> Result<Report> {
+        let line = self
+            .lines
+            .next_line()
+            .await?
+            .context("worker exited early (see its stderr above)")?;
+        Ok(serde_json::from_str(&line)?)
+    }
+}
+
+/// Builds the plan the workers share from the run options.
+pub fn plan(args: &RunArgs) -> Result<Plan> {
+    let secret = args.secret.clone().unwrap_or_default();
+    if args.target != Target::Nats
+        && (args.alg == Alg::Hs256 || args.target == Target::Socketio)
+        && secret.len() < 32
+    {
+        bail!(
+            "--secret (or PLAZA_BENCH_SECRET) of at least 32 bytes is required for {}",
+            args.target.name()
+        );
+    }
+    let rs_key = match (&args.alg, &args.rs_key) {
+        (Alg::Rs256, Some(path)) => {
+            use base64::Engine;
+            let der = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+            Some(base64::engine::general_purpose::STANDARD.encode(der))
+        }
+        (Alg::Rs256, None) => bail!("--alg rs256 needs --rs-key"),
+        _ => None,
+    };
+    if args.sources > 250 {
+        bail!("--sources must be at most 250");
+    }
+    Ok(Plan {
+        target: args.target,
+        scenario: args.scenario,
+        urls: args.url.clone(),
+        connections: args.connections,
+        sources: args.sources.max(1),
+        concurrency: args.concurrency,
+        size: args.size,
+        group: args.group,
+        slow_every: args.slow_every,
+        reconnect_pct: args.reconnect_pct,
+        alg: args.alg,
+        secret,
+        rs_key,
+        nats_token: args.nats_token.clone(),
+        drain_secs: args.drain,
+    })
+}
+
+/// The phases of a scenario.
+fn phases(args: &RunArgs) -> Vec<PhaseSpec> {
+    let phase = |id: u32, rate: f64, slow: bool, storm: bool| PhaseSpec {
+        id,
+        rate,
+        secs: args.secs,
+        slow,
+        storm,
+    };
+    match args.scenario {
+        Scenario::Idle => vec![phase(1, 0.0, false, false)],
+        Scenario::Storm => vec![phase(1, 0.0, false, true)],
+        Scenario::Fanout | Scenario::Rooms => args
+            .rates
+            .iter()
+            .enumerate()
+            .map(|(n, r)| phase(n as u32 + 1, *r, false, false))
+            .collect(),
+        // Phase 3 publishes nothing: the slow consumers read again, and find out whether the
+        // server cut them off (`closed`).
+        Scenario::Slow => vec![
+            phase(1, args.rates[0], false, false),
+            phase(2, args.rates[0], true, false),
+            PhaseSpec {
+                secs: 1.0,
+                ..phase(3, 0.0, false, false)
+            },
+        ],
+    }
+}
+
+fn merge(into: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
+    for (value, count) in pairs {
+        into.saturating_record_n(*value, *count);
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+fn connect_summary(parts: &[ConnectStats]) -> ConnectSummary {
+    let mut h = histogram();
+    let mut s = ConnectSummary::default();
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    for p in parts {
+        s.ok += p.ok;
+        s.failed += p.failed;
+        if s.first_error.is_none() {
+            s.first_error = p.first_error.clone();
+        }
+        merge(&mut h, &p.latency);
+        if p.ok > 0 {
+            first = first.min(p.span_ns.0);
+            last = last.max(p.span_ns.1);
+        }
+    }
+    if last > first {
+        s.per_sec = s.ok as f64 / ((last - first) as f64 / 1e9);
+    }
+    s.p50_ms = ms(&h, 0.5);
+    s.p99_ms = ms(&h, 0.99);
+    s
+}
+
+/// Runs one benchmark and returns its report.
+pub async fn run(args: &RunArgs) -> Result<RunResult> {
+    let plan = plan(args)?;
+    let workers = args
+        .workers
+        .unwrap_or(args.connections.div_ceil(8000))
+        .clamp(1, args.connections.max(1));
+    let server_before = procstat::sample(&args.server_pids);
+    let exe = std::env::current_exe()?;
+    let mut procs = Vec::new();
+    let mut first = 0;
+    for w in 0..workers {
+        let count = args.connections / workers + usize::from(w < args.connections % workers);
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn worker")?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        let mut worker = Worker {
+            child,
+            stdin,
+            lines,
+        };
+        worker
+            .send(&WorkerSpec {
+                worker: w,
+                first,
+                count,
+                plan: plan.clone(),
+            })
+            .await?;
+        first += count;
+        procs.push(worker);
+    }
+    let mut ready = Vec::new();
+    for w in &mut procs {
+        match w.report().await? {
+            Report::Ready(c) => ready.push(c),
+            other => bail!("unexpected worker report {other:?}"),
+        }
+    }
+    let connect = connect_summary(&ready);
+    // Let the server settle (allocator, lazily created rooms) before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server_loaded = procstat::sample(&args.server_pids);
+    let rss_per_conn_bytes = if connect.ok > 0 {
+        (server_loaded.rss_kib as f64 - server_before.rss_kib as f64) * 1024.0 / connect.ok as f64
+    } else {
+        0.0
+    };
+
+    let mut results = Vec::new();
+    for spec in phases(args) {
+        results.push(run_phase(args, &mut procs, &spec).await?);
+    }
+    for w in &mut procs {
+        let _ = w.send(&Command::Stop).await;
+    }
+    for w in &mut procs {
+        if tokio::time::timeout(Duration::from_secs(10), w.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = w.child.kill().await;
+        }
+    }
+
+    let best = results
+        .iter()
+        .filter(|p| {
+            p.delivered > 0
+                && p.p99_ms < args.p99_limit_ms
+                && p.errors == 0
+                && (p.delivered as f64) >= 0.999 * p.expected as f64
+        })
+        .max_by(|a, b| a.delivered_per_s.total_cmp(&b.delivered_per_s));
+    Ok(RunResult {
+        target: args.target,
+        scenario: args.scenario,
+        connections: args.connections,
+        size: args.size,
+        workers,
+        alg: args.alg,
+        connect,
+        server_before,
+        server_loaded,
+        rss_per_conn_bytes,
+        best_delivered_per_s: best.map(|p| p.delivered_per_s),
+        best_delivered_per_cpu_s: best.map(|p| p.delivered_per_cpu_s),
+        phases: results,
+    })
+}
+
+async fn run_phase(args: &RunArgs, procs: &mut [Worker], spec: &PhaseSpec) -> Result<PhaseResult> {
+    let start = procstat::sample(&args.server_pids);
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let pids = args.server_pids.clone();
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut max = 0;
+            let mut tick = tokio::time::interval_at(Instant::now(), Duration::from_millis(250));
+            while sampling.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let pids = pids.clone();
+                let s = tokio::task::spawn_blocking(move || procstat::sample(&pids))
+                    .await
+                    .unwrap_or_default();
+                max = max.max(s.rss_kib);
+            }
+            max
+        })
+    };
+    for w in procs.iter_mut() {
+        w.send(&Command::Phase(spec.clone())).await?;
+    }
+    let mut parts: Vec<PhaseStats> = Vec::new();
+    for w in procs.iter_mut() {
+        match w.report().await? {
+            Report::Phase(p) => parts.push(p),
+            other => bail!("unexpected worker report {other:?}"),
+        }
+    }
+    let end = procstat::sample(&args.server_pids);
+    sampling.store(false, Ordering::Relaxed);
+    let rss_max = sampler.await.unwrap_or(0).max(end.rss_kib);
+
+    let mut h = histogram();
+    let mut r = PhaseResult {
+        id: spec.id,
+        rate: spec.rate,
+        secs: spec.secs,
+        slow: spec.slow,
+        ..Default::default()
+    };
+    let mut connects = Vec::new();
+    for p in &mut parts {
+        r.sent += p.sent;
+        r.expected += p.expected;
+        r.delivered += p.delivered;
+        r.delivered_slow += p.delivered_slow;
+        r.late += p.late;
+        r.errors += p.errors;
+        r.closed += p.closed;
+        r.reconnects += p.reconnects;
+        if r.first_error.is_none() {
+            r.first_error = p.first_error.clone();
+        }
+        merge(&mut h, &p.latency);
+        if let Some(c) = p.connect.take() {
+            connects.push(c);
+        }
+    }
+    if spec.storm {
+        r.connect = Some(connect_summary(&connects));
+    }
+    r.delivered_per_s = r.delivered as f64 / spec.secs.max(1e-9);
+    r.p50_ms = ms(&h, 0.5);
+    r.p99_ms = ms(&h, 0.99);
+    r.p999_ms = ms(&h, 0.999);
+    r.max_ms = if h.is_empty() {
+        0.0
+    } else {
+        h.max() as f64 / 1000.0
+    };
+    r.server_cpu_s = end.cpu_secs - start.cpu_secs;
+    r.delivered_per_cpu_s = if r.server_cpu_s > 0.0 {
+        r.delivered as f64 / r.server_cpu_s
+    } else {
+        0.0
+    };
+    r.rss_start_kib = start.rss_kib;
+    r.rss_end_kib = end.rss_kib;
+    r.rss_max_kib = rss_max;
+    Ok(r)
+}
+
+/// The human-readable report of one run.
+pub fn table(r: &RunResult) -> String {
+    let mut out = format!(
+        "{} / {}: {} connections ({} ok, {} failed), {} B payload, {} worker(s), {:?}\n",
+        r.target.name(),
+        r.scenario.name(),
+        r.connections,
+        r.connect.ok,
+        r.connect.failed,
+        r.size,
+        r.workers,
+        r.alg
+    );
+    if let Some(e) = &r.connect.first_error {
+        out.push_str(&format!("  first connect error: {e}\n"));
+    }
+    if r.scenario == Scenario::Storm {
+        out.push_str("  connect: see the storm line of phase 1\n");
+    } else {
+        out.push_str(&format!(
+        "  connect: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms; server RSS {} → {} KiB ({:.0} B/conn), {} process(es)\n",
+        r.connect.per_sec,
+        r.connect.p50_ms,
+        r.connect.p99_ms,
+        r.server_before.rss_kib,
+        r.server_loaded.rss_kib,
+        r.rss_per_conn_bytes,
+        r.server_loaded.processes
+    ));
+    }
+    out.push_str(
+        "  phase  rate/s  slow      sent   delivered  deliv/s     p50ms   p99ms  p99.9ms   maxms  errors closed  cpu_s  deliv/cpu_s  rss_max_KiB\n",
+    );
+    for p in &r.phases {
+        out.push_str(&format!(
+            "  {:>5} {:>7.0} {:>5} {:>9} {:>11} {:>8.0} {:>9.2} {:>7.2} {:>8.2} {:>7.1} {:>7} {:>6} {:>6.2} {:>12.0} {:>12}\n",
+            p.id,
+            p.rate,
+            p.slow,
+            p.sent,
+            p.delivered,
+            p.delivered_per_s,
+            p.p50_ms,
+            p.p99_ms,
+            p.p999_ms,
+            p.max_ms,
+            p.errors,
+            p.closed,
+            p.server_cpu_s,
+            p.delivered_per_cpu_s,
+            p.rss_max_kib
+        ));
+        if p.delivered < p.expected {
+            out.push_str(&format!(
+                "        missing deliveries: {} of {}\n",
+                p.expected - p.delivered,
+                p.expected
+            ));
+        }
+        if let Some(c) = &p.connect {
+            out.push_str(&format!(
+                "        storm: {} ok, {} failed, {:.0} conn/s, p50 {:.1} ms, p99 {:.1} ms\n",
+                c.ok, c.failed, c.per_sec, c.p50_ms, c.p99_ms
+            ));
+            if let Some(e) = &c.first_error {
+                out.push_str(&format!("        first connect error: {e}\n"));
+            }
+        }
+        if let Some(e) = &p.first_error {
+            out.push_str(&format!("        first error: {e}\n"));
+        }
+    }
+    if let (Some(d), Some(c)) = (r.best_delivered_per_s, r.best_delivered_per_cpu_s) {
+        out.push_str(&format!(
+            "  best phase within limits: {d:.0} delivered/s, {c:.0} delivered per server CPU second\n"
+        ));
+    }
+    out
+}

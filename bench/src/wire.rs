@@ -1,0 +1,410 @@
+//! The three wire protocols, reduced to what a benchmark client does: open a WebSocket,
+//! authenticate, subscribe to rooms, publish a payload to a room, and recognise deliveries,
+//! errors and keepalives in incoming frames.
+//!
+//! | | Plaza | NATS (WebSocket) | Socket.IO 4 |
+//! |---|---|---|---|
+//! | auth | `connect` with a JWT | `CONNECT` with `auth_token` | `40{"token":JWT}` (server checks HS256) |
+//! | subscribe | `subscribe` per room | `SUB room sid` | `join` event with ack |
+//! | publish | `publish` (`data` = payload as a JSON string) | `PUB room len` | `pub` event, server `io.to(room).emit` |
+//! | delivery | `pub` push | `MSG` | `m` event |
+//! | keepalive | WebSocket ping (auto pong) | `PING` → `PONG` | `2` → `3` |
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Duration, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use crate::spec::Target;
+
+/// An open WebSocket.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// How long one handshake step may take.
+const STEP: Duration = Duration::from_secs(30);
+
+/// What an incoming frame held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A delivered publication: `(timestamp ns, phase)`.
+    Delivery(u64, u32),
+    /// An error reply or error line.
+    Error(String),
+    /// A frame the client must send back (NATS `PONG`, Engine.IO pong).
+    Respond(Message),
+    /// The server closed the connection.
+    Closed,
+}
+
+/// Per-connection incoming-frame decoder (NATS needs a buffer: records span frames).
+#[derive(Debug)]
+pub enum Decoder {
+    /// Plaza: one JSON object per text frame.
+    Plaza,
+    /// NATS: a byte stream cut into WebSocket frames anywhere.
+    Nats(Vec<u8>),
+    /// Socket.IO: one Engine.IO packet per text frame.
+    Socketio,
+}
+
+impl Decoder {
+    /// A decoder for `target`.
+    pub fn new(target: Target) -> Self {
+        match target {
+            Target::Plaza => Decoder::Plaza,
+            Target::Nats => Decoder::Nats(Vec::new()),
+            Target::Socketio => Decoder::Socketio,
+        }
+    }
+
+    /// Decodes `msg`, calling `out` for each event in it.
+    pub fn feed(&mut self, msg: Message, out: &mut impl FnMut(Event)) {
+        let data: &[u8] = match &msg {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+            Message::Close(_) => return out(Event::Closed),
+            _ => return,
+        };
+        match self {
+            Decoder::Plaza => plaza_frame(data, out),
+            Decoder::Socketio => socketio_frame(data, out),
+            Decoder::Nats(buf) => {
+                buf.extend_from_slice(data);
+                let used = nats_records(buf, out);
+                buf.drain(..used);
+            }
+        }
+    }
+}
+
+fn plaza_frame(data: &[u8], out: &mut impl FnMut(Event)) {
+    if data.starts_with(br#"{"push":"pub""#) || data.starts_with(br#"{"push":"pub","#) {
+        if let Some((ts, phase)) = crate::spec::parse_payload(data) {
+            out(Event::Delivery(ts, phase));
+        }
+        return;
+    }
+    // Replies and other pushes: the field order is the edge's; look for the markers.
+    let text = String::from_utf8_lossy(data);
+    if text.contains(r#""error":"#) || text.contains(r#""push":"disconnect""#) {
+        out(Event::Error(text.chars().take(200).collect()));
+    } else if text.contains(r#""push":"pub""#)
+        && let Some((ts, phase)) = crate::spec::parse_payload(data)
+    {
+        out(Event::Delivery(ts, phase));
+    }
+}
+
+fn socketio_frame(data: &[u8], out: &mut impl FnMut(Event)) {
+    match data.first() {
+        Some(b'2') if data.len() == 1 => out(Event::Respond(Message::text("3"))),
+        Some(b'4') => match data.get(1) {
+            Some(b'2') => {
+                if let Some((ts, phase)) = crate::spec::parse_payload(data) {
+                    out(Event::Delivery(ts, phase));
+                }
+            }
+            Some(b'4') => out(Event::Error(
+                String::from_utf8_lossy(data).chars().take(200).collect(),
+            )),
+            _ => {}
+        },
+        Some(b'1') => out(Event::Closed),
+        _ => {}
+    }
+}
+
+/// Parses complete NATS records at the front of `buf`; returns the bytes consumed.
+fn nats_records(buf: &[u8], out: &mut impl FnMut(Event)) -> usize {
+    let mut pos = 0;
+    loop {
+        let rest = &buf[pos..];
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return pos;
+        };
+        let line = &rest[..eol];
+        if line.starts_with(b"MSG ") {
+            // MSG <subject> <sid> [reply-to] <#bytes>
+            let len = line
+                .rsplit(|c| *c == b' ')
+                .next()
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok());
+            let Some(len) = len else {
+                out(Event::Error("malformed MSG line".into()));
+                return buf.len();
+            };
+            let body_start = eol + 2;
+            if rest.len() < body_start + len + 2 {
+                return pos;
+            }
+            if let Some((ts, phase)) =
+                crate::spec::parse_payload(&rest[body_start..body_start + len])
+            {
+                out(Event::Delivery(ts, phase));
+            }
+            pos += body_start + len + 2;
+            continue;
+        }
+        if line == b"PING" {
+            out(Event::Respond(Message::text("PONG\r\n")));
+        } else if line.starts_with(b"-ERR") {
+            out(Event::Error(String::from_utf8_lossy(line).into_owned()));
+        }
+        pos += eol + 2;
+    }
+}
+
+/// Opens a TCP connection to `url`'s host (from loopback source `source` when given, with a
+/// receive buffer of `rcvbuf` bytes when given) and upgrades it to a WebSocket (no compression:
+/// tungstenite has none).
+pub async fn open(url: &str, source: Option<std::net::IpAddr>, rcvbuf: Option<u32>) -> Result<Ws> {
+    let mut request = url.into_client_request().context("bad url")?;
+    let authority = request
+        .uri()
+        .authority()
+        .context("url without host")?
+        .as_str()
+        .to_owned();
+    let addr: SocketAddr = tokio::net::lookup_host(&authority)
+        .await?
+        .next()
+        .context("host does not resolve")?;
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    let stream = timeout(STEP, socket.connect(addr))
+        .await
+        .context("tcp connect timed out")??;
+    stream.set_nodelay(true)?;
+    if url.contains("/v1/ws") {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            http_value("plaza.v1").context("header")?,
+        );
+    }
+    let config = WebSocketConfig::default();
+    let (ws, _) = timeout(
+        STEP,
+        client_async_with_config(request, stream, Some(config)),
+    )
+    .await
+    .context("websocket upgrade timed out")??;
+    Ok(ws)
+}
+
+fn http_value(v: &str) -> Option<tokio_tungstenite::tungstenite::http::HeaderValue> {
+    tokio_tungstenite::tungstenite::http::HeaderValue::from_str(v).ok()
+}
+
+/// Credentials for one connection.
+pub struct Credentials<'a> {
+    /// JWT (Plaza, Socket.IO).
+    pub token: &'a str,
+    /// NATS `auth_token`.
+    pub nats_token: Option<&'a str>,
+}
+
+/// Authenticates and subscribes `ws` to `rooms`; returns when every subscription is confirmed.
+pub async fn join(
+    ws: &mut Ws,
+    target: Target,
+    creds: &Credentials<'_>,
+    rooms: &[String],
+) -> Result<()> {
+    timeout(STEP, join_inner(ws, target, creds, rooms))
+        .await
+        .context("handshake timed out")?
+}
+
+async fn join_inner(
+    ws: &mut Ws,
+    target: Target,
+    creds: &Credentials<'_>,
+    rooms: &[String],
+) -> Result<()> {
+    match target {
+        Target::Plaza => {
+            let connect = serde_json::json!({"id": 1, "op": "connect", "token": creds.token});
+            ws.send(Message::text(connect.to_string())).await?;
+            expect_ok(ws).await.context("connect")?;
+            for (n, room) in rooms.iter().enumerate() {
+                let sub = serde_json::json!({"id": n + 2, "op": "subscribe", "room": room});
+                ws.feed(Message::text(sub.to_string())).await?;
+            }
+            ws.flush().await?;
+            for _ in rooms {
+                expect_ok(ws).await.context("subscribe")?;
+            }
+        }
+        Target::Nats => {
+            let info = next_text(ws).await?;
+            if !info.starts_with("INFO") {
+                bail!("expected INFO, got {}", short(&info));
+            }
+            let mut connect = serde_json::json!({
+                "verbose": false, "pedantic": false, "protocol": 1, "lang": "rust",
+                "version": "plaza-bench", "headers": false, "no_responders": false,
+            });
+            if let Some(token) = creds.nats_token {
+                connect["auth_token"] = token.into();
+            }
+            let mut out = format!("CONNECT {connect}\r\n");
+            for (n, room) in rooms.iter().enumerate() {
+                out.push_str(&format!("SUB {room} {}\r\n", n + 1));
+            }
+            out.push_str("PING\r\n");
+            ws.send(Message::text(out)).await?;
+            let mut buf = String::new();
+            loop {
+                buf.push_str(&next_text(ws).await?);
+                if buf.contains("-ERR") {
+                    bail!("nats refused: {}", short(&buf));
+                }
+                if buf.contains("PONG\r\n") {
+                    break;
+                }
+            }
+        }
+        Target::Socketio => {
+            let open = next_text(ws).await?;
+            if !open.starts_with('0') {
+                bail!("expected engine.io open, got {}", short(&open));
+            }
+            let auth = serde_json::json!({"token": creds.token});
+            ws.send(Message::text(format!("40{auth}"))).await?;
+            loop {
+                let t = next_text(ws).await?;
+                if t.starts_with("40") {
+                    break;
+                }
+                if t.starts_with("44") {
+                    bail!("socket.io refused: {}", short(&t));
+                }
+            }
+            let join = serde_json::json!(["join", rooms]);
+            ws.send(Message::text(format!("421{join}"))).await?;
+            loop {
+                let t = next_text(ws).await?;
+                if t.starts_with("431") {
+                    break;
+                }
+                if t == "2" {
+                    ws.send(Message::text("3")).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The publish frame for `payload` to `room`; `id` is Plaza's command id.
+pub fn publish(target: Target, id: u32, room: &str, payload: &str) -> Message {
+    match target {
+        Target::Plaza => Message::text(format!(
+            r#"{{"id":{id},"op":"publish","room":"{room}","data":"{payload}"}}"#
+        )),
+        Target::Nats => Message::text(format!("PUB {room} {}\r\n{payload}\r\n", payload.len())),
+        Target::Socketio => Message::text(format!(r#"42["pub","{room}","{payload}"]"#)),
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> Result<String> {
+    loop {
+        match ws.next().await.context("connection closed")?? {
+            Message::Text(t) => return Ok(t.as_str().to_owned()),
+            Message::Binary(b) => return Ok(String::from_utf8_lossy(&b).into_owned()),
+            Message::Close(frame) => bail!("closed by server: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Waits for a Plaza reply; pushes in between are skipped.
+async fn expect_ok(ws: &mut Ws) -> Result<()> {
+    loop {
+        let t = next_text(ws).await?;
+        if t.contains(r#""push""#) && !t.starts_with(r#"{"id""#) {
+            if t.contains(r#""push":"disconnect""#) {
+                bail!("disconnected: {}", short(&t));
+            }
+            continue;
+        }
+        if t.contains(r#""ok""#) {
+            return Ok(());
+        }
+        bail!("{}", short(&t));
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(d: &mut Decoder, frames: &[&str]) -> Vec<Event> {
+        let mut v = Vec::new();
+        for f in frames {
+            d.feed(Message::text(*f), &mut |e| v.push(e));
+        }
+        v
+    }
+
+    #[test]
+    fn nats_records_split_over_frames_are_reassembled() {
+        let p = crate::spec::payload(42, 7, 40);
+        let msg = format!("MSG fan:all 1 40\r\n{p}\r\nPING\r\nMSG a 1 40\r\n{p}\r\n");
+        let (a, b) = msg.split_at(25);
+        let mut d = Decoder::new(Target::Nats);
+        let got = events(&mut d, &[a, b]);
+        assert_eq!(
+            got,
+            vec![
+                Event::Delivery(42, 7),
+                Event::Respond(Message::text("PONG\r\n")),
+                Event::Delivery(42, 7)
+            ]
+        );
+        assert!(matches!(d, Decoder::Nats(ref buf) if buf.is_empty()));
+    }
+
+    #[test]
+    fn plaza_pushes_and_error_replies_are_told_apart() {
+        let p = crate::spec::payload(5, 1, 40);
+        let mut d = Decoder::new(Target::Plaza);
+        let got = events(
+            &mut d,
+            &[
+                &format!(r#"{{"push":"pub","room":"r","offset":3,"data":"{p}"}}"#),
+                r#"{"id":9,"ok":{"epoch":"e","offset":3}}"#,
+                r#"{"id":9,"error":{"code":112,"message":"slow down","temporary":true}}"#,
+            ],
+        );
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], Event::Delivery(5, 1));
+        assert!(matches!(got[1], Event::Error(_)));
+    }
+
+    #[test]
+    fn socketio_events_and_pings_are_recognised() {
+        let p = crate::spec::payload(8, 2, 40);
+        let mut d = Decoder::new(Target::Socketio);
+        let got = events(&mut d, &["2", &format!(r#"42["m","{p}"]"#)]);
+        assert_eq!(
+            got,
+            vec![Event::Respond(Message::text("3")), Event::Delivery(8, 2)]
+        );
+    }
+}
