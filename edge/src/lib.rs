@@ -115,9 +115,8 @@ pub async fn start<B: Backend>(
         lease: config.broker.lease,
     };
     let (link, events) = backend.attach(attach.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
+    let listener =
+        listen(config.listen, config.http.listen_backlog).map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -278,4 +277,17 @@ async fn supervise<B: Backend>(
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// Binds the listening socket with `backlog` pending connections (tokio's `bind` uses 1024).
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted edge can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

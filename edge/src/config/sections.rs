@@ -131,6 +131,10 @@ pub struct HttpConfig {
     pub cf_connecting_ip: bool,
     /// Largest server API request body, in bytes.
     pub max_body_bytes: usize,
+    /// Pending TCP connections the listening socket queues before the edge accepts them
+    /// (the kernel caps it at `net.core.somaxconn`); a connect storm beyond it sees SYN
+    /// retries of a second or more.
+    pub listen_backlog: u32,
 }
 
 impl Default for HttpConfig {
@@ -140,6 +144,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             cf_connecting_ip: false,
             max_body_bytes: 1024 * 1024,
+            listen_backlog: 4096,
         }
     }
 }

@@ -227,6 +227,12 @@ impl EdgeConfig {
                 "must be at least 1024",
             ));
         }
+        if self.http.listen_backlog == 0 {
+            return Err(ConfigError::new(
+                "http.listen_backlog",
+                "must be at least 1",
+            ));
+        }
         if let Some(i) = self.api.keys.iter().position(|k| k.0.len() < 16) {
             return Err(ConfigError::new(
                 format!("api.keys[{i}]"),
