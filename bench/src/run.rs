@@ -33,6 +33,26 @@ pub struct RunArgs {
     /// ws://HOST:PORT/socket.io/?EIO=4&transport=websocket).
     #[arg(long, value_delimiter = ',', required = true)]
     pub url: Vec<String>,
+    /// HS256 secret (at least 32 bytes).
+    #[arg(long, env = "PLAZA_BENCH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// RS256 private key file, PKCS#1 DER (`openssl genrsa -traditional | openssl rsa -outform DER`).
+    #[arg(long)]
+    pub rs_key: Option<std::path::PathBuf>,
+    /// NATS `auth_token`.
+    #[arg(long, env = "PLAZA_BENCH_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// Server process ids whose CPU and RSS (with descendants) are reported.
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+    /// Load shape and limits.
+    #[command(flatten)]
+    pub load: Load,
+}
+
+/// The load's shape and limits: the options `run` and `suite` share.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Load {
     /// Total connections.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
@@ -64,15 +84,6 @@ pub struct RunArgs {
     /// Token algorithm (Plaza; Socket.IO always HS256).
     #[arg(long, value_enum, default_value = "hs256")]
     pub alg: Alg,
-    /// HS256 secret (at least 32 bytes).
-    #[arg(long, env = "PLAZA_BENCH_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    /// RS256 private key file, PKCS#1 DER (`openssl genrsa -traditional | openssl rsa -outform DER`).
-    #[arg(long)]
-    pub rs_key: Option<std::path::PathBuf>,
-    /// NATS `auth_token`.
-    #[arg(long, env = "PLAZA_BENCH_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
     /// Connects in flight per worker.
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
@@ -80,9 +91,6 @@ pub struct RunArgs {
     /// each gives ~28k ephemeral ports.
     #[arg(long, default_value_t = 1)]
     pub sources: usize,
-    /// Server process ids whose CPU and RSS (with descendants) are reported.
-    #[arg(long = "server-pid", value_delimiter = ',')]
-    pub server_pids: Vec<u32>,
     /// The p99 bound (ms) for the "best rate" line of rate sweeps.
     #[arg(long, default_value_t = 50.0)]
     pub p99_limit_ms: f64,
@@ -219,7 +227,7 @@ impl Worker {
 pub fn plan(args: &RunArgs) -> Result<Plan> {
     let secret = args.secret.clone().unwrap_or_default();
     if args.target != Target::Nats
-        && (args.alg == Alg::Hs256 || args.target == Target::Socketio)
+        && (args.load.alg == Alg::Hs256 || args.target == Target::Socketio)
         && secret.len() < 32
     {
         bail!(
@@ -227,7 +235,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
             args.target.name()
         );
     }
-    let rs_key = match (&args.alg, &args.rs_key) {
+    let rs_key = match (&args.load.alg, &args.rs_key) {
         (Alg::Rs256, Some(path)) => {
             use base64::Engine;
             let der = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
@@ -236,25 +244,25 @@ pub fn plan(args: &RunArgs) -> Result<Plan> {
         (Alg::Rs256, None) => bail!("--alg rs256 needs --rs-key"),
         _ => None,
     };
-    if args.sources > 250 {
+    if args.load.sources > 250 {
         bail!("--sources must be at most 250");
     }
     Ok(Plan {
         target: args.target,
         scenario: args.scenario,
         urls: args.url.clone(),
-        connections: args.connections,
-        sources: args.sources.max(1),
-        concurrency: args.concurrency,
-        size: args.size,
-        group: args.group,
-        slow_every: args.slow_every,
-        reconnect_pct: args.reconnect_pct,
-        alg: args.alg,
+        connections: args.load.connections,
+        sources: args.load.sources.max(1),
+        concurrency: args.load.concurrency,
+        size: args.load.size,
+        group: args.load.group,
+        slow_every: args.load.slow_every,
+        reconnect_pct: args.load.reconnect_pct,
+        alg: args.load.alg,
         secret,
         rs_key,
         nats_token: args.nats_token.clone(),
-        drain_secs: args.drain,
+        drain_secs: args.load.drain,
     })
 }
 
@@ -263,7 +271,7 @@ fn phases(args: &RunArgs) -> Vec<PhaseSpec> {
     let phase = |id: u32, rate: f64, slow: bool, storm: bool| PhaseSpec {
         id,
         rate,
-        secs: args.secs,
+        secs: args.load.secs,
         slow,
         storm,
     };
@@ -271,6 +279,7 @@ fn phases(args: &RunArgs) -> Vec<PhaseSpec> {
         Scenario::Idle => vec![phase(1, 0.0, false, false)],
         Scenario::Storm => vec![phase(1, 0.0, false, true)],
         Scenario::Fanout | Scenario::Rooms => args
+            .load
             .rates
             .iter()
             .enumerate()
@@ -279,8 +288,8 @@ fn phases(args: &RunArgs) -> Vec<PhaseSpec> {
         // Phase 3 publishes nothing: the slow consumers read again, and find out whether the
         // server cut them off (`closed`).
         Scenario::Slow => vec![
-            phase(1, args.rates[0], false, false),
-            phase(2, args.rates[0], true, false),
+            phase(1, args.load.rates[0], false, false),
+            phase(2, args.load.rates[0], true, false),
             PhaseSpec {
                 secs: 1.0,
                 ..phase(3, 0.0, false, false)
@@ -331,15 +340,17 @@ fn connect_summary(parts: &[ConnectStats]) -> ConnectSummary {
 pub async fn run(args: &RunArgs) -> Result<RunResult> {
     let plan = plan(args)?;
     let workers = args
+        .load
         .workers
-        .unwrap_or(args.connections.div_ceil(8000))
-        .clamp(1, args.connections.max(1));
+        .unwrap_or(args.load.connections.div_ceil(8000))
+        .clamp(1, args.load.connections.max(1));
     let server_before = procstat::sample(&args.server_pids);
     let exe = std::env::current_exe()?;
     let mut procs = Vec::new();
     let mut first = 0;
     for w in 0..workers {
-        let count = args.connections / workers + usize::from(w < args.connections % workers);
+        let count =
+            args.load.connections / workers + usize::from(w < args.load.connections % workers);
         let mut child = tokio::process::Command::new(&exe)
             .arg("worker")
             .stdin(Stdio::piped())
@@ -403,7 +414,7 @@ pub async fn run(args: &RunArgs) -> Result<RunResult> {
         .iter()
         .filter(|p| {
             p.delivered > 0
-                && p.p99_ms < args.p99_limit_ms
+                && p.p99_ms < args.load.p99_limit_ms
                 && p.errors == 0
                 && (p.delivered as f64) >= 0.999 * p.expected as f64
         })
@@ -411,10 +422,10 @@ pub async fn run(args: &RunArgs) -> Result<RunResult> {
     Ok(RunResult {
         target: args.target,
         scenario: args.scenario,
-        connections: args.connections,
-        size: args.size,
+        connections: args.load.connections,
+        size: args.load.size,
         workers,
-        alg: args.alg,
+        alg: args.load.alg,
         connect,
         server_before,
         server_loaded,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::run::{self, RunArgs, RunResult};
+use crate::run::{self, Load, RunArgs, RunResult};
 use crate::servers::{self, PlazaBackend, Programs};
 use crate::spec::{Alg, Scenario, Target};
 
@@ -37,45 +37,9 @@ pub struct SuiteArgs {
     /// Where the server programs are.
     #[command(flatten)]
     pub programs: Programs,
-    /// Connections.
-    #[arg(long, default_value_t = 1000)]
-    pub connections: usize,
-    /// Worker processes (see `run --help`).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Publications per second, one phase per value.
-    #[arg(long, value_delimiter = ',', default_value = "1000")]
-    pub rates: Vec<f64>,
-    /// Seconds per phase.
-    #[arg(long, default_value_t = 10.0)]
-    pub secs: f64,
-    /// Seconds of receiving after each phase.
-    #[arg(long, default_value_t = 2.0)]
-    pub drain: f64,
-    /// Payload bytes.
-    #[arg(long, default_value_t = 100)]
-    pub size: usize,
-    /// Members per group room (`rooms`).
-    #[arg(long, default_value_t = 10)]
-    pub group: usize,
-    /// Every N-th connection is a slow consumer (`slow`).
-    #[arg(long, default_value_t = 100)]
-    pub slow_every: usize,
-    /// Per cent of connections reconnecting per second (`rooms`).
-    #[arg(long, default_value_t = 1.0)]
-    pub reconnect_pct: f64,
-    /// Token algorithm for Plaza (RS256 generates a key with `openssl`).
-    #[arg(long, value_enum, default_value = "hs256")]
-    pub alg: Alg,
-    /// Connects in flight per worker.
-    #[arg(long, default_value_t = 128)]
-    pub concurrency: usize,
-    /// Loopback source addresses.
-    #[arg(long, default_value_t = 1)]
-    pub sources: usize,
-    /// p99 bound (ms) for "best rate".
-    #[arg(long, default_value_t = 50.0)]
-    pub p99_limit_ms: f64,
+    /// Load shape and limits (as for `run`).
+    #[command(flatten)]
+    pub load: Load,
 }
 
 /// Medians of one target's runs.
@@ -337,7 +301,7 @@ pub async fn suite(args: SuiteArgs) -> Result<()> {
     let dir = args.logs.clone().unwrap_or_else(|| temp.clone());
     std::fs::create_dir_all(&dir)?;
     let secret = random_secret();
-    let (key, jwks) = if args.alg == Alg::Rs256 {
+    let (key, jwks) = if args.load.alg == Alg::Rs256 {
         let key = rs_key(&dir)?;
         let jwks = dir.join("jwks.json");
         std::fs::write(
@@ -360,7 +324,7 @@ pub async fn suite(args: SuiteArgs) -> Result<()> {
             // Let the server finish starting before the baseline reading.
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             let alg = if target == Target::Plaza {
-                args.alg
+                args.load.alg
             } else {
                 Alg::Hs256
             };
@@ -368,23 +332,14 @@ pub async fn suite(args: SuiteArgs) -> Result<()> {
                 target,
                 scenario: args.scenario,
                 url: server.urls.clone(),
-                connections: args.connections,
-                workers: args.workers,
-                rates: args.rates.clone(),
-                secs: args.secs,
-                drain: args.drain,
-                size: args.size,
-                group: args.group,
-                slow_every: args.slow_every,
-                reconnect_pct: args.reconnect_pct,
-                alg,
                 secret: Some(secret.clone()),
                 rs_key: if alg == Alg::Rs256 { key.clone() } else { None },
                 nats_token: server.nats_token.clone(),
-                concurrency: args.concurrency,
-                sources: args.sources,
                 server_pids: server.pids(),
-                p99_limit_ms: args.p99_limit_ms,
+                load: Load {
+                    alg,
+                    ..args.load.clone()
+                },
             };
             eprintln!("== {} run {n}/{} ==", target.name(), args.runs);
             let result = run::run(&run_args).await;
