@@ -12,25 +12,20 @@
 use std::collections::HashMap;
 
 use super::super::history::{History, Violation};
-use super::{Receipt, receipts, segments};
+use super::{Earliest, Receipt, receipts, segments};
 
 /// The invariant's name.
 pub const NAME: &str = "no-duplicate-delivery";
 
 /// Checks `no-duplicate-delivery`, returning the counterexample recorded first.
 pub fn check(history: &History) -> Result<(), Violation> {
-    let mut found: Option<(usize, String)> = None;
-    let mut keep_earliest = |index: usize, example: String| {
-        if found.as_ref().is_none_or(|(i, _)| index < *i) {
-            found = Some((index, example));
-        }
-    };
+    let mut found = Earliest::default();
 
     for segment in segments(history) {
         let mut seen: HashMap<(&str, u64), Receipt<'_>> = HashMap::new();
         for r in &segment.receipts {
             if let Some(first) = seen.get(&(r.epoch, r.offset)) {
-                keep_earliest(
+                found.note(
                     r.index,
                     format!(
                         "client {} received room {:?} epoch {:?} offset {} twice in one \
@@ -60,7 +55,7 @@ pub fn check(history: &History) -> Result<(), Violation> {
                 position.insert((r.room, r.epoch, r.id), r);
             }
             Some(first) if first.offset != r.offset => {
-                keep_earliest(
+                found.note(
                     r.index,
                     format!(
                         "publication id {:?} (room {:?}, epoch {:?}) was received at two \
@@ -85,13 +80,7 @@ pub fn check(history: &History) -> Result<(), Violation> {
         }
     }
 
-    match found {
-        Some((_, example)) => Err(Violation {
-            invariant: NAME,
-            example,
-        }),
-        None => Ok(()),
-    }
+    found.into_result(NAME)
 }
 
 #[cfg(test)]

@@ -84,6 +84,28 @@ pub fn check_all(history: &History) -> Vec<(&'static str, Result<(), Violation>)
         .collect()
 }
 
+/// Of the counterexamples a checker notes, the one recorded first (lowest event index), so
+/// the report shows where the history first went wrong whatever order the checker scans in.
+#[derive(Default)]
+struct Earliest(Option<(usize, String)>);
+
+impl Earliest {
+    /// Keeps `example` if it was recorded before the one kept so far.
+    fn note(&mut self, index: usize, example: String) {
+        if self.0.as_ref().is_none_or(|(i, _)| index < *i) {
+            self.0 = Some((index, example));
+        }
+    }
+
+    /// The outcome of `invariant`: the kept counterexample, if any.
+    fn into_result(self, invariant: &'static str) -> Result<(), Violation> {
+        match self.0 {
+            Some((_, example)) => Err(Violation { invariant, example }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One publication as a client received it: a live `Delivered` push or an entry of a
 /// `Subscribed` reply's `publications`.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::super::history::{ClientNo, Event, History, Violation};
-use super::segments;
+use super::{Earliest, segments};
 
 /// The invariant's name.
 pub const NAME: &str = "offsets-increase";
@@ -31,12 +31,7 @@ struct Ack<'a> {
 
 /// Checks `offsets-increase`, returning the counterexample recorded first.
 pub fn check(history: &History) -> Result<(), Violation> {
-    let mut found: Option<(usize, String)> = None;
-    let mut keep_earliest = |index: usize, example: String| {
-        if found.as_ref().is_none_or(|(i, _)| index < *i) {
-            found = Some((index, example));
-        }
-    };
+    let mut found = Earliest::default();
 
     for segment in segments(history) {
         let mut in_epoch = segment.receipts.iter().filter(|r| r.epoch == segment.epoch);
@@ -45,7 +40,7 @@ pub fn check(history: &History) -> Result<(), Violation> {
         };
         for r in in_epoch {
             if r.offset <= previous.offset {
-                keep_earliest(
+                found.note(
                     r.index,
                     format!(
                         "client {} received room {:?} epoch {:?} offset {} (id {:?}, {} at {} \
@@ -93,7 +88,7 @@ pub fn check(history: &History) -> Result<(), Violation> {
         };
         let first = *by_position.entry((room, epoch, *offset)).or_insert(ack);
         if first.id != ack.id {
-            keep_earliest(
+            found.note(
                 index,
                 format!(
                     "room {room:?} epoch {epoch:?} offset {offset} was acknowledged for two \
@@ -105,7 +100,7 @@ pub fn check(history: &History) -> Result<(), Violation> {
         }
         let first = *by_id.entry((room, epoch, id)).or_insert(ack);
         if first.offset != ack.offset {
-            keep_earliest(
+            found.note(
                 index,
                 format!(
                     "publication id {id:?} (room {room:?}, epoch {epoch:?}) was acknowledged at \
@@ -117,13 +112,7 @@ pub fn check(history: &History) -> Result<(), Violation> {
         }
     }
 
-    match found {
-        Some((_, example)) => Err(Violation {
-            invariant: NAME,
-            example,
-        }),
-        None => Ok(()),
-    }
+    found.into_result(NAME)
 }
 
 #[cfg(test)]
