@@ -12,6 +12,7 @@
 //! See `docs/benchmarks.md`.
 
 mod procstat;
+mod report;
 mod run;
 mod servers;
 mod spec;
