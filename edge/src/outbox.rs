@@ -259,14 +259,18 @@ async fn write_batch(
 ) -> Result<usize, ()> {
     let mut bytes = first.budget();
     sink.feed(first.into_message()).await.map_err(|_| ())?;
+    let mut drained = false;
     for _ in 1..MAX_BATCH {
-        let Some(next) = outbox.pop() else { break };
+        let Some(next) = outbox.pop() else {
+            drained = true;
+            break;
+        };
         bytes += next.budget();
         sink.feed(next.into_message()).await.map_err(|_| ())?;
     }
     sink.flush().await.map_err(|_| ())?;
-    if !outbox.queue.lock().is_ok_and(|q| q.is_empty()) {
-        // More than a batch was queued: come back for the rest without waiting for a push.
+    if !drained {
+        // The batch was full: come back for the rest without waiting for a push.
         outbox.ready.notify_one();
     }
     Ok(bytes)
