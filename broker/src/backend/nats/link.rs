@@ -99,9 +99,14 @@ pub(super) async fn attach(
         closed: AtomicBool::new(false),
         tasks: Mutex::new(Vec::new()),
     });
-    if inner.shared.ready() {
-        inner.write_lease().await?;
-    } // else the lease task writes it once NATS is reachable
+    // Not fatal either way: `keep_lease` writes the lease every lease/3 and re-joins this
+    // edge's members if it finds none. A write can fail just after the buckets were created,
+    // while not every server of a NATS cluster serves them yet ("no stream found").
+    if inner.shared.ready()
+        && let Err(e) = inner.write_lease().await
+    {
+        tracing::warn!(error = %e, "lease not written yet; the lease task retries");
+    }
     let disconnects = inner
         .shared
         .client
