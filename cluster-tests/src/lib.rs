@@ -51,16 +51,38 @@ pub fn keep_runs() -> bool {
     std::env::var_os("PLAZA_KEEP_RUNS").is_some_and(|v| v != "0")
 }
 
-/// A free UDP port on 127.0.0.1 (bound, read, released: a tiny race, fine for tests).
+/// A free UDP port on 127.0.0.1 (bound, read, released: a tiny race with other processes,
+/// fine for tests; never one this process handed out before).
 pub fn free_udp() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    socket.local_addr().expect("udp addr")
+    unused_port(|| {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        socket.local_addr().expect("udp addr")
+    })
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 (as [`free_udp`]).
 pub fn free_tcp() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-    listener.local_addr().expect("tcp addr")
+    unused_port(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        listener.local_addr().expect("tcp addr")
+    })
+}
+
+/// Asks `bind` for released ports until one this process has not handed out yet: the kernel
+/// may offer a just-released port again, and two servers of one cluster given the same port
+/// fail to start (seen: two brokers' HTTP ports).
+fn unused_port(bind: impl Fn() -> SocketAddr) -> SocketAddr {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let addr = bind();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 /// A child process killed (SIGKILL) when dropped.
