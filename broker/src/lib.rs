@@ -1,30 +1,27 @@
-//! The broker tier: room state, the [`Backend`] seam, and its implementations.
+//! `plaza-broker`: one node of the broker tier — the room state machine replicated with
+//! openraft over QUIC, serving edges (`plaza-edge/1`) and its peers (`plaza-raft/1`) on one UDP
+//! endpoint, plus its HTTP status and admin side.
 //!
 //! ```text
-//!   edge ──EdgeLink calls──▶ Backend impl ──Command──▶ rooms::Rooms (I/O-free state machine)
-//!   edge ◀──RoomEvent stream── Backend impl ◀──events── rooms::Rooms
+//!   edge ══plaza-edge/1══▶ serve_edges ─▶ RaftNode::write (forwarded to the leader) / reads
+//!                              ▲                  │ committed ─▶ StateMachine ─▶ plaza_rooms::Rooms
+//!                              └── router ◀── AppliedEvents (this node's applied state)
+//!   peer ══plaza-raft/1══▶ peers::PeerHandler ─▶ RaftNode::serve · broadcasts ─▶ serve_edges
+//!   raft::QuicTransport ══plaza-raft/1══▶ peers          server: process around all of it
 //! ```
 //!
-//! - [`rooms`]: the room state machine: offsets and epochs, history, idempotency window,
-//!   presence with per-user counts, edge leases. Commands in, events out, time passed in.
-//! - [`backend`]: `trait Backend` / `trait EdgeLink` — the broker tier as an edge sees it, with
-//!   its contract — plus [`backend::memory::MemoryBackend`] (the state machine in-process) and
-//!   [`backend::conformance`], the suite every backend must pass.
-//! - [`config`]: per-namespace options shared by edges and brokers.
-//! - [`raft`]: the room state machine replicated with openraft (log store, snapshots,
-//!   batching); [`quic`]: its QUIC transport with mutual TLS; [`server`]: the `plaza-broker`
-//!   process around them. The edge's cluster backend comes next (issue 4).
+//! - [`raft`]: [`raft::RaftNode`] — log stores, state machine, snapshots, batching, and the
+//!   Raft transport seam with its QUIC implementation.
+//! - [`serve_edges`]: the broker's side of the edge protocol (the edge's side is
+//!   `plaza_backend::cluster`); its `router` sends applied events to attached edges.
+//! - [`peers`]: the handler of peer RPCs.
+//! - [`server`]: the `plaza-broker` process: config, endpoint, status/admin HTTP, shutdown.
+//!
+//! The room state machine is `plaza-rooms`; the shared QUIC pieces are `plaza-net`; the wire
+//! frames and ALPN names are `plaza-proto`. This crate never links the NATS client.
 
-pub mod backend;
-pub mod config;
-pub mod edges;
 mod metrics;
-pub mod process;
-pub mod quic;
+pub mod peers;
 pub mod raft;
-pub mod rooms;
+pub mod serve_edges;
 pub mod server;
-
-pub use backend::memory::MemoryBackend;
-pub use backend::{Backend, EdgeLink};
-pub use config::{NamespaceOptions, Namespaces, PresenceMode, RoomsConfig};

@@ -1,16 +1,15 @@
 //! `plaza-broker`: runs one Raft broker node (`run`, the default) or writes a cluster CA and
 //! node certificates (`cert`). See `docs/operations.md`.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use plaza_broker::process::shutdown_signal;
-use plaza_broker::quic::tls;
 use plaza_broker::server::config::node_id_from_hostname;
 use plaza_broker::server::{BrokerConfig, ConfigError, EXIT_BAD_CONFIG, LogFormat, RunError};
+use plaza_net::tls;
+use plaza_process::{init_logs, shutdown_signal, toml_string};
 
 /// Plaza broker: one node of the Raft-replicated room state.
 #[derive(Parser)]
@@ -115,7 +114,7 @@ fn main() -> ExitCode {
     if args.check_config {
         return check_config(&config);
     }
-    init_logs(config.log_format);
+    init_logs(config.log_format, "");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -224,18 +223,9 @@ fn load(args: &RunArgs) -> Result<BrokerConfig, ConfigError> {
         }
     }
     if let Some(f) = args.log_format {
-        let name = match f {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        overrides.push(("log_format", name.into()));
+        overrides.push(("log_format", f.name().into()));
     }
     BrokerConfig::load(args.config.as_deref(), &overrides)
-}
-
-/// A TOML string literal (so a value is never re-read as a number or an array).
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// `$HOSTNAME`, else the kernel's hostname.
@@ -273,19 +263,5 @@ fn cert(args: &CertArgs) -> ExitCode {
             eprintln!("plaza-broker cert: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logs(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(std::env::var("PLAZA_LOG").unwrap_or_else(|_| "info".into()))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

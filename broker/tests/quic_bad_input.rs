@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use openraft::Vote;
 use openraft::raft::VoteRequest;
-use plaza_broker::quic::frame::{self, ERR_BAD_REQUEST, FrameError, PROTOCOL_VERSION};
-use plaza_broker::quic::tls::{self, ClusterTls};
-use plaza_broker::quic::{ALPN_RAFT, QuicOptions, QuicTransport};
+use plaza_broker::raft::QuicTransport;
 use plaza_broker::raft::{BrokerNode, RaftRpc, RaftRpcReply, RaftTransport, TransportError};
+use plaza_net::QuicOptions;
+use plaza_net::frame::{self, ERR_BAD_REQUEST, FrameError, PROTOCOL_VERSION};
+use plaza_net::tls::{self, ClusterTls};
+use plaza_proto::links::ALPN_RAFT;
 use quic_support::{QuicNode, generate_tls, node_name};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{ClientConfig, Connection, Endpoint, ReadError, ReadToEndError};

@@ -5,7 +5,7 @@ mod raft_support;
 
 use std::time::{Duration, Instant};
 
-use plaza_broker::rooms::Applied;
+use plaza_rooms::Applied;
 use quic_support::QuicCluster;
 use raft_support::{config, publish, room};
 

@@ -5,9 +5,11 @@ mod raft_support;
 
 use std::time::Duration;
 
-use plaza_broker::quic::tls::{self, CA_CERT_FILE, CA_KEY_FILE, ClusterTls, TlsError};
-use plaza_broker::quic::{ALPN_RAFT, QuicOptions, QuicTransport};
+use plaza_broker::raft::QuicTransport;
 use plaza_broker::raft::{BrokerNode, RaftRpcReply, RaftTransport};
+use plaza_net::QuicOptions;
+use plaza_net::tls::{self, CA_CERT_FILE, CA_KEY_FILE, ClusterTls, TlsError};
+use plaza_proto::links::ALPN_RAFT;
 use quic_support::QuicNode;
 use raft_support::config;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use plaza_broker::raft::ProposeError;
-use plaza_broker::rooms::Applied;
+use plaza_rooms::Applied;
 use raft_support::{Cluster, assert_same_state, config, publish, room};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use plaza_broker::rooms::Applied;
+use plaza_rooms::Applied;
 use raft_support::{Cluster, assert_same_state, config, publish, room};
 use tokio::sync::Mutex;
 

@@ -7,11 +7,11 @@ use std::path::Path;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::testing::{StoreBuilder, Suite, log_id};
 use openraft::{Entry, EntryPayload, LogId, Membership, RaftLogReader, StorageError, Vote};
-use plaza_broker::RoomsConfig;
 use plaza_broker::raft::{
     Batch, BrokerNode, MemLogStore, RedbLogStore, Request, StateMachine, TypeConfig,
 };
-use plaza_broker::rooms::Command;
+use plaza_rooms::Command;
+use plaza_rooms::config::RoomsConfig;
 
 struct Mem;
 

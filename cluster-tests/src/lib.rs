@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plaza_broker::backend::cluster::{ClusterBackend, ClusterOptions};
-use plaza_broker::quic::tls::{self, ClusterTls};
+use plaza_backend::cluster::{ClusterBackend, ClusterOptions};
 use plaza_broker::server::BrokerConfig;
+use plaza_net::tls::{self, ClusterTls};
 use tempfile::TempDir;
 
 pub mod chaos;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use plaza_broker::backend::cluster::ClusterOptions;
-use plaza_broker::backend::conformance;
+use plaza_backend::cluster::ClusterOptions;
+use plaza_backend::conformance;
 use plaza_broker::server::BrokerConfig;
 use plaza_cluster_tests::BrokerCluster;
 

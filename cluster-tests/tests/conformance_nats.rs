@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use plaza_broker::backend::conformance;
-use plaza_broker::backend::nats::{NatsBackend, NatsError, NatsOptions};
+use plaza_backend::conformance;
+use plaza_backend::nats::{NatsBackend, NatsError, NatsOptions};
 use plaza_cluster_tests::nats::NatsCluster;
 
 async fn run_suite(nats: &NatsCluster, replicas: usize) {
@@ -40,7 +40,7 @@ async fn setup_is_idempotent_and_refuses_a_stream_with_other_settings() {
         servers: nats.urls(),
         ..NatsOptions::default()
     };
-    let rooms = plaza_broker::RoomsConfig::default();
+    let rooms = plaza_rooms::config::RoomsConfig::default();
     let first = NatsBackend::connect(&rooms, options())
         .await
         .expect("create");

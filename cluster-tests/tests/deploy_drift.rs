@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine as _;
-use plaza_broker::process::{parse_value, set_path};
 use plaza_cluster_tests::binary;
+use plaza_process::{parse_value, set_path};
 use serde_json::Value;
 
 /// Variables the edge reads that are not config keys (the image's probe reads the last).

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use plaza_broker::quic::tls;
 use plaza_broker::server::BrokerConfig;
 use plaza_cluster_tests::{BrokerCluster, EdgeProcess, Process, free_tcp, http_get, tail, token};
+use plaza_net::tls;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};

@@ -24,20 +24,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plaza_broker::backend::cluster::{ClusterBackend, ClusterOptions};
-use plaza_broker::backend::{AttachOptions, Backend, EdgeLink};
-use plaza_broker::edges::{ALPN_EDGE, CLOSE_PROTOCOL, CLOSE_VERSION};
-use plaza_broker::quic::ALPN_RAFT;
-use plaza_broker::quic::frame::{ERR_BAD_REQUEST, FrameError};
-use plaza_broker::quic::session::{FrameReader, write_one};
-use plaza_broker::quic::tls::{self, ClusterTls};
+use plaza_backend::cluster::{ClusterBackend, ClusterOptions};
+use plaza_backend::{AttachOptions, Backend, EdgeLink};
+use plaza_broker::serve_edges::{CLOSE_PROTOCOL, CLOSE_VERSION};
 use plaza_broker::server::BrokerConfig;
 use plaza_cluster_tests::BrokerCluster;
+use plaza_net::frame::{ERR_BAD_REQUEST, FrameError};
+use plaza_net::framing::{FrameReader, write_one};
+use plaza_net::tls::{self, ClusterTls};
 use plaza_proto::cluster::{
     BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, LinkEvent, PROTOCOL_VERSION, RoomEvent,
     RoomEventKind,
 };
 use plaza_proto::codec::write_frame;
+use plaza_proto::links::ALPN_EDGE;
+use plaza_proto::links::ALPN_RAFT;
 use plaza_proto::{ClientId, EdgeId, Member, Payload, RoomName, UserId};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{

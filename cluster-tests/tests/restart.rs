@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use plaza_broker::backend::cluster::ClusterOptions;
-use plaza_broker::backend::{AttachOptions, Backend, EdgeLink};
+use plaza_backend::cluster::ClusterOptions;
+use plaza_backend::{AttachOptions, Backend, EdgeLink};
 use plaza_broker::server::BrokerConfig;
 use plaza_cluster_tests::BrokerCluster;
 use plaza_proto::cluster::{LinkEvent, RoomEventKind};

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use serde::Deserialize;
 
 use crate::auth::{Capability, TokenSpec, mint};

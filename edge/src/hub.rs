@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use plaza_proto::client::{MemberPush, PubPush};
 use plaza_proto::cluster::{BrokerError, RoomEvent, RoomEventKind};
 use plaza_proto::{CloseCode, Position, Push, RoomName, ServerFrame};

@@ -1,6 +1,6 @@
 //! The Plaza edge: holds client WebSockets, authenticates and authorises them, and fans each
 //! room event out to its local subscribers. It owns no authoritative state: the broker tier
-//! ([`plaza_broker::Backend`]) does.
+//! ([`plaza_backend::Backend`]) does.
 //!
 //! ```text
 //!  client ─ws─▶ server (/v1/ws) ─▶ session (one task per socket) ─▶ EdgeLink (broker tier)
@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use plaza_broker::backend::{AttachOptions, LinkEvents};
-use plaza_broker::{Backend, EdgeLink};
+use plaza_backend::{AttachOptions, LinkEvents};
+use plaza_backend::{Backend, EdgeLink};
 use plaza_proto::EdgeId;
 use plaza_proto::cluster::{BrokerError, LinkEvent};
 use tokio::task::JoinHandle;

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use plaza_broker::backend::cluster::{ClusterBackend, ClusterOptions};
-use plaza_broker::backend::memory::{MemoryBackend, MemoryOptions};
-use plaza_broker::backend::nats::{NatsBackend, NatsOptions};
-use plaza_broker::process::shutdown_signal;
-use plaza_broker::quic::ClusterTls;
+use plaza_backend::cluster::ClusterTls;
+use plaza_backend::cluster::{ClusterBackend, ClusterOptions};
+use plaza_backend::memory::{MemoryBackend, MemoryOptions};
+use plaza_backend::nats::{NatsBackend, NatsOptions};
 use plaza_edge::auth::{Capability, TokenSpec, mint};
-use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig, LogFormat, Secret};
+use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig, Secret};
+use plaza_process::shutdown_signal;
 
 /// Plaza edge: WebSocket pub/sub with rooms, presence and recovery.
 #[derive(Parser)]
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_BAD_CONFIG as u8)
+                ExitCode::from(EXIT_BAD_CONFIG)
             }
         };
     }
@@ -104,13 +104,15 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     if cli.check_config {
         return check_config(&config);
     }
-    init_logs(config.log_format);
+    // tungstenite logs whole frames (tokens included) at trace level: keep it at info
+    // whatever the filter says.
+    plaza_process::init_logs(config.log_format, "tungstenite=info,tokio_tungstenite=info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -179,7 +181,7 @@ fn check_config(config: &EdgeConfig) -> ExitCode {
         && let Err(e) = cluster_backend_tls(config)
     {
         eprintln!("config error: broker.tls: {e:#}");
-        return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        return ExitCode::from(EXIT_BAD_CONFIG);
     }
     println!("config ok");
     ExitCode::SUCCESS
@@ -192,24 +194,6 @@ fn cluster_backend_tls(config: &EdgeConfig) -> anyhow::Result<ClusterTls> {
         anyhow::bail!("ca, cert and key are required");
     };
     Ok(ClusterTls::load(ca, cert, key)?)
-}
-
-fn init_logs(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    // tungstenite logs whole frames (tokens included) at trace level: keep it at info
-    // whatever the filter says.
-    let wanted = std::env::var("PLAZA_LOG").unwrap_or_else(|_| "info".into());
-    let filter = EnvFilter::try_new(format!("{wanted},tungstenite=info,tokio_tungstenite=info"))
-        .unwrap_or_else(|_| EnvFilter::new("info,tungstenite=info,tokio_tungstenite=info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn run(config: EdgeConfig) -> anyhow::Result<()> {

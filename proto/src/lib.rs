@@ -9,6 +9,8 @@
 //!   [`ServerFrame`] (replies and pushes), JSON text frames over WebSocket.
 //! - [`cluster`]: frames between an edge and a broker: [`EdgeRequest`] and [`BrokerEvent`],
 //!   postcard-encoded with a version handshake ([`codec`]).
+//! - [`links`]: the ALPN names of the broker tier's QUIC protocols and the edge protocol's
+//!   connection close codes.
 //! - [`close`]: the one table of error codes (in replies) and close codes (on the socket).
 //! - [`model`]: values that appear on both hops (rooms, members, publications, positions).
 //!
@@ -20,6 +22,7 @@ pub mod client;
 pub mod close;
 pub mod cluster;
 pub mod codec;
+pub mod links;
 pub mod model;
 
 pub use client::{ClientFrame, Command, Push, Reply, ReplyOk, ServerFrame};

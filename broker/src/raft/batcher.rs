@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::errors::ProposeError;
 use super::state_machine::Shared;
 use super::types::{Batch, BrokerNode, NodeId, Raft, Request, Response};
-use crate::rooms::Command;
+use plaza_rooms::Command;
 
 /// One caller's commands and where to send their results.
 pub(crate) struct Proposal {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::types::{BrokerNode, NodeId};
-use crate::rooms::RoomsError;
+use plaza_rooms::RoomsError;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

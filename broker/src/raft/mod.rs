@@ -15,12 +15,11 @@
 //! - [`state_machine`]: [`StateMachine`] — apply, snapshot build/install/restore, events.
 //! - [`log_redb`] / [`log_mem`]: the durable and the in-memory log stores.
 //! - [`transport`]: the network seam ([`RaftTransport`], [`RaftRpc`], [`serve_rpc`]);
-//!   [`in_process`]: the test transport with kill/partition. QUIC plugs in as another
-//!   [`RaftTransport`] whose server side calls [`serve_rpc`].
+//!   [`quic`]: [`QuicTransport`], the seam over QUIC (`plaza-raft/1`), whose receiving side
+//!   is [`crate::peers`]; [`in_process`]: the test transport with kill/partition.
 //!
-//! The QUIC transport lives in [`crate::quic`]. Not here yet (issue 4, later): forwarding writes from followers to the
-//! leader, edge attachment (routing [`AppliedEvents`] to edges) and `ClusterBackend`; the process
-//! around a node is [`crate::server`].
+//! Edges reach a node through [`crate::serve_edges`], which writes with [`RaftNode::write`]
+//! and routes [`AppliedEvents`] to them; the process around a node is [`crate::server`].
 
 mod batcher;
 mod errors;
@@ -28,6 +27,7 @@ pub mod in_process;
 pub mod log_mem;
 pub mod log_redb;
 pub mod node;
+pub mod quic;
 mod snapshot;
 pub mod state_machine;
 pub mod transport;
@@ -40,6 +40,7 @@ pub use log_redb::RedbLogStore;
 pub use node::{
     ProposeError, RaftNode, RaftNodeConfig, RaftStatus, ReadError, StartError, Storage,
 };
+pub use quic::QuicTransport;
 pub use state_machine::{AppliedEvents, StateMachine};
 pub use transport::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
 pub use types::{

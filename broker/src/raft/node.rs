@@ -26,8 +26,8 @@ use super::snapshot::SnapshotStore;
 use super::state_machine::{AppliedEvents, Shared, StateMachine};
 use super::transport::{Network, RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
 use super::types::{BrokerNode, CommandError, NodeId, Raft, Response};
-use crate::config::RoomsConfig;
-use crate::rooms::{Applied, Command, Rooms};
+use plaza_rooms::config::RoomsConfig;
+use plaza_rooms::{Applied, Command, Rooms};
 
 /// Where a node keeps its log and snapshots.
 #[derive(Debug, Clone)]

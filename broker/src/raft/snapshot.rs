@@ -17,7 +17,7 @@ use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use super::types::{BrokerNode, NodeId};
-use crate::rooms::RoomsState;
+use plaza_rooms::RoomsState;
 
 /// Bumped if the snapshot layout ever changes incompatibly.
 const FORMAT: u16 = 1;

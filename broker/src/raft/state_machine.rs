@@ -25,8 +25,8 @@ use tokio::sync::broadcast;
 
 use super::snapshot::{SnapshotBody, SnapshotFile, SnapshotStore};
 use super::types::{BrokerNode, LogId, NodeId, Request, Response, TypeConfig};
-use crate::config::RoomsConfig;
-use crate::rooms::Rooms;
+use plaza_rooms::Rooms;
+use plaza_rooms::config::RoomsConfig;
 
 /// The events one log entry produced, in order. One broadcast message per entry (not per
 /// event) keeps the channel cheap at high publish rates.

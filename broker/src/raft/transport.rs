@@ -31,7 +31,7 @@ use plaza_proto::cluster::LinkEvent;
 use super::batcher::Committed;
 use super::errors::ProposeError;
 use super::types::{BrokerNode, NodeId, Raft, TypeConfig};
-use crate::rooms::Command;
+use plaza_rooms::Command;
 
 /// One Raft RPC on its way to a peer.
 #[derive(Debug, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rooms::{Applied, Command, RoomsError};
+use plaza_rooms::{Applied, Command, RoomsError};
 
 /// A broker's Raft node id (stable across restarts; e.g. the StatefulSet ordinal).
 pub type NodeId = u64;

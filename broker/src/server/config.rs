@@ -9,15 +9,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::process::ConfigError;
+pub use plaza_process::{ConfigError, EXIT_BAD_CONFIG, LogFormat};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RoomsConfig, duration};
-use crate::process::{parse_value, set_path};
 use crate::raft::{NodeId, RaftNodeConfig};
-
-/// Exit code for a bad configuration (`EX_USAGE`), as for the edge.
-pub const EXIT_BAD_CONFIG: u8 = 64;
+use plaza_rooms::config::{RoomsConfig, duration};
 
 /// The whole broker configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +47,7 @@ pub struct BrokerConfig {
     /// Raft timing and batching.
     pub raft: RaftConfig,
     /// `[edges]`: limits and timings of attached edges.
-    pub edges: crate::edges::EdgeOptions,
+    pub edges: crate::serve_edges::EdgeOptions,
     /// Room namespaces: must be the same on every broker (and the edges).
     pub rooms: RoomsConfig,
 }
@@ -70,7 +66,7 @@ impl Default for BrokerConfig {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
             raft: RaftConfig::default(),
-            edges: crate::edges::EdgeOptions::default(),
+            edges: crate::serve_edges::EdgeOptions::default(),
             rooms: RoomsConfig::default(),
         }
     }
@@ -108,16 +104,6 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// This node's private key.
     pub key: Option<PathBuf>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The `[raft]` section: the knobs of [`RaftNodeConfig`] worth exposing.
@@ -168,27 +154,9 @@ impl BrokerConfig {
     /// Builds the configuration from a TOML file (if any) and flag overrides (`(key path,
     /// TOML value or string)` pairs), then validates it.
     pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-                text.parse::<toml::Table>().map_err(|e| {
-                    ConfigError::new(path.display().to_string(), e.to_string().trim().to_owned())
-                })?
-            }
-            None => toml::Table::new(),
-        };
-        for (key, value) in overrides {
-            let path: Vec<&str> = key.split('.').collect();
-            set_path(&mut table, &path, parse_value(value))
-                .map_err(|m| ConfigError::new(*key, m))?;
-        }
-        let config: BrokerConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                let key = if key == "." { "config".to_owned() } else { key };
-                ConfigError::new(key, e.into_inner().message().to_owned())
-            })?;
+        let mut table = plaza_process::read_file(file)?;
+        plaza_process::apply_overrides(&mut table, overrides)?;
+        let config: BrokerConfig = plaza_process::deserialize(table)?;
         config.validate()?;
         Ok(config)
     }

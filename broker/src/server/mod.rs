@@ -1,8 +1,10 @@
 //! The `plaza-broker` process: one Raft node on its QUIC endpoint, plus its HTTP status side.
 //!
 //! ```text
-//!   BrokerConfig ─▶ ClusterTls ─▶ raft_endpoint (UDP) ─┬─ serve(ALPN_RAFT, RaftHandler)  ◀── peers
-//!                                                      └─ QuicTransport ─▶ RaftNode ──▶ peers
+//!   BrokerConfig ─▶ ClusterTls ─▶ endpoint (UDP) ─┬─ serve_connections(Protocols) by ALPN:
+//!                                                 │    plaza-raft/1 ─▶ PeerHandler  ◀── peers
+//!                                                 │    plaza-edge/1 ─▶ EdgeService  ◀── edges
+//!                                                 └─ QuicTransport ─▶ RaftNode ──▶ peers
 //!   http_listen ─▶ /status /healthz /readyz /metrics (status.rs) ◀── RaftNode::status()
 //!   shutdown future ─▶ readyz false ─▶ Raft shut down ─▶ serving stopped ─▶ endpoint closed
 //! ```
@@ -27,15 +29,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{BrokerConfig, ConfigError, EXIT_BAD_CONFIG, LogFormat};
+pub use config::BrokerConfig;
+pub use plaza_process::{ConfigError, EXIT_BAD_CONFIG, LogFormat};
 
-use crate::edges::{ALPN_EDGE, EdgeService, PeerHandler};
-use crate::quic::frame::CLOSE_SHUTDOWN;
-use crate::quic::{
-    ALPN_RAFT, ClusterTls, ConnectionHandler, EndpointError, QuicOptions, QuicTransport,
-    RpcService, TlsError, endpoint as quic_endpoint, serve_connections,
+use plaza_net::frame::CLOSE_SHUTDOWN;
+use plaza_net::{
+    ClusterTls, ConnectionHandler, EndpointError, QuicOptions, RpcService, TlsError,
+    endpoint as quic_endpoint, serve_connections,
 };
-use crate::raft::{BrokerNode, NodeId, RaftNode, StartError, Storage};
+use plaza_proto::links::{ALPN_EDGE, ALPN_RAFT};
+
+use crate::peers::PeerHandler;
+use crate::raft::{BrokerNode, NodeId, QuicTransport, RaftNode, StartError, Storage};
+use crate::serve_edges::EdgeService;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]

@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use plaza_broker::quic::frame::CLOSE_SHUTDOWN;
-use plaza_broker::quic::tls::{self, ClusterTls, GeneratedCluster};
-use plaza_broker::quic::{
-    ALPN_RAFT, QuicOptions, QuicTransport, RaftHandler, raft_endpoint, serve,
+use plaza_broker::raft::{
+    BrokerNode, NodeId, ProposeError, QuicTransport, Raft, RaftNode, RaftNodeConfig, RaftRpc,
+    RaftRpcReply, Storage, serve_rpc,
 };
-use plaza_broker::raft::{BrokerNode, NodeId, ProposeError, RaftNode, RaftNodeConfig, Storage};
-use plaza_broker::rooms::{Applied, Command};
+use plaza_net::frame::CLOSE_SHUTDOWN;
+use plaza_net::tls::{self, ClusterTls, GeneratedCluster};
+use plaza_net::{QuicOptions, RpcHandler, RpcService, endpoint, serve_connections};
+use plaza_proto::links::ALPN_RAFT;
+use plaza_rooms::{Applied, Command};
 use quinn::Endpoint;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,27 @@ pub fn generate_tls(n: u64) -> GeneratedCluster {
     tls::generate("test", &names, &[]).unwrap()
 }
 
+/// Serves Raft RPCs to one node (a broker serves its peers with `PeerHandler`, which also
+/// delivers event broadcasts to edges; these tests have no edges).
+#[derive(Clone)]
+pub struct RaftHandler {
+    raft: Raft,
+}
+
+impl RpcHandler for RaftHandler {
+    type Request = RaftRpc;
+    type Reply = RaftRpcReply;
+
+    async fn handle(&self, request: RaftRpc) -> RaftRpcReply {
+        serve_rpc(&self.raft, request).await
+    }
+}
+
+/// Opens a node's endpoint on loopback, serving Raft.
+pub fn raft_endpoint(tls: &ClusterTls, options: &QuicOptions) -> Endpoint {
+    endpoint(tls, "127.0.0.1:0".parse().unwrap(), options, &[ALPN_RAFT]).unwrap()
+}
+
 /// One broker: its Raft node, its endpoint and the task serving Raft on it.
 pub struct QuicNode {
     pub node: RaftNode,
@@ -40,18 +63,19 @@ pub struct QuicNode {
 impl QuicNode {
     pub async fn start(id: NodeId, tls: &ClusterTls, config: RaftNodeConfig) -> Self {
         let options = QuicOptions::default();
-        let endpoint = raft_endpoint(tls, "127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        let endpoint = raft_endpoint(tls, &options);
         let addr = endpoint.local_addr().unwrap();
         let transport = QuicTransport::new(endpoint.clone(), tls, options.clone()).unwrap();
         let node = RaftNode::start(id, config, Storage::Memory, transport)
             .await
             .unwrap();
         let cancel = CancellationToken::new();
-        let server = tokio::spawn(serve(
+        let handler = RaftHandler {
+            raft: node.raft().clone(),
+        };
+        let server = tokio::spawn(serve_connections(
             endpoint.clone(),
-            ALPN_RAFT,
-            RaftHandler::new(node.raft().clone()),
-            options,
+            RpcService::new(ALPN_RAFT, handler, options),
             cancel.clone(),
         ));
         Self {

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use plaza_broker::RoomsConfig;
-use plaza_broker::config::NamespaceOptions;
 use plaza_broker::raft::{
     BrokerNode, InProcessNetwork, NodeId, ProposeError, RaftNode, RaftNodeConfig, Storage,
 };
-use plaza_broker::rooms::{Applied, Command, RoomsState};
 use plaza_proto::cluster::PublishAck;
 use plaza_proto::{Payload, RoomName};
+use plaza_rooms::config::NamespaceOptions;
+use plaza_rooms::config::RoomsConfig;
+use plaza_rooms::{Applied, Command, RoomsState};
 
 /// Fast timers and a history big enough to hold every publication a test makes.
 pub fn config() -> RaftNodeConfig {

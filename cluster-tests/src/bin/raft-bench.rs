@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use plaza_broker::backend::cluster::ClusterOptions;
-use plaza_broker::backend::{AttachOptions, Backend, EdgeLink};
+use plaza_backend::cluster::ClusterOptions;
+use plaza_backend::{AttachOptions, Backend, EdgeLink};
 use plaza_broker::server::BrokerConfig;
 use plaza_cluster_tests::BrokerCluster;
 use plaza_proto::{EdgeId, Payload, RoomName};

@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use subtle::{Choice, ConstantTimeEq};
 
 use super::error::ApiCode;

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use plaza_proto::RoomName;
 use plaza_proto::client::MAX_IDEM_LEN;
 use serde::de::DeserializeOwned;

@@ -32,7 +32,7 @@ use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get, post};
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use plaza_proto::cluster::BrokerError;
 
 pub use error::{ApiCode, ApiError};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use futures_util::StreamExt;
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use plaza_proto::client::PublishOk;
 use plaza_proto::{Payload, RoomName};
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use plaza_proto::Position;
 use plaza_proto::client::{HistoryOk, PresenceOk, PresenceStatsOk};
 use plaza_proto::cluster::RoomsPage;

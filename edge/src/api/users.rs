@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use plaza_broker::EdgeLink;
+use plaza_backend::EdgeLink;
 use plaza_proto::UserId;
 use plaza_proto::client::Empty;
 use serde::Deserialize;

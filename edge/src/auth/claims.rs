@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use plaza_broker::Namespaces;
 use plaza_proto::{Payload, RoomName, UserId};
+use plaza_rooms::config::Namespaces;
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
@@ -214,10 +214,10 @@ mod tests {
 
     #[test]
     fn namespaces_can_grant_to_everyone() {
-        let mut rooms = plaza_broker::RoomsConfig::default();
+        let mut rooms = plaza_rooms::config::RoomsConfig::default();
         rooms.namespaces.insert(
             "public".into(),
-            plaza_broker::config::NamespaceOverrides {
+            plaza_rooms::config::NamespaceOverrides {
                 allow: Some(vec!["subscribe".into()]),
                 ..Default::default()
             },

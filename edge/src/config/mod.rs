@@ -11,13 +11,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use plaza_broker::RoomsConfig;
-use plaza_broker::process::{parse_value, set_path};
+pub use plaza_process::{EXIT_BAD_CONFIG, LogFormat};
+use plaza_process::{parse_value, set_path};
+use plaza_rooms::config::RoomsConfig;
 use serde::{Deserialize, Serialize};
-
-/// Exit code for a bad configuration (`EX_CONFIG` is 78, but 64 `EX_USAGE` is what operators
-/// and our tests expect for "you gave me something wrong").
-pub const EXIT_BAD_CONFIG: i32 = 64;
 
 /// The whole edge configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,16 +80,6 @@ pub enum BackendKind {
     Nats,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// A secret value: never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -110,7 +97,7 @@ mod validate;
 pub use sections::*;
 
 /// A configuration error, naming the key (shared with `plaza-broker`).
-pub use plaza_broker::process::ConfigError;
+pub use plaza_process::ConfigError;
 
 impl EdgeConfig {
     /// Builds the configuration from a TOML file (if any), environment variables (only those
@@ -121,16 +108,7 @@ impl EdgeConfig {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, String)],
     ) -> Result<Self, ConfigError> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
-                text.parse::<toml::Table>().map_err(|e| {
-                    ConfigError::new(path.display().to_string(), e.to_string().trim().to_owned())
-                })?
-            }
-            None => toml::Table::new(),
-        };
+        let mut table = plaza_process::read_file(file)?;
         let defaults = toml::Table::try_from(EdgeConfig::default()).unwrap_or_default();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("PLAZA_") else {
@@ -146,17 +124,8 @@ impl EdgeConfig {
             let value = env_value(&defaults, &path, &value);
             set_path(&mut table, &path, value).map_err(|m| ConfigError::new(&name, m))?;
         }
-        for (key, value) in overrides {
-            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-            set_path(&mut table, &path, parse_value(value))
-                .map_err(|m| ConfigError::new(*key, m))?;
-        }
-        let config: EdgeConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                let key = if key == "." { "config".to_owned() } else { key };
-                ConfigError::new(key, e.into_inner().message().to_owned())
-            })?;
+        plaza_process::apply_overrides(&mut table, overrides)?;
+        let config: EdgeConfig = plaza_process::deserialize(table)?;
         config.validate()?;
         Ok(config)
     }
@@ -215,7 +184,10 @@ mod tests {
         assert_eq!(c.client.ping_interval, Duration::from_secs(10));
         assert_eq!(c.client.max_rooms, 9);
         let ns = c.rooms.namespaces();
-        assert_eq!(ns.get("chat").presence, plaza_broker::PresenceMode::Counts);
+        assert_eq!(
+            ns.get("chat").presence,
+            plaza_rooms::config::PresenceMode::Counts
+        );
         assert_eq!(
             ns.get("chat").history_size,
             100,
@@ -282,7 +254,10 @@ mod tests {
         .unwrap();
         let c = EdgeConfig::load(Some(&path), secret_env(), &[]).unwrap();
         assert_eq!(c.rooms.defaults.history_size, 7);
-        assert_eq!(c.rooms.defaults.presence, plaza_broker::PresenceMode::Full);
+        assert_eq!(
+            c.rooms.defaults.presence,
+            plaza_rooms::config::PresenceMode::Full
+        );
     }
 
     #[test]
@@ -291,7 +266,7 @@ mod tests {
         let c = EdgeConfig::load(Some(&path), secret_env(), &[]).unwrap();
         assert_eq!(
             c.rooms.namespaces().get("live").presence,
-            plaza_broker::PresenceMode::Counts
+            plaza_rooms::config::PresenceMode::Counts
         );
     }
 

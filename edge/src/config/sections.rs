@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use plaza_broker::config::duration;
+use plaza_rooms::config::duration;
 use serde::{Deserialize, Serialize};
 
 use super::Secret;

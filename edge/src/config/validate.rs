@@ -82,7 +82,7 @@ impl EdgeConfig {
                 ));
             }
             for url in &self.nats.servers {
-                plaza_broker::backend::nats::check_server_url(url)
+                plaza_backend::nats::check_server_url(url)
                     .map_err(|e| ConfigError::new("nats.servers", e))?;
             }
             if !matches!(self.nats.replicas, 1 | 3 | 5) {

@@ -18,8 +18,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
-use plaza_broker::EdgeLink;
-use plaza_broker::PresenceMode;
+use plaza_backend::EdgeLink;
 use plaza_proto::client::{
     Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceStatsOk,
     Publish, PublishOk, RefreshOk, RefreshPush, Subscribe, SubscribeOk, UnsubscribedPush,
@@ -29,6 +28,7 @@ use plaza_proto::{
     ClientFrame, ClientId, CloseCode, Command, ErrorBody, ErrorCode, Member, Position, Push, Reply,
     ReplyOk, RoomName, Sender, ServerFrame,
 };
+use plaza_rooms::config::PresenceMode;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use plaza_broker::backend::memory::MemoryBackend;
+use plaza_backend::memory::MemoryBackend;
 use plaza_edge::api::ApiCode;
 use plaza_proto::CloseCode;
 use plaza_proto::client::Push;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use plaza_broker::backend::memory::{MemoryBackend, MemoryLink};
-use plaza_broker::backend::{AttachOptions, LinkEvents};
-use plaza_broker::{Backend, EdgeLink};
+use plaza_backend::memory::{MemoryBackend, MemoryLink};
+use plaza_backend::{AttachOptions, LinkEvents};
+use plaza_backend::{Backend, EdgeLink};
 use plaza_edge::api::ApiCode;
 use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck, RoomsPage};
 use plaza_proto::{ClientId, Member, Payload, Position, RoomName, Sender, UserId};

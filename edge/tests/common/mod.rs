@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use plaza_broker::PresenceMode;
-use plaza_broker::backend::memory::MemoryBackend;
-use plaza_broker::config::NamespaceOverrides;
+use plaza_backend::memory::MemoryBackend;
 use plaza_edge::RunningEdge;
 use plaza_edge::auth::{Capability, TokenSpec, mint};
 use plaza_edge::config::{EdgeConfig, Secret};
 use plaza_proto::client::{ConnectOk, Push, Reply, ServerFrame};
+use plaza_rooms::config::NamespaceOverrides;
+use plaza_rooms::config::PresenceMode;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;

@@ -1,0 +1,194 @@
+//! Presence in the `PLAZA_PRESENCE` bucket, join/leave events in the rooms' streams, and
+//! the active-room listing.
+
+use std::collections::HashSet;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use futures_util::StreamExt;
+use plaza_proto::cluster::{BrokerError, RoomInfo, RoomsPage};
+use plaza_proto::{Member, RoomName, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::link::*;
+use super::names::{self, RoomSubjects, untoken};
+use super::{Shared, Stored, read_all};
+use plaza_rooms::config::PresenceMode;
+
+/// A presence entry's value.
+#[derive(Serialize, Deserialize)]
+pub(super) struct MemberEntry {
+    pub member: Member,
+}
+
+/// A join/leave event in a room's stream.
+#[derive(Serialize, Deserialize)]
+pub(super) struct PresenceEvent {
+    pub join: bool,
+    pub member: Member,
+}
+
+/// The members whose presence keys match `filter` (a KV key pattern).
+pub(super) async fn members(shared: &Shared, filter: &str) -> Result<Vec<Member>, BrokerError> {
+    Ok(presence_entries(shared, filter)
+        .await?
+        .into_iter()
+        .map(|(_, member)| member)
+        .collect())
+}
+
+/// `(key, member)` of the live presence entries matching `filter`.
+pub(super) async fn presence_entries(
+    shared: &Shared,
+    filter: &str,
+) -> Result<Vec<(String, Member)>, BrokerError> {
+    let stored = read_all(
+        &shared.setup()?.presence_stream,
+        format!("$KV.{}.{filter}", names::PRESENCE_BUCKET),
+        DeliverPolicy::LastPerSubject,
+    )
+    .await?;
+    Ok(stored
+        .into_iter()
+        .filter(|s| !deleted(s))
+        .filter_map(|s| {
+            let entry: MemberEntry = serde_json::from_slice(&s.payload).ok()?;
+            let key = s
+                .subject
+                .strip_prefix(&format!("$KV.{}.", names::PRESENCE_BUCKET))?
+                .to_owned();
+            Some((key, entry.member))
+        })
+        .collect())
+}
+
+/// Whether a KV message is a delete or purge marker.
+pub(super) fn deleted(s: &Stored) -> bool {
+    s.headers
+        .as_ref()
+        .and_then(|h| h.get("KV-Operation"))
+        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
+}
+
+/// Publishes a join or leave event into the room's stream (ordered with its publications).
+pub(super) async fn presence_event(
+    shared: &Shared,
+    subjects: &RoomSubjects,
+    join: bool,
+    member: Member,
+) -> Result<(), BrokerError> {
+    let body = serde_json::to_vec(&PresenceEvent { join, member }).map_err(unavailable)?;
+    shared
+        .setup()?
+        .js
+        .publish(subjects.presence_events.clone(), body.into())
+        .await
+        .map_err(unavailable)?
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Deletes presence key `key` if present and publishes the member's leave event, once even if
+/// several edges try (compare-and-delete on the entry's revision).
+pub(super) async fn remove_member(
+    shared: &Shared,
+    room: &RoomName,
+    subjects: &RoomSubjects,
+    key: &str,
+) -> Result<(), BrokerError> {
+    let Some(entry) = shared
+        .setup()?
+        .presence
+        .entry(key)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(());
+    };
+    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<MemberEntry>(&entry.value) else {
+        return Ok(());
+    };
+    if shared
+        .setup()?
+        .presence
+        .delete_expect_revision(key, Some(entry.revision))
+        .await
+        .is_err()
+    {
+        return Ok(()); // someone else removed (or replaced) it first
+    }
+    let ns = shared.namespaces.of(room);
+    if ns.presence == PresenceMode::Full && ns.join_leave {
+        presence_event(shared, subjects, false, value.member).await?;
+    }
+    Ok(())
+}
+
+/// A page of active rooms: rooms with held publications (from the streams' subject lists)
+/// or members (from the presence bucket).
+pub(super) async fn rooms_page(
+    shared: &Shared,
+    after: Option<RoomName>,
+    limit: u32,
+) -> Result<RoomsPage, BrokerError> {
+    let mut rooms: std::collections::BTreeMap<String, (u64, u64, HashSet<UserId>)> =
+        std::collections::BTreeMap::new();
+    for ns in shared.setup()?.streams.values() {
+        let stream = ns.stream.clone();
+        let filter = format!("plaza.r.{}.*.m", ns.token);
+        let info = stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(unavailable)?;
+        let subjects: Vec<String> = info
+            .map(|s| s.map(|(subject, _)| subject))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        for subject in subjects {
+            if let Some(name) = subject.split('.').nth(3).and_then(untoken) {
+                rooms.entry(name).or_default();
+            }
+        }
+    }
+    for (key, member) in presence_entries(shared, ">").await? {
+        if let Some(name) = key.split('.').nth(1).and_then(untoken) {
+            let entry = rooms.entry(name).or_default();
+            entry.0 += 1;
+            entry.2.insert(member.user);
+        }
+    }
+    let start = after.as_ref().map(RoomName::as_str);
+    let limit = (limit.max(1)) as usize;
+    let mut page = Vec::new();
+    let mut remaining = rooms
+        .into_iter()
+        .filter(|(name, _)| start.is_none_or(|s| name.as_str() > s))
+        .filter_map(|(name, v)| RoomName::new(&name).ok().map(|r| (r, v)));
+    for (room, (clients, _, users)) in remaining.by_ref().take(limit) {
+        let (ns, subjects, options) = shared.room(&room)?;
+        let offset = last_sequence(&ns.stream, &subjects.publications).await?;
+        let (clients, users) = if options.presence == PresenceMode::Off {
+            (0, 0)
+        } else {
+            (clients, users.len() as u64)
+        };
+        page.push(RoomInfo {
+            room,
+            clients,
+            users,
+            offset,
+        });
+    }
+    let next = if remaining.next().is_some() {
+        page.last().map(|r| r.room.clone())
+    } else {
+        None
+    };
+    Ok(RoomsPage { rooms: page, next })
+}
