@@ -12,7 +12,7 @@ use plaza_backend::EdgeLink;
 use serde::Deserialize;
 
 use crate::auth::{Capability, TokenSpec, mint};
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// The demo page: plain HTML and JS, no build step.
 pub async fn page() -> Html<&'static str> {
@@ -26,10 +26,10 @@ pub(crate) struct TokenQuery {
 
 /// Mints a 24-hour token for `?user=NAME` (1–64 characters).
 pub(crate) async fn token<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    let Some(secret) = &ctx.dev_secret else {
+    let Some(secret) = &node.dev_secret else {
         return (StatusCode::NOT_FOUND, "dev mode is off\n").into_response();
     };
     let user = q.user.unwrap_or_default();
@@ -43,7 +43,7 @@ pub(crate) async fn token<L: EdgeLink>(
     }
     match mint(
         secret,
-        &ctx.config.auth.capability_claim,
+        &node.config.auth.capability_claim,
         &dev_token_spec(user),
     ) {
         Ok(token) => Json(serde_json::json!({ "token": token })).into_response(),

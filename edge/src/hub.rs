@@ -10,20 +10,23 @@
 //! 1. [`Hub::register`]: the subscriber is added in *buffering* state — from now on the room's
 //!    events are kept for it — and gets the room's position if the room is already live here.
 //! 2. [`Hub::ensure_upstream`]: the first subscriber subscribes upstream (one per room per
-//!    edge); concurrent first subscribers wait for it.
+//!    edge, through the node's link); concurrent first subscribers wait for it.
 //! 3. The session reads what it missed (`history` since its `recover` position).
 //! 4. [`Hub::activate`]: under the lock, the reply is queued, then the buffered events whose
 //!    offsets the reply did not already cover, and the subscriber turns live.
+//!
+//! The hub holds no link: the upstream subscribe and unsubscribe calls are handed in by the
+//! node (`node/calls.rs`), which owns the link, so the hub is local fan-out only.
 //!
 //! The rooms map is behind a `std::sync::Mutex` that is never held across an `.await`; the
 //! per-room async mutex only serializes upstream subscribe/unsubscribe of that room.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use plaza_backend::EdgeLink;
 use plaza_proto::client::{MemberPush, PubPush};
 use plaza_proto::cluster::{BrokerError, RoomEvent, RoomEventKind};
 use plaza_proto::{CloseCode, Position, Push, RoomName, ServerFrame};
@@ -39,21 +42,13 @@ pub type SessionId = u64;
 const MAX_BUFFERED: usize = 10_000;
 
 /// The local fan-out hub. Cheap to clone.
-pub struct Hub<L: EdgeLink> {
-    shared: Arc<Shared<L>>,
+#[derive(Clone, Default)]
+pub struct Hub {
+    shared: Arc<Shared>,
 }
 
-impl<L: EdgeLink> Clone for Hub<L> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-struct Shared<L> {
-    /// The current broker link; replaced when the edge re-attaches after losing it.
-    link: RwLock<L>,
+#[derive(Default)]
+struct Shared {
     rooms: Mutex<HashMap<RoomName, RoomEntry>>,
     next_session: AtomicU64,
 }
@@ -150,29 +145,15 @@ impl LocalSub {
     }
 }
 
-impl<L: EdgeLink> Hub<L> {
-    /// A hub forwarding through `link`.
-    pub fn new(link: L) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                link: RwLock::new(link),
-                rooms: Mutex::new(HashMap::new()),
-                next_session: AtomicU64::new(1),
-            }),
-        }
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// The current broker link.
-    pub fn link(&self) -> L {
-        match self.shared.link.read() {
-            Ok(l) => l.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// A new session id.
+    /// A new session id (never 0).
     pub fn next_session(&self) -> SessionId {
-        self.shared.next_session.fetch_add(1, Ordering::Relaxed)
+        self.shared.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, RoomEntry>> {
@@ -217,9 +198,18 @@ impl<L: EdgeLink> Hub<L> {
         entry.position.clone()
     }
 
-    /// Step 2: makes sure the room is subscribed upstream; returns the position at which the
-    /// upstream subscription began (a safe position for a subscriber registered before it).
-    pub async fn ensure_upstream(&self, room: &RoomName) -> Result<Position, BrokerError> {
+    /// Step 2: makes sure the room is subscribed upstream, calling `subscribe` if it is not
+    /// (at most one caller per room at a time); returns the position at which the upstream
+    /// subscription began (a safe position for a subscriber registered before it).
+    pub async fn ensure_upstream<F, Fut>(
+        &self,
+        room: &RoomName,
+        subscribe: F,
+    ) -> Result<Position, BrokerError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Position, BrokerError>>,
+    {
         let lock = {
             let rooms = self.rooms();
             let entry = rooms
@@ -236,7 +226,7 @@ impl<L: EdgeLink> Hub<L> {
         {
             return Ok(at.clone());
         }
-        let position = self.link().subscribe(room.clone()).await?;
+        let position = subscribe().await?;
         let mut rooms = self.rooms();
         let entry = rooms
             .get_mut(room)
@@ -279,8 +269,14 @@ impl<L: EdgeLink> Hub<L> {
         true
     }
 
-    /// Removes a subscriber; the last one out unsubscribes the room upstream.
-    pub async fn remove(&self, room: &RoomName, session: SessionId) {
+    /// Removes a subscriber; the last one out unsubscribes the room upstream with
+    /// `unsubscribe` (a failure is only logged: the broker drops the subscription with the
+    /// link anyway).
+    pub async fn remove<F, Fut>(&self, room: &RoomName, session: SessionId, unsubscribe: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), BrokerError>>,
+    {
         let lock = {
             let mut rooms = self.rooms();
             let Some(entry) = rooms.get_mut(room) else {
@@ -305,7 +301,7 @@ impl<L: EdgeLink> Hub<L> {
             }
             std::mem::replace(&mut entry.active, false)
         };
-        if was_active && let Err(e) = self.link().unsubscribe(room.clone()).await {
+        if was_active && let Err(e) = unsubscribe().await {
             tracing::debug!(room = %room, error = %e, "upstream unsubscribe failed");
         }
         let mut rooms = self.rooms();
@@ -338,10 +334,10 @@ impl<L: EdgeLink> Hub<L> {
         }
     }
 
-    /// The broker link was lost: closes every subscribed connection (reconnectable, so clients
-    /// recover through another edge or after re-attach), forgets all rooms, and switches to
-    /// `link` for what comes next.
-    pub fn replace_link(&self, link: L) {
+    /// The upstream subscriptions are gone (the broker link was replaced): closes every
+    /// subscribed connection (reconnectable, so clients recover through another edge or after
+    /// re-attach) and forgets all rooms.
+    pub fn reset(&self) {
         let rooms = std::mem::take(&mut *self.rooms());
         for entry in rooms.values() {
             for sub in entry.subs.values() {
@@ -353,10 +349,6 @@ impl<L: EdgeLink> Hub<L> {
         }
         metrics::gauge!(m::HUB_ROOMS).set(0.0);
         metrics::gauge!(m::SUBSCRIPTIONS).set(0.0);
-        match self.shared.link.write() {
-            Ok(mut l) => *l = link,
-            Err(poisoned) => *poisoned.into_inner() = link,
-        }
     }
 
     /// Number of rooms with local subscribers (for tests and status).

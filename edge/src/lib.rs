@@ -1,12 +1,15 @@
-//! The Plaza edge: holds client WebSockets, authenticates and authorises them, and fans each
+//! `plaza-edge`: holds client WebSockets, authenticates and authorises them, and fans each
 //! room event out to its local subscribers. It owns no authoritative state: the broker tier
 //! ([`plaza_backend::Backend`]) does.
 //!
 //! ```text
-//!  client ─ws─▶ server (/v1/ws) ─▶ session (one task per socket) ─▶ EdgeLink (broker tier)
-//!  client ◀─ws─ outbox (per socket) ◀─ hub (one upstream subscription per room) ◀─ LinkEvents
+//!  client ─ws─▶ server (/v1/ws) ─▶ session (one task per socket) ─▶ node ─▶ EdgeLink ─▶ broker tier
+//!  app ──HTTP─▶ api (/v1/api/*) ──────────────────────────────────▶ node ─┘
+//!  client ◀─ws─ outbox (per socket) ◀─ hub (one upstream subscription per room) ◀─ node ◀─ LinkEvents
 //! ```
 //!
+//! - [`node`]: the edge's shared state, its link to the broker tier (re-attached after a
+//!   failure) and the one wrapper every broker call goes through.
 //! - [`config`]: typed configuration (file → `PLAZA_*` env → flags), validated once.
 //! - [`auth`]: JWT verification (HMAC secret or identity providers' JWKS) and capabilities.
 //! - [`server`]: HTTP routes; [`session`]: one client; [`outbox`]: its bounded send queue;
@@ -26,6 +29,7 @@ pub mod dev;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod outbox;
 pub mod server;
 pub mod session;
@@ -33,21 +37,17 @@ pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use plaza_backend::{AttachOptions, LinkEvents};
-use plaza_backend::{Backend, EdgeLink};
+use plaza_backend::{AttachOptions, Backend, EdgeLink};
 use plaza_proto::EdgeId;
-use plaza_proto::cluster::{BrokerError, LinkEvent};
+use plaza_proto::cluster::BrokerError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
 use crate::config::EdgeConfig;
-use crate::hub::Hub;
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// Why an edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -124,26 +124,19 @@ pub async fn start<B: Backend>(
         addr: config.listen,
         source,
     })?;
-    let ctx = Arc::new(Ctx {
-        namespaces: config.rooms.namespaces(),
-        verifier,
-        hub: Hub::new(link),
-        users: Default::default(),
-        origins: limits::OriginPolicy::new(&config.http.allowed_origins),
-        connection_rate: limits::ConnectionRate::new(&config.limits),
-        edge_id,
-        drain: CancellationToken::new(),
-        backend_up: true.into(),
-        sessions: TaskTracker::new(),
-        metrics: crate::metrics::install(),
-        dev_secret,
+    let node = Arc::new(Node::new(
         config,
-    });
+        verifier,
+        link,
+        edge_id,
+        crate::metrics::install(),
+        dev_secret,
+    ));
     let shutdown = CancellationToken::new();
     let stop_listening = CancellationToken::new();
-    tokio::spawn(forget_idle_ips(ctx.clone(), shutdown.clone()));
-    let supervisor = tokio::spawn(supervise(
-        ctx.clone(),
+    tokio::spawn(forget_idle_ips(node.clone(), shutdown.clone()));
+    let supervisor = tokio::spawn(crate::node::supervise(
+        node.clone(),
         backend,
         attach,
         events,
@@ -151,7 +144,7 @@ pub async fn start<B: Backend>(
     ));
     let http = tokio::spawn({
         let stop = stop_listening.clone();
-        let app = server::router(ctx.clone());
+        let app = server::router(node.clone());
         async move {
             // Small frames must not wait for Nagle's algorithm.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -166,13 +159,13 @@ pub async fn start<B: Backend>(
             }
         }
     });
-    tracing::info!(addr = %addr, edge = %ctx.edge_id, "plaza-edge listening");
+    tracing::info!(addr = %addr, edge = %node.edge_id, "plaza-edge listening");
     let done = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
-            let deadline = tokio::time::Instant::now() + ctx.config.drain.grace;
-            drain(&ctx).await;
+            let deadline = tokio::time::Instant::now() + node.config.drain.grace;
+            drain(&node).await;
             stop_listening.cancel();
             // Plain HTTP requests still in flight (or half-sent by a slow client) get what is
             // left of the grace period, then the server is dropped.
@@ -181,7 +174,7 @@ pub async fn start<B: Backend>(
                 tracing::warn!("grace period over; dropping open HTTP connections");
                 http.abort();
             }
-            let link = ctx.hub.link();
+            let link = node.link();
             let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
             supervisor.abort();
             let _ = supervisor.await;
@@ -196,87 +189,35 @@ pub async fn start<B: Backend>(
 }
 
 /// Bounds the per-IP connection limiter's memory by forgetting quiet addresses every minute.
-async fn forget_idle_ips<L: EdgeLink>(ctx: Arc<Ctx<L>>, shutdown: CancellationToken) {
+async fn forget_idle_ips<L: EdgeLink>(node: Arc<Node<L>>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = every.tick() => ctx.connection_rate.forget_idle(),
+            _ = every.tick() => node.connection_rate.forget_idle(),
         }
     }
 }
 
 /// Disconnects every client (reconnectable), spread over the drain window, and waits for the
 /// sessions to end, at most until the grace period is over.
-async fn drain<L: EdgeLink>(ctx: &Ctx<L>) {
+async fn drain<L: EdgeLink>(node: &Node<L>) {
     let started = tokio::time::Instant::now();
-    tracing::info!(window = ?ctx.config.drain.window, "draining");
+    tracing::info!(window = ?node.config.drain.window, "draining");
     ::metrics::gauge!(crate::metrics::DRAINING).set(1.0);
-    ctx.drain.cancel();
-    ctx.sessions.close();
-    let grace = ctx.config.drain.grace;
-    if tokio::time::timeout(grace, ctx.sessions.wait())
+    node.drain.cancel();
+    node.sessions.close();
+    let grace = node.config.drain.grace;
+    if tokio::time::timeout(grace, node.sessions.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            left = ctx.sessions.len(),
+            left = node.sessions.len(),
             "grace period over; dropping remaining connections"
         );
     }
     tracing::info!(took = ?started.elapsed(), "drained");
-}
-
-/// Feeds broker events to the hub; when the link is lost, closes the affected clients and
-/// re-attaches with backoff until the edge shuts down.
-async fn supervise<B: Backend>(
-    ctx: Arc<Ctx<B::Link>>,
-    backend: B,
-    attach: AttachOptions,
-    mut events: LinkEvents,
-    shutdown: CancellationToken,
-) {
-    loop {
-        loop {
-            // `recv` is cancel-safe.
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                event = events.recv() => match event {
-                    Some(LinkEvent::Room(event)) => ctx.hub.dispatch(event),
-                    Some(LinkEvent::DisconnectUser { user, reason }) => {
-                        // Server API `disconnect`, sent to every edge by the broker tier.
-                        let code = plaza_proto::CloseCode::Kicked;
-                        let closed = ctx.users.disconnect(&user, code, &reason);
-                        tracing::debug!(user = %user, closed, "disconnected a user on request");
-                    }
-                    None => break,
-                },
-            }
-        }
-        ctx.backend_up.store(false, Ordering::Relaxed);
-        tracing::warn!("lost the broker tier; re-attaching");
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                attached = backend.attach(attach.clone()) => match attached {
-                    Ok((link, fresh)) => {
-                        ctx.hub.replace_link(link);
-                        events = fresh;
-                        ctx.backend_up.store(true, Ordering::Relaxed);
-                        tracing::info!("re-attached to the broker tier");
-                        break;
-                    }
-                    Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "attach failed"),
-                },
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-    }
 }
 
 /// Binds the listening socket with `backlog` pending connections (tokio's `bind` uses 1024).

@@ -1,4 +1,4 @@
-//! Framing of a long-lived session stream (the edge protocol): a sequence of length-prefixed
+//! Framing of a long-lived stream (the edge protocol's one stream per attached edge): a sequence of length-prefixed
 //! postcard frames each way on one bidirectional stream (`plaza_proto::codec` framing, no
 //! per-frame header). The version handshake is the first frame each way
 //! ([`plaza_proto::cluster::EdgeRequest::Hello`] → `Welcome`/`Incompatible`).

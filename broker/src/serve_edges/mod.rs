@@ -5,7 +5,7 @@
 //!   edge ══QUIC══▶ one bidi stream: Hello ─▶ AttachEdge committed ─▶ Welcome
 //!     Call{req} ─▶ task ─▶ RaftNode::write (forwarded to the leader if needed) / local read ─┐
 //!     KeepAlive ─▶ last_seen            renewer (every `renew_every`): RenewEdge for live edges
-//!   edge ◀══ writer task ◀── session queue ◀── Result{req} ◀──────────────────────────────────┘
+//!   edge ◀══ writer task ◀── attachment queue ◀── Result{req} ◀──────────────────────────────────┘
 //!                                          ◀── Room events (router.rs) / DisconnectUser
 //! ```
 //!
@@ -15,12 +15,12 @@
 //! - Reads (history, presence, counts, room list) wait for a read index from the leader
 //!   ([`RaftNode::read_barrier`]) and then read the local state: linearizable, whichever
 //!   broker the edge is attached to.
-//! - A session ends when the edge detaches (its members leave now), when the connection is
+//! - An attachment ends when the edge detaches (its members leave now), when the connection is
 //!   lost (its members stay until the lease lapses, so the edge can resume on another broker),
 //!   or when the router cuts it (the edge resumes).
 //! - Bad input: a first frame that is not `Hello` or an unknown version closes the connection
 //!   with a code naming the problem; undecodable frames close it with [`CLOSE_PROTOCOL`];
-//!   `unsubscribe` from a room the session never subscribed to gets an `Invalid` error reply;
+//!   `unsubscribe` from a room the attachment never subscribed to gets an `Invalid` error reply;
 //!   `leave` removes only the edge's own members (others are ignored, as unknown ones are).
 
 pub mod router;
@@ -38,10 +38,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use router::{AttachmentId, Registered};
 pub use router::{
     CLOSE_LEASE_EXPIRED, CLOSE_PROTOCOL, CLOSE_RESUME, CLOSE_UNAVAILABLE, CLOSE_VERSION, Router,
 };
-use router::{Registered, SessionId};
 
 use crate::metrics as m;
 use crate::raft::{RaftNode, RaftRpc, ReadError};
@@ -137,15 +137,15 @@ impl EdgeService {
     pub async fn serve(&self, conn: Connection, cancel: CancellationToken) {
         let remote = conn.remote_address();
         tokio::select! {
-            () = self.session(conn.clone()) => {}
+            () = self.attachment(conn.clone()) => {}
             () = cancel.cancelled() => {
                 conn.close(CLOSE_UNAVAILABLE, b"broker shutting down");
             }
         }
-        tracing::debug!(%remote, "edge session ended");
+        tracing::debug!(%remote, "edge attachment ended");
     }
 
-    async fn session(&self, conn: Connection) {
+    async fn attachment(&self, conn: Connection) {
         let options = &self.inner.options;
         let stream = tokio::time::timeout(options.hello_timeout, conn.accept_bi()).await;
         let Ok(Ok((mut send, recv))) = stream else {
@@ -153,7 +153,7 @@ impl EdgeService {
                 &conn,
                 CLOSE_PROTOCOL,
                 "protocol",
-                "no session stream opened in time",
+                "no attachment stream opened in time",
             );
             return;
         };
@@ -229,10 +229,10 @@ impl EdgeService {
         }
     }
 
-    /// Reads the edge's frames until it detaches (true) or the session ends otherwise.
+    /// Reads the edge's frames until it detaches (true) or the attachment ends otherwise.
     async fn read_calls(
         &self,
-        id: SessionId,
+        id: AttachmentId,
         edge: &EdgeId,
         conn: &Connection,
         mut reader: FrameReader,
@@ -302,7 +302,7 @@ impl EdgeService {
     /// must precede the room's events).
     async fn call(
         &self,
-        id: SessionId,
+        id: AttachmentId,
         edge: &EdgeId,
         req: u64,
         call: Call,
@@ -363,7 +363,7 @@ impl EdgeService {
                     },
                 );
                 if let Registered::Gone = registered {
-                    tracing::debug!(%edge, "subscribe on a session that is gone");
+                    tracing::debug!(%edge, "subscribe on an attachment that is gone");
                 }
                 return None;
             }

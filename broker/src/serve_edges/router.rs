@@ -2,7 +2,7 @@
 //! edge, in offset order, from the applied state".
 //!
 //! ```text
-//!   RaftNode::subscribe() ──AppliedEvents (log order)──▶ Router::route ──try_send──▶ session queues
+//!   RaftNode::subscribe() ──AppliedEvents (log order)──▶ Router::route ──try_send──▶ attachment queues
 //!   Subscribe call ──lock──▶ read (position, applied index A) ──▶ register "from A" ──▶ reply queued
 //! ```
 //!
@@ -12,10 +12,10 @@
 //! subscriber sees every later event exactly once and the subscribe reply is queued before
 //! any of them.
 //!
-//! When the router cannot keep that promise — a session's queue is full, the event broadcast
-//! lagged, or a snapshot replaced the state — it cuts the affected sessions: their connection
+//! When the router cannot keep that promise — an attachment's queue is full, the event broadcast
+//! lagged, or a snapshot replaced the state — it cuts the affected attachments: their connection
 //! is closed with a reconnect code and the edge resumes every room from its last offset on a
-//! new session (catch-up from history).
+//! new attachment (catch-up from history).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -42,10 +42,10 @@ pub const CLOSE_VERSION: VarInt = VarInt::from_u32(edge_close::VERSION);
 /// Connection close code: [`edge_close::UNAVAILABLE`] (no quorum to attach, shutting down).
 pub const CLOSE_UNAVAILABLE: VarInt = VarInt::from_u32(edge_close::UNAVAILABLE);
 
-/// Identifies a session within this broker.
-pub type SessionId = u64;
+/// Identifies an attachment within this broker.
+pub type AttachmentId = u64;
 
-/// The broker's routing table. Shared by the routing task and the sessions.
+/// The broker's routing table. Shared by the routing task and the attachments.
 #[derive(Default)]
 pub struct Router {
     state: Mutex<State>,
@@ -53,15 +53,15 @@ pub struct Router {
 
 #[derive(Default)]
 struct State {
-    sessions: HashMap<SessionId, Slot>,
-    /// Room → subscribed sessions, each with the applied index its subscription started at.
-    rooms: HashMap<RoomName, HashMap<SessionId, u64>>,
-    next: SessionId,
+    attachments: HashMap<AttachmentId, Slot>,
+    /// Room → subscribed attachments, each with the applied index its subscription started at.
+    rooms: HashMap<RoomName, HashMap<AttachmentId, u64>>,
+    next: AttachmentId,
 }
 
 struct Slot {
     edge: EdgeId,
-    /// Encoded frames: each event is encoded once and its bytes shared by every session.
+    /// Encoded frames: each event is encoded once and its bytes shared by every attachment.
     events: mpsc::Sender<Bytes>,
     conn: Connection,
     rooms: HashSet<RoomName>,
@@ -73,7 +73,7 @@ struct Slot {
 pub enum Registered {
     /// The reply has been queued ahead of every event of the room.
     Queued,
-    /// The session is gone or its queue is full (it has been cut).
+    /// The attachment is gone or its queue is full (it has been cut).
     Gone,
 }
 
@@ -82,12 +82,12 @@ impl Router {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a session; returns its id.
-    pub fn add(&self, edge: EdgeId, events: mpsc::Sender<Bytes>, conn: Connection) -> SessionId {
+    /// Adds an attachment; returns its id.
+    pub fn add(&self, edge: EdgeId, events: mpsc::Sender<Bytes>, conn: Connection) -> AttachmentId {
         let mut state = self.lock();
         state.next += 1;
         let id = state.next;
-        state.sessions.insert(
+        state.attachments.insert(
             id,
             Slot {
                 edge,
@@ -97,44 +97,44 @@ impl Router {
                 last_seen: Instant::now(),
             },
         );
-        metrics::gauge!(crate::metrics::EDGE_SESSIONS).set(state.sessions.len() as f64);
+        metrics::gauge!(crate::metrics::EDGE_SESSIONS).set(state.attachments.len() as f64);
         id
     }
 
-    /// Removes a session and its subscriptions.
-    pub fn remove(&self, id: SessionId) {
+    /// Removes an attachment and its subscriptions.
+    pub fn remove(&self, id: AttachmentId) {
         let mut state = self.lock();
         state.remove(id);
-        metrics::gauge!(crate::metrics::EDGE_SESSIONS).set(state.sessions.len() as f64);
+        metrics::gauge!(crate::metrics::EDGE_SESSIONS).set(state.attachments.len() as f64);
     }
 
-    /// Notes that the edge of session `id` was heard from.
-    pub fn seen(&self, id: SessionId) {
-        if let Some(slot) = self.lock().sessions.get_mut(&id) {
+    /// Notes that the edge of attachment `id` was heard from.
+    pub fn seen(&self, id: AttachmentId) {
+        if let Some(slot) = self.lock().attachments.get_mut(&id) {
             slot.last_seen = Instant::now();
         }
     }
 
-    /// Whether session `id` is subscribed to `room`.
-    pub fn subscribed(&self, id: SessionId, room: &RoomName) -> bool {
+    /// Whether attachment `id` is subscribed to `room`.
+    pub fn subscribed(&self, id: AttachmentId, room: &RoomName) -> bool {
         self.lock()
-            .sessions
+            .attachments
             .get(&id)
             .is_some_and(|s| s.rooms.contains(room))
     }
 
-    /// Subscribes session `id` to `room`: `read` gives the room's position and the applied
+    /// Subscribes attachment `id` to `room`: `read` gives the room's position and the applied
     /// index it was read at, and `reply` turns the position into the frame to queue ahead of
     /// the room's events. Both run under the routing lock.
     pub fn subscribe<P>(
         &self,
-        id: SessionId,
+        id: AttachmentId,
         room: &RoomName,
         read: impl FnOnce() -> Result<(u64, P), BrokerEvent>,
         reply: impl FnOnce(P) -> BrokerEvent,
     ) -> Registered {
         let mut state = self.lock();
-        let Some(slot) = state.sessions.get_mut(&id) else {
+        let Some(slot) = state.attachments.get_mut(&id) else {
             return Registered::Gone;
         };
         let (index, frame) = match read() {
@@ -161,16 +161,16 @@ impl Router {
         Registered::Queued
     }
 
-    /// Unsubscribes session `id` from `room`.
-    pub fn unsubscribe(&self, id: SessionId, room: &RoomName) {
+    /// Unsubscribes attachment `id` from `room`.
+    pub fn unsubscribe(&self, id: AttachmentId, room: &RoomName) {
         let mut state = self.lock();
-        if let Some(slot) = state.sessions.get_mut(&id) {
+        if let Some(slot) = state.attachments.get_mut(&id) {
             slot.rooms.remove(room);
         }
         state.unlink(id, room);
     }
 
-    /// Queues `event` to every session; returns how many got it.
+    /// Queues `event` to every attachment; returns how many got it.
     pub fn broadcast(&self, event: &LinkEvent) -> usize {
         let mut state = self.lock();
         let Some(frame) = encode(&BrokerEvent::from(event.clone())) else {
@@ -178,7 +178,7 @@ impl Router {
         };
         let mut full = Vec::new();
         let mut sent = 0;
-        for (id, slot) in &state.sessions {
+        for (id, slot) in &state.attachments {
             match slot.events.try_send(frame.clone()) {
                 Ok(()) => sent += 1,
                 Err(_) => full.push(*id),
@@ -190,27 +190,27 @@ impl Router {
         sent
     }
 
-    /// The edges to renew leases for: sessions heard from since `since` (the previous renewal
+    /// The edges to renew leases for: attachments heard from since `since` (the previous renewal
     /// round), so a lease never outlives the edge's last sign of life by more than one round.
-    pub fn live_edges(&self, since: Instant) -> Vec<(SessionId, EdgeId)> {
+    pub fn live_edges(&self, since: Instant) -> Vec<(AttachmentId, EdgeId)> {
         self.lock()
-            .sessions
+            .attachments
             .iter()
             .filter(|(_, s)| s.last_seen >= since)
             .map(|(id, s)| (*id, s.edge.clone()))
             .collect()
     }
 
-    /// Closes session `id`'s connection with `code` and forgets it.
-    pub fn close(&self, id: SessionId, code: VarInt, reason: &str) {
+    /// Closes attachment `id`'s connection with `code` and forgets it.
+    pub fn close(&self, id: AttachmentId, code: VarInt, reason: &str) {
         let mut state = self.lock();
-        if let Some(slot) = state.sessions.get(&id) {
+        if let Some(slot) = state.attachments.get(&id) {
             slot.conn.close(code, reason.as_bytes());
         }
         state.remove(id);
     }
 
-    /// Routes applied events to the sessions until the node stops.
+    /// Routes applied events to the attachments until the node stops.
     pub async fn run(&self, mut applied: broadcast::Receiver<AppliedEvents>) {
         loop {
             match applied.recv().await {
@@ -236,13 +236,13 @@ impl Router {
             let Some(subs) = state.rooms.get(&event.room) else {
                 continue;
             };
-            // Encoded once, when the first session wants it; every session shares the bytes.
+            // Encoded once, when the first attachment wants it; every attachment shares the bytes.
             let mut frame = None;
             for (id, from) in subs {
                 if index <= *from {
                     continue;
                 }
-                let Some(slot) = state.sessions.get(id) else {
+                let Some(slot) = state.attachments.get(id) else {
                     continue;
                 };
                 let frame = frame.get_or_insert_with(|| encode(&BrokerEvent::Room(event.clone())));
@@ -260,7 +260,7 @@ impl Router {
     }
 }
 
-/// Encodes a frame for the session queues; `None` (logged) if it cannot be encoded.
+/// Encodes a frame for the attachment queues; `None` (logged) if it cannot be encoded.
 pub(super) fn encode(event: &BrokerEvent) -> Option<Bytes> {
     match encode_frame(event) {
         Ok(frame) => Some(frame),
@@ -272,15 +272,15 @@ pub(super) fn encode(event: &BrokerEvent) -> Option<Bytes> {
 }
 
 impl State {
-    fn remove(&mut self, id: SessionId) {
-        if let Some(slot) = self.sessions.remove(&id) {
+    fn remove(&mut self, id: AttachmentId) {
+        if let Some(slot) = self.attachments.remove(&id) {
             for room in slot.rooms {
                 self.unlink(id, &room);
             }
         }
     }
 
-    fn unlink(&mut self, id: SessionId, room: &RoomName) {
+    fn unlink(&mut self, id: AttachmentId, room: &RoomName) {
         if let Some(subs) = self.rooms.get_mut(room) {
             subs.remove(&id);
             if subs.is_empty() {
@@ -289,10 +289,10 @@ impl State {
         }
     }
 
-    /// Closes a session that missed (or would miss) events; its edge resumes elsewhere.
-    fn cut(&mut self, id: SessionId, why: &str) {
-        if let Some(slot) = self.sessions.get(&id) {
-            tracing::warn!(edge = %slot.edge, why, "cutting an edge session; it will resume");
+    /// Closes an attachment that missed (or would miss) events; its edge resumes elsewhere.
+    fn cut(&mut self, id: AttachmentId, why: &str) {
+        if let Some(slot) = self.attachments.get(&id) {
+            tracing::warn!(edge = %slot.edge, why, "cutting an edge attachment; it will resume");
             metrics::counter!(crate::metrics::EDGE_SESSIONS_CUT).increment(1);
             slot.conn.close(CLOSE_RESUME, why.as_bytes());
         }
@@ -300,7 +300,7 @@ impl State {
     }
 
     fn cut_all(&mut self, why: &str) {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        let ids: Vec<AttachmentId> = self.attachments.keys().copied().collect();
         for id in ids {
             self.cut(id, why);
         }

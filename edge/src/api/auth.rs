@@ -19,16 +19,16 @@ use subtle::{Choice, ConstantTimeEq};
 use super::error::ApiCode;
 use crate::config::Secret;
 use crate::metrics as m;
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// Middleware: lets the request through only with an accepted key; answers 404
 /// `api_disabled` when no keys are configured and 401 `unauthorized` otherwise.
 pub(super) async fn require_key<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let keys = &ctx.config.api.keys;
+    let keys = &node.config.api.keys;
     if keys.is_empty() {
         return ApiCode::ApiDisabled
             .with("the server API is disabled: no keys are configured in [api] keys")

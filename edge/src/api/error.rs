@@ -1,5 +1,6 @@
-//! The server API's errors: one table of stable codes, each with its HTTP status, and the one
-//! mapping from broker errors to it.
+//! The server API's errors: one table of stable codes, each with its HTTP status. Broker call
+//! failures arrive as client error codes (the one mapping from broker errors is the node's,
+//! `node/calls.rs`) and keep their names here.
 //!
 //! Every error response is `{"error": {"code": "<snake_case>", "message": "..."}}`. Codes that
 //! mean the same as a WebSocket error code use that code's name ([`ErrorCode::name`]), so an
@@ -8,8 +9,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use plaza_proto::ErrorCode;
-use plaza_proto::cluster::BrokerError;
+use plaza_proto::{ErrorBody, ErrorCode};
 use serde::Serialize;
 
 /// Seconds a client should wait before retrying after `backend_unavailable`.
@@ -131,17 +131,18 @@ struct ErrorResponse {
     error: ErrorObject,
 }
 
-impl From<BrokerError> for ApiError {
-    /// The one mapping from broker errors to API codes.
-    fn from(e: BrokerError) -> Self {
-        let code = match &e {
-            BrokerError::Unavailable(_) | BrokerError::LeaseExpired(_) => {
-                ApiCode::BackendUnavailable
-            }
-            BrokerError::PresenceDisabled { .. } => ApiCode::PresenceDisabled,
-            BrokerError::Invalid(_) => ApiCode::BadRequest,
+impl From<ErrorBody> for ApiError {
+    /// A failed broker call (see `Node`'s calls): the client code of the same name.
+    fn from(e: ErrorBody) -> Self {
+        let code = match e.code {
+            ErrorCode::BackendUnavailable => ApiCode::BackendUnavailable,
+            ErrorCode::PresenceDisabled => ApiCode::PresenceDisabled,
+            ErrorCode::MessageTooLarge => ApiCode::MessageTooLarge,
+            ErrorCode::InvalidRoom => ApiCode::InvalidRoom,
+            // The node's calls produce no other codes; anything else is the request's fault.
+            _ => ApiCode::BadRequest,
         };
-        code.with(e.to_string())
+        code.with(e.message)
     }
 }
 
@@ -203,13 +204,19 @@ mod tests {
 
     #[test]
     fn broker_errors_map_onto_api_codes() {
-        let unavailable = ApiError::from(BrokerError::Unavailable("no quorum".into()));
+        use plaza_proto::cluster::BrokerError;
+
+        use crate::node::broker_error;
+        let api = |e| ApiError::from(broker_error(e));
+        let unavailable = api(BrokerError::Unavailable("no quorum".into()));
         assert_eq!(unavailable.code, ApiCode::BackendUnavailable);
-        let disabled = ApiError::from(BrokerError::PresenceDisabled {
+        let disabled = api(BrokerError::PresenceDisabled {
             namespace: "big".into(),
         });
         assert_eq!(disabled.code, ApiCode::PresenceDisabled);
-        let invalid = ApiError::from(BrokerError::Invalid("idem".into()));
+        let invalid = api(BrokerError::Invalid("idem".into()));
         assert_eq!(invalid.code, ApiCode::BadRequest);
+        let too_large = ApiError::from(ErrorCode::MessageTooLarge.with("data is 9 bytes"));
+        assert_eq!(too_large.code, ApiCode::MessageTooLarge);
     }
 }

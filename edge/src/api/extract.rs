@@ -14,23 +14,23 @@ use plaza_proto::client::MAX_IDEM_LEN;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiCode, ApiError};
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// A JSON request body of type `T`: `Content-Type: application/json` (or `application/*+json`)
 /// or 415, at most `http.max_body_bytes` or 413, and the right shape or 400.
 pub(super) struct ApiJson<T>(pub(super) T);
 
-impl<L: EdgeLink, T: DeserializeOwned> FromRequest<Arc<Ctx<L>>> for ApiJson<T> {
+impl<L: EdgeLink, T: DeserializeOwned> FromRequest<Arc<Node<L>>> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, ctx: &Arc<Ctx<L>>) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, node: &Arc<Node<L>>) -> Result<Self, ApiError> {
         if !is_json(request.headers()) {
             return Err(ApiCode::UnsupportedMediaType
                 .with("the body must be JSON, sent with `Content-Type: application/json`"));
         }
         // The router's `DefaultBodyLimit` makes `Bytes` stop reading past the limit.
-        let limit = ctx.config.http.max_body_bytes;
-        let body = Bytes::from_request(request, ctx)
+        let limit = node.config.http.max_body_bytes;
+        let body = Bytes::from_request(request, node)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  request ─▶ count (plaza_api_requests_total) ─▶ require_key (Bearer, constant time)
-//!          ─▶ DefaultBodyLimit ─▶ handler: extract + validate ─▶ EdgeLink call (call_timeout)
+//!          ─▶ DefaultBodyLimit ─▶ handler: extract + validate ─▶ Node call (node/calls.rs)
 //!          ◀─ JSON body, or {"error": {"code", "message"}} with the code's status
 //! ```
 //!
@@ -23,7 +23,6 @@ pub mod publish;
 pub mod rooms;
 pub mod users;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -33,18 +32,17 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get, post};
 use plaza_backend::EdgeLink;
-use plaza_proto::cluster::BrokerError;
 
 pub use error::{ApiCode, ApiError};
 
 use crate::metrics as m;
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// The API's routes under `/v1/api`, with authentication, the body limit and metrics; merge
-/// it into the edge's router (whose state is the same `ctx`). Every other path under
+/// it into the edge's router (whose state is the same `node`). Every other path under
 /// `/v1/api` is answered here too (404 `not_found`, after authentication), so the whole prefix
 /// speaks JSON errors, while the edge's other paths keep their own fallback.
-pub fn router<L: EdgeLink>(ctx: &Arc<Ctx<L>>) -> Router<Arc<Ctx<L>>> {
+pub fn router<L: EdgeLink>(node: &Arc<Node<L>>) -> Router<Arc<Node<L>>> {
     Router::new()
         .route("/v1/api/publish", post(publish::publish::<L>))
         .route("/v1/api/broadcast", post(publish::broadcast::<L>))
@@ -62,32 +60,12 @@ pub fn router<L: EdgeLink>(ctx: &Arc<Ctx<L>>) -> Router<Arc<Ctx<L>>> {
         .method_not_allowed_fallback(method_not_allowed)
         // `route_layer`, not `layer`: the edge's own fallback (e.g. `/favicon.ico`) must not
         // ask for an API key once this router is merged in.
-        .route_layer(DefaultBodyLimit::max(ctx.config.http.max_body_bytes))
+        .route_layer(DefaultBodyLimit::max(node.config.http.max_body_bytes))
         .route_layer(middleware::from_fn_with_state(
-            ctx.clone(),
+            node.clone(),
             auth::require_key::<L>,
         ))
         .route_layer(middleware::from_fn(count))
-}
-
-/// Runs a broker call with `broker.call_timeout`, timing it like the WebSocket sessions do.
-async fn call<L: EdgeLink, T>(
-    ctx: &Ctx<L>,
-    name: &'static str,
-    f: impl Future<Output = Result<T, BrokerError>>,
-) -> Result<T, ApiError> {
-    let start = std::time::Instant::now();
-    let limit = ctx.config.broker.call_timeout;
-    let result = tokio::time::timeout(limit, f).await;
-    metrics::histogram!(m::BROKER_CALL_SECONDS, "call" => name)
-        .record(start.elapsed().as_secs_f64());
-    match result {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(ApiCode::BackendUnavailable.with(format!(
-            "broker call {name} timed out after {}",
-            humantime::format_duration(limit)
-        ))),
-    }
 }
 
 /// Counts every request by route template (bounded cardinality) and status; unknown paths

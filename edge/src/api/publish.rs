@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiCode, ApiError, ErrorObject};
 use super::extract::{self, ApiJson};
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// Most rooms one `broadcast` may name.
 pub const MAX_BROADCAST_ROOMS: usize = 1000;
@@ -68,18 +68,18 @@ enum RoomResult {
 }
 
 pub(super) async fn publish<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     ApiJson(body): ApiJson<PublishBody>,
 ) -> Result<Json<PublishOk>, ApiError> {
     let room = extract::room(&body.room)?;
     let idem = extract::idem(body.idem)?;
-    publish_one(&ctx, room, body.data, idem).await.map(Json)
+    publish_one(&node, room, body.data, idem).await.map(Json)
 }
 
 /// Validates the whole request first (nothing is published if any room name is invalid), then
 /// publishes to every room; per-room failures are reported in the results, not as an HTTP error.
 pub(super) async fn broadcast<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     ApiJson(body): ApiJson<BroadcastBody>,
 ) -> Result<Json<BroadcastOk>, ApiError> {
     let n = body.rooms.len();
@@ -99,11 +99,11 @@ pub(super) async fn broadcast<L: EdgeLink>(
         rooms.push(room);
     }
     let idem = extract::idem(body.idem)?;
-    let ctx = &ctx;
+    let node = &node;
     let (data, idem) = (&body.data, &idem);
     let results = futures_util::stream::iter(rooms)
         .map(|room| async move {
-            match publish_one(ctx, room.clone(), data.clone(), idem.clone()).await {
+            match publish_one(node, room.clone(), data.clone(), idem.clone()).await {
                 Ok(ok) => RoomResult::Published {
                     room,
                     epoch: ok.epoch,
@@ -123,25 +123,12 @@ pub(super) async fn broadcast<L: EdgeLink>(
 
 /// Publishes `data` to `room` as the server (no `from`).
 async fn publish_one<L: EdgeLink>(
-    ctx: &Ctx<L>,
+    node: &Node<L>,
     room: RoomName,
     data: Payload,
     idem: Option<String>,
 ) -> Result<PublishOk, ApiError> {
-    let max = ctx.namespaces.of(&room).max_message_bytes;
-    if data.len() > max {
-        return Err(ApiCode::MessageTooLarge.with(format!(
-            "data is {} bytes; namespace {:?} allows {max}",
-            data.len(),
-            room.namespace(),
-        )));
-    }
-    let ack = super::call(
-        ctx,
-        "publish",
-        ctx.hub.link().publish(room, data, None, idem),
-    )
-    .await?;
+    let ack = node.publish(room, data, None, idem).await?;
     Ok(PublishOk {
         epoch: ack.position.epoch,
         offset: ack.position.offset,

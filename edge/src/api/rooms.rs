@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::error::{ApiCode, ApiError};
 use super::extract::{self, ApiQuery, RoomPath};
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// Rooms per page of `GET /v1/api/rooms` when `limit` is not given.
 pub const DEFAULT_ROOMS_LIMIT: u32 = 100;
@@ -47,7 +47,7 @@ pub(super) struct HistoryQuery {
 }
 
 pub(super) async fn list<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<RoomsPage>, ApiError> {
     let after = match q.after.as_deref() {
@@ -59,23 +59,23 @@ pub(super) async fn list<L: EdgeLink>(
         Some(0) => return Err(ApiCode::BadRequest.with("`limit` must be at least 1")),
         Some(n) => n.min(MAX_ROOMS_LIMIT),
     };
-    let page = super::call(&ctx, "rooms", ctx.hub.link().rooms(after, limit)).await?;
+    let page = node.rooms(after, limit).await?;
     Ok(Json(page))
 }
 
 pub(super) async fn presence<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     RoomPath(room): RoomPath,
 ) -> Result<Json<PresenceOk>, ApiError> {
-    let members = super::call(&ctx, "presence", ctx.hub.link().presence(room)).await?;
+    let members = node.presence(room).await?;
     Ok(Json(PresenceOk { members }))
 }
 
 pub(super) async fn presence_stats<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     RoomPath(room): RoomPath,
 ) -> Result<Json<PresenceStatsOk>, ApiError> {
-    let s = super::call(&ctx, "presence_stats", ctx.hub.link().presence_stats(room)).await?;
+    let s = node.presence_stats(room).await?;
     Ok(Json(PresenceStatsOk {
         clients: s.clients,
         users: s.users,
@@ -85,7 +85,7 @@ pub(super) async fn presence_stats<L: EdgeLink>(
 /// Same semantics as the WebSocket `history` command; `limit` defaults to and is clamped at
 /// `client.max_history_limit`.
 pub(super) async fn history<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     RoomPath(room): RoomPath,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryOk>, ApiError> {
@@ -98,14 +98,9 @@ pub(super) async fn history<L: EdgeLink>(
             );
         }
     };
-    let max = ctx.config.client.max_history_limit;
+    let max = node.config.client.max_history_limit;
     let limit = q.limit.unwrap_or(max).min(max);
-    let page = super::call(
-        &ctx,
-        "history",
-        ctx.hub.link().history(room, since, Some(limit)),
-    )
-    .await?;
+    let page = node.history(room, since, Some(limit)).await?;
     Ok(Json(HistoryOk {
         epoch: page.position.epoch,
         offset: page.position.offset,

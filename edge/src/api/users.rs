@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::error::{ApiCode, ApiError};
 use super::extract::ApiJson;
-use crate::server::Ctx;
+use crate::node::Node;
 
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_BYTES: usize = 1024;
@@ -36,7 +36,7 @@ pub(super) struct DisconnectBody {
 }
 
 pub(super) async fn disconnect<L: EdgeLink>(
-    State(ctx): State<Arc<Ctx<L>>>,
+    State(node): State<Arc<Node<L>>>,
     ApiJson(body): ApiJson<DisconnectBody>,
 ) -> Result<Json<Empty>, ApiError> {
     let len = body.user.len();
@@ -54,11 +54,6 @@ pub(super) async fn disconnect<L: EdgeLink>(
     }
     let user = UserId::new(body.user);
     tracing::info!(user = %user, reason = %reason, "server API: disconnecting user on every edge");
-    super::call(
-        &ctx,
-        "disconnect_user",
-        ctx.hub.link().disconnect_user(user, reason),
-    )
-    .await?;
+    node.disconnect_user(user, reason).await?;
     Ok(Json(Empty {}))
 }

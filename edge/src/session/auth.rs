@@ -14,7 +14,7 @@ impl<L: EdgeLink> Session<L> {
             .connected()
             .identity
             .grants
-            .allows(room, cap, &self.ctx.namespaces)
+            .allows(room, cap, &self.node.namespaces)
         {
             Ok(())
         } else {
@@ -30,7 +30,7 @@ impl<L: EdgeLink> Session<L> {
         }
         let token = c.token.or_else(|| self.handshake_token.take());
         let verified = match token {
-            Some(t) => self.ctx.verifier.verify(&t).await,
+            Some(t) => self.node.verifier.verify(&t).await,
             None => Err(AuthError::Missing),
         };
         let identity = match verified {
@@ -46,10 +46,10 @@ impl<L: EdgeLink> Session<L> {
                 return Err(e.code().with(e.to_string()));
             }
         };
-        let max = self.ctx.config.limits.connections_per_user;
+        let max = self.node.config.limits.connections_per_user;
         let closer = self.outbox.closer().clone();
         let Some(slot) = self
-            .ctx
+            .node
             .users
             .admit(&identity.user, self.id, closer, max as usize)
         else {
@@ -58,13 +58,13 @@ impl<L: EdgeLink> Session<L> {
             self.close_after = Some((CloseCode::TooManyConnections, reason.clone()));
             return Err(ErrorCode::LimitExceeded.with(reason));
         };
-        let client = ClientId::new(format!("{}-{:x}", self.ctx.edge_id, self.id));
+        let client = ClientId::new(format!("{}-{:x}", self.node.edge_id, self.id));
         tracing::debug!(client = %client, user = %identity.user, name = ?c.name, version = ?c.version, "connected");
         let ok = ConnectOk {
             client: client.clone(),
             user: identity.user.clone(),
             expires_in: identity.expires_in(unix_now()),
-            ping_interval: self.ctx.config.client.ping_interval.as_secs().max(1),
+            ping_interval: self.node.config.client.ping_interval.as_secs().max(1),
         };
         self.conn = Some(self.deadlines(client, identity, slot));
         Ok(ReplyOk::Connect(ok))
@@ -77,7 +77,7 @@ impl<L: EdgeLink> Session<L> {
         slot: UserSlot,
     ) -> Connected {
         let now = Instant::now();
-        let c = &self.ctx.config;
+        let c = &self.node.config;
         // An `exp` centuries away is legal; cap it so deadline arithmetic cannot overflow
         // (a connection outliving the cap simply has no deadline).
         const FAR: u64 = 100 * 365 * 24 * 3600;
@@ -96,7 +96,7 @@ impl<L: EdgeLink> Session<L> {
     }
 
     pub(super) async fn refresh(&mut self, token: &str) -> Result<RefreshOk, ErrorBody> {
-        let identity = self.ctx.verifier.verify(token).await.map_err(|e| {
+        let identity = self.node.verifier.verify(token).await.map_err(|e| {
             metrics::counter!(m::AUTH_FAILURES, "reason" => e.label()).increment(1);
             e.code().with(e.to_string())
         })?;

@@ -23,7 +23,6 @@ use plaza_proto::client::{
     Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceStatsOk,
     Publish, PublishOk, RefreshOk, RefreshPush, Subscribe, SubscribeOk, UnsubscribedPush,
 };
-use plaza_proto::cluster::BrokerError;
 use plaza_proto::{
     ClientFrame, ClientId, CloseCode, Command, ErrorBody, ErrorCode, Member, Position, Push, Reply,
     ReplyOk, RoomName, Sender, ServerFrame,
@@ -36,8 +35,8 @@ use crate::auth::{AuthError, Capability, Identity, unix_now};
 use crate::hub::SessionId;
 use crate::limits::{CommandRate, CommandVerdict};
 use crate::metrics as m;
+use crate::node::Node;
 use crate::outbox::{Closer, Outbox, write_loop};
-use crate::server::Ctx;
 use crate::users::UserSlot;
 
 mod auth;
@@ -49,7 +48,7 @@ type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 struct Session<L: EdgeLink> {
-    ctx: Arc<Ctx<L>>,
+    node: Arc<Node<L>>,
     /// Commands per second of this connection.
     rate: CommandRate,
     id: SessionId,
@@ -90,20 +89,20 @@ struct Sub {
 /// room for its arguments).
 pub fn run<L: EdgeLink>(
     socket: WebSocket,
-    ctx: Arc<Ctx<L>>,
+    node: Arc<Node<L>>,
     handshake_token: Option<String>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let (sink, mut stream) = socket.split();
-    let outbox = Outbox::new(ctx.config.client.outbound_queue_bytes);
+    let outbox = Outbox::new(node.config.client.outbound_queue_bytes);
     let writer = tokio::spawn(write_loop(sink, outbox.clone()));
-    let ping_interval = ctx.config.client.ping_interval;
+    let ping_interval = node.config.client.ping_interval;
     metrics::gauge!(m::CONNECTIONS).increment(1);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let now = Instant::now();
     let mut session = Session {
-        rate: CommandRate::new(&ctx.config.limits),
-        id: ctx.hub.next_session(),
-        ctx,
+        rate: CommandRate::new(&node.config.limits),
+        id: node.hub.next_session(),
+        node,
         outbox,
         handshake_token,
         conn: None,
@@ -118,7 +117,7 @@ pub fn run<L: EdgeLink>(
     // async fn would also keep a copy of its arguments for the connection's whole life.
     async move {
         let closer = session.outbox.closer().clone();
-        let drain = session.ctx.drain.clone();
+        let drain = session.node.drain.clone();
         loop {
             let deadline = session.next_deadline();
             // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
@@ -180,7 +179,7 @@ impl<L: EdgeLink> Session<L> {
     }
 
     fn next_deadline(&self) -> Instant {
-        let c = &self.ctx.config.client;
+        let c = &self.node.config.client;
         let mut next = (self.last_seen + c.idle_timeout).min(self.next_ping);
         match &self.conn {
             None => next = next.min(self.opened + c.connect_timeout),
@@ -195,7 +194,7 @@ impl<L: EdgeLink> Session<L> {
 
     fn on_deadline(&mut self) {
         let now = Instant::now();
-        let c = &self.ctx.config.client;
+        let c = &self.node.config.client;
         if self.drain_at.is_some_and(|d| d <= now) {
             return self.close(CloseCode::Shutdown, "edge is draining; reconnect");
         }
@@ -235,7 +234,7 @@ impl<L: EdgeLink> Session<L> {
     }
 
     fn start_drain(&mut self) {
-        let window = self.ctx.config.drain.window;
+        let window = self.node.config.drain.window;
         let delay = window.mul_f64(rand::random::<f64>());
         self.drain_at = Some(Instant::now() + delay);
     }
@@ -246,7 +245,7 @@ impl<L: EdgeLink> Session<L> {
         match inner.downcast_ref::<WsError>() {
             Some(WsError::Capacity(_)) => {
                 metrics::counter!(m::BAD_FRAMES, "kind" => "too_large").increment(1);
-                let max = self.ctx.config.client.max_frame_bytes;
+                let max = self.node.config.client.max_frame_bytes;
                 self.close(
                     CloseCode::MessageTooLarge,
                     format!("frame exceeds {max} bytes"),
@@ -281,7 +280,7 @@ impl<L: EdgeLink> Session<L> {
         match self.rate.check() {
             CommandVerdict::Allow => {}
             CommandVerdict::Refuse => {
-                let limit = self.ctx.config.limits.commands_per_second;
+                let limit = self.node.config.limits.commands_per_second;
                 let e = ErrorCode::RateLimited
                     .with(format!("more than {limit} commands per second; slow down"));
                 return self.reply(id, Err(e));

@@ -1,29 +1,9 @@
 //! Room commands of a session: subscribe (with the hub's recover handshake), unsubscribe,
-//! publish, presence, history — and the one mapping from broker errors to client codes.
+//! publish, presence, history. Every broker call goes through the node (`node/calls.rs`).
 
 use super::*;
 
 impl<L: EdgeLink> Session<L> {
-    /// Runs a broker call with the configured timeout, timing it.
-    pub(super) async fn call<T>(
-        &self,
-        name: &'static str,
-        f: impl Future<Output = Result<T, BrokerError>>,
-    ) -> Result<T, ErrorBody> {
-        let start = std::time::Instant::now();
-        let limit = self.ctx.config.broker.call_timeout;
-        let result = tokio::time::timeout(limit, f).await;
-        metrics::histogram!(m::BROKER_CALL_SECONDS, "call" => name)
-            .record(start.elapsed().as_secs_f64());
-        match result {
-            Ok(r) => r.map_err(broker_error),
-            Err(_) => Err(ErrorCode::BackendUnavailable.with(format!(
-                "broker call {name} timed out after {}",
-                humantime::format_duration(limit)
-            ))),
-        }
-    }
-
     pub(super) fn member(&self) -> Member {
         let conn = self.connected();
         Member {
@@ -36,7 +16,7 @@ impl<L: EdgeLink> Session<L> {
     pub(super) async fn subscribe(&mut self, id: u32, s: Subscribe) -> CommandResult {
         let room = s.room;
         self.check(&room, Capability::Subscribe)?;
-        let ns = self.ctx.namespaces.of(&room).clone();
+        let ns = self.node.namespaces.of(&room).clone();
         if s.presence {
             self.check(&room, Capability::Presence)?;
             if ns.presence != PresenceMode::Full || !ns.join_leave {
@@ -49,21 +29,21 @@ impl<L: EdgeLink> Session<L> {
         if self.subs.contains_key(&room) {
             return Err(ErrorCode::AlreadySubscribed.with(format!("already subscribed to {room}")));
         }
-        let max = self.ctx.config.client.max_rooms;
+        let max = self.node.config.client.max_rooms;
         if self.subs.len() >= max {
             metrics::counter!(m::LIMIT_HITS, "limit" => "rooms_per_connection").increment(1);
             return Err(
                 ErrorCode::LimitExceeded.with(format!("at most {max} rooms per connection"))
             );
         }
-        let hub = self.ctx.hub.clone();
+        let node = self.node.clone();
+        let hub = &node.hub;
         let snapshot = hub.register(&room, self.id, self.outbox.clone(), s.presence);
         let mut joined = false;
         let outcome: Result<(SubscribeOk, Position), ErrorBody> = async {
-            let at = self.call("subscribe", hub.ensure_upstream(&room)).await?;
+            let at = node.subscribe_upstream(&room).await?;
             if ns.presence != PresenceMode::Off {
-                self.call("join", hub.link().join(room.clone(), self.member()))
-                    .await?;
+                node.join(room.clone(), self.member()).await?;
                 joined = true;
             }
             // The later of "last event dispatched before we registered" and "where the
@@ -82,12 +62,8 @@ impl<L: EdgeLink> Session<L> {
                 };
                 return Ok((ok, base));
             };
-            let page = self
-                .call(
-                    "history",
-                    hub.link()
-                        .history(room.clone(), Some(recover.clone()), None),
-                )
+            let page = node
+                .history(room.clone(), Some(recover.clone()), None)
                 .await?;
             let position = page.position;
             if !page.complete {
@@ -133,10 +109,10 @@ impl<L: EdgeLink> Session<L> {
                 Ok(None)
             }
             Err(e) => {
-                hub.remove(&room, self.id).await;
+                node.unsubscribe_local(&room, self.id).await;
                 if joined {
                     let client = self.connected().client.clone();
-                    let _ = self.call("leave", hub.link().leave(room, client)).await;
+                    let _ = node.leave(room, client).await;
                 }
                 Err(e)
             }
@@ -152,13 +128,10 @@ impl<L: EdgeLink> Session<L> {
     }
 
     pub(super) async fn drop_sub(&self, room: RoomName, sub: Sub) {
-        self.ctx.hub.remove(&room, self.id).await;
+        self.node.unsubscribe_local(&room, self.id).await;
         if sub.joined {
             let client = self.connected().client.clone();
-            if let Err(e) = self
-                .call("leave", self.ctx.hub.link().leave(room.clone(), client))
-                .await
-            {
+            if let Err(e) = self.node.leave(room.clone(), client).await {
                 tracing::warn!(room = %room, error = %e.message, "leave failed; the lease will remove the member");
             }
         }
@@ -171,20 +144,11 @@ impl<L: EdgeLink> Session<L> {
                 .with(format!("subscribe to {room} before publishing to it")));
         }
         self.check(&room, Capability::Publish)?;
-        let ns = self.ctx.namespaces.of(&room);
+        let ns = self.node.namespaces.of(&room);
         if !ns.client_publish {
             return Err(ErrorCode::PublishDisabled.with(format!(
                 "clients may not publish in namespace {:?}",
                 room.namespace()
-            )));
-        }
-        if p.data.len() > ns.max_message_bytes {
-            metrics::counter!(m::LIMIT_HITS, "limit" => "message_bytes").increment(1);
-            return Err(ErrorCode::MessageTooLarge.with(format!(
-                "data is {} bytes; namespace {:?} allows {}",
-                p.data.len(),
-                room.namespace(),
-                ns.max_message_bytes
             )));
         }
         let conn = self.connected();
@@ -192,15 +156,7 @@ impl<L: EdgeLink> Session<L> {
             user: conn.identity.user.clone(),
             client: conn.client.clone(),
         };
-        let ack = self
-            .call(
-                "publish",
-                self.ctx
-                    .hub
-                    .link()
-                    .publish(room, p.data, Some(from), p.idem),
-            )
-            .await?;
+        let ack = self.node.publish(room, p.data, Some(from), p.idem).await?;
         metrics::counter!(m::PUBLICATIONS_IN).increment(1);
         Ok(PublishOk {
             epoch: ack.position.epoch,
@@ -210,17 +166,13 @@ impl<L: EdgeLink> Session<L> {
 
     pub(super) async fn presence(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {
         self.check(&room, Capability::Presence)?;
-        let members = self
-            .call("presence", self.ctx.hub.link().presence(room))
-            .await?;
+        let members = self.node.presence(room).await?;
         Ok(ReplyOk::Presence(PresenceOk { members }))
     }
 
     pub(super) async fn presence_stats(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {
         self.check(&room, Capability::Presence)?;
-        let s = self
-            .call("presence_stats", self.ctx.hub.link().presence_stats(room))
-            .await?;
+        let s = self.node.presence_stats(room).await?;
         Ok(ReplyOk::PresenceStats(PresenceStatsOk {
             clients: s.clients,
             users: s.users,
@@ -229,14 +181,9 @@ impl<L: EdgeLink> Session<L> {
 
     pub(super) async fn history(&self, h: History) -> Result<HistoryOk, ErrorBody> {
         self.check(&h.room, Capability::Subscribe)?;
-        let max = self.ctx.config.client.max_history_limit;
+        let max = self.node.config.client.max_history_limit;
         let limit = h.limit.unwrap_or(max).min(max);
-        let page = self
-            .call(
-                "history",
-                self.ctx.hub.link().history(h.room, h.since, Some(limit)),
-            )
-            .await?;
+        let page = self.node.history(h.room, h.since, Some(limit)).await?;
         Ok(HistoryOk {
             epoch: page.position.epoch,
             offset: page.position.offset,
@@ -244,14 +191,4 @@ impl<L: EdgeLink> Session<L> {
             complete: page.complete,
         })
     }
-}
-
-/// The one mapping from broker errors to client error codes.
-fn broker_error(e: BrokerError) -> ErrorBody {
-    let code = match &e {
-        BrokerError::Unavailable(_) | BrokerError::LeaseExpired(_) => ErrorCode::BackendUnavailable,
-        BrokerError::PresenceDisabled { .. } => ErrorCode::PresenceDisabled,
-        BrokerError::Invalid(_) => ErrorCode::BadRequest,
-    };
-    code.with(e.to_string())
 }
