@@ -23,6 +23,7 @@ pub mod link;
 mod live;
 pub mod names;
 mod presence;
+mod room_log;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -28,10 +28,12 @@ pub mod log_mem;
 pub mod log_redb;
 pub mod node;
 pub mod quic;
+mod read;
 mod snapshot;
 pub mod state_machine;
 pub mod transport;
 pub mod types;
+mod write;
 
 pub use batcher::Committed;
 pub use in_process::{InProcessNetwork, InProcessTransport};

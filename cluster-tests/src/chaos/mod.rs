@@ -2,7 +2,10 @@
 //! ([`proxy`] for the network, signals for processes), invariant checkers ([`invariants`]),
 //! and the scenario runner behind `plaza-chaos` ([`runner`]).
 
+mod clients;
+mod faults;
 pub mod history;
 pub mod invariants;
 pub mod proxy;
+mod report;
 pub mod runner;

@@ -1,0 +1,290 @@
+//! Writing through a [`RaftNode`]: proposing on the leader, forwarding from a follower, read
+//! barriers, and the broker-level RPCs peers send each other (`Forward`, `ReadIndex`).
+//!
+//! ```text
+//!   write(cmds) ─▶ leader here? ─yes─▶ propose_here ─▶ batcher ─▶ Raft ─▶ committed + applied
+//!                     └─no─▶ forward ═RaftRpc::Forward═▶ leader's serve ─▶ propose_here
+//!                            ─▶ wait until applied here (so reads and events here include it)
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::ProposeError;
+use super::batcher::{Committed, Proposal};
+use super::node::RaftNode;
+use super::transport::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
+use super::types::{BrokerNode, CommandError, NodeId, Response};
+use plaza_rooms::{Applied, Command};
+
+impl RaftNode {
+    /// Commits `commands` as part of a batch and returns their results, in order, once applied
+    /// on this node. Fails with [`ProposeError::NotLeader`] on a follower.
+    pub async fn propose(&self, commands: Vec<Command>) -> Result<Response, ProposeError> {
+        Ok(self.propose_here(commands).await?.results)
+    }
+
+    /// [`Self::propose`] with the index of the entry that carried the commands.
+    pub async fn propose_here(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let proposal = Proposal { commands, reply };
+        let stopped = || ProposeError::Unavailable("raft node stopped".into());
+        let wait = async {
+            self.inner
+                .proposals
+                .send(proposal)
+                .await
+                .map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(self.inner.propose_timeout, wait)
+            .await
+            .map_err(|_| ProposeError::Timeout(self.inner.propose_timeout))?
+    }
+
+    /// Commits `commands` through whichever node leads: proposed here on the leader, forwarded
+    /// to the leader from a follower (retried on a new leader while it certainly was not
+    /// committed, e.g. during an election). Returns once the entry is applied on *this* node
+    /// too, so reads and event routing here already include it.
+    pub async fn write(&self, commands: Vec<Command>) -> Result<Response, ProposeError> {
+        let committed = self
+            .on_leader(
+                "write",
+                ProposeError::not_committed,
+                || async {
+                    self.propose_here(commands.clone())
+                        .await
+                        .map(|c| (c.index, c))
+                },
+                || RaftRpc::Forward(commands.clone()),
+                |reply| match reply {
+                    RaftRpcReply::Forwarded(result) => result.map(|c| (c.index, c)),
+                    other => Err(unexpected(&other)),
+                },
+            )
+            .await?;
+        Ok(committed.results)
+    }
+
+    /// Waits until this node has applied everything the leader had committed when called, so
+    /// a read here sees every write acknowledged before (a linearizable read, Raft's "read
+    /// index"). Costs one round trip to the leader (a quorum check on the leader itself).
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        // Asking for a read index twice is harmless, so even an unknown outcome is retried.
+        let retry = |e: &ProposeError| e.not_committed() || matches!(e, ProposeError::Unknown(_));
+        self.on_leader(
+            "read",
+            retry,
+            || async { self.read_index_here().await.map(|i| (i, ())) },
+            || RaftRpc::ReadIndex,
+            |reply| match reply {
+                RaftRpcReply::ReadIndex(result) => result.map(|i| (i, ())),
+                other => Err(unexpected(&other)),
+            },
+        )
+        .await
+    }
+
+    /// Runs one operation on the leader — `here` when this node leads, else `rpc` sent to the
+    /// leader and its reply read with `reply` — retrying while `retry` says a failure was
+    /// harmless (no leader yet, leader unreachable) until the propose timeout. Each success
+    /// carries a log index; returns once this node has applied it.
+    async fn on_leader<T, F: Future<Output = Result<(u64, T), ProposeError>>>(
+        &self,
+        what: &str,
+        retry: impl Fn(&ProposeError) -> bool,
+        here: impl Fn() -> F,
+        rpc: impl Fn() -> RaftRpc,
+        reply: impl Fn(RaftRpcReply) -> Result<(u64, T), ProposeError>,
+    ) -> Result<T, ProposeError> {
+        let deadline = Instant::now() + self.inner.propose_timeout;
+        loop {
+            let attempt = match self.current_leader() {
+                Some((leader, _)) if leader == self.inner.id => here().await,
+                Some((leader, Some(node))) => self
+                    .forward(leader, &node, rpc(), deadline)
+                    .await
+                    .and_then(&reply),
+                _ => Err(ProposeError::NotLeader {
+                    leader: None,
+                    node: None,
+                }),
+            };
+            match attempt {
+                Ok((index, value)) => {
+                    self.wait_applied(index, deadline).await;
+                    return Ok(value);
+                }
+                Err(e) if retry(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) if e.not_committed() => {
+                    return Err(ProposeError::Unavailable(format!(
+                        "no leader served the {what} within {:?} ({e})",
+                        self.inner.propose_timeout
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The leader's half of [`Self::read_barrier`].
+    async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+            )) => Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+                node: f.leader_node,
+            }),
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Sends a broker-level RPC to the leader. A call that never left (peer unreachable) is
+    /// reported as [`ProposeError::NotLeader`] so the caller retries; one lost on the way as
+    /// [`ProposeError::Unknown`].
+    async fn forward(
+        &self,
+        leader: NodeId,
+        node: &BrokerNode,
+        rpc: RaftRpc,
+        deadline: Instant,
+    ) -> Result<RaftRpcReply, ProposeError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let call = self.inner.peers.call(leader, node, rpc, timeout);
+        // A leader that dies mid-call never answers (its connection only times out later):
+        // give up as soon as this node stops following it.
+        let mut metrics = self.inner.raft.metrics();
+        let deposed = metrics.wait_for(|m| m.current_leader != Some(leader));
+        let outcome = tokio::select! {
+            outcome = call => outcome,
+            _ = deposed => Err(TransportError::Lost(format!("leader {leader} was replaced"))),
+        };
+        match outcome {
+            Ok(reply) => Ok(reply),
+            Err(TransportError::Unreachable(_)) => Err(ProposeError::NotLeader {
+                leader: None,
+                node: None,
+            }),
+            Err(TransportError::Timeout) => Err(ProposeError::Timeout(timeout)),
+            Err(e @ (TransportError::Lost(_) | TransportError::Network(_))) => {
+                Err(ProposeError::Unknown(format!("leader {leader}: {e}")))
+            }
+        }
+    }
+
+    /// Waits (until `deadline` at most) for this node to apply entry `index`. Past the
+    /// deadline the write still stands; reads here may just not show it yet.
+    async fn wait_applied(&self, index: u64, deadline: Instant) {
+        if self.applied_index() >= index {
+            return;
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "forwarded write applied here")
+            .await;
+    }
+
+    /// Answers the broker-level RPCs a peer sends this node ([`RaftRpc::Forward`],
+    /// [`RaftRpc::ReadIndex`]) and the Raft ones; [`RaftRpc::Broadcast`] is the broker's.
+    pub async fn serve(&self, rpc: RaftRpc) -> RaftRpcReply {
+        match rpc {
+            RaftRpc::Forward(commands) => RaftRpcReply::Forwarded(if self.is_leader() {
+                self.propose_here(commands).await
+            } else {
+                let (leader, node) = self.current_leader().unzip();
+                Err(ProposeError::NotLeader {
+                    leader,
+                    node: node.flatten(),
+                })
+            }),
+            RaftRpc::ReadIndex => RaftRpcReply::ReadIndex(self.read_index_here().await),
+            other => serve_rpc(&self.inner.raft, other).await,
+        }
+    }
+
+    /// [`Self::propose`] for one command.
+    pub async fn propose_one(
+        &self,
+        command: Command,
+    ) -> Result<Result<Applied, CommandError>, ProposeError> {
+        let mut results = self.propose(vec![command]).await?;
+        results
+            .pop()
+            .ok_or_else(|| ProposeError::Unavailable("no result for the command".into()))
+    }
+
+    /// Sends `rpc()` to every other member at once and waits for all answers (each within
+    /// `timeout`); returns the members that did not answer, with why.
+    pub async fn call_peers(
+        &self,
+        rpc: impl Fn() -> RaftRpc,
+        timeout: Duration,
+    ) -> Vec<(NodeId, TransportError)> {
+        let peers: Vec<(NodeId, BrokerNode)> = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.inner.id)
+                .map(|(id, node)| (*id, node.clone()))
+                .collect()
+        };
+        let calls = peers.iter().map(|(id, node)| {
+            let call = self.inner.peers.call(*id, node, rpc(), timeout);
+            async move { (*id, call.await) }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(id, reply)| match reply {
+                Ok(RaftRpcReply::Refused(why)) => Some((id, TransportError::Network(why))),
+                Ok(_) => None,
+                Err(e) => Some((id, e)),
+            })
+            .collect()
+    }
+}
+
+/// How long to wait before retrying a write or read index during an election.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+fn unexpected(reply: &RaftRpcReply) -> ProposeError {
+    match reply {
+        RaftRpcReply::Refused(why) => ProposeError::Unavailable(why.clone()),
+        _ => ProposeError::Unavailable("the leader answered another RPC".into()),
+    }
+}
+
+/// The object-safe face of a [`RaftTransport`], for calls outside openraft.
+pub(super) trait PeerCall: Send + Sync + 'static {
+    fn call<'a>(
+        &'a self,
+        target: NodeId,
+        node: &'a BrokerNode,
+        rpc: RaftRpc,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<RaftRpcReply, TransportError>> + Send + 'a>>;
+}
+
+impl<T: RaftTransport> PeerCall for T {
+    fn call<'a>(
+        &'a self,
+        target: NodeId,
+        node: &'a BrokerNode,
+        rpc: RaftRpc,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<RaftRpcReply, TransportError>> + Send + 'a>> {
+        Box::pin(RaftTransport::call(self, target, node, rpc, timeout))
+    }
+}
