@@ -23,6 +23,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> crate layering (scripts/check-layering.sh)"
+./scripts/check-layering.sh
+
 echo "==> cargo build --bins (the multi-process tests run plaza-broker and plaza-edge)"
 cargo build --workspace --bins --locked
 

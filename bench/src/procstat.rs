@@ -9,7 +9,7 @@ const USER_HZ: f64 = 100.0;
 
 /// One reading.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// User + system CPU seconds consumed so far.
     pub cpu_secs: f64,
     /// Resident set size in KiB.
@@ -19,7 +19,7 @@ pub struct Sample {
 }
 
 /// The processes `roots` and every descendant that is still alive.
-pub fn tree(roots: &[u32]) -> Vec<u32> {
+pub(crate) fn tree(roots: &[u32]) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -58,7 +58,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// Reads CPU time and RSS of `roots` and their descendants.
-pub fn sample(roots: &[u32]) -> Sample {
+pub(crate) fn sample(roots: &[u32]) -> Sample {
     let mut s = Sample::default();
     for pid in tree(roots) {
         let Some(f) = stat_fields(pid) else { continue };

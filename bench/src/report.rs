@@ -8,7 +8,7 @@ use crate::spec::{Alg, Scenario, Target};
 
 /// Connect figures, merged over workers.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ConnectSummary {
+pub(crate) struct ConnectSummary {
     /// Connections that reached "subscribed".
     pub ok: u64,
     /// Connections that failed.
@@ -25,7 +25,7 @@ pub struct ConnectSummary {
 
 /// One phase, merged over workers, with the server's cost.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PhaseResult {
+pub(crate) struct PhaseResult {
     /// Phase number.
     pub id: u32,
     /// Offered publications per second.
@@ -78,7 +78,7 @@ pub struct PhaseResult {
 
 /// The report of one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunResult {
+pub(crate) struct RunResult {
     /// Target name.
     pub target: Target,
     /// Scenario name.
@@ -109,7 +109,7 @@ pub struct RunResult {
 }
 
 /// The human-readable report of one run.
-pub fn table(r: &RunResult) -> String {
+pub(crate) fn table(r: &RunResult) -> String {
     let mut out = format!(
         "{} / {}: {} connections ({} ok, {} failed), {} B payload, {} worker(s), {:?}\n",
         r.target.name(),

@@ -19,11 +19,11 @@ use crate::spec::{
 };
 use crate::worker::histogram;
 
-pub use crate::report::{ConnectSummary, PhaseResult, RunResult, table};
+pub(crate) use crate::report::{ConnectSummary, PhaseResult, RunResult, table};
 
 /// Options of one run (also what `suite` passes per run).
 #[derive(Clone, Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Server under test.
     #[arg(long, value_enum)]
     pub target: Target,
@@ -54,7 +54,7 @@ pub struct RunArgs {
 
 /// The load's shape and limits: the options `run` and `suite` share.
 #[derive(Clone, Debug, clap::Args)]
-pub struct Load {
+pub(crate) struct Load {
     /// Total connections.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
@@ -124,7 +124,7 @@ impl Worker {
 }
 
 /// Builds the plan the workers share from the run options.
-pub fn plan(args: &RunArgs) -> Result<Plan> {
+pub(crate) fn plan(args: &RunArgs) -> Result<Plan> {
     let secret = args.secret.clone().unwrap_or_default();
     if args.target != Target::Nats
         && (args.load.alg == Alg::Hs256 || args.target == Target::Socketio)
@@ -237,7 +237,7 @@ fn connect_summary(parts: &[ConnectStats]) -> ConnectSummary {
 }
 
 /// Runs one benchmark and returns its report.
-pub async fn run(args: &RunArgs) -> Result<RunResult> {
+pub(crate) async fn run(args: &RunArgs) -> Result<RunResult> {
     let plan = plan(args)?;
     let workers = args
         .load

@@ -14,7 +14,7 @@ use crate::spec::{RS_ISSUER, Target};
 
 /// Where the servers' programs are.
 #[derive(Clone, Debug, clap::Args)]
-pub struct Programs {
+pub(crate) struct Programs {
     /// plaza-edge binary (default: next to this executable).
     #[arg(long)]
     pub edge_bin: Option<PathBuf>,
@@ -48,7 +48,7 @@ pub struct Programs {
 
 /// Plaza's broker tier in a suite run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PlazaBackend {
+pub(crate) enum PlazaBackend {
     /// In-process, one edge.
     Memory,
     /// Three `plaza-broker` nodes (Raft over QUIC).
@@ -58,7 +58,7 @@ pub enum PlazaBackend {
 }
 
 /// A child process, killed and reaped on drop.
-pub struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Proc {
     fn spawn(command: &mut Command, log: &Path) -> Result<Self> {
@@ -73,7 +73,7 @@ impl Proc {
     }
 
     /// Its process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 }
@@ -86,7 +86,7 @@ impl Drop for Proc {
 }
 
 /// A running server: its processes, the URLs clients use and its log folder.
-pub struct Server {
+pub(crate) struct Server {
     /// Processes (their trees are measured).
     pub procs: Vec<Proc>,
     /// WebSocket URLs.
@@ -97,13 +97,13 @@ pub struct Server {
 
 impl Server {
     /// Process ids to measure.
-    pub fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         self.procs.iter().map(Proc::pid).collect()
     }
 }
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -321,7 +321,7 @@ fn tail(log: &Path) -> String {
 
 /// The plaza-edge bench configuration: limits that would throttle a load generator on one
 /// host raised, everything else at its default. `jwks` adds the RS256 bench key's provider.
-pub fn edge_config(jwks: Option<&Path>) -> String {
+pub(crate) fn edge_config(jwks: Option<&Path>) -> String {
     let mut toml = String::from(
         "# plaza-bench: every load generator connection comes from 127.0.0.x, so the per-IP\n\
          # handshake limit and the per-connection command rate (the fan-out publisher is one\n\
@@ -343,7 +343,7 @@ pub fn edge_config(jwks: Option<&Path>) -> String {
 }
 
 /// Starts `target` with its bench configuration in `dir`.
-pub fn start(
+pub(crate) fn start(
     target: Target,
     programs: &Programs,
     dir: &Path,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// The server under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Target {
+pub(crate) enum Target {
     /// `plaza-edge`: Plaza's JSON protocol (`docs/protocol.md`).
     Plaza,
     /// `nats-server`'s WebSocket listener, NATS text protocol.
@@ -23,7 +23,7 @@ pub enum Target {
 
 impl Target {
     /// Lower-case name, as on the command line.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Target::Plaza => "plaza",
             Target::Nats => "nats",
@@ -35,7 +35,7 @@ impl Target {
 /// The load shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Scenario {
+pub(crate) enum Scenario {
     /// Connected, authenticated, subscribed clients doing nothing: server RSS per connection.
     Idle,
     /// One room, every client subscribed, one publisher at rising rates.
@@ -50,7 +50,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Lower-case name, as on the command line.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scenario::Idle => "idle",
             Scenario::Fanout => "fanout",
@@ -64,7 +64,7 @@ impl Scenario {
 /// Token signature algorithm for Plaza connections (and Socket.IO, which only knows HS256).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Alg {
+pub(crate) enum Alg {
     /// HMAC-SHA256 with the shared secret.
     Hs256,
     /// RSA PKCS#1 v1.5 SHA-256 with a private key whose public half the edge reads from a JWKS file.
@@ -72,14 +72,14 @@ pub enum Alg {
 }
 
 /// The issuer of RS256 bench tokens; the edge's `[[auth.jwks]]` entry must use it.
-pub const RS_ISSUER: &str = "plaza-bench";
+pub(crate) const RS_ISSUER: &str = "plaza-bench";
 /// The `kid` of the RS256 bench key.
-pub const RS_KID: &str = "bench-1";
+pub(crate) const RS_KID: &str = "bench-1";
 
 /// Everything a worker needs besides its index range. Carries the signing material, so it only
 /// travels over the worker's stdin and is never printed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Server under test.
     pub target: Target,
     /// Scenario.
@@ -114,7 +114,7 @@ pub struct Plan {
 
 impl Plan {
     /// The rooms connection `i` subscribes to.
-    pub fn rooms(&self, i: usize) -> Vec<String> {
+    pub(crate) fn rooms(&self, i: usize) -> Vec<String> {
         match self.scenario {
             Scenario::Idle => vec![format!("idle:{i}")],
             Scenario::Storm => vec![format!("storm:{i}")],
@@ -124,7 +124,7 @@ impl Plan {
     }
 
     /// How many connections receive a publication to `room` (`rooms` scenario; 1 otherwise).
-    pub fn recipients(&self, room: &str) -> u64 {
+    pub(crate) fn recipients(&self, room: &str) -> u64 {
         if room == "fan:all" {
             return self.connections as u64;
         }
@@ -141,19 +141,19 @@ impl Plan {
     }
 
     /// Whether connection `i` stops reading in the slow phase.
-    pub fn is_slow(&self, i: usize) -> bool {
+    pub(crate) fn is_slow(&self, i: usize) -> bool {
         self.scenario == Scenario::Slow && self.slow_every > 0 && i % self.slow_every == 1
     }
 
     /// Connections that keep reading (the ones whose latency counts).
-    pub fn healthy(&self) -> u64 {
+    pub(crate) fn healthy(&self) -> u64 {
         (0..self.connections).filter(|i| !self.is_slow(*i)).count() as u64
     }
 }
 
 /// A worker's assignment: the first line on its stdin.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct WorkerSpec {
+pub(crate) struct WorkerSpec {
     /// This worker's number.
     pub worker: usize,
     /// First global connection index.
@@ -167,7 +167,7 @@ pub struct WorkerSpec {
 /// Coordinator → worker, one JSON line each after the [`WorkerSpec`].
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Command {
+pub(crate) enum Command {
     /// Run one measured phase.
     Phase(PhaseSpec),
     /// Close every connection and exit.
@@ -176,7 +176,7 @@ pub enum Command {
 
 /// One measured phase.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PhaseSpec {
+pub(crate) struct PhaseSpec {
     /// Phase number, carried in payloads so late deliveries are not counted in the next phase.
     pub id: u32,
     /// Total publications per second over all workers (0 = none).
@@ -192,7 +192,7 @@ pub struct PhaseSpec {
 /// Worker → coordinator, one JSON line each.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Report {
+pub(crate) enum Report {
     /// Connections are open (or, for `storm`, tokens are minted): ready for phases.
     Ready(ConnectStats),
     /// A phase ended.
@@ -201,7 +201,7 @@ pub enum Report {
 
 /// Connection setup figures.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct ConnectStats {
+pub(crate) struct ConnectStats {
     /// Connections that reached "subscribed".
     pub ok: u64,
     /// Connections that failed on the way.
@@ -218,7 +218,7 @@ pub struct ConnectStats {
 
 /// One phase's figures from one worker.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct PhaseStats {
+pub(crate) struct PhaseStats {
     /// Phase number.
     pub id: u32,
     /// Publications sent.
@@ -246,7 +246,7 @@ pub struct PhaseStats {
 }
 
 /// Nanoseconds since the Unix epoch: a time base every process on the host shares.
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -255,7 +255,7 @@ pub fn now_ns() -> u64 {
 
 /// Builds a payload of exactly `size` bytes (at least the header's): `@T<ns>:<phase>:` + `x`s.
 /// Only `[0-9@T:x]`, so it needs no escaping in JSON or any framing.
-pub fn payload(ts_ns: u64, phase: u32, size: usize) -> String {
+pub(crate) fn payload(ts_ns: u64, phase: u32, size: usize) -> String {
     let mut s = format!("@T{ts_ns}:{phase}:");
     while s.len() < size {
         s.push('x');
@@ -264,7 +264,7 @@ pub fn payload(ts_ns: u64, phase: u32, size: usize) -> String {
 }
 
 /// Finds a payload in `text` and returns its `(timestamp ns, phase)`.
-pub fn parse_payload(text: &[u8]) -> Option<(u64, u32)> {
+pub(crate) fn parse_payload(text: &[u8]) -> Option<(u64, u32)> {
     let at = text.windows(2).position(|w| w == b"@T")?;
     let mut rest = &text[at + 2..];
     let mut ts: u64 = 0;

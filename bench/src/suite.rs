@@ -13,7 +13,7 @@ use crate::spec::{Alg, Scenario, Target};
 
 /// Suite options: the run options minus what the suite decides (target, URLs, pids, secret).
 #[derive(Debug, clap::Args)]
-pub struct SuiteArgs {
+pub(crate) struct SuiteArgs {
     /// Scenario.
     #[arg(long, value_enum)]
     pub scenario: Scenario,
@@ -44,7 +44,7 @@ pub struct SuiteArgs {
 
 /// Medians of one target's runs.
 #[derive(Debug, Default, Serialize)]
-pub struct Medians {
+pub(crate) struct Medians {
     /// Target.
     pub target: String,
     /// Runs that completed.
@@ -67,7 +67,7 @@ pub struct Medians {
 
 /// Medians of one phase over runs.
 #[derive(Debug, Default, Serialize)]
-pub struct PhaseMedians {
+pub(crate) struct PhaseMedians {
     /// Offered rate.
     pub rate: f64,
     /// Slow consumers stopped.
@@ -168,7 +168,7 @@ fn medians(target: String, runs: &[RunResult]) -> Medians {
 }
 
 /// The median table and ratios.
-pub fn table(scenario: Scenario, all: &[Medians]) -> String {
+pub(crate) fn table(scenario: Scenario, all: &[Medians]) -> String {
     let mut out = format!("\n== {} — medians ==\n", scenario.name());
     out.push_str(
         "target           runs  connect/s  conn/cpu_s  conn_failed  rss/conn_B  best_deliv/s  best_deliv/cpu_s\n",
@@ -296,7 +296,7 @@ fn rs_key(dir: &std::path::Path) -> Result<PathBuf> {
 }
 
 /// Runs the suite.
-pub async fn suite(args: SuiteArgs) -> Result<()> {
+pub(crate) async fn suite(args: SuiteArgs) -> Result<()> {
     let temp = tempfile_dir()?;
     let dir = args.logs.clone().unwrap_or_else(|| temp.clone());
     std::fs::create_dir_all(&dir)?;

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::spec::{Alg, Plan, RS_ISSUER, RS_KID, now_ns};
 
 /// Signs bench tokens.
-pub struct Minter {
+pub(crate) struct Minter {
     header: Header,
     key: EncodingKey,
     issuer: Option<&'static str>,
@@ -18,7 +18,7 @@ pub struct Minter {
 
 impl Minter {
     /// A minter for the plan's algorithm and key.
-    pub fn new(plan: &Plan) -> Result<Self> {
+    pub(crate) fn new(plan: &Plan) -> Result<Self> {
         Ok(match plan.alg {
             Alg::Hs256 => Self {
                 header: Header::new(Algorithm::HS256),
@@ -40,7 +40,7 @@ impl Minter {
     }
 
     /// The token of connection `i`.
-    pub fn mint(&self, i: usize) -> Result<String> {
+    pub(crate) fn mint(&self, i: usize) -> Result<String> {
         let mut claims = json!({
             "sub": format!("b{i}"),
             "exp": now_ns() / 1_000_000_000 + 3 * 3600,
@@ -54,7 +54,7 @@ impl Minter {
 }
 
 /// The JWKS document (public key only) for an RS256 private key in PKCS#1 DER.
-pub fn jwks(der: &[u8]) -> Result<serde_json::Value> {
+pub(crate) fn jwks(der: &[u8]) -> Result<serde_json::Value> {
     let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_rsa_der(der), Algorithm::RS256)?;
     jwk.common.key_id = Some(RS_KID.to_owned());
     Ok(json!({ "keys": [jwk] }))

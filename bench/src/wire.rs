@@ -24,14 +24,14 @@ use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use crate::spec::Target;
 
 /// An open WebSocket.
-pub type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// How long one handshake step may take.
 const STEP: Duration = Duration::from_secs(30);
 
 /// What an incoming frame held.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A delivered publication: `(timestamp ns, phase)`.
     Delivery(u64, u32),
     /// An error reply or error line.
@@ -44,7 +44,7 @@ pub enum Event {
 
 /// Per-connection incoming-frame decoder (NATS needs a buffer: records span frames).
 #[derive(Debug)]
-pub enum Decoder {
+pub(crate) enum Decoder {
     /// Plaza: one JSON object per text frame.
     Plaza,
     /// NATS: a byte stream cut into WebSocket frames anywhere.
@@ -55,7 +55,7 @@ pub enum Decoder {
 
 impl Decoder {
     /// A decoder for `target`.
-    pub fn new(target: Target) -> Self {
+    pub(crate) fn new(target: Target) -> Self {
         match target {
             Target::Plaza => Decoder::Plaza,
             Target::Nats => Decoder::Nats(Vec::new()),
@@ -64,7 +64,7 @@ impl Decoder {
     }
 
     /// Decodes `msg`, calling `out` for each event in it.
-    pub fn feed(&mut self, msg: Message, out: &mut impl FnMut(Event)) {
+    pub(crate) fn feed(&mut self, msg: Message, out: &mut impl FnMut(Event)) {
         let data: &[u8] = match &msg {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
@@ -163,7 +163,11 @@ fn nats_records(buf: &[u8], out: &mut impl FnMut(Event)) -> usize {
 /// Opens a TCP connection to `url`'s host (from loopback source `source` when given, with a
 /// receive buffer of `rcvbuf` bytes when given) and upgrades it to a WebSocket (no compression:
 /// tungstenite has none).
-pub async fn open(url: &str, source: Option<std::net::IpAddr>, rcvbuf: Option<u32>) -> Result<Ws> {
+pub(crate) async fn open(
+    url: &str,
+    source: Option<std::net::IpAddr>,
+    rcvbuf: Option<u32>,
+) -> Result<Ws> {
     let mut request = url.into_client_request().context("bad url")?;
     let authority = request
         .uri()
@@ -207,7 +211,7 @@ fn http_value(v: &str) -> Option<tokio_tungstenite::tungstenite::http::HeaderVal
 }
 
 /// Credentials for one connection.
-pub struct Credentials<'a> {
+pub(crate) struct Credentials<'a> {
     /// JWT (Plaza, Socket.IO).
     pub token: &'a str,
     /// NATS `auth_token`.
@@ -215,7 +219,7 @@ pub struct Credentials<'a> {
 }
 
 /// Authenticates and subscribes `ws` to `rooms`; returns when every subscription is confirmed.
-pub async fn join(
+pub(crate) async fn join(
     ws: &mut Ws,
     target: Target,
     creds: &Credentials<'_>,
@@ -308,7 +312,7 @@ async fn join_inner(
 }
 
 /// The publish frame for `payload` to `room`; `id` is Plaza's command id.
-pub fn publish(target: Target, id: u32, room: &str, payload: &str) -> Message {
+pub(crate) fn publish(target: Target, id: u32, room: &str, payload: &str) -> Message {
     match target {
         Target::Plaza => Message::text(format!(
             r#"{{"id":{id},"op":"publish","room":"{room}","data":"{payload}"}}"#

@@ -34,12 +34,12 @@ use crate::tokens;
 use crate::wire::{self, Credentials, Decoder, Event};
 
 /// A latency histogram in microseconds, 1 µs … 10 min, 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// `(value, count)` pairs of a histogram, for the report line.
-pub fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+pub(crate) fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
     h.iter_recorded()
         .map(|v| (v.value_iterated_to(), v.count_at_value()))
         .collect()
@@ -126,7 +126,7 @@ impl Shared {
 }
 
 /// Entry point of the `worker` subcommand.
-pub fn main() -> Result<()> {
+pub(crate) fn main() -> Result<()> {
     crate::raise_nofile();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

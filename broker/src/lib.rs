@@ -21,7 +21,7 @@
 //! frames and ALPN names are `plaza-proto`. This crate never links the NATS client.
 
 mod metrics;
-pub mod peers;
+mod peers;
 pub mod raft;
 pub mod serve_edges;
 pub mod server;

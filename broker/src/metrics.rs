@@ -1,15 +1,15 @@
 //! Names of the broker's own metrics (the Raft gauges are set in `server::status`).
 
 /// Gauge: edge sessions attached to this broker.
-pub const EDGE_SESSIONS: &str = "plaza_broker_edge_sessions";
+pub(crate) const EDGE_SESSIONS: &str = "plaza_broker_edge_sessions";
 /// Counter: edge sessions cut so their edge resumes elsewhere (queue overflow, resync).
-pub const EDGE_SESSIONS_CUT: &str = "plaza_broker_edge_sessions_cut_total";
+pub(crate) const EDGE_SESSIONS_CUT: &str = "plaza_broker_edge_sessions_cut_total";
 /// Counter: edge calls by `call` and `result` (`ok`, `error`).
-pub const EDGE_CALLS: &str = "plaza_broker_edge_calls_total";
+pub(crate) const EDGE_CALLS: &str = "plaza_broker_edge_calls_total";
 /// Histogram: seconds from an edge call's arrival to its answer, by `call`.
-pub const EDGE_CALL_SECONDS: &str = "plaza_broker_edge_call_seconds";
+pub(crate) const EDGE_CALL_SECONDS: &str = "plaza_broker_edge_call_seconds";
 /// Counter: edge connections refused or closed for bad input, by `reason` (`version`,
 /// `protocol`, `lease`, `undeclared_room`).
-pub const EDGE_REFUSED: &str = "plaza_broker_edge_refused_total";
+pub(crate) const EDGE_REFUSED: &str = "plaza_broker_edge_refused_total";
 /// Counter: lease renewals committed for attached edges.
-pub const LEASE_RENEWALS: &str = "plaza_broker_lease_renewals_total";
+pub(crate) const LEASE_RENEWALS: &str = "plaza_broker_lease_renewals_total";

@@ -15,14 +15,14 @@ use crate::serve_edges::EdgeService;
 /// The broker's handler of `plaza-raft/1` RPCs: Raft traffic and forwarded writes go to the
 /// node; broadcasts to this broker's edges.
 #[derive(Clone)]
-pub struct PeerHandler {
+pub(crate) struct PeerHandler {
     node: RaftNode,
     edges: EdgeService,
 }
 
 impl PeerHandler {
     /// Serves `node` and `edges`.
-    pub fn new(node: RaftNode, edges: EdgeService) -> Self {
+    pub(crate) fn new(node: RaftNode, edges: EdgeService) -> Self {
         Self { node, edges }
     }
 }

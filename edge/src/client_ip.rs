@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 /// Resolves the client address of a request from `peer`. `cf` says whether to believe
 /// `CF-Connecting-IP` (only right when Cloudflare is the trusted proxy in front).
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet], cf: bool) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet], cf: bool) -> IpAddr {
     // `::ffff:a.b.c.d` from a dual-stack listener must match IPv4 CIDRs.
     let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));

@@ -35,7 +35,7 @@ use crate::metrics as m;
 use crate::outbox::Outbox;
 
 /// Identifies a session within this edge.
-pub type SessionId = u64;
+pub(crate) type SessionId = u64;
 
 /// Most events kept for one subscriber while it recovers; beyond that it is cut as a slow
 /// consumer (it could not have kept up live either).

@@ -23,17 +23,17 @@
 
 pub mod api;
 pub mod auth;
-pub mod client_ip;
+mod client_ip;
 pub mod config;
 pub mod dev;
-pub mod hub;
-pub mod limits;
-pub mod metrics;
-pub mod node;
-pub mod outbox;
-pub mod server;
-pub mod session;
-pub mod users;
+mod hub;
+mod limits;
+mod metrics;
+mod node;
+mod outbox;
+mod server;
+mod session;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -26,7 +26,7 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 
 /// What a connection's command limiter decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandVerdict {
+pub(crate) enum CommandVerdict {
     /// Run the command.
     Allow,
     /// Refuse it with a temporary error; the client should slow down.
@@ -36,7 +36,7 @@ pub enum CommandVerdict {
 }
 
 /// Token bucket over one connection's commands, plus the flood detector.
-pub struct CommandRate {
+pub(crate) struct CommandRate {
     bucket: DefaultDirectRateLimiter,
     refused_in_a_row: u32,
     flood_after: u32,
@@ -44,7 +44,7 @@ pub struct CommandRate {
 
 impl CommandRate {
     /// A limiter for one connection.
-    pub fn new(limits: &LimitsConfig) -> Self {
+    pub(crate) fn new(limits: &LimitsConfig) -> Self {
         Self {
             bucket: DefaultDirectRateLimiter::direct(quota(
                 limits.commands_per_second,
@@ -56,7 +56,7 @@ impl CommandRate {
     }
 
     /// Takes a token for one command.
-    pub fn check(&mut self) -> CommandVerdict {
+    pub(crate) fn check(&mut self) -> CommandVerdict {
         if self.bucket.check().is_ok() {
             self.refused_in_a_row = 0;
             return CommandVerdict::Allow;

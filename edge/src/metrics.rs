@@ -8,47 +8,47 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Open client connections (gauge).
-pub const CONNECTIONS: &str = "plaza_connections";
+pub(crate) const CONNECTIONS: &str = "plaza_connections";
 /// Accepted WebSocket connections (counter).
-pub const CONNECTIONS_TOTAL: &str = "plaza_connections_total";
+pub(crate) const CONNECTIONS_TOTAL: &str = "plaza_connections_total";
 /// Commands handled, by `op` and `result` (`ok` or an error code name).
-pub const COMMANDS: &str = "plaza_commands_total";
+pub(crate) const COMMANDS: &str = "plaza_commands_total";
 /// Publications accepted from clients.
-pub const PUBLICATIONS_IN: &str = "plaza_publications_in_total";
+pub(crate) const PUBLICATIONS_IN: &str = "plaza_publications_in_total";
 /// Publication frames queued to clients (one per subscriber).
-pub const PUBLICATIONS_OUT: &str = "plaza_publications_out_total";
+pub(crate) const PUBLICATIONS_OUT: &str = "plaza_publications_out_total";
 /// Room events received from the broker tier.
-pub const BROKER_EVENTS: &str = "plaza_broker_events_total";
+pub(crate) const BROKER_EVENTS: &str = "plaza_broker_events_total";
 /// Disconnects initiated by the edge, by `code` name.
-pub const DISCONNECTS: &str = "plaza_disconnects_total";
+pub(crate) const DISCONNECTS: &str = "plaza_disconnects_total";
 /// Clients disconnected because their outbound queue overflowed.
-pub const SLOW_CONSUMERS: &str = "plaza_slow_consumer_disconnects_total";
+pub(crate) const SLOW_CONSUMERS: &str = "plaza_slow_consumer_disconnects_total";
 /// Refused tokens, by `reason`.
-pub const AUTH_FAILURES: &str = "plaza_auth_failures_total";
+pub(crate) const AUTH_FAILURES: &str = "plaza_auth_failures_total";
 /// Frames that were not valid commands, by `kind`.
-pub const BAD_FRAMES: &str = "plaza_bad_frames_total";
+pub(crate) const BAD_FRAMES: &str = "plaza_bad_frames_total";
 /// Broker call latency in seconds, by `call` (histogram).
-pub const BROKER_CALL_SECONDS: &str = "plaza_broker_call_seconds";
+pub(crate) const BROKER_CALL_SECONDS: &str = "plaza_broker_call_seconds";
 /// Rooms with local subscribers on this edge (gauge).
-pub const HUB_ROOMS: &str = "plaza_hub_rooms";
+pub(crate) const HUB_ROOMS: &str = "plaza_hub_rooms";
 /// Local subscriptions on this edge (gauge).
-pub const SUBSCRIPTIONS: &str = "plaza_subscriptions";
+pub(crate) const SUBSCRIPTIONS: &str = "plaza_subscriptions";
 /// Requests or commands refused by a limit, by `limit`.
-pub const LIMIT_HITS: &str = "plaza_limit_hits_total";
+pub(crate) const LIMIT_HITS: &str = "plaza_limit_hits_total";
 /// 1 while the edge is draining (gauge).
-pub const DRAINING: &str = "plaza_draining";
+pub(crate) const DRAINING: &str = "plaza_draining";
 /// Server API requests, by `endpoint` (route template) and HTTP `status`.
-pub const API_REQUESTS: &str = "plaza_api_requests_total";
+pub(crate) const API_REQUESTS: &str = "plaza_api_requests_total";
 /// JWKS fetch attempts, by `issuer` and `result` (`ok`, `timeout`, `http_status`, `request`,
 /// `too_large`, `io`, `invalid`).
-pub const JWKS_FETCHES: &str = "plaza_jwks_fetches_total";
+pub(crate) const JWKS_FETCHES: &str = "plaza_jwks_fetches_total";
 /// Unknown-`kid` refetches skipped by the per-issuer rate limit, by `issuer`.
-pub const JWKS_REFETCHES_SKIPPED: &str = "plaza_jwks_refetches_skipped_total";
+pub(crate) const JWKS_REFETCHES_SKIPPED: &str = "plaza_jwks_refetches_skipped_total";
 /// Keys in the issuer's current key set, by `issuer` (gauge).
-pub const JWKS_KEYS: &str = "plaza_jwks_keys";
+pub(crate) const JWKS_KEYS: &str = "plaza_jwks_keys";
 
 /// Installs the process-wide recorder (once) and returns its handle for `/metrics`.
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

@@ -215,7 +215,7 @@ impl Outgoing {
 /// flushes what is queued (unless the client is a slow consumer), then sends the `disconnect`
 /// push and the close frame with the same code.
 #[allow(clippy::manual_async_fn)] // deliberate, see the comment in the body
-pub fn write_loop(
+pub(crate) fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     outbox: Arc<Outbox>,
 ) -> impl Future<Output = ()> + Send + 'static {

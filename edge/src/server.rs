@@ -21,7 +21,7 @@ use crate::metrics as m;
 use crate::node::Node;
 
 /// The edge's routes.
-pub fn router<L: EdgeLink>(node: Arc<Node<L>>) -> Router {
+pub(crate) fn router<L: EdgeLink>(node: Arc<Node<L>>) -> Router {
     let mut router = Router::new()
         .route("/v1/ws", get(ws::<L>))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -6,7 +6,7 @@
 //! ([`EdgeRequest::Hello`] → [`BrokerEvent::Welcome`] or [`BrokerEvent::Incompatible`]).
 //!
 //! The result types here ([`PublishAck`], [`HistoryPage`], [`PresenceStats`], [`RoomsPage`],
-//! [`LinkEvent`]) are also what `plaza_broker::Backend` returns, so every backend speaks the same
+//! [`LinkEvent`]) are also what `plaza_backend::Backend` returns, so every backend speaks the same
 //! values whether it runs in-process or across the network.
 //!
 //! New variants are only ever appended to these enums: postcard encodes a variant by its index,

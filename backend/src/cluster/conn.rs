@@ -52,7 +52,7 @@ struct BrokerConnInner {
 impl BrokerConn {
     /// Dials `broker`, says hello as `edge` with `lease_ms`, and waits for the welcome. The
     /// session's frames are then read by the caller's [`BrokerConn::read_loop`].
-    pub async fn dial(
+    pub(super) async fn dial(
         endpoint: &Endpoint,
         client: &ClientConfig,
         target: &Target,
@@ -114,18 +114,18 @@ impl BrokerConn {
     }
 
     /// The broker's address.
-    pub fn broker(&self) -> &str {
+    pub(super) fn broker(&self) -> &str {
         &self.inner.broker
     }
 
     /// Whether the connection is still up.
-    pub fn alive(&self) -> bool {
+    pub(super) fn alive(&self) -> bool {
         self.inner.conn.close_reason().is_none()
     }
 
     /// Sends `call` and waits for its result. `Err(Lost)` means the session was lost before
     /// the result arrived (see [`Lost::sent`]).
-    pub async fn call(&self, call: Call) -> Result<Result<CallOk, BrokerError>, Lost> {
+    pub(super) async fn call(&self, call: Call) -> Result<Result<CallOk, BrokerError>, Lost> {
         let req = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let subscribe = match &call {
@@ -147,17 +147,17 @@ impl BrokerConn {
     }
 
     /// Sends a frame that has no answer (keep-alive, detach).
-    pub async fn notify(&self, frame: EdgeRequest) -> bool {
+    pub(super) async fn notify(&self, frame: EdgeRequest) -> bool {
         self.inner.requests.send(frame).await.is_ok()
     }
 
     /// Takes the pending call `req` (its result arrived).
-    pub fn take_pending(&self, req: u64) -> Option<Pending> {
+    pub(super) fn take_pending(&self, req: u64) -> Option<Pending> {
         self.pending().remove(&req)
     }
 
     /// Closes the connection and fails every pending call.
-    pub fn close(&self, why: &str) {
+    pub(super) fn close(&self, why: &str) {
         self.inner
             .conn
             .close(quinn::VarInt::from_u32(0), why.as_bytes());
@@ -165,7 +165,7 @@ impl BrokerConn {
     }
 
     /// Waits until the connection is closed (by either side or by idle timeout).
-    pub async fn closed(&self) -> quinn::ConnectionError {
+    pub(super) async fn closed(&self) -> quinn::ConnectionError {
         self.inner.conn.closed().await
     }
 }
@@ -184,7 +184,7 @@ pub(super) struct Target {
 
 impl Target {
     /// Every address `name` resolves to (an unresolvable name yields none).
-    pub async fn resolve_all(name: &str) -> Result<Vec<Self>, String> {
+    pub(super) async fn resolve_all(name: &str) -> Result<Vec<Self>, String> {
         let addrs = tokio::net::lookup_host(name)
             .await
             .map_err(|e| format!("{name}: cannot resolve: {e}"))?;

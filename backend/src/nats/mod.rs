@@ -151,13 +151,13 @@ pub(crate) struct NsStream {
 
 impl Shared {
     /// Whether calls can be served: connected, streams and buckets set up.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.setup.initialized()
             && self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// The streams and buckets, or `Unavailable` while NATS has not been reached yet.
-    pub fn setup(&self) -> Result<&Setup, BrokerError> {
+    pub(crate) fn setup(&self) -> Result<&Setup, BrokerError> {
         self.setup.get().ok_or_else(|| {
             BrokerError::Unavailable("NATS is not reachable yet (streams not set up)".into())
         })
@@ -173,7 +173,7 @@ impl Shared {
     }
 
     /// The stream, subjects and options of `room`.
-    pub fn room(
+    pub(crate) fn room(
         &self,
         room: &RoomName,
     ) -> Result<(&NsStream, RoomSubjects, &NamespaceOptions), BrokerError> {

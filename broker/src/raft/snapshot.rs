@@ -33,14 +33,14 @@ pub(crate) struct SnapshotBody {
 }
 
 impl SnapshotBody {
-    pub fn new(rooms: Option<RoomsState>) -> Self {
+    pub(super) fn new(rooms: Option<RoomsState>) -> Self {
         Self {
             format: FORMAT,
             rooms,
         }
     }
 
-    pub fn decode(data: &[u8]) -> io::Result<Self> {
+    pub(super) fn decode(data: &[u8]) -> io::Result<Self> {
         let body: Self = postcard::from_bytes(data).map_err(io::Error::other)?;
         if body.format != FORMAT {
             return Err(io::Error::other(format!(
@@ -69,12 +69,12 @@ pub(crate) struct SnapshotStore {
 
 impl SnapshotStore {
     /// A store that keeps snapshots in memory only.
-    pub fn memory() -> Self {
+    pub(crate) fn memory() -> Self {
         Self::default()
     }
 
     /// A store in `dir`, loading the snapshot a previous run left there.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join(FILE);
         let current = match fs::read(&path) {
@@ -88,7 +88,7 @@ impl SnapshotStore {
         })
     }
 
-    pub fn current(&self) -> Option<SnapshotFile> {
+    pub(crate) fn current(&self) -> Option<SnapshotFile> {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -97,7 +97,7 @@ impl SnapshotStore {
 
     /// Makes `snapshot` the current one, durably if the store has a directory. Blocking I/O:
     /// call from `spawn_blocking`.
-    pub fn save(&self, snapshot: SnapshotFile) -> io::Result<()> {
+    pub(crate) fn save(&self, snapshot: SnapshotFile) -> io::Result<()> {
         if let Some(dir) = &self.dir {
             let bytes = postcard::to_stdvec(&snapshot).map_err(io::Error::other)?;
             let tmp = dir.join(format!("{FILE}.tmp"));

@@ -66,11 +66,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Applied> {
         self.applied.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<AppliedEvents> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<AppliedEvents> {
         self.events.subscribe()
     }
 }

@@ -23,7 +23,7 @@
 //!   `unsubscribe` from a room the attachment never subscribed to gets an `Invalid` error reply;
 //!   `leave` removes only the edge's own members (others are ignored, as unknown ones are).
 
-pub mod router;
+mod router;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -43,7 +43,7 @@ pub const CLOSE_VERSION: VarInt = VarInt::from_u32(edge_close::VERSION);
 pub const CLOSE_UNAVAILABLE: VarInt = VarInt::from_u32(edge_close::UNAVAILABLE);
 
 /// Identifies an attachment within this broker.
-pub type AttachmentId = u64;
+pub(super) type AttachmentId = u64;
 
 /// The broker's routing table. Shared by the routing task and the attachments.
 #[derive(Default)]

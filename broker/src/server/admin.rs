@@ -30,7 +30,7 @@ use crate::raft::{BrokerNode, NodeId};
 /// A membership change.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum MemberChange {
+pub(super) enum MemberChange {
     /// Adds `id` at `addr` as a learner (it receives the log but does not vote).
     AddLearner {
         /// The new node's id.

@@ -16,9 +16,9 @@
 //! voter if it has no Raft state yet (a restart with its data dir is a no-op); the others wait
 //! to be contacted by the leader.
 
-pub mod admin;
+mod admin;
 pub mod config;
-pub mod status;
+mod status;
 
 use std::collections::BTreeMap;
 use std::future::Future;

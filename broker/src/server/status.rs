@@ -21,7 +21,7 @@ use crate::raft::{NodeId, RaftNode, RaftStatus};
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
-pub struct HttpState {
+pub(super) struct HttpState {
     pub(super) node: RaftNode,
     /// The bearer token of `/admin/*`; `None` disables it.
     pub(super) admin_token: Option<Arc<str>>,
@@ -32,7 +32,7 @@ pub struct HttpState {
 
 impl HttpState {
     /// Serves `node`'s status; `serving` gates `/readyz`; `admin_token` enables `/admin/*`.
-    pub fn new(node: RaftNode, serving: Arc<AtomicBool>, admin_token: Option<&str>) -> Self {
+    pub(super) fn new(node: RaftNode, serving: Arc<AtomicBool>, admin_token: Option<&str>) -> Self {
         Self {
             node,
             admin_token: admin_token.map(Arc::from),
@@ -43,7 +43,7 @@ impl HttpState {
 }
 
 /// The routes.
-pub fn router(state: HttpState) -> Router {
+pub(super) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok" }))
@@ -55,7 +55,7 @@ pub fn router(state: HttpState) -> Router {
 
 /// The `/status` body.
 #[derive(Debug, Serialize)]
-pub struct StatusBody {
+pub(super) struct StatusBody {
     /// This node.
     pub id: NodeId,
     /// `Leader`, `Follower`, `Candidate` or `Learner`.

@@ -19,12 +19,12 @@ use quinn::Endpoint;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub fn node_name(id: NodeId) -> String {
+pub(crate) fn node_name(id: NodeId) -> String {
     format!("broker-{id}")
 }
 
 /// A CA and certificates for nodes `1..=n` (and a spare, `n + 1`, for test clients).
-pub fn generate_tls(n: u64) -> GeneratedCluster {
+pub(crate) fn generate_tls(n: u64) -> GeneratedCluster {
     let names: Vec<String> = (1..=n + 1).map(node_name).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     tls::generate("test", &names, &[]).unwrap()
@@ -33,7 +33,7 @@ pub fn generate_tls(n: u64) -> GeneratedCluster {
 /// Serves Raft RPCs to one node (a broker serves its peers with `PeerHandler`, which also
 /// delivers event broadcasts to edges; these tests have no edges).
 #[derive(Clone)]
-pub struct RaftHandler {
+pub(crate) struct RaftHandler {
     raft: Raft,
 }
 
@@ -47,12 +47,12 @@ impl RpcHandler for RaftHandler {
 }
 
 /// Opens a node's endpoint on loopback, serving Raft.
-pub fn raft_endpoint(tls: &ClusterTls, options: &QuicOptions) -> Endpoint {
+pub(crate) fn raft_endpoint(tls: &ClusterTls, options: &QuicOptions) -> Endpoint {
     endpoint(tls, "127.0.0.1:0".parse().unwrap(), options, &[ALPN_RAFT]).unwrap()
 }
 
 /// One broker: its Raft node, its endpoint and the task serving Raft on it.
-pub struct QuicNode {
+pub(crate) struct QuicNode {
     pub node: RaftNode,
     pub endpoint: Endpoint,
     pub addr: SocketAddr,
@@ -61,7 +61,7 @@ pub struct QuicNode {
 }
 
 impl QuicNode {
-    pub async fn start(id: NodeId, tls: &ClusterTls, config: RaftNodeConfig) -> Self {
+    pub(crate) async fn start(id: NodeId, tls: &ClusterTls, config: RaftNodeConfig) -> Self {
         let options = QuicOptions::default();
         let endpoint = raft_endpoint(tls, &options);
         let addr = endpoint.local_addr().unwrap();
@@ -89,7 +89,7 @@ impl QuicNode {
 
     /// Stops serving, closes the endpoint (peers see their connections closed) and stops Raft,
     /// as a broker process that dies would.
-    pub async fn kill(self) {
+    pub(crate) async fn kill(self) {
         self.cancel.cancel();
         self.endpoint.close(CLOSE_SHUTDOWN, b"killed");
         self.node.shutdown().await;
@@ -100,14 +100,14 @@ impl QuicNode {
     }
 }
 
-pub struct QuicCluster {
+pub(crate) struct QuicCluster {
     pub tls: GeneratedCluster,
     pub nodes: BTreeMap<NodeId, QuicNode>,
 }
 
 impl QuicCluster {
     /// Starts nodes `1..=n` on their own endpoints and initializes them as one cluster.
-    pub async fn start(n: u64, config: RaftNodeConfig) -> Self {
+    pub(crate) async fn start(n: u64, config: RaftNodeConfig) -> Self {
         let tls = generate_tls(n);
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -124,7 +124,7 @@ impl QuicCluster {
         cluster
     }
 
-    pub async fn leader(&self, timeout: Duration) -> NodeId {
+    pub(crate) async fn leader(&self, timeout: Duration) -> NodeId {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(node) = self.leader_node() {
@@ -135,12 +135,12 @@ impl QuicCluster {
         }
     }
 
-    pub fn leader_node(&self) -> Option<&RaftNode> {
+    pub(crate) fn leader_node(&self) -> Option<&RaftNode> {
         self.nodes.values().map(|n| &n.node).find(|n| n.is_leader())
     }
 
     /// Proposes on whichever node leads, retrying across elections until `timeout`.
-    pub async fn propose_one(
+    pub(crate) async fn propose_one(
         &self,
         command: Command,
         timeout: Duration,
@@ -160,7 +160,7 @@ impl QuicCluster {
     }
 
     /// Waits until every live node has applied everything any of them has.
-    pub async fn converge(&self, timeout: Duration) {
+    pub(crate) async fn converge(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let applied: Vec<(NodeId, u64)> = self
@@ -184,13 +184,13 @@ impl QuicCluster {
         }
     }
 
-    pub async fn kill(&mut self, id: NodeId) {
+    pub(crate) async fn kill(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.remove(&id) {
             node.kill().await;
         }
     }
 
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             self.kill(id).await;

@@ -15,7 +15,7 @@ use plaza_rooms::config::RoomsConfig;
 use plaza_rooms::{Applied, Command, RoomsState};
 
 /// Fast timers and a history big enough to hold every publication a test makes.
-pub fn config() -> RaftNodeConfig {
+pub(crate) fn config() -> RaftNodeConfig {
     let defaults = RaftNodeConfig::default();
     RaftNodeConfig {
         // No background ticks: states compared across nodes must not move on their own.
@@ -37,17 +37,17 @@ pub fn config() -> RaftNodeConfig {
     }
 }
 
-pub fn members(ids: &[NodeId]) -> BTreeMap<NodeId, BrokerNode> {
+pub(crate) fn members(ids: &[NodeId]) -> BTreeMap<NodeId, BrokerNode> {
     ids.iter()
         .map(|id| (*id, BrokerNode::new(format!("node-{id}"))))
         .collect()
 }
 
-pub fn room(name: &str) -> RoomName {
+pub(crate) fn room(name: &str) -> RoomName {
     RoomName::new(name).unwrap()
 }
 
-pub fn publish(room_name: &str, data: &str, idem: Option<String>) -> Command {
+pub(crate) fn publish(room_name: &str, data: &str, idem: Option<String>) -> Command {
     Command::Publish {
         room: room(room_name),
         data: Payload::from_json(data).unwrap(),
@@ -56,7 +56,7 @@ pub fn publish(room_name: &str, data: &str, idem: Option<String>) -> Command {
     }
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub net: InProcessNetwork,
     pub nodes: BTreeMap<NodeId, RaftNode>,
     pub config: RaftNodeConfig,
@@ -66,7 +66,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts nodes `1..=n` and initializes them as one cluster; returns once a leader exists.
-    pub async fn start(n: u64, config: RaftNodeConfig, on_disk: bool) -> Self {
+    pub(crate) async fn start(n: u64, config: RaftNodeConfig, on_disk: bool) -> Self {
         let mut cluster = Self {
             net: InProcessNetwork::new(),
             nodes: BTreeMap::new(),
@@ -82,21 +82,21 @@ impl Cluster {
         cluster
     }
 
-    pub fn data_dir(&self, id: NodeId) -> Option<PathBuf> {
+    pub(crate) fn data_dir(&self, id: NodeId) -> Option<PathBuf> {
         self.dir
             .as_ref()
             .map(|d| d.path().join(format!("node-{id}")))
     }
 
     /// Starts (or restarts, from its data dir) node `id` and connects it.
-    pub async fn start_node(&mut self, id: NodeId) -> RaftNode {
+    pub(crate) async fn start_node(&mut self, id: NodeId) -> RaftNode {
         let node = self.start_unconnected(id).await;
         self.connect(node.clone());
         node
     }
 
     /// Starts node `id` without making it reachable yet (see [`Self::connect`]).
-    pub async fn start_unconnected(&self, id: NodeId) -> RaftNode {
+    pub(crate) async fn start_unconnected(&self, id: NodeId) -> RaftNode {
         let storage = match self.data_dir(id) {
             Some(dir) => Storage::Dir(dir),
             None => Storage::Memory,
@@ -107,13 +107,13 @@ impl Cluster {
     }
 
     /// Makes a started node reachable and part of the cluster's live nodes.
-    pub fn connect(&mut self, node: RaftNode) {
+    pub(crate) fn connect(&mut self, node: RaftNode) {
         self.net.register(node.id(), node.raft().clone());
         self.nodes.insert(node.id(), node);
     }
 
     /// Stops node `id` as if its process died.
-    pub async fn kill(&mut self, id: NodeId) {
+    pub(crate) async fn kill(&mut self, id: NodeId) {
         self.net.unregister(id);
         if let Some(node) = self.nodes.remove(&id) {
             node.shutdown().await;
@@ -121,7 +121,7 @@ impl Cluster {
     }
 
     /// The id of the node every live node agrees leads, waiting up to `timeout`.
-    pub async fn leader(&self, timeout: Duration) -> NodeId {
+    pub(crate) async fn leader(&self, timeout: Duration) -> NodeId {
         let deadline = Instant::now() + timeout;
         loop {
             for (id, node) in &self.nodes {
@@ -134,12 +134,12 @@ impl Cluster {
         }
     }
 
-    pub fn leader_node(&self) -> Option<&RaftNode> {
+    pub(crate) fn leader_node(&self) -> Option<&RaftNode> {
         self.nodes.values().find(|n| n.is_leader())
     }
 
     /// Proposes on whichever node leads, retrying across elections until `timeout`.
-    pub async fn propose_one(
+    pub(crate) async fn propose_one(
         &self,
         command: Command,
         timeout: Duration,
@@ -158,7 +158,12 @@ impl Cluster {
         }
     }
 
-    pub async fn publish(&self, room_name: &str, data: &str, idem: Option<String>) -> PublishAck {
+    pub(crate) async fn publish(
+        &self,
+        room_name: &str,
+        data: &str,
+        idem: Option<String>,
+    ) -> PublishAck {
         match self
             .propose_one(publish(room_name, data, idem), Duration::from_secs(10))
             .await
@@ -170,7 +175,7 @@ impl Cluster {
     }
 
     /// Waits until every live node has applied everything the leader has.
-    pub async fn converge(&self, timeout: Duration) {
+    pub(crate) async fn converge(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let target = self
@@ -200,14 +205,14 @@ impl Cluster {
     }
 
     /// Every live node's applied state.
-    pub fn states(&self) -> BTreeMap<NodeId, RoomsState> {
+    pub(crate) fn states(&self) -> BTreeMap<NodeId, RoomsState> {
         self.nodes
             .iter()
             .map(|(id, n)| (*id, n.read(|r| r.state().clone()).unwrap()))
             .collect()
     }
 
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             self.kill(id).await;
@@ -216,7 +221,7 @@ impl Cluster {
 }
 
 /// Asserts every live node holds the same state and returns it.
-pub fn assert_same_state(cluster: &Cluster) -> RoomsState {
+pub(crate) fn assert_same_state(cluster: &Cluster) -> RoomsState {
     let states = cluster.states();
     let mut iter = states.iter();
     let (first_id, first) = iter.next().unwrap();

@@ -206,7 +206,7 @@ mod tests {
     fn broker_errors_map_onto_api_codes() {
         use plaza_proto::cluster::BrokerError;
 
-        use crate::node::broker_error;
+        use crate::node::calls::broker_error;
         let api = |e| ApiError::from(broker_error(e));
         let unavailable = api(BrokerError::Unavailable("no quorum".into()));
         assert_eq!(unavailable.code, ApiCode::BackendUnavailable);

@@ -28,7 +28,7 @@ impl Rules<'_> {
     ///
     /// A configured `iss` or `aud` is also *required*: `jsonwebtoken` alone only compares them
     /// when the token carries them.
-    pub fn validation(&self, algs: &[Algorithm]) -> Validation {
+    pub(super) fn validation(&self, algs: &[Algorithm]) -> Validation {
         let mut v = Validation::new(algs[0]);
         v.algorithms = algs.to_vec();
         v.leeway = self.leeway.as_secs();

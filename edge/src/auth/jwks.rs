@@ -62,7 +62,7 @@ impl KeySet {
     /// Builds the key set of `config`. A `file` source is read now, so a missing or malformed
     /// file fails startup; a `url` source is fetched later (by the refresh task or the first
     /// token), so startup never waits on the network.
-    pub fn new(config: &JwksConfig) -> Result<Arc<Self>, AuthSetupError> {
+    pub(super) fn new(config: &JwksConfig) -> Result<Arc<Self>, AuthSetupError> {
         let source = Source::new(config)?;
         let set = Arc::new(Self {
             issuer: config.issuer.clone(),
@@ -90,7 +90,7 @@ impl KeySet {
     /// That fetch is itself cut off at `fetch_timeout`, so the wait is at most about that
     /// long; the outer timeout is only a safety net. Never echoes the token's `kid`: it is
     /// attacker-controlled.
-    pub async fn key(self: &Arc<Self>, kid: &str) -> Result<Arc<Key>, AuthError> {
+    pub(super) async fn key(self: &Arc<Self>, kid: &str) -> Result<Arc<Key>, AuthError> {
         if let Some(key) = self.find(kid) {
             return Ok(key);
         }
@@ -188,7 +188,7 @@ impl KeySet {
     /// `min_refetch_interval` while they fail (or nothing is loaded yet), so a provider that
     /// was down at startup is picked up soon after it recovers. Runs until dropped; the
     /// [`super::Verifier`] that spawned it stops it when dropped.
-    pub async fn refresh_forever(self: Arc<Self>) {
+    pub(super) async fn refresh_forever(self: Arc<Self>) {
         if self.keys.load().is_some() {
             tokio::time::sleep(self.refresh_interval).await;
         }

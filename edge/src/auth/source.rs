@@ -35,7 +35,7 @@ pub(super) struct Key {
 impl Key {
     /// Whether this key may verify a token signed with `alg`: same family, and the JWK's own
     /// `alg` (if any) agrees. `jsonwebtoken` checks the family again while verifying.
-    pub fn fits(&self, alg: Algorithm) -> bool {
+    pub(super) fn fits(&self, alg: Algorithm) -> bool {
         self.key.family() == alg.family() && self.alg.is_none_or(|a| a == alg)
     }
 }
@@ -48,18 +48,18 @@ pub(super) struct Keys {
 
 impl Keys {
     /// The key named `kid`.
-    pub fn get(&self, kid: &str) -> Option<Arc<Key>> {
+    pub(super) fn get(&self, kid: &str) -> Option<Arc<Key>> {
         self.by_kid.get(kid).cloned()
     }
 
     /// How many usable keys the set holds.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.by_kid.len()
     }
 
     /// Parses a JWKS document. Fails if it is not a JWKS or holds no usable key: an empty
     /// set from a confused provider must not replace a good one and lock every user out.
-    pub fn parse(bytes: &[u8]) -> Result<Self, FetchError> {
+    pub(super) fn parse(bytes: &[u8]) -> Result<Self, FetchError> {
         #[derive(serde::Deserialize)]
         struct Document {
             keys: Vec<serde_json::Value>,
@@ -146,7 +146,7 @@ pub(super) enum FetchError {
 
 impl FetchError {
     /// A stable label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(super) fn label(&self) -> &'static str {
         match self {
             Self::Timeout(_) => "timeout",
             Self::Status(_) => "http_status",
@@ -183,7 +183,7 @@ fn install_crypto_provider() {
 
 impl Source {
     /// Builds the source of `config` (exactly one of `url` and `file` must be set).
-    pub fn new(config: &JwksConfig) -> Result<Self, AuthSetupError> {
+    pub(super) fn new(config: &JwksConfig) -> Result<Self, AuthSetupError> {
         let bad = |message: String| AuthSetupError::Jwks {
             issuer: config.issuer.clone(),
             message,
@@ -223,7 +223,7 @@ impl Source {
     }
 
     /// Loads and parses the key set, giving up after `timeout`.
-    pub async fn load(&self, timeout: Duration) -> Result<Keys, FetchError> {
+    pub(super) async fn load(&self, timeout: Duration) -> Result<Keys, FetchError> {
         let bytes = tokio::time::timeout(timeout, self.read())
             .await
             .map_err(|_| FetchError::Timeout(timeout))??;
@@ -231,7 +231,7 @@ impl Source {
     }
 
     /// Loads a file source synchronously (at startup, so a bad file is a startup error).
-    pub fn load_file_now(&self) -> Option<Result<Keys, FetchError>> {
+    pub(super) fn load_file_now(&self) -> Option<Result<Keys, FetchError>> {
         match self {
             Self::File(path) => Some(read_file(path).and_then(|b| Keys::parse(&b))),
             Self::Url { .. } => None,

@@ -19,7 +19,7 @@ use crate::hub::SessionId;
 use crate::metrics as m;
 
 /// What a broker call returns to a front end.
-pub type CallResult<T> = Result<T, ErrorBody>;
+pub(super) type CallResult<T> = Result<T, ErrorBody>;
 
 impl<L: EdgeLink> Node<L> {
     /// Runs one broker call with the configured timeout, timing it by `name`.
@@ -133,7 +133,7 @@ impl<L: EdgeLink> Node<L> {
 
 /// The one mapping from broker errors to client error codes (the HTTP API names its codes
 /// after these).
-pub fn broker_error(e: BrokerError) -> ErrorBody {
+pub(crate) fn broker_error(e: BrokerError) -> ErrorBody {
     let code = match &e {
         BrokerError::Unavailable(_) | BrokerError::LeaseExpired(_) => ErrorCode::BackendUnavailable,
         BrokerError::PresenceDisabled { .. } => ErrorCode::PresenceDisabled,

@@ -15,7 +15,7 @@
 //! readers clone the current link (a cheap handle) and call it.
 
 mod attach;
-mod calls;
+pub(crate) mod calls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use attach::supervise;
-pub use calls::broker_error;
 
 use crate::auth::Verifier;
 use crate::config::EdgeConfig;

@@ -87,7 +87,7 @@ struct Sub {
 /// The setup happens here, outside the returned future, so that the future — which lives as
 /// long as the connection — only holds what the read loop needs (an async fn would also keep
 /// room for its arguments).
-pub fn run<L: EdgeLink>(
+pub(crate) fn run<L: EdgeLink>(
     socket: WebSocket,
     node: Arc<Node<L>>,
     handshake_token: Option<String>,

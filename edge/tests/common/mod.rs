@@ -20,11 +20,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const SECRET: &str = "test-secret-test-secret-test-secret!";
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const SECRET: &str = "test-secret-test-secret-test-secret!";
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 /// Config for tests: loopback port 0, the test secret, and namespaces with distinct options.
-pub fn config() -> EdgeConfig {
+pub(crate) fn config() -> EdgeConfig {
     let mut c = EdgeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
@@ -83,20 +83,20 @@ pub fn config() -> EdgeConfig {
     c
 }
 
-pub async fn start(config: EdgeConfig) -> RunningEdge {
+pub(crate) async fn start(config: EdgeConfig) -> RunningEdge {
     let backend = MemoryBackend::new(config.rooms.clone());
     plaza_edge::start(config, backend, None)
         .await
         .expect("edge starts")
 }
 
-pub async fn start_default() -> RunningEdge {
+pub(crate) async fn start_default() -> RunningEdge {
     start(config()).await
 }
 
 /// A token for `user` with every capability on `chat:*`, `small:*`, `counts:*`, `nopres:*`,
 /// `server:*`, `tiny:*` and `user:{sub}`, valid for an hour.
-pub fn token(user: &str) -> String {
+pub(crate) fn token(user: &str) -> String {
     let all = vec![
         Capability::Subscribe,
         Capability::Publish,
@@ -117,7 +117,7 @@ pub fn token(user: &str) -> String {
     token_with(user, rooms, Some(Duration::from_secs(3600)))
 }
 
-pub fn token_with(
+pub(crate) fn token_with(
     user: &str,
     rooms: Vec<(String, Vec<Capability>)>,
     ttl: Option<Duration>,
@@ -131,7 +131,7 @@ pub fn token_with(
     mint(SECRET.as_bytes(), "plaza", &spec).unwrap()
 }
 
-pub struct Client {
+pub(crate) struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u32,
     pushes: VecDeque<Push>,
@@ -139,7 +139,7 @@ pub struct Client {
 
 /// How a connection ended.
 #[derive(Debug)]
-pub struct Closed {
+pub(crate) struct Closed {
     /// The close frame's code (None if the socket just ended).
     pub code: Option<u16>,
     /// The `disconnect` push received before it, if any.
@@ -149,11 +149,11 @@ pub struct Closed {
 }
 
 impl Client {
-    pub async fn open(addr: SocketAddr) -> Self {
+    pub(crate) async fn open(addr: SocketAddr) -> Self {
         Self::open_url(&format!("ws://{addr}/v1/ws")).await
     }
 
-    pub async fn open_url(url: &str) -> Self {
+    pub(crate) async fn open_url(url: &str) -> Self {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("websocket handshake");
@@ -165,22 +165,22 @@ impl Client {
     }
 
     /// Opens and connects as `user`.
-    pub async fn connected(addr: SocketAddr, user: &str) -> (Self, ConnectOk) {
+    pub(crate) async fn connected(addr: SocketAddr, user: &str) -> (Self, ConnectOk) {
         let mut c = Self::open(addr).await;
         let ok = c.connect(&token(user)).await;
         (c, ok)
     }
 
-    pub async fn send_text(&mut self, text: &str) {
+    pub(crate) async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
     }
 
-    pub async fn send_raw(&mut self, msg: Message) {
+    pub(crate) async fn send_raw(&mut self, msg: Message) {
         self.ws.send(msg).await.expect("send");
     }
 
     /// Reads the next server frame (text), failing after [`WAIT`].
-    pub async fn next_frame(&mut self) -> Option<ServerFrame<Box<RawValue>>> {
+    pub(crate) async fn next_frame(&mut self) -> Option<ServerFrame<Box<RawValue>>> {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -200,7 +200,7 @@ impl Client {
     }
 
     /// Sends `{"id": n, ...fields}` and waits for the reply to it, keeping pushes for later.
-    pub async fn call(&mut self, fields: Value) -> Reply<Box<RawValue>> {
+    pub(crate) async fn call(&mut self, fields: Value) -> Reply<Box<RawValue>> {
         let id = self.next_id;
         self.next_id += 1;
         let mut frame = fields;
@@ -209,7 +209,7 @@ impl Client {
         self.reply_to(id).await
     }
 
-    pub async fn reply_to(&mut self, id: u32) -> Reply<Box<RawValue>> {
+    pub(crate) async fn reply_to(&mut self, id: u32) -> Reply<Box<RawValue>> {
         loop {
             match self.next_frame().await {
                 Some(ServerFrame::Reply(r)) if r.id == id => return r,
@@ -221,7 +221,7 @@ impl Client {
     }
 
     /// Calls and returns the ok body as JSON, panicking on an error reply.
-    pub async fn ok(&mut self, fields: Value) -> Value {
+    pub(crate) async fn ok(&mut self, fields: Value) -> Value {
         let what = fields.to_string();
         let r = self.call(fields).await;
         match r.result {
@@ -231,7 +231,7 @@ impl Client {
     }
 
     /// Calls and returns the error body, panicking on success.
-    pub async fn err(&mut self, fields: Value) -> plaza_proto::ErrorBody {
+    pub(crate) async fn err(&mut self, fields: Value) -> plaza_proto::ErrorBody {
         let what = fields.to_string();
         match self.call(fields).await.result {
             Ok(raw) => panic!("{what} unexpectedly succeeded: {}", raw.get()),
@@ -239,25 +239,25 @@ impl Client {
         }
     }
 
-    pub async fn connect(&mut self, token: &str) -> ConnectOk {
+    pub(crate) async fn connect(&mut self, token: &str) -> ConnectOk {
         let r = self
             .call(serde_json::json!({"op": "connect", "token": token}))
             .await;
         r.ok_as().unwrap_or_else(|e| panic!("connect failed: {e}"))
     }
 
-    pub async fn subscribe(&mut self, room: &str) -> Value {
+    pub(crate) async fn subscribe(&mut self, room: &str) -> Value {
         self.ok(serde_json::json!({"op": "subscribe", "room": room}))
             .await
     }
 
-    pub async fn publish(&mut self, room: &str, data: Value) -> Value {
+    pub(crate) async fn publish(&mut self, room: &str, data: Value) -> Value {
         self.ok(serde_json::json!({"op": "publish", "room": room, "data": data}))
             .await
     }
 
     /// The next push (queued or read), failing after [`WAIT`].
-    pub async fn next_push(&mut self) -> Push {
+    pub(crate) async fn next_push(&mut self) -> Push {
         if let Some(p) = self.pushes.pop_front() {
             return p;
         }
@@ -269,7 +269,7 @@ impl Client {
     }
 
     /// Asserts nothing arrives within `d` (pings aside).
-    pub async fn expect_silence(&mut self, d: Duration) {
+    pub(crate) async fn expect_silence(&mut self, d: Duration) {
         assert!(self.pushes.is_empty(), "queued pushes: {:?}", self.pushes);
         match tokio::time::timeout(d, async {
             loop {
@@ -287,7 +287,7 @@ impl Client {
     }
 
     /// Reads until the connection closes; returns the close code and the disconnect push.
-    pub async fn closed(&mut self) -> Closed {
+    pub(crate) async fn closed(&mut self) -> Closed {
         let mut out = Closed {
             code: None,
             disconnect: None,
@@ -313,20 +313,20 @@ impl Client {
         }
     }
 
-    pub fn queued_pushes(&mut self) -> Vec<Push> {
+    pub(crate) fn queued_pushes(&mut self) -> Vec<Push> {
         self.pushes.drain(..).collect()
     }
 }
 
 /// The `data` and `offset` of a `pub` push, or a panic.
-pub fn publication(p: Push) -> (u64, Value) {
+pub(crate) fn publication(p: Push) -> (u64, Value) {
     match p {
         Push::Pub(p) => (p.offset, serde_json::from_str(p.data.as_str()).unwrap()),
         other => panic!("expected pub, got {other:?}"),
     }
 }
 
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

@@ -18,43 +18,43 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use plaza_edge::config::JwksConfig;
 use serde_json::{Value, json};
 
-pub const ISSUER: &str = "https://idp.test";
-pub const AUDIENCE: &str = "plaza-tests";
+pub(crate) const ISSUER: &str = "https://idp.test";
+pub(crate) const AUDIENCE: &str = "plaza-tests";
 
 const RSA_A: &[u8] = include_bytes!("../fixtures/rsa-a.der");
 const RSA_B: &[u8] = include_bytes!("../fixtures/rsa-b.der");
 const EC_P256: &[u8] = include_bytes!("../fixtures/ec-p256.der");
 const ED25519: &[u8] = include_bytes!("../fixtures/ed25519.der");
 /// The PEM public key of [`Key::rsa_a`]: what an attacker would use as an HMAC secret.
-pub const RSA_A_PUBLIC_PEM: &[u8] = include_bytes!("../fixtures/rsa-a.pub.pem");
+pub(crate) const RSA_A_PUBLIC_PEM: &[u8] = include_bytes!("../fixtures/rsa-a.pub.pem");
 
 /// A private signing key with the `kid` and `alg` it is published under.
 #[derive(Clone)]
-pub struct Key {
+pub(crate) struct Key {
     pub kid: String,
     pub alg: Algorithm,
     key: EncodingKey,
 }
 
 impl Key {
-    pub fn rsa_a(kid: &str) -> Self {
+    pub(crate) fn rsa_a(kid: &str) -> Self {
         Self::new(kid, Algorithm::RS256, EncodingKey::from_rsa_der(RSA_A))
     }
 
-    pub fn rsa_b(kid: &str) -> Self {
+    pub(crate) fn rsa_b(kid: &str) -> Self {
         Self::new(kid, Algorithm::RS256, EncodingKey::from_rsa_der(RSA_B))
     }
 
     /// [`Key::rsa_b`] published for RSASSA-PSS.
-    pub fn pss(kid: &str) -> Self {
+    pub(crate) fn pss(kid: &str) -> Self {
         Self::new(kid, Algorithm::PS256, EncodingKey::from_rsa_der(RSA_B))
     }
 
-    pub fn ec(kid: &str) -> Self {
+    pub(crate) fn ec(kid: &str) -> Self {
         Self::new(kid, Algorithm::ES256, EncodingKey::from_ec_der(EC_P256))
     }
 
-    pub fn ed(kid: &str) -> Self {
+    pub(crate) fn ed(kid: &str) -> Self {
         Self::new(kid, Algorithm::EdDSA, EncodingKey::from_ed_der(ED25519))
     }
 
@@ -67,7 +67,7 @@ impl Key {
     }
 
     /// The public JWK, as a provider publishes it (`kid`, `alg`, `use: sig`).
-    pub fn jwk(&self) -> Jwk {
+    pub(crate) fn jwk(&self) -> Jwk {
         let mut jwk = Jwk::from_encoding_key(&self.key, self.alg).unwrap();
         jwk.common.key_id = Some(self.kid.clone());
         jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
@@ -75,12 +75,12 @@ impl Key {
     }
 
     /// Signs `claims` with this key, naming it in the header.
-    pub fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_as(&self.kid, claims)
     }
 
     /// Signs `claims` with this key but names `kid` in the header.
-    pub fn sign_as(&self, kid: &str, claims: &Value) -> String {
+    pub(crate) fn sign_as(&self, kid: &str, claims: &Value) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(kid.into());
         jsonwebtoken::encode(&header, claims, &self.key).unwrap()
@@ -88,7 +88,7 @@ impl Key {
 }
 
 /// The JWKS document publishing `keys`.
-pub fn jwks(keys: &[&Key]) -> String {
+pub(crate) fn jwks(keys: &[&Key]) -> String {
     let set = JwkSet {
         keys: keys.iter().map(|k| k.jwk()).collect(),
     };
@@ -97,7 +97,7 @@ pub fn jwks(keys: &[&Key]) -> String {
 
 /// Claims the test provider puts in a token for `user`: valid for an hour, for [`AUDIENCE`],
 /// with every capability on `chat:*`.
-pub fn claims(user: &str) -> Value {
+pub(crate) fn claims(user: &str) -> Value {
     let now = plaza_edge::auth::unix_now();
     json!({
         "sub": user, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600,
@@ -106,7 +106,7 @@ pub fn claims(user: &str) -> Value {
 }
 
 /// A token assembled by hand, for headers or payloads no honest encoder produces.
-pub fn forge(header: &str, payload: &str, signature: &str) -> String {
+pub(crate) fn forge(header: &str, payload: &str, signature: &str) -> String {
     format!(
         "{}.{}.{}",
         URL_SAFE_NO_PAD.encode(header),
@@ -117,7 +117,7 @@ pub fn forge(header: &str, payload: &str, signature: &str) -> String {
 
 /// How the test provider answers `GET /jwks.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// 200 with the current key set.
     Serve,
     /// 500.
@@ -135,7 +135,7 @@ struct State {
 }
 
 /// The running test provider; its server stops when this is dropped.
-pub struct Idp {
+pub(crate) struct Idp {
     addr: SocketAddr,
     state: Arc<State>,
     server: tokio::task::JoinHandle<()>,
@@ -148,7 +148,7 @@ impl Drop for Idp {
 }
 
 impl Idp {
-    pub async fn start(keys: &[&Key], mode: Mode) -> Self {
+    pub(crate) async fn start(keys: &[&Key], mode: Mode) -> Self {
         let state = Arc::new(State {
             mode: Mutex::new(mode),
             body: Mutex::new(jwks(keys)),
@@ -169,26 +169,26 @@ impl Idp {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/jwks.json", self.addr)
     }
 
     /// Publishes `keys` from now on (rotation).
-    pub fn publish(&self, keys: &[&Key]) {
+    pub(crate) fn publish(&self, keys: &[&Key]) {
         *self.state.body.lock().unwrap() = jwks(keys);
     }
 
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
     }
 
     /// Requests received so far.
-    pub fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
 
     /// An `[[auth.jwks]]` entry for this provider with short, test-sized intervals.
-    pub fn config(&self) -> JwksConfig {
+    pub(crate) fn config(&self) -> JwksConfig {
         JwksConfig {
             issuer: ISSUER.into(),
             audience: Some(vec![AUDIENCE.into()]),

@@ -328,12 +328,12 @@ mod test_util {
     use super::super::history::{Event, History};
 
     /// A history of `events`.
-    pub fn history(events: Vec<Event>) -> History {
+    pub(super) fn history(events: Vec<Event>) -> History {
         History { events }
     }
 
     /// `PublishSent`.
-    pub fn sent(client: u32, room: &str, id: &str, at: u64) -> Event {
+    pub(super) fn sent(client: u32, room: &str, id: &str, at: u64) -> Event {
         Event::PublishSent {
             client,
             room: room.into(),
@@ -343,7 +343,14 @@ mod test_util {
     }
 
     /// `PublishAcked`, not a duplicate.
-    pub fn acked(client: u32, room: &str, id: &str, epoch: &str, offset: u64, at: u64) -> Event {
+    pub(super) fn acked(
+        client: u32,
+        room: &str,
+        id: &str,
+        epoch: &str,
+        offset: u64,
+        at: u64,
+    ) -> Event {
         Event::PublishAcked {
             client,
             room: room.into(),
@@ -356,7 +363,7 @@ mod test_util {
     }
 
     /// A fresh `Subscribed` (no recovery asked, `recovered: false`, no publications).
-    pub fn subscribed(client: u32, room: &str, epoch: &str, offset: u64, at: u64) -> Event {
+    pub(super) fn subscribed(client: u32, room: &str, epoch: &str, offset: u64, at: u64) -> Event {
         Event::Subscribed {
             client,
             room: room.into(),
@@ -371,7 +378,7 @@ mod test_util {
 
     /// A recovering `Subscribed`: asked to recover from `from` (in `epoch`).
     #[allow(clippy::too_many_arguments)]
-    pub fn resubscribed(
+    pub(super) fn resubscribed(
         client: u32,
         room: &str,
         from: u64,
@@ -397,7 +404,7 @@ mod test_util {
     }
 
     /// `Delivered`.
-    pub fn delivered(
+    pub(super) fn delivered(
         client: u32,
         room: &str,
         epoch: &str,
@@ -416,7 +423,7 @@ mod test_util {
     }
 
     /// `Disconnected` (abnormal closure).
-    pub fn disconnected(client: u32, at: u64) -> Event {
+    pub(super) fn disconnected(client: u32, at: u64) -> Event {
         Event::Disconnected {
             client,
             code: 1006,
@@ -427,7 +434,7 @@ mod test_util {
     /// A correct history of one publisher (client 1) and one subscriber (client 2) in room
     /// `r`, epoch `e`: the subscriber misses `p2` and `p3` while disconnected and recovers
     /// them, then gets `p4` live; `p3` needed a retry.
-    pub fn good() -> History {
+    pub(super) fn good() -> History {
         history(vec![
             subscribed(2, "r", "e", 0, 1),
             sent(1, "r", "p1", 2),
