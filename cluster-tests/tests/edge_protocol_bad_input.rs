@@ -1,5 +1,5 @@
 //! What a real `plaza-broker` process does with edges that break the edge protocol (ALPN
-//! `plaza-edge/1`, see `broker/src/edges/mod.rs`), and that it keeps serving the edges that
+//! `plaza-edge/1`, see `broker/src/serve_edges/mod.rs`), and that it keeps serving the edges that
 //! follow it:
 //!
 //! - garbage on the session stream (noise, a length prefix of 1 GiB, an undecodable or cut-short

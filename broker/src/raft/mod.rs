@@ -1,16 +1,19 @@
 //! The broker tier on Raft: the room state machine replicated by openraft.
 //!
 //! ```text
-//!   propose(cmds) ─▶ batcher ─▶ Raft (leader) ──AppendEntries──▶ RaftTransport ─▶ peers
+//!   write(cmds) ─▶ (follower: forward to the leader) ─▶ propose on the leader ─▶ batcher
+//!               ─▶ Raft (leader) ──AppendEntries──▶ RaftTransport (QUIC) ─▶ peers
 //!                                  │ log: RedbLogStore (fsync) | MemLogStore
 //!                                  ▼ committed
-//!                     StateMachine: Batch{now_ms, cmds} ─▶ rooms::Rooms ─▶ AppliedEvents
+//!                     StateMachine: Batch{now_ms, cmds} ─▶ plaza_rooms::Rooms ─▶ AppliedEvents
 //!                                  │ snapshots: postcard(RoomsState) + meta ─▶ data dir
 //!   reads (position, history, presence) ◀─ applied state of this node
 //! ```
 //!
 //! - [`types`]: the openraft type config, [`Batch`] / [`Request`] entries, [`CommandError`].
-//! - [`node`]: [`RaftNode`] — start, initialize, propose (batched), status, local reads.
+//! - [`node`]: [`RaftNode`] — start, initialize, status, shutdown; `write.rs`: writes
+//!   (proposed here or forwarded to the leader), read barriers and the peer RPCs behind them;
+//!   `read.rs`: reads of the applied state.
 //! - `batcher`: group commit of concurrent proposals into one entry.
 //! - [`state_machine`]: [`StateMachine`] — apply, snapshot build/install/restore, events.
 //! - [`log_redb`] / [`log_mem`]: the durable and the in-memory log stores.

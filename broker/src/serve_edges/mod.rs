@@ -5,7 +5,7 @@
 //!   edge ══QUIC══▶ one bidi stream: Hello ─▶ AttachEdge committed ─▶ Welcome
 //!     Call{req} ─▶ task ─▶ RaftNode::write (forwarded to the leader if needed) / local read ─┐
 //!     KeepAlive ─▶ last_seen            renewer (every `renew_every`): RenewEdge for live edges
-//!   edge ◀══ writer task ◀── attachment queue ◀── Result{req} ◀──────────────────────────────────┘
+//!   edge ◀══ writer task ◀── attachment queue ◀── Result{req} ◀─────────────────────────────┘
 //!                                          ◀── Room events (router.rs) / DisconnectUser
 //! ```
 //!

@@ -2,7 +2,7 @@
 //! deadlines (connect, idle, token refresh and expiry, drain).
 //!
 //! ```text
-//!  socket ──text frame──▶ ClientFrame::decode ──Command──▶ Session::handle ──▶ EdgeLink / Hub
+//!  socket ──text frame──▶ ClientFrame::decode ──Command──▶ Session::handle ──▶ Node (calls) / Hub
 //!  socket ◀──write_loop── Outbox ◀── replies (here) and pushes (Hub::dispatch)
 //! ```
 //!
