@@ -243,3 +243,31 @@ async fn an_edge_started_before_nats_becomes_ready_when_nats_comes_up() {
         Err(e) => panic!("{e:?}"),
     }
 }
+
+/// Hostile input, finding 2: `"idem": "a\nb"` used to reach async-nats' header code, which
+/// panics on CR/LF, killing the session task without cleanup (a zombie that kept receiving
+/// publications). Now the key is refused as a bad request before any broker call, on the
+/// WebSocket and on the server API, and the connection keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idem_key_with_a_newline_is_refused_and_the_session_survives_on_nats() {
+    let nats = NatsCluster::single();
+    let edge = nats_edge(&nats, "edge-idem", 1);
+    let room = "chat:idem-newline";
+    let mut ann = Client::connect(&edge.ws_url(), &token(SECRET, "ann")).await;
+    subscribe(&mut ann, json!({"room": room})).await;
+    for key in ["a\nb", "a\rb", "tab\there", "nul\u{0}"] {
+        let reply = ann
+            .call(json!({"op": "publish", "room": room, "data": 1, "idem": key}))
+            .await;
+        assert_eq!(
+            reply["error"]["code"], 102,
+            "{key:?}: bad_request expected, got {reply}"
+        );
+    }
+    let ok = ann
+        .call(json!({"op": "publish", "room": room, "data": "still here", "idem": "k-1"}))
+        .await;
+    assert!(ok.get("ok").is_some(), "{ok}");
+    let push = next_push_of(&mut ann, "pub", None, Duration::from_secs(5)).await;
+    assert_eq!(push["data"], "still here", "{push}");
+}

@@ -351,6 +351,21 @@ impl Hub {
         metrics::gauge!(m::SUBSCRIPTIONS).set(0.0);
     }
 
+    /// Removes `session` from every room at once, without upstream calls: the failure path of a
+    /// connection whose own cleanup did not run. Rooms it leaves empty stay subscribed
+    /// upstream until the next subscriber leaves them or the link is replaced. Returns how many
+    /// rooms it was in.
+    pub(crate) fn forget_session(&self, session: SessionId) -> usize {
+        let mut removed = 0;
+        for entry in self.rooms().values_mut() {
+            if entry.subs.remove(&session).is_some() {
+                metrics::gauge!(m::SUBSCRIPTIONS).decrement(1);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Number of rooms with local subscribers (for tests and status).
     pub fn room_count(&self) -> usize {
         self.rooms().len()

@@ -13,6 +13,8 @@ pub(crate) const CONNECTIONS: &str = "plaza_connections";
 pub(crate) const CONNECTIONS_TOTAL: &str = "plaza_connections_total";
 /// Commands handled, by `op` and `result` (`ok` or an error code name).
 pub(crate) const COMMANDS: &str = "plaza_commands_total";
+/// Counter: connection handlers (command, cleanup, writer) that panicked, by `stage`.
+pub(crate) const HANDLER_PANICS: &str = "plaza_handler_panics_total";
 /// Publications accepted from clients.
 pub(crate) const PUBLICATIONS_IN: &str = "plaza_publications_in_total";
 /// Publication frames queued to clients (one per subscriber).
@@ -103,6 +105,9 @@ fn register_zeroes() {
     for code in plaza_proto::CloseCode::ALL {
         metrics::counter!(DISCONNECTS, "code" => code.name()).increment(0);
     }
+    for stage in ["command", "cleanup", "writer", "api"] {
+        metrics::counter!(HANDLER_PANICS, "stage" => stage).increment(0);
+    }
 }
 
 fn describe() {
@@ -111,6 +116,10 @@ fn describe() {
     describe_counter!(CONNECTIONS_TOTAL, "Accepted WebSocket connections");
     describe_counter!(COMMANDS, "Client commands by op and result");
     describe_counter!(PUBLICATIONS_IN, "Publications accepted from clients");
+    describe_counter!(
+        HANDLER_PANICS,
+        "Connection or API handlers that panicked (caught; the connection was closed with 4003, the request answered 500), by stage"
+    );
     describe_counter!(PUBLICATIONS_OUT, "Publication frames queued to subscribers");
     describe_counter!(BROKER_EVENTS, "Room events received from the broker tier");
     describe_counter!(

@@ -34,7 +34,7 @@ use super::live::{Disconnect, follow, forward_disconnects};
 use super::names::{DISCONNECT_SUBJECT, RoomSubjects, token};
 use super::presence::{MemberEntry, members, presence_event, remove_member, rooms_page};
 use crate::{AttachOptions, EdgeLink, LinkEvents, send_or_end};
-use plaza_rooms::MAX_IDEM_LEN;
+use plaza_proto::client::check_idem;
 use plaza_rooms::config::PresenceMode;
 
 /// Header: the room's previous publication offset (0 for the first).
@@ -214,13 +214,10 @@ impl EdgeLink for NatsLink {
     ) -> Result<PublishAck, BrokerError> {
         let inner = &self.inner;
         inner.check_open()?;
-        if let Some(key) = &idem
-            && key.len() > MAX_IDEM_LEN
-        {
-            return Err(BrokerError::Invalid(format!(
-                "room {room}: idempotency key is {} bytes long; at most {MAX_IDEM_LEN} are allowed",
-                key.len()
-            )));
+        // The key goes into a NATS header: a CR/LF would make async-nats panic, so it is
+        // checked here too, not only by the edge's decoders.
+        if let Some(Err(why)) = idem.as_deref().map(check_idem) {
+            return Err(BrokerError::Invalid(format!("room {room}: {why}")));
         }
         let (ns, subjects, _) = inner.shared.room(&room)?;
         let lock = {

@@ -40,11 +40,13 @@ pub enum ApiCode {
     UnsupportedMediaType,
     /// The broker tier is unavailable or did not answer in time; retry after `Retry-After` (503).
     BackendUnavailable,
+    /// The edge hit an unexpected error handling the request; it was logged (500).
+    Internal,
 }
 
 impl ApiCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ApiCode; 11] = [
+    pub const ALL: [ApiCode; 12] = [
         Self::BadRequest,
         Self::InvalidRoom,
         Self::Unauthorized,
@@ -56,6 +58,7 @@ impl ApiCode {
         Self::MessageTooLarge,
         Self::UnsupportedMediaType,
         Self::BackendUnavailable,
+        Self::Internal,
     ];
 
     /// The code's stable snake_case name.
@@ -72,6 +75,7 @@ impl ApiCode {
             Self::MessageTooLarge => ErrorCode::MessageTooLarge.name(),
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BackendUnavailable => ErrorCode::BackendUnavailable.name(),
+            Self::Internal => ErrorCode::Internal.name(),
         }
     }
 
@@ -86,6 +90,7 @@ impl ApiCode {
             Self::TooLarge | Self::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -172,7 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_unique_snake_case_and_errors_are_4xx_or_503() {
+    fn codes_are_unique_snake_case_and_errors_are_4xx_503_or_500_for_internal() {
         let names: HashSet<&str> = ApiCode::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), ApiCode::ALL.len());
         for code in ApiCode::ALL {
@@ -184,7 +189,9 @@ mod tests {
             );
             let status = code.status();
             assert!(
-                status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE,
+                status.is_client_error()
+                    || status == StatusCode::SERVICE_UNAVAILABLE
+                    || (code == ApiCode::Internal && status == StatusCode::INTERNAL_SERVER_ERROR),
                 "{code:?}"
             );
         }

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use plaza_backend::EdgeLink;
 use plaza_proto::RoomName;
-use plaza_proto::client::MAX_IDEM_LEN;
+use plaza_proto::client::check_idem;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiCode, ApiError};
@@ -93,14 +93,12 @@ pub(super) fn room(name: &str) -> Result<RoomName, ApiError> {
     RoomName::new(name).map_err(|e| ApiCode::InvalidRoom.with(format!("room {name:?}: {e}")))
 }
 
-/// Validates an idempotency key: 1..=[`MAX_IDEM_LEN`] bytes, as in the WebSocket protocol.
+/// Validates an idempotency key as the WebSocket protocol does ([`check_idem`]).
 pub(super) fn idem(key: Option<String>) -> Result<Option<String>, ApiError> {
-    match key {
-        Some(k) if k.is_empty() || k.len() > MAX_IDEM_LEN => Err(ApiCode::BadRequest.with(
-            format!("`idem` must be 1..={MAX_IDEM_LEN} bytes, got {}", k.len()),
-        )),
-        other => Ok(other),
+    if let Some(Err(why)) = key.as_deref().map(check_idem) {
+        return Err(ApiCode::BadRequest.with(why));
     }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -130,6 +128,7 @@ mod tests {
         assert_eq!(idem(None), Ok(None));
         assert_eq!(idem(Some("k".into())), Ok(Some("k".into())));
         assert!(idem(Some(String::new())).is_err());
-        assert!(idem(Some("k".repeat(MAX_IDEM_LEN + 1))).is_err());
+        assert!(idem(Some("k".repeat(plaza_proto::client::MAX_IDEM_LEN + 1))).is_err());
+        assert!(idem(Some("a\nb".into())).is_err());
     }
 }

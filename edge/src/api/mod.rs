@@ -29,9 +29,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use plaza_backend::EdgeLink;
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiCode, ApiError};
 
@@ -66,6 +67,19 @@ pub fn router<L: EdgeLink>(node: &Arc<Node<L>>) -> Router<Arc<Node<L>>> {
             auth::require_key::<L>,
         ))
         .route_layer(middleware::from_fn(count))
+        // Outermost: a panicking handler is answered with a JSON 500 (and counted) instead of
+        // a dropped connection.
+        .route_layer(CatchPanicLayer::custom(panicked))
+}
+
+/// The answer to a request whose handler panicked. The panic's message is not echoed (it may
+/// quote internals); the process's panic hook has printed it.
+fn panicked(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    metrics::counter!(m::HANDLER_PANICS, "stage" => "api").increment(1);
+    tracing::error!("a server API handler panicked; answered 500");
+    ApiCode::Internal
+        .with("internal error; it was logged")
+        .into_response()
 }
 
 /// Counts every request by route template (bounded cardinality) and status; unknown paths

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt, StreamExt};
 use plaza_backend::EdgeLink;
 use plaza_proto::client::{
     Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceStatsOk,
@@ -38,8 +40,10 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::{Closer, Outbox, write_loop};
 use crate::users::UserSlot;
+use guard::ConnectionGuard;
 
 mod auth;
+mod guard;
 mod rooms;
 
 type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
@@ -94,14 +98,20 @@ pub(crate) fn run<L: EdgeLink>(
 ) -> impl Future<Output = ()> + Send + 'static {
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(node.config.client.outbound_queue_bytes);
-    let writer = tokio::spawn(write_loop(sink, outbox.clone()));
+    let writer = tokio::spawn(guarded_writer(sink, outbox.clone()));
     let ping_interval = node.config.client.ping_interval;
-    metrics::gauge!(m::CONNECTIONS).increment(1);
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let now = Instant::now();
+    let id = node.hub.next_session();
+    let mut guard = ConnectionGuard::new(
+        node.hub.clone(),
+        id,
+        outbox.closer().clone(),
+        writer.abort_handle(),
+    );
     let mut session = Session {
         rate: CommandRate::new(&node.config.limits),
-        id: node.hub.next_session(),
+        id,
         node,
         outbox,
         handshake_token,
@@ -118,34 +128,46 @@ pub(crate) fn run<L: EdgeLink>(
     async move {
         let closer = session.outbox.closer().clone();
         let drain = session.node.drain.clone();
-        loop {
-            let deadline = session.next_deadline();
-            // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
-            tokio::select! {
-                biased;
-                _ = closer.closed() => break,
-                _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
-                _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
-                frame = stream.next() => match frame {
-                    None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
-                    Some(Err(e)) => { session.on_read_error(e); break; }
-                    Some(Ok(Message::Text(text))) => {
-                        session.last_seen = Instant::now();
-                        // Boxed: a command's future is large (history pages, nested broker calls) and
-                        // exists only while it runs; inline it would sit in every idle connection.
-                        Box::pin(session.on_text(&text)).await;
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
-                        closer.close(CloseCode::BadRequest, "binary frames are not supported; send JSON text frames");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.last_seen = Instant::now(),
-                },
+        // A panic anywhere in the read loop (a command handler included) is caught here: the
+        // connection is closed with 4003 and ends through `finish` like any other.
+        let read_loop = async {
+            loop {
+                let deadline = session.next_deadline();
+                // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
+                tokio::select! {
+                    biased;
+                    _ = closer.closed() => break,
+                    _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
+                    _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
+                    frame = stream.next() => match frame {
+                        None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
+                        Some(Err(e)) => { session.on_read_error(e); break; }
+                        Some(Ok(Message::Text(text))) => {
+                            session.last_seen = Instant::now();
+                            // Boxed: a command's future is large (history pages, nested broker calls) and
+                            // exists only while it runs; inline it would sit in every idle connection.
+                            Box::pin(session.on_text(&text)).await;
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
+                            closer.close(CloseCode::BadRequest, "binary frames are not supported; send JSON text frames");
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.last_seen = Instant::now(),
+                    },
+                }
             }
+        };
+        if let Err(panic) = AssertUnwindSafe(read_loop).catch_unwind().await {
+            guard.panicked("command", panic);
         }
         // The end of a connection is boxed like a command: it runs once, and inline its futures
         // would be part of every connection's footprint.
-        Box::pin(finish(session, stream, closer, writer)).await;
+        let end =
+            Box::pin(AssertUnwindSafe(finish(session, stream, closer, writer)).catch_unwind());
+        match end.await {
+            Ok(()) => guard.finished(),
+            Err(panic) => guard.panicked("cleanup", panic),
+        }
     }
 }
 
@@ -170,7 +192,21 @@ async fn finish<L: EdgeLink>(
         .await;
     }
     let _ = writer.await;
-    metrics::gauge!(m::CONNECTIONS).decrement(1);
+}
+
+/// The connection's writer, with a panic in it caught: the connection is then closed (4003), so
+/// the session ends instead of reading for a client nobody writes to any more.
+async fn guarded_writer(sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) {
+    let closer = outbox.closer().clone();
+    if AssertUnwindSafe(write_loop(sink, outbox))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        metrics::counter!(m::HANDLER_PANICS, "stage" => "writer").increment(1);
+        tracing::error!("a connection writer panicked; closing the connection");
+        closer.close(CloseCode::ServerError, "internal error; reconnect");
+    }
 }
 
 impl<L: EdgeLink> Session<L> {

@@ -2,6 +2,8 @@
 //! client that speaks protocol v1 frame by frame.
 #![allow(dead_code)]
 
+pub(crate) mod faulty;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -316,6 +318,16 @@ impl Client {
     pub(crate) fn queued_pushes(&mut self) -> Vec<Push> {
         self.pushes.drain(..).collect()
     }
+}
+
+/// The value of the metric series whose line starts with `series` (e.g.
+/// `plaza_connections` or `plaza_limit_hits_total{limit="origin"}`), 0 if absent.
+pub(crate) async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await;
+    let prefix = format!("{series} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
 }
 
 /// The `data` and `offset` of a `pub` push, or a panic.

@@ -77,14 +77,8 @@ impl ClientFrame {
                     None => return Err(fail(ErrorCode::BadRequest, "missing field `data`".into())),
                 };
                 let idem: Option<String> = fields.optional("idem").map_err(bad)?;
-                if let Some(key) = idem
-                    .as_ref()
-                    .filter(|k| k.is_empty() || k.len() > MAX_IDEM_LEN)
-                {
-                    return Err(fail(
-                        ErrorCode::BadRequest,
-                        format!("`idem` must be 1..={MAX_IDEM_LEN} bytes, got {}", key.len()),
-                    ));
+                if let Some(Err(why)) = idem.as_deref().map(check_idem) {
+                    return Err(fail(ErrorCode::BadRequest, why));
                 }
                 Command::Publish(Publish {
                     room: room()?,

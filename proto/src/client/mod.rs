@@ -42,6 +42,24 @@ const KNOWN_OPS: [&str; 9] = [
 /// Longest accepted `idem` key, in bytes.
 pub const MAX_IDEM_LEN: usize = 128;
 
+/// Checks an idempotency key: 1..=[`MAX_IDEM_LEN`] bytes and no control characters (keys travel
+/// in NATS headers and logs, where CR/LF would split a line). The error names what is wrong.
+pub fn check_idem(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEM_LEN {
+        return Err(format!(
+            "`idem` must be 1..={MAX_IDEM_LEN} bytes, got {}",
+            key.len()
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "`idem` must not contain control characters, found U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
 /// A command from a client: `{"id": n, "op": "<name>", ...fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClientFrame {
