@@ -1,5 +1,7 @@
 //! Dev mode (`--dev` only): the demo page and `/dev/token?user=NAME`, which mints a token for
-//! any user with every capability on every room so two tabs can be two users.
+//! any user with every capability on every room so two tabs can be two users. Tokens are signed
+//! with the process's fresh dev-only key ([`crate::auth::mint_dev`]), never with a configured
+//! secret, so they are worthless to any other edge and die with the process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use plaza_backend::EdgeLink;
 use serde::Deserialize;
 
-use crate::auth::{Capability, TokenSpec, mint};
+use crate::auth::{Capability, TokenSpec, mint_dev};
 use crate::node::Node;
 
 /// The demo page: plain HTML and JS, no build step.
@@ -41,7 +43,7 @@ pub(crate) async fn token<L: EdgeLink>(
         )
             .into_response();
     }
-    match mint(
+    match mint_dev(
         secret,
         &node.config.auth.capability_claim,
         &dev_token_spec(user),

@@ -108,7 +108,7 @@ pub async fn start<B: Backend>(
     backend: B,
     dev_secret: Option<Vec<u8>>,
 ) -> Result<RunningEdge, StartError> {
-    let verifier = Verifier::new(&config.auth)?;
+    let verifier = Verifier::with_dev_key(&config.auth, dev_secret.as_deref())?;
     let edge_id = format!("{:08x}", rand::random::<u32>());
     let attach = AttachOptions {
         edge: EdgeId::new(edge_id.clone()),

@@ -11,7 +11,7 @@ use plaza_backend::cluster::{ClusterBackend, ClusterOptions};
 use plaza_backend::memory::{MemoryBackend, MemoryOptions};
 use plaza_backend::nats::{NatsBackend, NatsOptions};
 use plaza_edge::auth::{Capability, TokenSpec, mint};
-use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig, Secret};
+use plaza_edge::config::{BackendKind, EXIT_BAD_CONFIG, EdgeConfig};
 use plaza_process::shutdown_signal;
 
 /// Plaza edge: WebSocket pub/sub with rooms, presence and recovery.
@@ -26,9 +26,15 @@ struct Cli {
     /// Listen address, e.g. 127.0.0.1:8080 (port 0 picks a free port).
     #[arg(long)]
     listen: Option<String>,
-    /// Development mode: memory backend, random secret, demo page, dev tokens.
+    /// Development mode: memory backend, demo page, `/dev/token` signed with a fresh dev-only
+    /// key (a configured secret keeps verifying your app's tokens but never signs dev tokens).
+    /// Only on a loopback address unless `--dev-public` is given. Command line only.
     #[arg(long)]
     dev: bool,
+    /// Let `--dev` listen on a non-loopback address (e.g. `0.0.0.0` in a container). Anyone who
+    /// can reach the port can then mint tokens for any user: never on a shared network.
+    #[arg(long, requires = "dev")]
+    dev_public: bool,
     /// Broker tier: memory, cluster or nats.
     #[arg(long)]
     backend: Option<String>,
@@ -134,9 +140,6 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
     if let Some(l) = &cli.listen {
         overrides.push(("listen", format!("{l:?}")));
     }
-    if cli.dev {
-        overrides.push(("dev", "true".to_owned()));
-    }
     if let Some(b) = &cli.backend {
         overrides.push(("backend", format!("{b:?}")));
     }
@@ -160,15 +163,22 @@ fn load(cli: &Cli) -> Result<EdgeConfig, plaza_edge::config::ConfigError> {
             overrides.push((key, format!("{:?}", path.display().to_string())));
         }
     }
-    let mut config = EdgeConfig::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
+    let mut config =
+        EdgeConfig::load_with_dev(cli.config.as_deref(), std::env::vars(), &overrides, cli.dev)?;
     if config.dev {
         if cli.listen.is_none() && config.listen == EdgeConfig::default().listen {
             config.listen = ([127, 0, 0, 1], 8080).into();
         }
-        if config.auth.hmac_secret.is_none() {
-            let bytes: [u8; 32] = rand::random();
-            config.auth.hmac_secret =
-                Some(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()));
+        if !config.listen.ip().is_loopback() && !cli.dev_public {
+            return Err(plaza_edge::config::ConfigError::new(
+                "listen",
+                format!(
+                    "--dev serves tokens for any user to anyone who can reach it, so it listens \
+                     on loopback only; {} is not (add --dev-public to allow it, e.g. inside a \
+                     container whose port only your machine reaches)",
+                    config.listen
+                ),
+            ));
         }
     }
     Ok(config)
@@ -198,9 +208,17 @@ fn cluster_backend_tls(config: &EdgeConfig) -> anyhow::Result<ClusterTls> {
 
 async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     let dev = config.dev;
-    let secret = config.auth.hmac_secret.clone().map(|s| s.0.into_bytes());
-    let claim = config.auth.capability_claim.clone();
+    // `--dev` signs its tokens with a key of its own, made here and gone with the process.
+    let dev_key: Option<Vec<u8>> = dev.then(|| rand::random::<[u8; 32]>().to_vec());
     let backend = config.backend;
+    if dev && !config.listen.ip().is_loopback() {
+        let warning = format!(
+            "--dev --dev-public: anyone who can reach {} can mint tokens for any user",
+            config.listen
+        );
+        eprintln!("WARNING: {warning}");
+        tracing::warn!("{warning}");
+    }
     let edge = match config.backend {
         BackendKind::Memory => {
             let options = MemoryOptions {
@@ -208,24 +226,19 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let backend = MemoryBackend::with_options(config.rooms.clone(), options);
-            plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
+            plaza_edge::start(config, backend, dev_key.clone()).await?
         }
         BackendKind::Cluster => {
             let backend = cluster_backend(&config)?;
-            plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
+            plaza_edge::start(config, backend, dev_key.clone()).await?
         }
         BackendKind::Nats => {
             let backend = nats_backend(&config).await?;
-            plaza_edge::start(config, backend, if dev { secret.clone() } else { None }).await?
+            plaza_edge::start(config, backend, dev_key.clone()).await?
         }
     };
     if dev {
-        print_dev_banner(
-            backend,
-            edge.local_addr(),
-            secret.as_deref().unwrap_or_default(),
-            &claim,
-        )?;
+        print_dev_banner(backend, edge.local_addr());
     }
     shutdown_signal().await;
     tracing::info!("shutdown requested; draining (signal again to exit at once)");
@@ -270,31 +283,27 @@ async fn nats_backend(config: &EdgeConfig) -> anyhow::Result<NatsBackend> {
     Ok(NatsBackend::connect(&config.rooms, options).await?)
 }
 
-fn print_dev_banner(
-    backend: BackendKind,
-    addr: std::net::SocketAddr,
-    secret: &[u8],
-    claim: &str,
-) -> anyhow::Result<()> {
+/// What `--dev` prints: where to go. No token (tokens do not belong in logs); the demo page
+/// and `/dev/token?user=NAME` mint them. Write errors are ignored: a closed stdout (a
+/// supervisor that stopped reading) must not take the edge down.
+fn print_dev_banner(backend: BackendKind, addr: std::net::SocketAddr) {
+    use std::io::Write;
     let host = if addr.ip().is_unspecified() {
         std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {
         addr
     };
-    let token = mint(secret, claim, &plaza_edge::dev::dev_token_spec("dev"))
-        .context("minting the dev token")?;
-    match backend {
-        BackendKind::Memory => {
-            println!("Plaza dev edge (memory backend; nothing is kept after exit)");
-        }
-        BackendKind::Cluster => println!("Plaza dev edge (cluster backend)"),
-        BackendKind::Nats => println!("Plaza dev edge (NATS backend)"),
-    }
-    println!("  demo page:  http://{host}/");
-    println!("  websocket:  ws://{host}/v1/ws");
-    println!("  dev token for user \"dev\" (all rooms, 24 h):\n    {token}");
-    println!("  more users: http://{host}/dev/token?user=NAME");
-    Ok(())
+    let title = match backend {
+        BackendKind::Memory => "Plaza dev edge (memory backend; nothing is kept after exit)",
+        BackendKind::Cluster => "Plaza dev edge (cluster backend)",
+        BackendKind::Nats => "Plaza dev edge (NATS backend)",
+    };
+    let banner = format!(
+        "{title}\n  demo page:  http://{host}/\n  websocket:  ws://{host}/v1/ws\n  \
+         dev tokens: http://{host}/dev/token?user=NAME (all rooms, 24 h, this process only)\n"
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {

@@ -115,6 +115,150 @@ async fn the_token_subcommand_mints_tokens_the_edge_accepts() {
     assert_eq!(out.status.code(), Some(64));
 }
 
+/// A token from `/dev/token?user=NAME`.
+async fn dev_token(addr: std::net::SocketAddr, user: &str) -> String {
+    let (status, body) = common::http_get(addr, &format!("/dev/token?user={user}")).await;
+    assert_eq!(status, 200, "{body}");
+    let start = body.find('{').unwrap();
+    let v: serde_json::Value = serde_json::from_str(body[start..].lines().next().unwrap()).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// Starts `plaza-edge` with `args` and `env`; returns the child and the address from its
+/// `--dev` banner.
+async fn start_dev(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Some(l) = reader.next_line().await.unwrap() {
+            if let Some(url) = l.trim().strip_prefix("demo page:") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("no dev banner");
+    };
+    let url = tokio::time::timeout(Duration::from_secs(20), url)
+        .await
+        .unwrap();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+/// Hostile input, finding 3: dev mode was an ordinary setting, so `PLAZA_DEV=true` (or
+/// `dev = true` in a file, or the chart's `edge.config.dev`) on a production edge served
+/// `/dev/token?user=<anyone>`. It is the `--dev` flag only now: every other way is refused with
+/// exit code 64 before anything listens.
+#[test]
+fn dev_mode_cannot_be_switched_on_by_the_environment_or_a_config_file() {
+    let secret = (
+        "PLAZA_AUTH__HMAC_SECRET",
+        "0123456789abcdef0123456789abcdef",
+    );
+    for value in ["true", "1", "false"] {
+        let out = run(
+            &["--listen", "127.0.0.1:0"],
+            &[secret, ("PLAZA_DEV", value)],
+        );
+        assert_eq!(out.status.code(), Some(64), "PLAZA_DEV={value}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--dev command-line flag only"),
+            "{out:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plaza.toml");
+    std::fs::write(&file, "dev = true\n").unwrap();
+    let out = run(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        &[secret],
+    );
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dev command-line flag only"));
+}
+
+/// Hostile input, finding 3: `--dev` signed its tokens with the configured production
+/// `hmac_secret`, so a dev token worked on every edge sharing that secret. Dev tokens are now
+/// signed with a key made at start: the configured secret does not verify them (it still
+/// verifies the application's own tokens), and another `--dev` process does not accept them.
+#[tokio::test]
+async fn dev_tokens_are_signed_with_a_fresh_dev_only_key_never_the_configured_secret() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let env = [("PLAZA_AUTH__HMAC_SECRET", secret)];
+    let (mut one, a) = start_dev(&["--dev", "--listen", "127.0.0.1:0"], &env).await;
+    let (mut two, b) = start_dev(&["--dev", "--listen", "127.0.0.1:0"], &env).await;
+    let token = dev_token(a, "mallory").await;
+    let auth = plaza_edge::config::AuthConfig::default();
+    let refused = plaza_edge::auth::Verifier::hmac(secret.as_bytes(), &auth)
+        .verify(&token)
+        .await;
+    assert!(
+        refused.is_err(),
+        "a dev token verified with the configured secret"
+    );
+
+    // It works on the edge that made it, not on another one with the same configured secret,
+    // while the application's own tokens (signed with that secret) work on both.
+    let mut here = common::Client::open(a).await;
+    here.connect(&token).await;
+    let mut there = common::Client::open(b).await;
+    let e = there
+        .err(serde_json::json!({"op": "connect", "token": token}))
+        .await;
+    assert_eq!(e.code, plaza_proto::ErrorCode::InvalidToken, "{e:?}");
+    for addr in [a, b] {
+        let app = plaza_edge::auth::mint(
+            secret.as_bytes(),
+            "plaza",
+            &plaza_edge::dev::dev_token_spec("app-user"),
+        )
+        .unwrap();
+        common::Client::open(addr).await.connect(&app).await;
+    }
+    one.kill().await.unwrap();
+    two.kill().await.unwrap();
+}
+
+/// Hostile input, finding 3: `--dev` listens on loopback only unless `--dev-public` says
+/// otherwise (then it warns on stderr).
+#[test]
+fn dev_mode_refuses_a_non_loopback_address_without_dev_public() {
+    let out = run(&["--dev", "--listen", "0.0.0.0:0"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--dev-public"), "{stderr}");
+    let out = run(&["--dev-public", "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--dev-public needs --dev: {out:?}"
+    );
+}
+
 #[tokio::test]
 async fn dev_mode_serves_the_demo_page_tokens_and_websocket() {
     let mut child = tokio::process::Command::new(BIN)
@@ -129,7 +273,7 @@ async fn dev_mode_serves_the_demo_page_tokens_and_websocket() {
         use tokio::io::AsyncBufReadExt;
         let mut reader = tokio::io::BufReader::new(stdout).lines();
         let mut lines = Vec::new();
-        while lines.len() < 6 {
+        while lines.len() < 4 {
             match reader.next_line().await.unwrap() {
                 Some(l) => lines.push(l),
                 None => break,
@@ -151,12 +295,10 @@ async fn dev_mode_serves_the_demo_page_tokens_and_websocket() {
         .trim_end_matches('/')
         .parse()
         .unwrap();
-    let token = lines
-        .iter()
-        .find(|l| l.trim_start().starts_with("eyJ"))
-        .expect("dev token")
-        .trim()
-        .to_owned();
+    assert!(
+        !lines.iter().any(|l| l.contains("eyJ")),
+        "the banner prints no token: {lines:?}"
+    );
 
     let (status, page) = common::http_get(addr, "/").await;
     assert_eq!(status, 200);
@@ -173,6 +315,7 @@ async fn dev_mode_serves_the_demo_page_tokens_and_websocket() {
         v["token"].as_str().unwrap().to_owned()
     };
     assert_eq!(common::http_get(addr, "/dev/token").await.0, 400);
+    let token = dev_token(addr, "dev").await;
 
     let mut dev = common::Client::open(addr).await;
     dev.connect(&token).await;

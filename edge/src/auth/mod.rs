@@ -134,6 +134,9 @@ pub struct Verifier {
     claim: String,
     max_token_bytes: usize,
     hmac: Option<HmacIssuer>,
+    /// `--dev` only: the dev-only key `/dev/token` signs with (header `kid` [`DEV_KID`]),
+    /// generated at start, never a configured secret.
+    dev: Option<HmacIssuer>,
     /// By `issuer` (the `iss` claim routes to it).
     jwks: HashMap<String, JwksIssuer>,
     /// Cancels the refresh tasks when the verifier is dropped.
@@ -151,6 +154,9 @@ impl std::fmt::Debug for Verifier {
 }
 
 const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+/// The `kid` of tokens minted by `--dev`'s `/dev/token` with the process's dev-only key.
+pub const DEV_KID: &str = "plaza-dev";
 
 fn hmac_issuer(secret: &[u8], config: &AuthConfig) -> HmacIssuer {
     let rules = Rules {
@@ -208,11 +214,32 @@ impl Verifier {
     /// here, so a bad file is an error now. With `[[auth.jwks]]` this must run inside a
     /// tokio runtime.
     pub fn new(config: &AuthConfig) -> Result<Self, AuthSetupError> {
+        Self::with_dev_key(config, None)
+    }
+
+    /// [`Verifier::new`], also accepting `--dev` tokens signed with `dev_key` (the process's
+    /// fresh dev-only key; header `kid` [`DEV_KID`]).
+    pub fn with_dev_key(
+        config: &AuthConfig,
+        dev_key: Option<&[u8]>,
+    ) -> Result<Self, AuthSetupError> {
         let hmac = config
             .hmac_secret
             .as_ref()
             .map(|s| hmac_issuer(s.0.as_bytes(), config));
-        if hmac.is_none() && config.jwks.is_empty() {
+        let dev = dev_key.map(|key| {
+            let rules = Rules {
+                issuer: None,
+                audience: None,
+                leeway: config.leeway,
+                require_exp: true,
+            };
+            HmacIssuer {
+                key: DecodingKey::from_secret(key),
+                validation: rules.validation(&[Algorithm::HS256]),
+            }
+        });
+        if hmac.is_none() && dev.is_none() && config.jwks.is_empty() {
             return Err(AuthSetupError::NoIssuer);
         }
         let mut jwks = HashMap::new();
@@ -248,6 +275,7 @@ impl Verifier {
             claim: config.capability_claim.clone(),
             max_token_bytes: config.max_token_bytes,
             hmac,
+            dev,
             jwks,
             _refresh: refresh,
         })
@@ -260,6 +288,7 @@ impl Verifier {
             claim: config.capability_claim.clone(),
             max_token_bytes: config.max_token_bytes,
             hmac: Some(hmac_issuer(secret, config)),
+            dev: None,
             jwks: HashMap::new(),
             _refresh: None,
         }
@@ -287,7 +316,11 @@ impl Verifier {
                      refused (algorithm confusion)"
                 )));
             }
-            let hmac = self.hmac.as_ref().ok_or_else(|| {
+            let dev = self
+                .dev
+                .as_ref()
+                .filter(|_| route.kid.as_deref() == Some(DEV_KID));
+            let hmac = dev.or(self.hmac.as_ref()).ok_or_else(|| {
                 AuthError::Invalid("HMAC-signed tokens are not accepted here".into())
             })?;
             (decode::decode(token, &hmac.key, &hmac.validation)?, "")
@@ -340,8 +373,29 @@ pub struct TokenSpec {
     pub info: Option<serde_json::Value>,
 }
 
-/// Mints an HS256 token (for `--dev`, `plaza-edge token` and tests).
+/// Mints an HS256 token (for `plaza-edge token` and tests).
 pub fn mint(
+    secret: &[u8],
+    claim: &str,
+    spec: &TokenSpec,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    mint_with(Header::new(Algorithm::HS256), secret, claim, spec)
+}
+
+/// Mints a `--dev` token with the process's dev-only key (header `kid` [`DEV_KID`], so the
+/// verifier checks it against that key and never against a configured secret).
+pub fn mint_dev(
+    dev_key: &[u8],
+    claim: &str,
+    spec: &TokenSpec,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(DEV_KID.to_owned());
+    mint_with(header, dev_key, claim, spec)
+}
+
+fn mint_with(
+    header: Header,
     secret: &[u8],
     claim: &str,
     spec: &TokenSpec,
@@ -364,11 +418,7 @@ pub fn mint(
         cap.insert("info".into(), info.clone());
     }
     body.insert(claim.into(), cap.into());
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &body,
-        &EncodingKey::from_secret(secret),
-    )
+    jsonwebtoken::encode(&header, &body, &EncodingKey::from_secret(secret))
 }
 
 /// Seconds since the Unix epoch.

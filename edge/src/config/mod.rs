@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 pub struct EdgeConfig {
     /// Address for HTTP and WebSocket (`--listen`); port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Development mode: memory backend, random secret, demo page and `/dev/token`.
+    /// Development mode (demo page, `/dev/token` with a fresh dev-only key). Set only by the
+    /// `--dev` flag ([`EdgeConfig::load_with_dev`]): never read from a file, the environment or
+    /// a chart, so a production config cannot switch it on.
+    #[serde(skip)]
     pub dev: bool,
     /// Which broker tier to use.
     pub backend: BackendKind,
@@ -108,12 +111,28 @@ impl EdgeConfig {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, String)],
     ) -> Result<Self, ConfigError> {
+        Self::load_with_dev(file, env, overrides, false)
+    }
+
+    /// [`EdgeConfig::load`] for `--dev` (`dev` comes from the command line only).
+    pub fn load_with_dev(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, String)],
+        dev: bool,
+    ) -> Result<Self, ConfigError> {
         let mut table = plaza_process::read_file(file)?;
+        if table.contains_key("dev") {
+            return Err(dev_not_a_key("dev"));
+        }
         let defaults = toml::Table::try_from(EdgeConfig::default()).unwrap_or_default();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("PLAZA_") else {
                 continue;
             };
+            if rest.eq_ignore_ascii_case("DEV") {
+                return Err(dev_not_a_key(&name));
+            }
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
             // Only variables naming a config section or key are config: PLAZA_LOG (the log
             // filter), PLAZA_CONFIG (the file) and unrelated PLAZA_* variables of other tools
@@ -125,10 +144,24 @@ impl EdgeConfig {
             set_path(&mut table, &path, value).map_err(|m| ConfigError::new(&name, m))?;
         }
         plaza_process::apply_overrides(&mut table, overrides)?;
-        let config: EdgeConfig = plaza_process::deserialize(table)?;
+        if overrides.iter().any(|(key, _)| *key == "dev") {
+            return Err(dev_not_a_key("dev"));
+        }
+        let mut config: EdgeConfig = plaza_process::deserialize(table)?;
+        config.dev = dev;
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Dev mode mints tokens for anyone: it is the `--dev` flag only, so that no file,
+/// environment variable or chart value can turn it on in production.
+fn dev_not_a_key(key: &str) -> ConfigError {
+    ConfigError::new(
+        key,
+        "dev mode is the --dev command-line flag only; it cannot be set in a config file, \
+         an environment variable or a chart",
+    )
 }
 
 /// Reads an environment value: as TOML (numbers, booleans, arrays) unless the key holds text

@@ -70,7 +70,7 @@ export async function startEdge({ port = 0, env = {} } = {}) {
   const httpUrl = await new Promise((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`plaza-edge did not start within 15 s:\n${stderr}`)), 15_000);
-    // The dev banner (stdout) names the address; it also holds a dev token, so never echo it.
+    // The dev banner (stdout) names the address (it holds no token).
     child.stdout.on("data", (d) => {
       out += d;
       const m = out.match(/websocket:\s+ws:\/\/([^/\s]+)\/v1\/ws/);
