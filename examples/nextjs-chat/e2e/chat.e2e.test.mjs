@@ -5,13 +5,14 @@
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { after, before, test } from "node:test";
-import { artifacts, memberNames, messageTexts, send, signIn as signInTo, startNext, startStack, stopStack, until } from "./harness.mjs";
+import { after, afterEach, before, test } from "node:test";
+import { artifacts, closeContexts, memberNames, messageTexts, send, signIn as signInTo, startNext, startStack, stopStack, until } from "./harness.mjs";
 
 let stack;
 before(async () => {
   stack = await startStack();
 });
+afterEach(() => closeContexts(stack));
 after(() => stopStack(stack));
 
 const signIn = (name, url) => signInTo(stack, name, url);

@@ -103,6 +103,7 @@ export async function startStack() {
     appEnv: { PLAZA_URL: `http://${edgeHost}`, PLAZA_SECRET: secret, PLAZA_API_KEY: apiKey, NEXT_TELEMETRY_DISABLED: "1" },
   };
   stack.appUrl = await startNext(stack, "start");
+  stack.contexts = [];
   stack.browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
@@ -120,6 +121,15 @@ export async function startStack() {
   return stack;
 }
 
+/**
+ * Closes every browser context the test opened (its pages, their sockets and so their presence
+ * go too), so a test that failed halfway does not leave members or state for the next one.
+ */
+export async function closeContexts(stack) {
+  const contexts = stack?.contexts.splice(0) ?? [];
+  await Promise.all(contexts.map((c) => c.close()));
+}
+
 export async function stopStack(stack) {
   await stack?.browser?.close();
   for (const c of children) c.kill("SIGTERM");
@@ -131,6 +141,7 @@ export async function stopStack(stack) {
  */
 export async function signIn(stack, name, url = stack.appUrl) {
   const context = await stack.browser.newContext({ viewport: { width: 960, height: 640 } });
+  stack.contexts.push(context);
   const page = await context.newPage();
   const errors = [];
   const sockets = [];
@@ -141,7 +152,7 @@ export async function signIn(stack, name, url = stack.appUrl) {
   await page.getByTestId("name").fill(name);
   await page.getByTestId("signin").click();
   await page.getByTestId("connection").filter({ hasText: "connected" }).waitFor({ timeout: 60_000 });
-  return { page, context, errors, sockets };
+  return { name, page, context, errors, sockets };
 }
 
 /** Sends `text` with the page's chat form (the `sendMessage` server action). */
@@ -153,9 +164,16 @@ export async function send(user, text) {
 export const memberNames = (page) => page.getByTestId("member").allInnerTexts();
 export const messageTexts = (page) => page.getByTestId("message").allInnerTexts();
 
-export async function until(what, fn, timeoutMs = 15_000) {
+/**
+ * Polls `fn` until it returns something truthy. With `watch` (signed-in users), fails at once
+ * when one of their pages has thrown, with the error, instead of timing out later.
+ */
+export async function until(what, fn, timeoutMs = 15_000, ...watch) {
   const start = Date.now();
   for (;;) {
+    for (const user of watch) {
+      if (user.errors.length > 0) throw new Error(`${what}: ${user.name}'s page failed: ${user.errors.map(String).join("; ")}`);
+    }
     const v = await fn();
     if (v) return v;
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
