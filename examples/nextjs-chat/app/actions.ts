@@ -1,15 +1,18 @@
 "use server";
-// Server actions: sign in/out, and post a chat message through the edge's HTTP API (the
-// server decides what goes into the room; clients only read it over the WebSocket).
+// Server actions: sign in/out, and post a chat message through the edge's HTTP API. This is the
+// room's only writer: clients' tokens do not grant `publish`, so what a message says about its
+// sender (`user`, `name`) comes from the signed session cookie checked here, never from the
+// browser. Server actions are public endpoints: every argument is untrusted input.
 import { randomUUID } from "node:crypto";
 import { revalidatePath } from "next/cache";
 import { publish } from "@/lib/plaza";
 import { currentUser, setCurrentUser, userIdFor } from "@/lib/session";
 
+import { MAX_NAME, MAX_TEXT, clipped, type ChatMessage } from "./message";
 import { ROOM_NAME as ROOM } from "./room";
 
 export async function signIn(formData: FormData): Promise<void> {
-  const name = String(formData.get("name") ?? "").trim().slice(0, 40);
+  const name = clipped(String(formData.get("name") ?? "").trim(), MAX_NAME);
   const id = userIdFor(name);
   if (!id) return;
   await setCurrentUser({ id, name });
@@ -23,14 +26,22 @@ export async function signOut(): Promise<void> {
 
 export type SendResult = { ok: true; offset: number } | { ok: false; error: string };
 
-export async function sendMessage(text: string, idem: string = randomUUID()): Promise<SendResult> {
+/** A browser-chosen idempotency key: a UUID-like token, or none (a fresh one is used). */
+const IDEM = /^[A-Za-z0-9-]{8,64}$/;
+
+export async function sendMessage(text: unknown, idem?: unknown): Promise<SendResult> {
   const user = await currentUser();
   if (!user) return { ok: false, error: "sign in first" };
-  const body = text.trim().slice(0, 2000);
+  if (typeof text !== "string") return { ok: false, error: "a message is text" };
+  const body = clipped(text.trim(), MAX_TEXT);
   if (!body) return { ok: false, error: "empty message" };
+  // Idempotency keys are per room, so scope the browser's key to this user: one user's key can
+  // never make another user's message count as a duplicate.
+  const key = `${user.id}:${typeof idem === "string" && IDEM.test(idem) ? idem : randomUUID()}`;
+  const message: ChatMessage = { text: body, user: user.id, name: user.name, at: Date.now() };
   // Store the message in your database here, then publish; `idem` makes a retried action safe.
   try {
-    const r = await publish(ROOM, { text: body, user: user.id, name: user.name, at: Date.now() }, idem);
+    const r = await publish(ROOM, message, key);
     return { ok: true, offset: r.offset };
   } catch (err) {
     return { ok: false, error: err instanceof Error ? err.message : String(err) };

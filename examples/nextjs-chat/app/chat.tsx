@@ -1,18 +1,28 @@
 "use client";
 // The chat UI: one PlazaProvider (one WebSocket), the room's messages via useRoom, the member
 // list via usePresence, the connection badge via useConnectionState. Sending goes through the
-// `sendMessage` server action, which publishes with the edge's HTTP API.
+// `sendMessage` server action, which publishes with the edge's HTTP API: this page's token only
+// lets it read the room. Everything that arrives is checked by app/message.ts before rendering.
 import { useCallback, useRef, useState, type FormEvent } from "react";
 import type { Publication } from "@plaza/client";
 import { PlazaProvider, useConnectionState, usePresence, useRoom } from "@plaza/client/react";
 import { ROOM_NAME } from "./room";
 import { sendMessage } from "./actions";
+import { MAX_TEXT, chatMessageFrom, memberName, type ChatMessage } from "./message";
 
-interface ChatMessage {
-  text: string;
-  user: string;
-  name: string;
-  at: number;
+/** A message the page shows: checked and capped, keyed by its offset in the room. */
+interface Shown extends ChatMessage {
+  offset: number;
+}
+
+/** The publications that are chat messages (see `chatMessageFrom`), checked and capped. */
+function toShown(publications: Publication[]): Shown[] {
+  const out: Shown[] = [];
+  for (const p of publications) {
+    const m = chatMessageFrom(p);
+    if (m) out.push({ ...m, offset: p.offset });
+  }
+  return out;
 }
 
 async function getToken(): Promise<string> {
@@ -43,7 +53,7 @@ function ConnectionBadge() {
 }
 
 function Messages({ me }: { me: string }) {
-  const [messages, setMessages] = useState<Publication<ChatMessage>[]>([]);
+  const [messages, setMessages] = useState<Shown[]>([]);
   const [draft, setDraft] = useState("");
   const [error, setError] = useState<string | null>(null);
   const seen = useRef(new Set<number>());
@@ -51,7 +61,8 @@ function Messages({ me }: { me: string }) {
   const add = useCallback((p: Publication) => {
     if (seen.current.has(p.offset)) return;
     seen.current.add(p.offset);
-    setMessages((list) => [...list, p as Publication<ChatMessage>].slice(-200));
+    const [m] = toShown([p]);
+    if (m) setMessages((list) => [...list, m].slice(-200));
   }, []);
 
   const { history } = useRoom(ROOM_NAME, add, {
@@ -61,7 +72,7 @@ function Messages({ me }: { me: string }) {
       if (event.recovered) return;
       void history({ limit: 50 }).then((h) => {
         seen.current = new Set(h.publications.map((p) => p.offset));
-        setMessages(h.publications as Publication<ChatMessage>[]);
+        setMessages(toShown(h.publications));
       });
     },
   });
@@ -79,8 +90,8 @@ function Messages({ me }: { me: string }) {
     <section className="messages">
       <ol data-testid="messages">
         {messages.map((m) => (
-          <li key={m.offset} className={m.data.user === me ? "mine" : ""} data-testid="message">
-            <b>{m.data.name}</b> <span>{m.data.text}</span>
+          <li key={m.offset} className={m.user === me ? "mine" : ""} data-testid="message">
+            <b>{m.name}</b> <span>{m.text}</span>
           </li>
         ))}
       </ol>
@@ -90,7 +101,7 @@ function Messages({ me }: { me: string }) {
           onChange={(e) => setDraft(e.target.value)}
           placeholder="Say something"
           data-testid="draft"
-          maxLength={2000}
+          maxLength={MAX_TEXT}
         />
         <button type="submit" data-testid="send">Send</button>
       </form>
@@ -100,10 +111,11 @@ function Messages({ me }: { me: string }) {
 }
 
 function Members({ me }: { me: string }) {
-  const { members, ready } = usePresence<{ name: string }>(ROOM_NAME);
-  // One entry per user (a user with two tabs is two members, one person).
+  const { members, ready } = usePresence(ROOM_NAME);
+  // One entry per user (a user with two tabs is two members, one person). `info` comes from
+  // each member's token: checked by memberName like any other input.
   const people = new Map<string, string>();
-  for (const m of members) people.set(m.user, m.info?.name ?? m.user);
+  for (const m of members) people.set(m.user, memberName(m));
   return (
     <aside className="members">
       <h2>Here now {ready ? `(${people.size})` : ""}</h2>

@@ -6,8 +6,11 @@ import type { User } from "./session";
 const b64url = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
 
 /**
- * An HS256 token for `user`, valid `ttlSeconds`: chat rooms with presence, plus a personal
- * notification room `user:<id>` it may only read. The client fetches a new one before expiry.
+ * An HS256 token for `user`, valid `ttlSeconds`: read the chat rooms and their presence, plus a
+ * personal notification room `user:<id>`. No `publish` anywhere: messages go through the
+ * `sendMessage` server action, which takes the sender from the session, so a browser holding
+ * this token cannot put anything in a room (error 106), let alone a message under another
+ * user's name. The client fetches a new token before expiry.
  */
 export function mintToken(user: User, ttlSeconds = 15 * 60): string {
   const now = Math.floor(Date.now() / 1000);
@@ -16,7 +19,7 @@ export function mintToken(user: User, ttlSeconds = 15 * 60): string {
     iat: now,
     exp: now + ttlSeconds,
     plaza: {
-      rooms: { "chat:*": ["subscribe", "publish", "presence"], "user:{sub}": ["subscribe"] },
+      rooms: { "chat:*": ["subscribe", "presence"], "user:{sub}": ["subscribe"] },
       info: { name: user.name },
     },
   };
