@@ -98,6 +98,7 @@ fn register_zeroes() {
         "connections_per_user",
         "rooms_per_connection",
         "message_bytes",
+        "reply_bytes",
         "origin",
     ] {
         metrics::counter!(LIMIT_HITS, "limit" => limit).increment(0);

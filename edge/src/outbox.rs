@@ -40,6 +40,12 @@ pub struct Outbox {
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
     limit: usize,
+    /// Reply bytes queued and not yet written (not part of `queued`): the session stops
+    /// reading commands while they exceed its budget, so a client that asks and never reads
+    /// cannot make the edge hold answers without bound.
+    replies: AtomicUsize,
+    /// Signalled when the writer has written replies.
+    replies_written: Notify,
     closer: Closer,
 }
 
@@ -99,6 +105,8 @@ impl Outbox {
             ready: Notify::new(),
             queued: AtomicUsize::new(0),
             limit,
+            replies: AtomicUsize::new(0),
+            replies_written: Notify::new(),
             closer: Closer::default(),
         })
     }
@@ -124,16 +132,31 @@ impl Outbox {
         })
     }
 
-    /// Queues a command's reply. Replies do not count towards the slow-consumer limit: their
-    /// size is bounded by the command (a `history` reply may legitimately exceed the limit)
-    /// and their number by the command rate, and cutting a client for the answer it asked for
-    /// would make recovering large histories impossible.
+    /// Queues a command's reply. Replies do not count towards the slow-consumer limit (a
+    /// `history` reply may legitimately exceed it, and cutting a client for the answer it asked
+    /// for would make recovering large histories impossible); they have their own account,
+    /// [`Outbox::reply_backlog`], which the session keeps bounded by not reading further
+    /// commands while it is over budget.
     pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
-        !self.closer.is_closed()
-            && self.enqueue(Outgoing::Text {
-                frame,
-                counted: false,
-            })
+        if self.closer.is_closed() {
+            return false;
+        }
+        self.replies.fetch_add(frame.len(), Ordering::AcqRel);
+        self.enqueue(Outgoing::Text {
+            frame,
+            counted: false,
+        })
+    }
+
+    /// Reply bytes queued and not yet written.
+    pub fn reply_backlog(&self) -> usize {
+        self.replies.load(Ordering::Acquire)
+    }
+
+    /// Resolves after the writer next writes replies (cancel-safe: a lost wake-up is only a
+    /// lost chance to look again, and a permit is stored if none is waiting).
+    pub async fn replies_written(&self) {
+        self.replies_written.notified().await;
     }
 
     /// Queues an encoded server frame (a push, counted against the limit).
@@ -179,8 +202,28 @@ impl Outbox {
         next
     }
 
-    fn written(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    fn written(&self, bytes: Written) {
+        self.queued.fetch_sub(bytes.pushes, Ordering::AcqRel);
+        if bytes.replies > 0 {
+            self.replies.fetch_sub(bytes.replies, Ordering::AcqRel);
+            self.replies_written.notify_one();
+        }
+    }
+}
+
+/// What a batch wrote, by account.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    /// Push bytes (the slow-consumer budget).
+    pushes: usize,
+    /// Reply bytes.
+    replies: usize,
+}
+
+impl std::ops::AddAssign for Written {
+    fn add_assign(&mut self, other: Self) {
+        self.pushes += other.pushes;
+        self.replies += other.replies;
     }
 }
 
@@ -193,13 +236,23 @@ enum Outgoing {
 }
 
 impl Outgoing {
-    fn budget(&self) -> usize {
+    fn budget(&self) -> Written {
         match self {
             Outgoing::Text {
                 frame,
                 counted: true,
-            } => frame.len(),
-            _ => 0,
+            } => Written {
+                pushes: frame.len(),
+                replies: 0,
+            },
+            Outgoing::Text {
+                frame,
+                counted: false,
+            } => Written {
+                pushes: 0,
+                replies: frame.len(),
+            },
+            Outgoing::Ping => Written::default(),
         }
     }
 
@@ -251,12 +304,12 @@ pub(crate) fn write_loop(
 }
 
 /// Writes `first` and what else is queued (up to [`MAX_BATCH`] frames), then flushes once.
-/// Returns the slow-consumer budget the written frames held.
+/// Returns the bytes the written frames held, by account.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     first: Outgoing,
     outbox: &Outbox,
-) -> Result<usize, ()> {
+) -> Result<Written, ()> {
     let mut bytes = first.budget();
     sink.feed(first.into_message()).await.map_err(|_| ())?;
     let mut drained = false;

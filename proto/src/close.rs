@@ -115,13 +115,32 @@ impl ErrorCode {
     }
 
     /// An error body with this code and a message.
+    /// The message is cut to [`MAX_MESSAGE_BYTES`]: messages quote values from the input, and
+    /// an error must never echo a large input back (an amplifier for unauthenticated sockets).
     pub fn with(self, message: impl Into<String>) -> ErrorBody {
         ErrorBody {
             code: self,
-            message: message.into(),
+            message: bounded(message.into()),
             temporary: self.temporary(),
         }
     }
+}
+
+/// Longest error message or close reason sent to a client, in bytes (longer ones are cut and
+/// end with `…`).
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
+/// `text` cut to at most [`MAX_MESSAGE_BYTES`] bytes on a character boundary, marked with `…`.
+pub fn bounded(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 impl Serialize for ErrorCode {
@@ -292,6 +311,17 @@ mod tests {
         assert!(CloseCode::TokenExpired.reconnect());
         assert!(!CloseCode::InvalidToken.reconnect());
         assert!(!CloseCode::BadRequest.reconnect());
+    }
+
+    #[test]
+    fn messages_quoting_large_input_are_cut_on_a_character_boundary() {
+        let e = ErrorCode::BadRequest.with(format!(
+            "field `limit`: invalid type: string {:?}",
+            "é".repeat(60_000)
+        ));
+        assert!(e.message.len() <= MAX_MESSAGE_BYTES, "{}", e.message.len());
+        assert!(e.message.ends_with('…'));
+        assert_eq!(ErrorCode::BadRequest.with("short").message, "short");
     }
 
     #[test]

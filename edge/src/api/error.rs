@@ -95,10 +95,12 @@ impl ApiCode {
     }
 
     /// An error with this code and a message naming the values involved.
+    /// The message is cut like the WebSocket's ([`plaza_proto::close::bounded`]): it may quote
+    /// request input, which must never be echoed back at length.
     pub fn with(self, message: impl Into<String>) -> ApiError {
         ApiError {
             code: self,
-            message: message.into(),
+            message: plaza_proto::close::bounded(message.into()),
         }
     }
 }

@@ -198,6 +198,16 @@ pub struct ClientConfig {
     pub refresh_ahead: Duration,
     /// Most publications one `history` call returns.
     pub max_history_limit: u32,
+    /// Most bytes of publication data one reply carries (`history`; a `subscribe` recovery
+    /// larger than this answers `recovered: false` and the client pages through `history`).
+    pub max_reply_bytes: usize,
+    /// Reply bytes a connection may have queued but not yet written before the edge stops
+    /// reading its commands (TCP backpressure) until the client reads.
+    pub max_pending_reply_bytes: usize,
+    /// Close a connection (4001) whose queued frames make no progress for this long: a client
+    /// that asks and never reads.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
     /// WebSocket read buffer per connection, in bytes (small saves memory at scale).
     pub read_buffer_bytes: usize,
     /// WebSocket write buffer per connection, in bytes, before a write is pushed to the socket.
@@ -215,6 +225,9 @@ impl Default for ClientConfig {
             max_rooms: 512,
             refresh_ahead: Duration::from_secs(30),
             max_history_limit: 1000,
+            max_reply_bytes: 4 * 1024 * 1024,
+            max_pending_reply_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
             read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
         }

@@ -38,6 +38,21 @@ impl EdgeConfig {
                 "must be at least client.max_frame_bytes",
             ));
         }
+        if c.max_reply_bytes < 1024 {
+            return Err(ConfigError::new(
+                "client.max_reply_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if c.max_pending_reply_bytes == 0 {
+            return Err(ConfigError::new(
+                "client.max_pending_reply_bytes",
+                "must be positive",
+            ));
+        }
+        if c.write_timeout.is_zero() {
+            return Err(ConfigError::new("client.write_timeout", "must be positive"));
+        }
         if c.max_rooms == 0 {
             return Err(ConfigError::new("client.max_rooms", "must be at least 1"));
         }

@@ -11,7 +11,8 @@ use std::future::Future;
 use plaza_backend::EdgeLink;
 use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck, RoomsPage};
 use plaza_proto::{
-    ClientId, ErrorBody, ErrorCode, Member, Payload, Position, RoomName, Sender, UserId,
+    ClientId, ErrorBody, ErrorCode, Member, Payload, Position, Publication, RoomName, Sender,
+    UserId,
 };
 
 use super::Node;
@@ -108,15 +109,39 @@ impl<L: EdgeLink> Node<L> {
             .await
     }
 
-    /// Reads `room`'s log (see `EdgeLink::history`).
+    /// Reads `room`'s log (see `EdgeLink::history`), at most `client.max_reply_bytes` of it:
+    /// after `since`, the oldest publications that fit (the client pages on from the last one);
+    /// without it, the newest that fit.
     pub async fn history(
         &self,
         room: RoomName,
         since: Option<Position>,
         limit: Option<u32>,
     ) -> CallResult<HistoryPage> {
-        self.call("history", self.link().history(room, since, limit))
-            .await
+        let from_start = since.is_some();
+        let mut page = self
+            .call("history", self.link().history(room, since, limit))
+            .await?;
+        if cap_history(&mut page, from_start, self.config.client.max_reply_bytes) {
+            metrics::counter!(m::LIMIT_HITS, "limit" => "reply_bytes").increment(1);
+        }
+        Ok(page)
+    }
+
+    /// Everything `room` published after `since`, for a subscriber's recovery: the page from
+    /// `EdgeLink::history`, or — when it does not fit in one reply (`client.max_reply_bytes`) —
+    /// an incomplete page without publications, so the subscriber is told `recovered: false`
+    /// and pages through `history` instead of the edge holding an unbounded reply.
+    pub async fn missed_since(&self, room: RoomName, since: Position) -> CallResult<HistoryPage> {
+        let mut page = self
+            .call("history", self.link().history(room, Some(since), None))
+            .await?;
+        if reply_bytes(&page.publications) > self.config.client.max_reply_bytes {
+            metrics::counter!(m::LIMIT_HITS, "limit" => "reply_bytes").increment(1);
+            page.publications = Vec::new();
+            page.complete = false;
+        }
+        Ok(page)
     }
 
     /// One page of the active rooms.
@@ -131,6 +156,55 @@ impl<L: EdgeLink> Node<L> {
     }
 }
 
+/// Bytes a publication adds to a reply: its data and sender, plus the JSON around them.
+fn publication_bytes(p: &Publication) -> usize {
+    const FRAMING: usize = 48;
+    FRAMING
+        + p.data.len()
+        + p.from
+            .as_ref()
+            .map_or(0, |f| f.user.as_str().len() + f.client.as_str().len())
+}
+
+fn reply_bytes(publications: &[Publication]) -> usize {
+    publications.iter().map(publication_bytes).sum()
+}
+
+/// Cuts `page` to `max` bytes of publications, keeping the oldest (`from_start`) or the newest
+/// ones (at least one, so a single large publication can still be read). Returns whether it
+/// cut anything.
+fn cap_history(page: &mut HistoryPage, from_start: bool, max: usize) -> bool {
+    let publications = &mut page.publications;
+    let mut total = 0;
+    let fits = |total: &mut usize, p: &Publication| {
+        *total += publication_bytes(p);
+        *total <= max
+    };
+    let keep = if from_start {
+        publications
+            .iter()
+            .take_while(|p| fits(&mut total, p))
+            .count()
+    } else {
+        publications
+            .iter()
+            .rev()
+            .take_while(|p| fits(&mut total, p))
+            .count()
+    }
+    .max(1)
+    .min(publications.len());
+    if keep == publications.len() {
+        return false;
+    }
+    if from_start {
+        publications.truncate(keep);
+    } else {
+        publications.drain(..publications.len() - keep);
+    }
+    true
+}
+
 /// The one mapping from broker errors to client error codes (the HTTP API names its codes
 /// after these).
 pub(crate) fn broker_error(e: BrokerError) -> ErrorBody {
@@ -140,4 +214,50 @@ pub(crate) fn broker_error(e: BrokerError) -> ErrorBody {
         BrokerError::Invalid(_) => ErrorCode::BadRequest,
     };
     code.with(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(sizes: &[usize]) -> HistoryPage {
+        HistoryPage {
+            position: Position {
+                epoch: "e".into(),
+                offset: sizes.len() as u64,
+            },
+            publications: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Publication {
+                    offset: i as u64 + 1,
+                    data: Payload::from_json(&format!("\"{}\"", "x".repeat(*n))).unwrap(),
+                    from: None,
+                })
+                .collect(),
+            complete: true,
+        }
+    }
+
+    fn offsets(p: &HistoryPage) -> Vec<u64> {
+        p.publications.iter().map(|p| p.offset).collect()
+    }
+
+    #[test]
+    fn history_is_cut_to_the_reply_budget_from_the_right_end() {
+        let mut after = page(&[100, 100, 100, 100]);
+        assert!(cap_history(&mut after, true, 350));
+        assert_eq!(offsets(&after), [1, 2]);
+        let mut latest = page(&[100, 100, 100, 100]);
+        assert!(cap_history(&mut latest, false, 350));
+        assert_eq!(offsets(&latest), [3, 4]);
+        let mut fits = page(&[10, 10]);
+        assert!(!cap_history(&mut fits, true, 1000));
+        let mut huge = page(&[5000]);
+        assert!(
+            !cap_history(&mut huge, true, 1000),
+            "one publication is always readable"
+        );
+        assert_eq!(offsets(&huge), [1]);
+    }
 }

@@ -68,6 +68,9 @@ struct Session<L: EdgeLink> {
     /// When to send the next WebSocket ping (through the outbox, so the writer needs no timer).
     next_ping: Instant,
     drain_at: Option<Instant>,
+    /// Since when replies over `client.max_pending_reply_bytes` have waited without the writer
+    /// making progress (commands are not read meanwhile).
+    stalled_since: Option<Instant>,
 }
 
 struct Connected {
@@ -122,6 +125,7 @@ pub(crate) fn run<L: EdgeLink>(
         last_seen: now,
         next_ping: now + ping_interval,
         drain_at: None,
+        stalled_since: None,
     };
     // An `async move` block rather than an async fn: its captures are used in place, where an
     // async fn would also keep a copy of its arguments for the connection's whole life.
@@ -132,14 +136,19 @@ pub(crate) fn run<L: EdgeLink>(
         // connection is closed with 4003 and ends through `finish` like any other.
         let read_loop = async {
             loop {
+                // While the client leaves too many replies unread, its commands are not read
+                // (TCP backpressure) until the writer makes progress.
+                let backlogged = session.replies_backlogged();
                 let deadline = session.next_deadline();
-                // Every arm is cancel-safe: `next()` on a split stream and the timers lose nothing.
+                // Every arm is cancel-safe: `next()` on a split stream, the notification and
+                // the timers lose nothing.
                 tokio::select! {
                     biased;
                     _ = closer.closed() => break,
                     _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
                     _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
-                    frame = stream.next() => match frame {
+                    _ = session.outbox.replies_written(), if backlogged => session.stalled_since = None,
+                    frame = stream.next(), if !backlogged => match frame {
                         None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
                         Some(Err(e)) => { session.on_read_error(e); break; }
                         Some(Ok(Message::Text(text))) => {
@@ -214,9 +223,23 @@ impl<L: EdgeLink> Session<L> {
         self.outbox.closer().close(code, reason);
     }
 
+    /// Whether unwritten replies are over budget; starts the stall clock when they are.
+    fn replies_backlogged(&mut self) -> bool {
+        let over = self.outbox.reply_backlog() > self.node.config.client.max_pending_reply_bytes;
+        if !over {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+        over
+    }
+
     fn next_deadline(&self) -> Instant {
         let c = &self.node.config.client;
         let mut next = (self.last_seen + c.idle_timeout).min(self.next_ping);
+        if let Some(since) = self.stalled_since {
+            next = next.min(since + c.write_timeout);
+        }
         match &self.conn {
             None => next = next.min(self.opened + c.connect_timeout),
             Some(conn) => {
@@ -233,6 +256,16 @@ impl<L: EdgeLink> Session<L> {
         let c = &self.node.config.client;
         if self.drain_at.is_some_and(|d| d <= now) {
             return self.close(CloseCode::Shutdown, "edge is draining; reconnect");
+        }
+        if self
+            .stalled_since
+            .is_some_and(|since| now >= since + c.write_timeout)
+        {
+            metrics::counter!(m::SLOW_CONSUMERS).increment(1);
+            return self.close(
+                CloseCode::SlowConsumer,
+                "replies left unread for too long (client.write_timeout)",
+            );
         }
         if now >= self.last_seen + c.idle_timeout {
             return self.close(

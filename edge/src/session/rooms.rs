@@ -62,9 +62,7 @@ impl<L: EdgeLink> Session<L> {
                 };
                 return Ok((ok, base));
             };
-            let page = node
-                .history(room.clone(), Some(recover.clone()), None)
-                .await?;
+            let page = node.missed_since(room.clone(), recover.clone()).await?;
             let position = page.position;
             if !page.complete {
                 let ok = SubscribeOk {

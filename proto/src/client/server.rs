@@ -309,7 +309,7 @@ impl DisconnectPush {
     pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
         Self {
             code,
-            reason: reason.into(),
+            reason: crate::close::bounded(reason.into()),
             reconnect: code.reconnect(),
         }
     }
