@@ -110,3 +110,72 @@ async fn killing_the_leaders_endpoint_elects_a_new_leader_and_publishes_resume()
     }
     cluster.shutdown().await;
 }
+
+/// Hostile input, finding 5: a Raft entry had no byte bound. The batcher packed up to 1024
+/// commands of up to `max_message_bytes` each into one entry; past the 16 MiB QUIC frame, its
+/// AppendEntries failed as a *network* error that openraft retried forever while heartbeats
+/// kept the leader in place: a cluster-wide write stall. Now entries are cut at
+/// `max_batch_bytes` and an AppendEntries over a frame is split (openraft's PayloadTooLarge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_concurrent_maximum_size_publishes_all_commit() {
+    // openraft gives an AppendEntries one heartbeat interval; a debug build on a loaded CI
+    // machine moves a 1 MiB entry over QUIC in a few hundred ms, so this test (about entry
+    // sizes, not failover) uses a slow heartbeat.
+    let mut timing = config();
+    timing.raft.heartbeat_interval = 1000;
+    timing.raft.election_timeout_min = 3000;
+    timing.raft.election_timeout_max = 6000;
+    let cluster = QuicCluster::start(3, timing).await;
+    let leader = cluster.leader(Duration::from_secs(5)).await;
+    let nodes: Vec<_> = cluster.nodes.values().map(|n| n.node.clone()).collect();
+    // 64 KiB of JSON each (the default max_message_bytes): 300 of them are ≈ 19 MiB.
+    let data = format!("\"{}\"", "x".repeat(64 * 1024 - 2));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300usize {
+        let (nodes, data) = (nodes.clone(), data.clone());
+        // Each publish carries an idempotency key and is retried on any node until it
+        // commits, as a client does when a leader changes under load; before the fix none of
+        // the retries could ever commit once an entry passed the frame size.
+        tasks.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut attempt = 0;
+            loop {
+                let node = &nodes[(leader as usize + attempt) % nodes.len()];
+                let command = publish(&format!("big:{}", i % 8), &data, Some(format!("k{i}")));
+                match node.write(vec![command]).await {
+                    Ok(results) => return results,
+                    Err(e) => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "publish {i} never committed: {e}"
+                        );
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    let mut offsets = std::collections::HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        let results = done.unwrap();
+        let [Ok(Applied::Published(ack))] = &results[..] else {
+            panic!("{results:?}");
+        };
+        offsets.insert(ack.position.offset);
+    }
+    assert_eq!(offsets.len(), 300, "every publication stored once");
+    let node = cluster.leader_node().expect("a leader").clone();
+    println!("300 × 64 KiB committed in {:?}", started.elapsed());
+    // Every follower has them all too.
+    let want = node.applied_index();
+    for (id, n) in &cluster.nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while n.node.applied_index() < want {
+            assert!(Instant::now() < deadline, "node {id} did not catch up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_same_state(&cluster);
+}

@@ -129,6 +129,16 @@ impl RoomsConfig {
         }
     }
 
+    /// The largest `max_message_bytes` of any namespace (the defaults included).
+    pub fn largest_message_bytes(&self) -> usize {
+        self.namespaces
+            .values()
+            .map(|o| o.resolve(&self.defaults).max_message_bytes)
+            .chain(std::iter::once(self.defaults.max_message_bytes))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Checks values that parse but make no sense; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         let all = std::iter::once(("rooms.defaults".to_owned(), self.defaults.clone())).chain(

@@ -131,6 +131,32 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// About how many bytes the command takes in a log entry: exact enough to keep a batch of
+    /// commands well under a frame (publications dominate; everything else is small).
+    pub fn size_hint(&self) -> usize {
+        const SMALL: usize = 256;
+        match self {
+            Command::Publish {
+                room,
+                data,
+                from,
+                idem,
+            } => {
+                SMALL
+                    + room.as_str().len()
+                    + data.len()
+                    + idem.as_ref().map_or(0, String::len)
+                    + from
+                        .as_ref()
+                        .map_or(0, |f| f.user.as_str().len() + f.client.as_str().len())
+            }
+            Command::Join { member, .. } => SMALL + member.info.as_ref().map_or(0, |i| i.len()),
+            _ => SMALL,
+        }
+    }
+}
+
 /// What a successful command produced, besides events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {

@@ -3,7 +3,9 @@
 //! ```text
 //!   propose() ─┐                     ┌─ client_write_ff(Batch{now, cmds…}) ─▶ Raft
 //!   propose() ─┼─▶ mpsc (bounded) ──▶│  batcher task: take the first proposal, then whatever
-//!   propose() ─┘                     └─ else is queued, up to `max_batch` commands
+//!   propose() ─┘                     └─ else is queued, up to `max_batch` commands and
+//!                                       `max_batch_bytes` (a proposal that would pass the
+//!                                       byte limit opens the next batch instead)
 //!                         waiter task per batch ◀── commit + apply ── split results ─▶ callers
 //! ```
 //!
@@ -43,7 +45,14 @@ pub struct Committed {
 /// The batcher's settings.
 pub(crate) struct Limits {
     pub max_batch: usize,
+    /// Most bytes of commands in one entry ([`Command::size_hint`]): an entry must fit in one
+    /// QUIC frame with room to spare, or replicating it would fail on every try.
+    pub max_batch_bytes: usize,
     pub max_inflight: usize,
+}
+
+fn proposal_bytes(p: &Proposal) -> usize {
+    p.commands.iter().map(Command::size_hint).sum()
 }
 
 /// Runs until the queue's senders are all gone (the node shut down).
@@ -54,19 +63,32 @@ pub(crate) async fn run(
     limits: Limits,
 ) {
     let inflight = Arc::new(Semaphore::new(limits.max_inflight.max(1)));
+    // A proposal taken from the queue that did not fit in the previous batch.
+    let mut carried: Option<Proposal> = None;
     loop {
         let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
             break;
         };
-        let Some(first) = rx.recv().await else {
-            break;
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
         };
         let mut count = first.commands.len();
+        let mut bytes = proposal_bytes(&first);
         let mut taken = vec![first];
         while count < limits.max_batch {
             match rx.try_recv() {
                 Ok(p) => {
+                    let size = proposal_bytes(&p);
+                    if bytes + size > limits.max_batch_bytes {
+                        carried = Some(p);
+                        break;
+                    }
                     count += p.commands.len();
+                    bytes += size;
                     taken.push(p);
                 }
                 Err(_) => break,

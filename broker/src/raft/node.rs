@@ -45,6 +45,11 @@ pub struct RaftNodeConfig {
     pub rooms: RoomsConfig,
     /// Most commands in one log entry.
     pub max_batch: usize,
+    /// Most bytes of commands in one log entry (estimated): an entry must replicate within one
+    /// heartbeat interval (openraft's deadline for an AppendEntries) and fit a 16 MiB QUIC
+    /// frame; several entries are sent at most [`super::transport::MAX_APPEND_BYTES`] at a
+    /// time.
+    pub max_batch_bytes: usize,
     /// Most batches in Raft (appended, not yet applied) at once.
     pub max_inflight_batches: usize,
     /// Proposals waiting for a batch; `propose` waits for room when it is full.
@@ -70,6 +75,7 @@ impl Default for RaftNodeConfig {
             },
             rooms: RoomsConfig::default(),
             max_batch: 1024,
+            max_batch_bytes: 1024 * 1024,
             max_inflight_batches: 4,
             queue: 16 * 1024,
             propose_timeout: Duration::from_secs(5),
@@ -166,6 +172,7 @@ impl RaftNode {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let limits = Limits {
             max_batch: config.max_batch.max(1),
+            max_batch_bytes: config.max_batch_bytes.max(1),
             max_inflight: config.max_inflight_batches,
         };
         let mut tasks = vec![tokio::spawn(batcher::run(

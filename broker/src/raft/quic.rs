@@ -16,6 +16,7 @@ use plaza_net::QuicOptions;
 use plaza_net::dial::{resolve, server_name};
 use plaza_net::frame::{self, FrameError};
 use plaza_net::tls::{ClusterTls, TlsError};
+use plaza_proto::codec::CodecError;
 use plaza_proto::links::ALPN_RAFT;
 
 use super::{BrokerNode, NodeId, RaftRpc, RaftRpcReply, RaftTransport, TransportError};
@@ -146,6 +147,10 @@ impl RaftTransport for QuicTransport {
             // dials again. The peer may have acted on the request.
             Ok(Err(e)) if conn.close_reason().is_some() => {
                 Err(TransportError::Lost(format!("node {target}: {e}")))
+            }
+            // Nothing left this node: the request is larger than a frame.
+            Ok(Err(FrameError::Codec(e @ CodecError::TooLarge(_)))) => {
+                Err(TransportError::TooLarge(format!("node {target}: {e}")))
             }
             Ok(Err(e)) => Err(TransportError::Network(format!("node {target}: {e}"))),
         }

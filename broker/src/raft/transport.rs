@@ -16,7 +16,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -30,7 +31,7 @@ use plaza_proto::cluster::LinkEvent;
 
 use super::batcher::Committed;
 use super::errors::ProposeError;
-use super::types::{BrokerNode, NodeId, Raft, TypeConfig};
+use super::types::{BrokerNode, NodeId, Raft, Request, TypeConfig};
 use plaza_rooms::Command;
 
 /// One Raft RPC on its way to a peer.
@@ -93,6 +94,39 @@ pub enum TransportError {
     /// No reply within the RPC's deadline.
     #[error("timed out")]
     Timeout,
+    /// The request does not fit in one frame; nothing was sent. For AppendEntries openraft is
+    /// told to send fewer entries at once (a network error would be retried forever while
+    /// heartbeats keep the leader in place: a cluster-wide write stall).
+    #[error("too large: {0}")]
+    TooLarge(String),
+}
+
+/// Most bytes of log entries one AppendEntries carries (estimated with
+/// [`Command::size_hint`]; a single larger entry still goes alone). Must be sendable within
+/// one heartbeat interval, openraft's deadline for the call.
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
+
+/// How many of `entries`, from the first, fit in `max` bytes (at least one).
+fn entries_fitting(entries: &[openraft::Entry<TypeConfig>], max: usize) -> usize {
+    let mut total = 0;
+    let fit = entries
+        .iter()
+        .take_while(|e| {
+            total += entry_bytes(e);
+            total <= max
+        })
+        .count();
+    fit.max(1).min(entries.len())
+}
+
+fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+    const SMALL: usize = 128;
+    match &entry.payload {
+        openraft::EntryPayload::Normal(Request::Batch(batch)) => {
+            SMALL + batch.commands.iter().map(Command::size_hint).sum::<usize>()
+        }
+        _ => SMALL,
+    }
 }
 
 /// Moves Raft RPCs between brokers. Implementations: [`super::InProcessTransport`] (tests) and,
@@ -170,20 +204,30 @@ impl<T: RaftTransport> PeerClient<T> {
         self.transport
             .call(self.target, &self.node, rpc, timeout)
             .await
-            .map_err(|e| match e {
-                TransportError::Unreachable(m) | TransportError::Lost(m) => {
-                    RPCError::Unreachable(Unreachable::new(&AnyError::error(m)))
-                }
-                TransportError::Network(m) => {
-                    RPCError::Network(NetworkError::new(&AnyError::error(m)))
-                }
-                TransportError::Timeout => RPCError::Timeout(Timeout {
-                    action,
-                    id: self.id,
-                    target: self.target,
-                    timeout,
-                }),
-            })
+            .map_err(|e| self.transport_error(action, e, option))
+    }
+
+    fn transport_error<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        e: TransportError,
+        option: &RPCOption,
+    ) -> RPCError<NodeId, BrokerNode, RaftError<NodeId, E>> {
+        let timeout = option.hard_ttl();
+        match e {
+            TransportError::Unreachable(m) | TransportError::Lost(m) => {
+                RPCError::Unreachable(Unreachable::new(&AnyError::error(m)))
+            }
+            TransportError::Network(m) | TransportError::TooLarge(m) => {
+                RPCError::Network(NetworkError::new(&AnyError::error(m)))
+            }
+            TransportError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout,
+            }),
+        }
     }
 
     fn remote<R, E: std::error::Error>(
@@ -213,14 +257,45 @@ impl<T: RaftTransport> RaftNetwork<TypeConfig> for PeerClient<T> {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        match self
+        let entries = rpc.entries.len() as u64;
+        // openraft gives an AppendEntries one heartbeat interval: several large entries at
+        // once could never make it in time and would be retried forever. Send at most
+        // MAX_APPEND_BYTES worth of entries (always at least one) and let openraft send the
+        // rest in the next round.
+        let fitting = entries_fitting(&rpc.entries, MAX_APPEND_BYTES);
+        if fitting < rpc.entries.len() {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fitting as u64),
+            ));
+        }
+        let reply = self
+            .transport
             .call(
-                RPCTypes::AppendEntries,
+                self.target,
+                &self.node,
                 RaftRpc::AppendEntries(rpc),
-                &option,
+                option.hard_ttl(),
             )
-            .await?
-        {
+            .await;
+        let reply = match reply {
+            // Half as many entries next time (openraft retries at once with the hint); one
+            // entry is never too large, the batcher keeps entries far below a frame.
+            Err(TransportError::TooLarge(why)) => {
+                tracing::warn!(
+                    target_node = self.target,
+                    entries,
+                    why,
+                    "AppendEntries too large; splitting"
+                );
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint((entries / 2).max(1)),
+                ));
+            }
+            other => {
+                other.map_err(|e| self.transport_error(RPCTypes::AppendEntries, e, &option))?
+            }
+        };
+        match reply {
             RaftRpcReply::AppendEntries(r) => self.remote(r),
             _ => Err(mismatched()),
         }

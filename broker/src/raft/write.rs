@@ -176,6 +176,10 @@ impl RaftNode {
             Err(e @ (TransportError::Lost(_) | TransportError::Network(_))) => {
                 Err(ProposeError::Unknown(format!("leader {leader}: {e}")))
             }
+            // Nothing was sent: certainly not committed.
+            Err(e @ TransportError::TooLarge(_)) => Err(ProposeError::Unavailable(format!(
+                "cannot forward the write to leader {leader}: {e}"
+            ))),
         }
     }
 

@@ -123,6 +123,9 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// Most commands in one log entry.
     pub max_batch: usize,
+    /// Most bytes of commands in one log entry: an entry must replicate within one heartbeat
+    /// interval (openraft's deadline for an AppendEntries) and fit a frame.
+    pub max_batch_bytes: usize,
     /// How long a proposal waits for commit.
     #[serde(with = "duration")]
     pub propose_timeout: Duration,
@@ -144,6 +147,7 @@ impl Default for RaftConfig {
             election_timeout_max: Duration::from_millis(node.raft.election_timeout_max),
             snapshot_every,
             max_batch: node.max_batch,
+            max_batch_bytes: node.max_batch_bytes,
             propose_timeout: node.propose_timeout,
             tick: node.tick.unwrap_or(Duration::from_secs(1)),
         }
@@ -254,6 +258,26 @@ impl BrokerConfig {
         if r.max_batch == 0 {
             return Err(ConfigError::new("raft.max_batch", "must be at least 1"));
         }
+        let frame = plaza_proto::codec::MAX_FRAME;
+        if r.max_batch_bytes < 64 * 1024 || r.max_batch_bytes > frame / 4 {
+            return Err(ConfigError::new(
+                "raft.max_batch_bytes",
+                format!(
+                    "must be 64 KiB..={} bytes (a quarter of a frame)",
+                    frame / 4
+                ),
+            ));
+        }
+        let largest = self.rooms.largest_message_bytes();
+        if largest > r.max_batch_bytes / 2 {
+            return Err(ConfigError::new(
+                "rooms",
+                format!(
+                    "max_message_bytes of {largest} is more than half of raft.max_batch_bytes ({})",
+                    r.max_batch_bytes
+                ),
+            ));
+        }
         if r.snapshot_every == 0 {
             return Err(ConfigError::new(
                 "raft.snapshot_every",
@@ -302,6 +326,7 @@ impl BrokerConfig {
         let mut node = RaftNodeConfig {
             rooms: self.rooms.clone(),
             max_batch: r.max_batch,
+            max_batch_bytes: r.max_batch_bytes,
             propose_timeout: r.propose_timeout,
             tick: Some(r.tick),
             ..RaftNodeConfig::default()

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use plaza_broker::raft::{
-    BrokerNode, NodeId, ProposeError, QuicTransport, Raft, RaftNode, RaftNodeConfig, RaftRpc,
-    RaftRpcReply, Storage, serve_rpc,
+    BrokerNode, NodeId, ProposeError, QuicTransport, RaftNode, RaftNodeConfig, RaftRpc,
+    RaftRpcReply, Storage,
 };
 use plaza_net::frame::CLOSE_SHUTDOWN;
 use plaza_net::tls::{self, ClusterTls, GeneratedCluster};
@@ -30,11 +30,11 @@ pub(crate) fn generate_tls(n: u64) -> GeneratedCluster {
     tls::generate("test", &names, &[]).unwrap()
 }
 
-/// Serves Raft RPCs to one node (a broker serves its peers with `PeerHandler`, which also
-/// delivers event broadcasts to edges; these tests have no edges).
+/// Serves a node's peer RPCs — Raft's and forwarded writes/read indexes — as a broker's
+/// `PeerHandler` does (which also delivers event broadcasts to edges; these tests have none).
 #[derive(Clone)]
 pub(crate) struct RaftHandler {
-    raft: Raft,
+    node: RaftNode,
 }
 
 impl RpcHandler for RaftHandler {
@@ -42,7 +42,7 @@ impl RpcHandler for RaftHandler {
     type Reply = RaftRpcReply;
 
     async fn handle(&self, request: RaftRpc) -> RaftRpcReply {
-        serve_rpc(&self.raft, request).await
+        self.node.serve(request).await
     }
 }
 
@@ -70,9 +70,7 @@ impl QuicNode {
             .await
             .unwrap();
         let cancel = CancellationToken::new();
-        let handler = RaftHandler {
-            raft: node.raft().clone(),
-        };
+        let handler = RaftHandler { node: node.clone() };
         let server = tokio::spawn(serve_connections(
             endpoint.clone(),
             RpcService::new(ALPN_RAFT, handler, options),
