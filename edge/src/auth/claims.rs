@@ -43,6 +43,13 @@ impl Capability {
     }
 }
 
+/// Whether `c` may appear in a user id substituted for `{sub}`: a room-name character that is
+/// not a separator (`:` `/` `.`) or a wildcard (`*`), so `files:{sub}:*` for `bob:x` cannot
+/// become a prefix inside `bob`'s rooms.
+fn is_segment_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@' | '+' | '=')
+}
+
 /// A room pattern with `{sub}` already replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern {
@@ -143,6 +150,20 @@ impl Claims {
         if self.sub.is_empty() || self.sub.len() > 255 {
             return Err(AuthError::Invalid("`sub` must be 1..=255 bytes".into()));
         }
+        let personal = |pattern: &str| pattern.contains("{sub}");
+        if let Some(c) = self.sub.chars().find(|c| !is_segment_char(*c))
+            && self.rest.get(claim).is_some_and(|v| {
+                v.get("rooms")
+                    .and_then(|r| r.as_object())
+                    .is_some_and(|rooms| rooms.keys().any(|p| personal(p)))
+            })
+        {
+            return Err(AuthError::Invalid(format!(
+                "`sub` contains {c:?}: a token with `{{sub}}` room patterns needs a user id of \
+                 letters, digits and _ - @ + = only (a separator would reach into another \
+                 user's rooms)"
+            )));
+        }
         self.sub.insert_str(0, prefix);
         let cap: CapabilityClaim = match self.rest.get(claim) {
             Some(value) => CapabilityClaim::deserialize(value)
@@ -184,6 +205,32 @@ mod tests {
         RoomName::new(s).unwrap()
     }
 
+    /// Hostile input, finding 8: `{sub}` was substituted verbatim, so a `sub` holding a
+    /// separator reached into another user's hierarchical rooms (`files:{sub}:*` with sub
+    /// `bob:x` granted `files:bob:x:…`, inside bob's `files:bob:*`).
+    #[test]
+    fn a_sub_with_a_separator_cannot_reach_into_another_users_personal_rooms() {
+        for sub in ["bob:x", "bob/x", "bob.x", "bob*", "bob x"] {
+            let r = identity(json!({"sub": sub, "plaza": {
+                "rooms": {"files:{sub}:*": ["subscribe"], "chat:*": ["subscribe"]}}}));
+            assert!(r.is_err(), "{sub}: {r:?}");
+        }
+        // Without personal patterns such a user id is fine, and plain ids keep their rooms.
+        let id = identity(json!({"sub": "bob:x", "plaza": {"rooms": {"chat:*": ["subscribe"]}}}))
+            .unwrap();
+        assert!(
+            id.grants
+                .token_allows(&RoomName::new("chat:x").unwrap(), Capability::Subscribe)
+        );
+        let id =
+            identity(json!({"sub": "bob", "plaza": {"rooms": {"files:{sub}:*": ["subscribe"]}}}))
+                .unwrap();
+        assert!(id.grants.token_allows(
+            &RoomName::new("files:bob:x").unwrap(),
+            Capability::Subscribe
+        ));
+    }
+
     #[test]
     fn patterns_grant_exact_prefix_and_personal_rooms() {
         use Capability::*;
@@ -205,11 +252,12 @@ mod tests {
 
     #[test]
     fn a_user_id_with_a_star_does_not_widen_a_personal_grant() {
-        let id = identity(json!({"sub": "a*", "plaza": {"rooms": {"user:{sub}": ["subscribe"]}}}))
-            .unwrap();
-        let allows = |r| id.grants.token_allows(&room(r), Capability::Subscribe);
-        assert!(!allows("user:alice"));
-        assert!(!allows("user:a"));
+        // Refused outright: a `{sub}` grant is never built from a user id with a wildcard.
+        let refused =
+            identity(json!({"sub": "a*", "plaza": {"rooms": {"user:{sub}": ["subscribe"]}}}));
+        assert!(refused.is_err(), "{refused:?}");
+        // And an exact grant stays exact even where the pattern itself ends the id.
+        assert_eq!(Pattern::new("user:{sub}", "a"), Pattern::Exact("user:a".into()));
     }
 
     #[test]
