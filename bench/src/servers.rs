@@ -331,7 +331,8 @@ pub(crate) fn edge_config(jwks: Option<&Path>) -> String {
          command_burst = 1000000\n\
          connections_per_second_per_ip = 1000000\n\
          connection_burst_per_ip = 1000000\n\
-         connections_per_user = 1000\n",
+         connections_per_user = 1000\n\
+         max_connections_per_ip = 0\n",
     );
     if let Some(file) = jwks {
         toml.push_str(&format!(

@@ -26,6 +26,7 @@ pub mod auth;
 mod client_ip;
 pub mod config;
 pub mod dev;
+mod http;
 mod hub;
 mod limits;
 mod metrics;
@@ -142,23 +143,18 @@ pub async fn start<B: Backend>(
         events,
         shutdown.clone(),
     ));
-    let http = tokio::spawn({
-        let stop = stop_listening.clone();
-        let app = server::router(node.clone());
-        async move {
-            // Small frames must not wait for Nagle's algorithm.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http server failed");
-            }
-        }
-    });
+    let limits = http::HttpLimits {
+        header_read_timeout: node.config.http.header_read_timeout,
+        max_connections_per_ip: node.config.limits.max_connections_per_ip,
+        trusted_proxies: node.config.http.trusted_proxies.clone(),
+        ipv6_prefix: node.config.limits.ipv6_prefix,
+    };
+    let http = tokio::spawn(http::serve(
+        listener,
+        server::router(node.clone()),
+        limits,
+        stop_listening.clone(),
+    ));
     tracing::info!(addr = %addr, edge = %node.edge_id, "plaza-edge listening");
     let done = tokio::spawn({
         let shutdown = shutdown.clone();

@@ -71,9 +71,29 @@ impl CommandRate {
     }
 }
 
-/// New WebSocket connections per client IP, shared by all handshakes of the edge.
+/// The key an address is limited by: IPv4 addresses as they are, IPv6 addresses by their first
+/// `ipv6_prefix` bits (one host usually owns a whole /64, so per-/128 keys would let it mint
+/// unlimited identities); IPv4-mapped IPv6 addresses as IPv4.
+pub(crate) fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6);
+                let prefix = u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                IpAddr::V6((bits & mask).into())
+            }
+        },
+    }
+}
+
+/// New WebSocket connections per client IP (IPv6: per prefix, see [`ip_key`]), shared by all
+/// handshakes of the edge.
 pub struct ConnectionRate {
     by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    ipv6_prefix: u8,
 }
 
 impl ConnectionRate {
@@ -84,12 +104,14 @@ impl ConnectionRate {
                 limits.connections_per_second_per_ip,
                 limits.connection_burst_per_ip,
             )),
+            ipv6_prefix: limits.ipv6_prefix,
         }
     }
 
     /// Admits a new connection from `ip`, or says how long to wait.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.by_ip.check_key(&ip).map_err(|not_until| {
+        let key = ip_key(ip, self.ipv6_prefix);
+        self.by_ip.check_key(&key).map_err(|not_until| {
             metrics::counter!(m::LIMIT_HITS, "limit" => "connections_per_ip").increment(1);
             not_until.wait_time_from(DefaultClock::default().now())
         })
@@ -147,6 +169,31 @@ impl OriginPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile input, finding 6: per-IP keys were whole IPv6 addresses, so one host with a /64
+    /// had 2⁶⁴ fresh buckets. Addresses of one /64 now share one.
+    #[test]
+    fn ipv6_addresses_of_one_prefix_share_a_rate_limit_bucket() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a, 64), ip_key(b, 64));
+        assert_ne!(ip_key(a, 64), ip_key(other, 64));
+        assert_ne!(ip_key(a, 128), ip_key(b, 128));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(ip_key(mapped, 64), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let rate = ConnectionRate::new(&LimitsConfig {
+            connections_per_second_per_ip: 1,
+            connection_burst_per_ip: 1,
+            ..Default::default()
+        });
+        assert!(rate.admit(a).is_ok());
+        assert!(
+            rate.admit(b).is_err(),
+            "a second address of the same /64 got a fresh bucket"
+        );
+        assert!(rate.admit(other).is_ok());
+    }
 
     fn limits(rate: u32, burst: u32, flood: u32) -> LimitsConfig {
         LimitsConfig {

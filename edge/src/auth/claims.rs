@@ -257,7 +257,10 @@ mod tests {
             identity(json!({"sub": "a*", "plaza": {"rooms": {"user:{sub}": ["subscribe"]}}}));
         assert!(refused.is_err(), "{refused:?}");
         // And an exact grant stays exact even where the pattern itself ends the id.
-        assert_eq!(Pattern::new("user:{sub}", "a"), Pattern::Exact("user:a".into()));
+        assert_eq!(
+            Pattern::new("user:{sub}", "a"),
+            Pattern::Exact("user:a".into())
+        );
     }
 
     #[test]

@@ -100,6 +100,13 @@ pub struct LimitsConfig {
     pub connection_burst_per_ip: u32,
     /// Open connections per user on this edge (4008 beyond).
     pub connections_per_user: u32,
+    /// Open TCP connections per client address (IPv6: per prefix), counted at accept, before
+    /// any request is read; beyond it a connection is closed at once. 0 = no limit. Proxies in
+    /// `http.trusted_proxies` are exempt (their clients share their address).
+    pub max_connections_per_ip: usize,
+    /// IPv6 clients are limited per prefix of this length (one host usually holds a whole
+    /// /64, so per-address limits would not limit it at all).
+    pub ipv6_prefix: u8,
 }
 
 impl Default for LimitsConfig {
@@ -111,6 +118,8 @@ impl Default for LimitsConfig {
             connections_per_second_per_ip: 20,
             connection_burst_per_ip: 50,
             connections_per_user: 50,
+            max_connections_per_ip: 1000,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -131,6 +140,10 @@ pub struct HttpConfig {
     pub cf_connecting_ip: bool,
     /// Largest server API request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a client may take to send a whole request head (and, on a keep-alive
+    /// connection, to start the next request): cuts slowloris clients that trickle headers.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
     /// Pending TCP connections the listening socket queues before the edge accepts them
     /// (the kernel caps it at `net.core.somaxconn`); a connect storm beyond it sees SYN
     /// retries of a second or more.
@@ -144,6 +157,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             cf_connecting_ip: false,
             max_body_bytes: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
             listen_backlog: 4096,
         }
     }

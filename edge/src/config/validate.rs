@@ -137,6 +137,15 @@ impl EdgeConfig {
             }
             _ => {}
         }
+        if self.http.header_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "http.header_read_timeout",
+                "must be positive",
+            ));
+        }
+        if !(16..=128).contains(&self.limits.ipv6_prefix) {
+            return Err(ConfigError::new("limits.ipv6_prefix", "must be 16..=128"));
+        }
         if self.auth.max_token_bytes < 256 {
             return Err(ConfigError::new(
                 "auth.max_token_bytes",
