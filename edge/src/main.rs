@@ -81,7 +81,8 @@ struct TokenArgs {
     /// Repeat for several.
     #[arg(long = "room")]
     rooms: Vec<String>,
-    /// Lifetime, e.g. `1h`, or `none` for a token that does not expire.
+    /// Lifetime, e.g. `1h`, or `none` for a token that does not expire (edges refuse those
+    /// unless `auth.require_exp = false`).
     #[arg(long, default_value = "1h")]
     ttl: String,
     /// Presence info as JSON, e.g. '{"name":"Ann"}'.

@@ -163,7 +163,7 @@ fn hmac_issuer(secret: &[u8], config: &AuthConfig) -> HmacIssuer {
         issuer: config.issuer.as_deref(),
         audience: config.audience.as_deref(),
         leeway: config.leeway,
-        require_exp: false,
+        require_exp: config.require_exp,
     };
     HmacIssuer {
         key: DecodingKey::from_secret(secret),

@@ -12,8 +12,14 @@ const ED25519: &[u8] = include_bytes!("../../tests/fixtures/ed25519.der");
 const RSA: &[u8] = include_bytes!("../../tests/fixtures/rsa-a.der");
 const RSA_PUBLIC_PEM: &[u8] = include_bytes!("../../tests/fixtures/rsa-a.pub.pem");
 
+/// A shared-secret verifier that, unlike the default, accepts tokens without `exp`: the tests
+/// using it sign bare claims to reach other refusals.
 fn hmac_verifier() -> Verifier {
-    Verifier::hmac(SECRET, &AuthConfig::default())
+    let lenient = AuthConfig {
+        require_exp: false,
+        ..AuthConfig::default()
+    };
+    Verifier::hmac(SECRET, &lenient)
 }
 
 fn spec() -> TokenSpec {
@@ -114,7 +120,11 @@ async fn hmac_tokens_are_refused_with_reasons() {
         },
     )
     .unwrap();
+    // Hostile input, finding 11: a shared-secret token without `exp` worked forever; by
+    // default (`auth.require_exp`) it is refused.
     assert_eq!(v.verify(&no_exp).await.unwrap().expires_at, None);
+    let strict = Verifier::hmac(SECRET, &AuthConfig::default());
+    assert!(refusal(strict.verify(&no_exp).await).contains("exp"));
     let bad_cap = hs256(
         &json!({"sub": "ann", "plaza": {"rooms": {"x": ["fly"]}}}),
         SECRET,
@@ -133,6 +143,7 @@ async fn a_configured_hmac_issuer_and_audience_must_be_present_not_just_equal() 
     let config = AuthConfig {
         issuer: Some("plaza-tests".into()),
         audience: Some(vec!["chat".into()]),
+        require_exp: false,
         ..Default::default()
     };
     let v = Verifier::hmac(SECRET, &config);

@@ -28,6 +28,9 @@ pub struct AuthConfig {
     pub jwks: Vec<JwksConfig>,
     /// Longest accepted token, in bytes; longer ones are refused before any parsing.
     pub max_token_bytes: usize,
+    /// Refuse tokens from the shared-secret issuer that carry no `exp` (a leaked token without
+    /// one would work forever). Identity providers' tokens always need `exp`.
+    pub require_exp: bool,
 }
 
 /// `[[auth.jwks]]`: one identity provider (Kinde, Auth0, Clerk, …) verified against its JWKS.
@@ -183,6 +186,7 @@ impl Default for AuthConfig {
             token_cookie: None,
             jwks: Vec::new(),
             max_token_bytes: 8 * 1024,
+            require_exp: true,
         }
     }
 }

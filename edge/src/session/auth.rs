@@ -58,7 +58,13 @@ impl<L: EdgeLink> Session<L> {
             self.close_after = Some((CloseCode::TooManyConnections, reason.clone()));
             return Err(ErrorCode::LimitExceeded.with(reason));
         };
-        let client = ClientId::new(format!("{}-{:x}", self.node.edge_id, self.id));
+        // Unguessable: a client id names a connection in presence and in `from`, and a
+        // sequential one would tell anyone how many connections an edge has served.
+        let client = ClientId::new(format!(
+            "{}-{:016x}",
+            self.node.edge_id,
+            rand::random::<u64>()
+        ));
         tracing::debug!(client = %client, user = %identity.user, name = ?c.name, version = ?c.version, "connected");
         let ok = ConnectOk {
             client: client.clone(),
