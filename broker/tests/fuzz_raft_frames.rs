@@ -176,7 +176,7 @@ fn request(kind: u8, term: u64, node: u64, index: u64, data: Vec<u8>) -> RaftRpc
             },
             offset: index,
             data,
-            done: term % 2 == 0,
+            done: term.is_multiple_of(2),
         }),
         3 => RaftRpc::Forward(commands(index)),
         4 => RaftRpc::ReadIndex,
@@ -193,7 +193,7 @@ fn reply(kind: u8, term: u64, node: u64, index: u64) -> RaftRpcReply {
         0 => RaftRpcReply::Vote(Ok(VoteResponse::new(
             vote,
             Some(log_id(term, node, index)),
-            term % 2 == 0,
+            term.is_multiple_of(2),
         ))),
         1 => RaftRpcReply::AppendEntries(Ok(AppendEntriesResponse::Success)),
         2 => RaftRpcReply::AppendEntries(Ok(AppendEntriesResponse::Conflict)),

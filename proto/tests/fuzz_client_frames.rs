@@ -48,10 +48,10 @@ fn check_client(text: &str) -> TestCaseResult {
     match ClientFrame::decode(text) {
         Ok(frame) => {
             prop_assert!(frame.id > 0);
-            if let Command::Publish(p) = &frame.command {
-                if let Some(idem) = &p.idem {
-                    prop_assert!(check_idem(idem).is_ok(), "accepted idem {idem:?}");
-                }
+            if let Command::Publish(p) = &frame.command
+                && let Some(idem) = &p.idem
+            {
+                prop_assert!(check_idem(idem).is_ok(), "accepted idem {idem:?}");
             }
             let again = serde_json::to_string(&frame)
                 .map_err(|e| TestCaseError::fail(format!("re-encoding {frame:?}: {e}")))?;
