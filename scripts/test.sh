@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A clean build gains nothing from incremental compilation, which would take ~15 GB of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 mkdir -p .tools
 
 # A recent nats-server for the NATS tests and benchmarks, pinned (scripts/install-nats.sh).

@@ -166,6 +166,13 @@ impl Claims {
         }
         self.sub.insert_str(0, prefix);
         let cap: CapabilityClaim = match self.rest.get(claim) {
+            // serde would also read a struct from an array, by position (`[]` as "no rooms",
+            // `[{"chat:*": [..]}]` as `rooms`): only the documented object shape is accepted.
+            Some(value) if !value.is_object() => {
+                return Err(AuthError::Invalid(format!(
+                    "claim `{claim}` must be an object with `rooms` and `info`"
+                )));
+            }
             Some(value) => CapabilityClaim::deserialize(value)
                 .map_err(|e| AuthError::Invalid(format!("claim `{claim}`: {e}")))?,
             None => CapabilityClaim::default(),
@@ -279,6 +286,23 @@ mod tests {
         assert!(allows("public:x", Capability::Subscribe));
         assert!(!allows("public:x", Capability::Publish));
         assert!(!allows("private:x", Capability::Subscribe));
+    }
+
+    /// Found by `edge/tests/fuzz_tokens.rs`: `"plaza": []` was accepted (as no rooms) and
+    /// `"plaza": [{"chat:*": ["publish"]}]` granted `chat:*` (serde reads a struct from an
+    /// array by position).
+    #[test]
+    fn a_capability_claim_that_is_an_array_is_refused() {
+        for plaza in [
+            json!([]),
+            json!([{"chat:*": ["publish"]}]),
+            json!([{}, {"a": 1}]),
+        ] {
+            match identity(json!({"sub": "ann", "plaza": plaza})) {
+                Err(AuthError::Invalid(m)) => assert!(m.contains("claim `plaza`"), "{m}"),
+                other => panic!("expected a refusal of {plaza}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

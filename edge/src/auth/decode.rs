@@ -9,6 +9,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use super::AuthError;
 use super::claims::Claims;
 
+/// Longest accepted `auth.leeway`: clock skew is seconds, a day is already generous.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// What one issuer requires of its tokens, besides the signature.
 pub(super) struct Rules<'a> {
     /// Required `iss`, if any.
@@ -31,7 +34,10 @@ impl Rules<'_> {
     pub(super) fn validation(&self, algs: &[Algorithm]) -> Validation {
         let mut v = Validation::new(algs[0]);
         v.algorithms = algs.to_vec();
-        v.leeway = self.leeway.as_secs();
+        // Capped even for a hand-built config (`auth.leeway` is validated against the same
+        // bound): jsonwebtoken computes `now - leeway`, which overflows for a leeway longer
+        // than the time since 1970 (a panic in debug builds, every token "expired" in release).
+        v.leeway = self.leeway.min(MAX_LEEWAY).as_secs();
         v.validate_exp = true;
         v.validate_nbf = true;
         let mut required = vec!["sub"];
@@ -143,6 +149,25 @@ mod tests {
             as_rsa.err(),
             Some(AuthError::Invalid("algorithm not accepted".into()))
         );
+    }
+
+    /// Found by `edge/tests/fuzz_config.rs` (`PLAZA_AUTH__LEEWAY="60 years"`): jsonwebtoken's
+    /// `now - leeway` overflowed and panicked on every token.
+    #[test]
+    fn a_leeway_of_60_years_is_capped_not_an_overflow() {
+        let rules = Rules {
+            leeway: Duration::from_secs(60 * 365 * 24 * 3600),
+            ..rules()
+        };
+        let body = serde_json::json!({"sub": "ann", "exp": 4_000_000_000u64});
+        let key = EncodingKey::from_secret(b"secret");
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, &key).unwrap();
+        let claims = decode(
+            &token,
+            &DecodingKey::from_secret(b"secret"),
+            &rules.validation(&[Algorithm::HS256]),
+        );
+        assert!(claims.is_ok());
     }
 
     #[test]

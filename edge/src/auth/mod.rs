@@ -46,6 +46,7 @@ use plaza_proto::ErrorCode;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use claims::{Capability, Grants, Identity};
+pub use decode::MAX_LEEWAY;
 pub use source::MAX_JWKS_BYTES;
 
 use crate::config::{AuthConfig, JwksConfig};

@@ -255,6 +255,18 @@ mod tests {
         assert_eq!(e.key, "rooms.namespaces.chat.allow", "{e}");
     }
 
+    /// Found by `edge/tests/fuzz_config.rs`: `PLAZA_AUTH__LEEWAY="60 years"` loaded, and
+    /// then verifying any token panicked (jsonwebtoken's `now - leeway` overflowed).
+    #[test]
+    fn auth_leeway_of_60_years_is_refused_naming_the_key() {
+        let mut env = secret_env();
+        env.push(("PLAZA_AUTH__LEEWAY".into(), "60 years".into()));
+        let e = EdgeConfig::load(None, env, &[]).unwrap_err();
+        assert_eq!(e.key, "auth.leeway", "{e}");
+        let c = EdgeConfig::load(None, secret_env(), &[("auth.leeway", "1day".into())]).unwrap();
+        assert_eq!(c.auth.leeway, crate::auth::MAX_LEEWAY);
+    }
+
     #[test]
     fn unrelated_plaza_variables_are_ignored_and_digit_secrets_stay_text() {
         let env = vec![

@@ -146,6 +146,15 @@ impl EdgeConfig {
         if !(16..=128).contains(&self.limits.ipv6_prefix) {
             return Err(ConfigError::new("limits.ipv6_prefix", "must be 16..=128"));
         }
+        if self.auth.leeway > crate::auth::MAX_LEEWAY {
+            return Err(ConfigError::new(
+                "auth.leeway",
+                format!(
+                    "must be at most {} (it tolerates clock skew)",
+                    humantime::format_duration(crate::auth::MAX_LEEWAY)
+                ),
+            ));
+        }
         if self.auth.max_token_bytes < 256 {
             return Err(ConfigError::new(
                 "auth.max_token_bytes",
