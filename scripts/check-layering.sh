@@ -6,6 +6,7 @@
 #   plaza-rooms   is I/O-free: no tokio, no quinn;
 #   plaza-proto   depends on no other Plaza crate and no runtime;
 #   plaza-net     knows no Raft, no NATS, no room state.
+# And no source file of those crates past 600 lines.
 # Usage: scripts/check-layering.sh   (exit 1 and the offending paths on any violation)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +36,17 @@ forbid plaza-proto tokio quinn plaza-rooms plaza-net plaza-backend plaza-broker 
 forbid plaza-net openraft redb async-nats plaza-rooms plaza-backend plaza-broker plaza-edge
 forbid plaza-backend openraft redb plaza-broker plaza-edge
 
+# Small files (STYLE.md): no source file of the product crates past 600 lines.
+while read -r lines file; do
+  if [ "$file" != total ] && [ "$lines" -gt 600 ]; then
+    echo "layering: $file has $lines lines (at most 600: split it by concept)"
+    failed=1
+  fi
+done < <(find proto rooms net backend broker edge process -name '*.rs' -not -path '*/target/*' -print0 |
+  xargs -0 wc -l)
+
 if [ "$failed" -ne 0 ]; then
   echo "layering: FAILED (see ARCHITECTURE.md, Crates)"
   exit 1
 fi
-echo "layering: ok (edge without openraft/redb, broker without async-nats, rooms without tokio)"
+echo "layering: ok (edge without openraft/redb, broker without async-nats, rooms without tokio; no file past 600 lines)"

@@ -266,7 +266,8 @@ fn expected(token: &SignedToken, text: &str) -> Option<bool> {
     let n = now();
     let sub_ok = matches!(token.get("sub"), Some(Value::String(s)) if (1..=255).contains(&s.len()));
     let exp_ok = match token.get("exp") {
-        None => true,
+        // Shared-secret tokens need `exp` unless `auth.require_exp = false`.
+        None => !AuthConfig::default().require_exp,
         Some(v) => v.as_u64().is_some_and(|e| e > n.saturating_add(60)),
     };
     let nbf_ok = match token.get("nbf") {
@@ -285,12 +286,22 @@ fn expected(token: &SignedToken, text: &str) -> Option<bool> {
         None => true,
         Some(Value::Object(claim)) => match claim.get("rooms") {
             None => true,
-            Some(Value::Object(rooms)) => rooms.values().all(|caps| {
-                caps.as_array().is_some_and(|a| {
-                    a.iter()
-                        .all(|c| c.as_str().and_then(Capability::parse).is_some())
-                })
-            }),
+            Some(Value::Object(rooms)) => {
+                // `{sub}` patterns need a user id without separators or wildcards.
+                let personal = rooms.keys().any(|p| p.contains("{sub}"));
+                let segment = token.get("sub").and_then(Value::as_str).is_some_and(|s| {
+                    s.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@' | '+' | '=')
+                    })
+                });
+                (!personal || segment)
+                    && rooms.values().all(|caps| {
+                        caps.as_array().is_some_and(|a| {
+                            a.iter()
+                                .all(|c| c.as_str().and_then(Capability::parse).is_some())
+                        })
+                    })
+            }
             Some(_) => false,
         },
         Some(_) => false,

@@ -103,3 +103,31 @@ mod tests {
         assert!(s.live.ends_with(".*"));
     }
 }
+
+/// `url` without the user-info part (`nats://user:secret@host:4222` → `nats://…@host:4222`),
+/// for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    match rest.rsplit_once('@') {
+        Some((_, host)) if scheme.is_empty() => format!("…@{host}"),
+        Some((_, host)) => format!("{scheme}://…@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    /// Hostile input, finding 11: NATS URLs with credentials reached logs and errors.
+    #[test]
+    fn credentials_in_a_nats_url_never_reach_logs() {
+        assert_eq!(
+            redact_url("nats://alice:s3cret@nats-1:4222"),
+            "nats://…@nats-1:4222"
+        );
+        assert_eq!(redact_url("tls://token@nats:4222"), "tls://…@nats:4222");
+        assert_eq!(redact_url("nats://nats-1:4222"), "nats://nats-1:4222");
+        assert_eq!(redact_url("a:b@host:1"), "…@host:1");
+    }
+}
