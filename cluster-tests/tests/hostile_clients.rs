@@ -91,7 +91,10 @@ async fn a_client_flooding_history_without_reading_cannot_grow_the_edge() {
     // write timeout; the other client is still served.
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&edge, "plaza_connections") != 1.0 {
-        assert!(Instant::now() < deadline, "the attacker was not disconnected");
+        assert!(
+            Instant::now() < deadline,
+            "the attacker was not disconnected"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(

@@ -1,13 +1,24 @@
-//! Cluster TLS: one private CA per cluster, one certificate per broker signed by it, and the
-//! rustls configs that make QUIC connections mutually authenticated.
+//! Cluster TLS: one private CA per cluster, one certificate per broker and per edge signed by it,
+//! and the rustls configs that make QUIC connections mutually authenticated.
 //!
 //! Both sides present a certificate and both verify the other against the cluster CA only (never
-//! the system roots, never "accept anything"): holding a CA-signed key is what makes a process a
-//! cluster member allowed to speak Raft. The configs are built with an explicit ring provider, so
-//! nothing depends on (or installs) a process-wide rustls default.
+//! the system roots, never "accept anything"). Holding a CA-signed key makes a process a member
+//! of the cluster, but not every member may do everything: each certificate names its **role**
+//! in its subject common name ([`Role`]):
 //!
-//! [`generate`] makes a CA and node certificates with rcgen for dev and tests; [`write_dir`] /
-//! [`ClusterTls::load`] store and load them as PEM (this becomes `plaza-broker cert`).
+//! - `plaza-broker:<node id>`: a broker, valid as TLS server and client, for the names it is
+//!   dialled at; only brokers may speak `plaza-raft/1`, and only as their own node id;
+//! - `plaza-edge:<name>`: an edge, a TLS client only (no server EKU, no DNS names); it may only
+//!   attach with an edge id that is its name or starts with `<name>/` ([`edge_id_belongs`]).
+//!
+//! The role lives in the common name (not only in an EKU or a URI SAN) so that any CA tooling
+//! that can set a subject, Helm's `genSignedCert` included, can issue role certificates. A
+//! certificate without a role (issued before roles existed) is refused with
+//! [`RoleError::NoRole`], which tells the operator to re-issue it with `plaza-broker cert`.
+//!
+//! The configs are built with an explicit ring provider, so nothing depends on (or installs) a
+//! process-wide rustls default. [`generate`] makes a CA and role certificates with rcgen;
+//! [`write_dir`] / [`ClusterTls::load`] store and load them as PEM (`plaza-broker cert`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +33,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Why TLS material could not be generated, loaded or turned into a config.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +115,11 @@ impl ClusterTls {
         })
     }
 
+    /// The role this identity's own certificate names.
+    pub fn role(&self) -> Result<Role, RoleError> {
+        certificate_role(self.cert_chain.first().ok_or(RoleError::NoCertificate)?)
+    }
+
     /// Loads node `name`'s identity from a directory written by [`write_dir`].
     pub fn load_dir(dir: &Path, name: &str) -> Result<Self, TlsError> {
         let (cert, key) = node_files(name);
@@ -145,6 +162,148 @@ impl ClusterTls {
         roots.add(self.ca.clone()).map_err(config_error)?;
         Ok(Arc::new(roots))
     }
+}
+
+/// Common-name prefix of a broker certificate: `plaza-broker:<node id>`.
+pub const BROKER_CN_PREFIX: &str = "plaza-broker:";
+/// Common-name prefix of an edge certificate: `plaza-edge:<name>`.
+pub const EDGE_CN_PREFIX: &str = "plaza-edge:";
+/// Longest edge name a certificate may carry.
+pub const MAX_EDGE_NAME: usize = 64;
+
+/// What a cluster certificate allows its holder to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Broker with this Raft node id: serves both ALPNs, may send Raft RPCs as this node.
+    Broker(u64),
+    /// Edge with this name: may attach over `plaza-edge/1` with edge ids it owns
+    /// ([`edge_id_belongs`]), nothing else.
+    Edge(String),
+}
+
+impl Role {
+    /// The subject common name that encodes this role.
+    pub fn common_name(&self) -> String {
+        match self {
+            Self::Broker(id) => format!("{BROKER_CN_PREFIX}{id}"),
+            Self::Edge(name) => format!("{EDGE_CN_PREFIX}{name}"),
+        }
+    }
+
+    /// Parses a common name written by [`Role::common_name`].
+    pub fn from_common_name(cn: &str) -> Result<Self, RoleError> {
+        let invalid = || RoleError::Invalid(cn.to_owned());
+        if let Some(text) = cn.strip_prefix(BROKER_CN_PREFIX) {
+            // One spelling per id: `plaza-broker:01` and `plaza-broker:+1` are refused.
+            match text.parse::<u64>() {
+                Ok(id) if id > 0 && id.to_string() == text => Ok(Self::Broker(id)),
+                _ => Err(invalid()),
+            }
+        } else if let Some(name) = cn.strip_prefix(EDGE_CN_PREFIX) {
+            if valid_edge_name(name) {
+                Ok(Self::Edge(name.to_owned()))
+            } else {
+                Err(invalid())
+            }
+        } else {
+            Err(RoleError::NoRole {
+                subject: cn.to_owned(),
+            })
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Broker(id) => write!(f, "broker {id}"),
+            Self::Edge(name) => write!(f, "edge {name:?}"),
+        }
+    }
+}
+
+/// Why a certificate grants no role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    /// The peer presented no certificate (never after a successful mutual handshake).
+    #[error("no certificate was presented")]
+    NoCertificate,
+    /// The certificate is not valid DER X.509.
+    #[error("the certificate cannot be parsed: {0}")]
+    Unparsable(String),
+    /// The certificate names no Plaza role: it was issued before roles existed.
+    #[error(
+        "certificate {subject:?} names no Plaza role (it predates role-separated certificates); \
+         issue new ones with `plaza-broker cert --brokers ... --edges ...` (see docs/security.md)"
+    )]
+    NoRole {
+        /// The certificate's common name.
+        subject: String,
+    },
+    /// The common name has a role prefix but no valid node id or edge name after it.
+    #[error("certificate common name {0:?} has a malformed Plaza role")]
+    Invalid(String),
+}
+
+/// Whether `name` may be an edge certificate's name: 1 to [`MAX_EDGE_NAME`] ASCII letters,
+/// digits, `-`, `_` or `.` (no `/`, which separates an edge id's name from its suffix).
+pub fn valid_edge_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EDGE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether the edge holding certificate `name` owns edge id `edge_id`: the id is the name
+/// itself or `<name>/<anything>` (several processes sharing one certificate tell themselves
+/// apart by the suffix, but can never take an id under another certificate's name).
+pub fn edge_id_belongs(name: &str, edge_id: &str) -> bool {
+    edge_id == name
+        || edge_id
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The edge id an edge with certificate `name` uses for process id `local`: `local` if it
+/// already belongs to `name`, else `<name>/<local>`.
+pub fn edge_id_for(name: &str, local: &str) -> String {
+    if edge_id_belongs(name, local) {
+        local.to_owned()
+    } else {
+        format!("{name}/{local}")
+    }
+}
+
+/// The role a DER certificate names in its subject common name.
+pub fn certificate_role(cert: &CertificateDer<'_>) -> Result<Role, RoleError> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| RoleError::Unparsable(e.to_string()))?;
+    let mut names = parsed.subject().iter_common_name();
+    let cn = match (names.next(), names.next()) {
+        (Some(cn), None) => cn
+            .as_str()
+            .map_err(|e| RoleError::Unparsable(format!("common name: {e}")))?,
+        (None, _) => {
+            return Err(RoleError::NoRole {
+                subject: parsed.subject().to_string(),
+            });
+        }
+        (Some(_), Some(_)) => {
+            return Err(RoleError::Invalid(parsed.subject().to_string()));
+        }
+    };
+    Role::from_common_name(cn)
+}
+
+/// The role of the certificate the peer of an established QUIC connection presented (its leaf;
+/// the chain was already verified against the cluster CA by the handshake).
+pub fn peer_role(conn: &quinn::Connection) -> Result<Role, RoleError> {
+    let identity = conn.peer_identity().ok_or(RoleError::NoCertificate)?;
+    let chain = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| RoleError::NoCertificate)?;
+    certificate_role(chain.first().ok_or(RoleError::NoCertificate)?)
 }
 
 /// The one crypto provider of the broker (ring), passed explicitly to every config.
@@ -209,14 +368,51 @@ impl GeneratedCluster {
     }
 }
 
-/// Generates a cluster CA named `cluster` and one certificate per node name, signed by it.
-/// Each node certificate is valid for both TLS roles (it serves and dials) and names the node,
-/// `localhost` and `127.0.0.1`, plus any `extra_sans` (e.g. a StatefulSet's pod DNS names).
+/// What [`generate`] issues a certificate for: a broker with its Raft node id, or an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A broker with this node id (common name `plaza-broker:<id>`).
+    Broker(u64),
+    /// An edge (common name `plaza-edge:<name>`).
+    Edge,
+}
+
+/// Generates a cluster CA named `cluster` and one certificate per `(name, role)`, signed by it.
+///
+/// A broker certificate is valid as TLS server and client and names the broker, `localhost` and
+/// `127.0.0.1`, plus any `extra_sans` (e.g. a StatefulSet's pod DNS names). An edge certificate
+/// is a TLS client certificate only, with no DNS names: it cannot pass for a broker to anyone
+/// dialling one. Names must be distinct, broker ids distinct and non-zero, edge names
+/// [`valid_edge_name`].
 pub fn generate(
     cluster: &str,
-    node_names: &[&str],
+    nodes: &[(&str, NodeRole)],
     extra_sans: &[&str],
 ) -> Result<GeneratedCluster, TlsError> {
+    for (i, (name, role)) in nodes.iter().enumerate() {
+        let clash = nodes[..i].iter().find(|(other, other_role)| {
+            other == name
+                || matches!((role, other_role), (NodeRole::Broker(a), NodeRole::Broker(b)) if a == b)
+        });
+        if let Some((other, _)) = clash {
+            return Err(config_error(format!(
+                "{name:?} repeats the name or broker id of {other:?}"
+            )));
+        }
+        match role {
+            NodeRole::Broker(0) => {
+                return Err(config_error(format!(
+                    "broker {name:?}: node ids start at 1"
+                )));
+            }
+            NodeRole::Edge if !valid_edge_name(name) => {
+                return Err(config_error(format!(
+                    "edge name {name:?}: use 1 to {MAX_EDGE_NAME} letters, digits, '-', '_' or '.'"
+                )));
+            }
+            _ => {}
+        }
+    }
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -233,29 +429,42 @@ pub fn generate(
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut nodes = Vec::with_capacity(node_names.len());
-    for name in node_names {
-        let mut sans: Vec<String> = Vec::new();
-        for san in [*name, "localhost", "127.0.0.1"].iter().chain(extra_sans) {
-            if !sans.iter().any(|s| s == san) {
-                sans.push(san.to_string());
+    let mut generated = Vec::with_capacity(nodes.len());
+    for (name, role) in nodes {
+        let (role, sans, usages) = match role {
+            NodeRole::Broker(id) => {
+                let mut sans: Vec<String> = Vec::new();
+                for san in [*name, "localhost", "127.0.0.1"].iter().chain(extra_sans) {
+                    if !sans.iter().any(|s| s == san) {
+                        sans.push(san.to_string());
+                    }
+                }
+                let usages = vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ];
+                (Role::Broker(*id), sans, usages)
             }
-        }
+            NodeRole::Edge => (
+                Role::Edge(name.to_string()),
+                Vec::new(),
+                vec![ExtendedKeyUsagePurpose::ClientAuth],
+            ),
+        };
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name.push(DnType::CommonName, *name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, role.common_name());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = usages;
         let cert = params.signed_by(&key, &issuer)?;
-        nodes.push((name.to_string(), cert.pem(), key.serialize_pem()));
+        generated.push((name.to_string(), cert.pem(), key.serialize_pem()));
     }
     Ok(GeneratedCluster {
         ca_cert_pem,
         ca_key_pem,
-        nodes,
+        nodes: generated,
     })
 }
 
@@ -299,4 +508,110 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> std::io::Result<()>
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(generated: &GeneratedCluster, name: &str) -> CertificateDer<'static> {
+        generated.identity(name).unwrap().cert_chain[0].clone()
+    }
+
+    #[test]
+    fn generated_certificates_name_their_role() {
+        let generated = generate(
+            "roles",
+            &[
+                ("broker-7", NodeRole::Broker(7)),
+                ("edge-a", NodeRole::Edge),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            certificate_role(&leaf(&generated, "broker-7")),
+            Ok(Role::Broker(7))
+        );
+        assert_eq!(
+            certificate_role(&leaf(&generated, "edge-a")),
+            Ok(Role::Edge("edge-a".into()))
+        );
+        assert_eq!(
+            generated.identity("edge-a").unwrap().role(),
+            Ok(Role::Edge("edge-a".into()))
+        );
+    }
+
+    #[test]
+    fn a_certificate_from_before_roles_is_refused_with_a_hint_to_regenerate() {
+        // What `generate` issued before roles existed: the node name as common name, both EKUs.
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["edge-1".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "edge-1");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let old = params.signed_by(&key, &issuer).unwrap();
+        let err = certificate_role(old.der()).unwrap_err();
+        assert_eq!(
+            err,
+            RoleError::NoRole {
+                subject: "edge-1".into()
+            }
+        );
+        assert!(err.to_string().contains("plaza-broker cert"), "{err}");
+    }
+
+    #[test]
+    fn malformed_roles_are_refused() {
+        for cn in [
+            "plaza-broker:",
+            "plaza-broker:0",
+            "plaza-broker:01",
+            "plaza-broker:+1",
+            "plaza-broker:x",
+            "plaza-edge:",
+            "plaza-edge:a/b",
+            "plaza-edge:a b",
+        ] {
+            assert_eq!(
+                Role::from_common_name(cn),
+                Err(RoleError::Invalid(cn.into())),
+                "{cn}"
+            );
+        }
+        let long = format!("plaza-edge:{}", "e".repeat(MAX_EDGE_NAME + 1));
+        assert!(Role::from_common_name(&long).is_err());
+        assert_eq!(
+            Role::from_common_name("plaza-broker:12"),
+            Ok(Role::Broker(12))
+        );
+    }
+
+    #[test]
+    fn an_edge_owns_only_ids_under_its_name() {
+        assert!(edge_id_belongs("edge-1", "edge-1"));
+        assert!(edge_id_belongs("edge-1", "edge-1/3fa2"));
+        assert!(!edge_id_belongs("edge-1", "edge-10"));
+        assert!(!edge_id_belongs("edge-1", "edge-2"));
+        assert!(!edge_id_belongs("edge-1", "edge-2/edge-1"));
+        assert!(!edge_id_belongs("edge-1", ""));
+        assert_eq!(edge_id_for("edge-1", "3fa2"), "edge-1/3fa2");
+        assert_eq!(edge_id_for("edge-1", "edge-1/x"), "edge-1/x");
+    }
+
+    #[test]
+    fn generate_refuses_duplicate_ids_and_bad_names() {
+        let twice = [("a", NodeRole::Broker(1)), ("b", NodeRole::Broker(1))];
+        assert!(generate("c", &twice, &[]).is_err());
+        assert!(generate("c", &[("a", NodeRole::Broker(0))], &[]).is_err());
+        assert!(generate("c", &[("a/b", NodeRole::Edge)], &[]).is_err());
+        assert!(generate("c", &[("a", NodeRole::Edge), ("a", NodeRole::Edge)], &[]).is_err());
+    }
 }
