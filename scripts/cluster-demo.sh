@@ -17,7 +17,7 @@ bin=target/release
 mkdir -p "$dir"
 
 if [ ! -f "$dir/certs/ca.pem" ]; then
-  "$bin/plaza-broker" cert --out "$dir/certs" --nodes broker-1,broker-2,broker-3,edge-1,edge-2
+  "$bin/plaza-broker" cert --out "$dir/certs" --brokers broker-1,broker-2,broker-3 --edges edge-1,edge-2
 fi
 # One HMAC secret for both edges, so a token from either works on both.
 if [ ! -f "$dir/secret" ]; then

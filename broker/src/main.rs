@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Run a broker node (the default).
     Run(RunArgs),
-    /// Generate a cluster CA and one certificate per node into a directory.
+    /// Generate a cluster CA and one role certificate per broker and edge into a directory.
     Cert(CertArgs),
 }
 
@@ -84,11 +84,20 @@ struct CertArgs {
     /// Directory to write `ca.pem`, `ca.key`, `node-<name>.pem` and `node-<name>.key` into.
     #[arg(long)]
     out: PathBuf,
-    /// Node names, comma-separated; each certificate is valid for its name, `localhost` and
-    /// `127.0.0.1`.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Broker certificates, comma-separated `ID=NAME` (or `NAME`: the id is its position,
+    /// from 1). Each is bound to its Raft node id and valid for its name, `localhost`,
+    /// `127.0.0.1` and every `--san`.
+    #[arg(long, value_delimiter = ',')]
+    brokers: Vec<String>,
+    /// Edge certificates, comma-separated names (letters, digits, `-`, `_`, `.`). An edge
+    /// certificate is a client certificate only: it can attach edges whose id is the name or
+    /// starts with `NAME/`, and nothing else.
+    #[arg(long, value_delimiter = ',')]
+    edges: Vec<String>,
+    /// Replaced by `--brokers` and `--edges` (certificates now carry a role).
+    #[arg(long, value_delimiter = ',', hide = true)]
     nodes: Vec<String>,
-    /// An extra DNS name or IP on every node certificate (repeatable), e.g. the pods'
+    /// An extra DNS name or IP on every broker certificate (repeatable), e.g. the pods'
     /// `*.plaza-broker.NAMESPACE.svc.cluster.local` names.
     #[arg(long = "san")]
     sans: Vec<String>,
@@ -163,7 +172,9 @@ fn check_config(config: &BrokerConfig) -> ExitCode {
         eprintln!("config error: tls.ca, tls.cert and tls.key are required");
         return ExitCode::from(EXIT_BAD_CONFIG);
     };
-    if let Err(e) = tls::ClusterTls::load(ca, cert, key) {
+    let checked = tls::ClusterTls::load(ca, cert, key)
+        .and_then(|identity| plaza_broker::server::check_own_role(&identity, config.id()));
+    if let Err(e) = checked {
         eprintln!("config error: {}", RunError::Tls(e));
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
@@ -239,21 +250,38 @@ fn hostname() -> String {
 }
 
 fn cert(args: &CertArgs) -> ExitCode {
-    let names: Vec<&str> = args.nodes.iter().map(|n| n.trim()).collect();
-    if names.iter().any(|n| n.is_empty()) {
-        eprintln!("plaza-broker cert: --nodes has an empty name");
+    if !args.nodes.is_empty() {
+        eprintln!(
+            "plaza-broker cert: --nodes was replaced by --brokers and --edges: certificates now \
+             name their role (e.g. --brokers broker-1,broker-2,broker-3 --edges edge-1)"
+        );
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
+    let nodes = match cert_nodes(&args.brokers, &args.edges) {
+        Ok(nodes) => nodes,
+        Err(why) => {
+            eprintln!("plaza-broker cert: {why}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let specs: Vec<(&str, tls::NodeRole)> = nodes.iter().map(|(n, r)| (n.as_str(), *r)).collect();
     let sans: Vec<&str> = args.sans.iter().map(String::as_str).collect();
-    let written = tls::generate(&args.cluster, &names, &sans)
+    let written = tls::generate(&args.cluster, &specs, &sans)
         .and_then(|generated| tls::write_dir(&generated, &args.out));
     match written {
         Ok(()) => {
+            let listed: Vec<String> = nodes
+                .iter()
+                .map(|(name, role)| match role {
+                    tls::NodeRole::Broker(id) => format!("{name} (broker {id})"),
+                    tls::NodeRole::Edge => format!("{name} (edge)"),
+                })
+                .collect();
             println!(
-                "wrote {} and {} node certificates ({}) to {}; keep {} offline",
+                "wrote {} and {} certificates ({}) to {}; keep {} offline",
                 tls::CA_CERT_FILE,
-                names.len(),
-                names.join(", "),
+                nodes.len(),
+                listed.join(", "),
                 args.out.display(),
                 tls::CA_KEY_FILE,
             );
@@ -264,4 +292,36 @@ fn cert(args: &CertArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The certificates `--brokers` and `--edges` ask for: `ID=NAME` or `NAME` (id = position).
+fn cert_nodes(
+    brokers: &[String],
+    edges: &[String],
+) -> Result<Vec<(String, tls::NodeRole)>, String> {
+    if brokers.is_empty() && edges.is_empty() {
+        return Err("name at least one certificate with --brokers or --edges".into());
+    }
+    let mut nodes = Vec::with_capacity(brokers.len() + edges.len());
+    for (i, spec) in brokers.iter().enumerate() {
+        let spec = spec.trim();
+        let (id, name) = match spec.split_once('=') {
+            Some((id, name)) => {
+                let id = id
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("--brokers {spec:?}: the id must be a number"))?;
+                (id, name.trim())
+            }
+            None => (i as u64 + 1, spec),
+        };
+        if name.is_empty() {
+            return Err(format!("--brokers {spec:?} has an empty name"));
+        }
+        nodes.push((name.to_owned(), tls::NodeRole::Broker(id)));
+    }
+    for name in edges {
+        nodes.push((name.trim().to_owned(), tls::NodeRole::Edge));
+    }
+    Ok(nodes)
 }

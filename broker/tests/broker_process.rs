@@ -195,7 +195,12 @@ fn generate_certs(dir: &Path) {
     let out = Command::new(BIN)
         .args(["cert", "--out"])
         .arg(dir)
-        .args(["--nodes", "broker-1,broker-2,broker-3,broker-4"])
+        .args([
+            "--brokers",
+            "broker-1,broker-2,broker-3,broker-4",
+            "--edges",
+            "edge-1",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -367,6 +372,49 @@ fn a_bad_config_exits_with_64_and_names_the_key() {
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+}
+
+#[test]
+fn a_broker_refuses_a_certificate_of_another_node_or_role_and_cert_refuses_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    generate_certs(&certs);
+    let check = |id: &str, name: &str| {
+        Command::new(BIN)
+            .args(["--check-config", "--in-memory", "--node-id", id])
+            .arg("--tls-ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(certs.join(format!("node-{name}.pem")))
+            .arg("--tls-key")
+            .arg(certs.join(format!("node-{name}.key")))
+            .output()
+            .unwrap()
+    };
+    let ok = check("2", "broker-2");
+    assert!(ok.status.success(), "{ok:?}");
+    for (id, name, expect) in [("1", "broker-2", "broker 2"), ("1", "edge-1", "edge")] {
+        let out = check(id, name);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{name} as node {id}: {stderr}");
+        assert!(
+            stderr.contains(expect) && stderr.contains("not of broker 1"),
+            "{stderr}"
+        );
+    }
+    // The old form, which issued certificates without roles, is refused with the new one.
+    let out = Command::new(BIN)
+        .args(["cert", "--out"])
+        .arg(tmp.path().join("old"))
+        .args(["--nodes", "broker-1,edge"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--brokers") && stderr.contains("--edges"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -165,7 +165,7 @@ async fn a_peer_speaking_another_protocol_version_gets_an_explicit_version_error
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_a_certificate_from_another_ca_cannot_connect() {
     let (node, client, generated) = server().await;
-    let foreign = tls::generate("other", &["broker-2"], &[]).unwrap();
+    let foreign = tls::generate("other", &[("broker-2", tls::NodeRole::Broker(2))], &[]).unwrap();
     let foreign = foreign.identity("broker-2").unwrap();
 
     // It trusts our CA but presents a certificate ours did not sign: the server refuses it.

@@ -8,14 +8,22 @@ use std::time::Duration;
 use plaza_broker::raft::QuicTransport;
 use plaza_broker::raft::{BrokerNode, RaftRpcReply, RaftTransport};
 use plaza_net::QuicOptions;
-use plaza_net::tls::{self, CA_CERT_FILE, CA_KEY_FILE, ClusterTls, TlsError};
+use plaza_net::tls::{self, CA_CERT_FILE, CA_KEY_FILE, ClusterTls, NodeRole, TlsError};
 use plaza_proto::links::ALPN_RAFT;
 use quic_support::QuicNode;
 use raft_support::config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_certificates_written_to_a_directory_load_back_and_connect() {
-    let generated = tls::generate("plaza", &["broker-1", "broker-2"], &["brokers.svc"]).unwrap();
+    let generated = tls::generate(
+        "plaza",
+        &[
+            ("broker-1", NodeRole::Broker(1)),
+            ("broker-2", NodeRole::Broker(2)),
+        ],
+        &["brokers.svc"],
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     tls::write_dir(&generated, dir.path()).unwrap();
 
@@ -72,7 +80,7 @@ fn loading_missing_or_empty_files_names_the_file() {
     let missing = ClusterTls::load_dir(dir.path(), "broker-9").unwrap_err();
     assert!(missing.to_string().contains(CA_CERT_FILE), "{missing}");
 
-    let generated = tls::generate("plaza", &["broker-1"], &[]).unwrap();
+    let generated = tls::generate("plaza", &[("broker-1", NodeRole::Broker(1))], &[]).unwrap();
     tls::write_dir(&generated, dir.path()).unwrap();
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();

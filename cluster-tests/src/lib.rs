@@ -217,10 +217,13 @@ impl BrokerCluster {
             .disable_cleanup(crate::keep_runs())
             .tempdir()
             .expect("temp dir");
-        let mut names: Vec<String> = (1..=size).map(|i| format!("broker-{i}")).collect();
-        names.extend((1..=EDGE_CERTS).map(|i| format!("edge-{i}")));
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let generated = tls::generate("plaza-test", &names, &[]).expect("generate certificates");
+        let mut names: Vec<(String, tls::NodeRole)> = (1..=size)
+            .map(|i| (format!("broker-{i}"), tls::NodeRole::Broker(i as u64)))
+            .collect();
+        names.extend((1..=EDGE_CERTS).map(|i| (format!("edge-{i}"), tls::NodeRole::Edge)));
+        let nodes: Vec<(&str, tls::NodeRole)> =
+            names.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+        let generated = tls::generate("plaza-test", &nodes, &[]).expect("generate certificates");
         tls::write_dir(&generated, &dir.path().join("certs")).expect("write certificates");
         let slots: Vec<BrokerSlot> = (1..=size as u64)
             .map(|id| {

@@ -295,13 +295,14 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A fresh cluster CA and node certificates from `plaza-broker cert`, as `name → PEM`.
-fn certs(nodes: &str) -> BTreeMap<String, Vec<u8>> {
+/// A fresh cluster CA and role certificates from `plaza-broker cert` (broker names, ids by
+/// position, and edge names, comma-separated), as `file name → PEM`.
+fn certs(brokers: &str, edges: &str) -> BTreeMap<String, Vec<u8>> {
     let dir = tempfile::tempdir().expect("temp");
     let out = Command::new(binary("plaza-broker"))
         .args(["cert", "--out"])
         .arg(dir.path())
-        .args(["--nodes", nodes])
+        .args(["--brokers", brokers, "--edges", edges])
         .output()
         .expect("plaza-broker cert");
     assert!(out.status.success(), "plaza-broker cert failed");
@@ -377,7 +378,7 @@ fn compose_containers(name: &str, edit: &dyn Fn(&str, &mut Value)) -> Vec<Contai
     let dir = root().join("docker");
     let docs = yaml_docs(&std::fs::read_to_string(dir.join(name)).expect("compose file"));
     let vars = env_example();
-    let certs = certs("broker-1,broker-2,broker-3,edge");
+    let certs = certs("broker-1,broker-2,broker-3", "edge");
     let services = docs[0]["services"].as_object().expect("services").clone();
     let mut out = Vec::new();
     for (service, mut spec) in services {
@@ -578,7 +579,11 @@ fn chart_containers(docs: &[Value], origin: &str) -> Vec<Container> {
                 .expect("base64 secret"),
         )
     };
-    let generated_tls = certs("plaza");
+    // Enough brokers for every values file's replica count, and the edges' certificate.
+    let generated_tls = certs(
+        "broker-1,broker-2,broker-3,broker-4,broker-5,broker-6,broker-7",
+        "plaza-edge",
+    );
     let mut out = Vec::new();
     for workload in docs
         .iter()
@@ -682,14 +687,16 @@ fn chart_containers(docs: &[Value], origin: &str) -> Vec<Container> {
                                 "{}: Secret {secret} has no {key}",
                                 c.origin
                             );
-                            // The operator's cluster TLS Secret, made as the README says.
+                            // The operator's TLS Secrets, made as the README says: the
+                            // brokers' (broker-<id>.pem/.key) and the edges' (tls.pem/.key).
                             let from = match key.as_str() {
-                                "tls.pem" => "node-plaza.pem",
-                                "tls.key" => "node-plaza.key",
-                                other => other,
+                                "tls.pem" => "node-plaza-edge.pem".to_owned(),
+                                "tls.key" => "node-plaza-edge.key".to_owned(),
+                                broker if broker.starts_with("broker-") => format!("node-{broker}"),
+                                other => other.to_owned(),
                             };
                             generated_tls
-                                .get(from)
+                                .get(&from)
                                 .cloned()
                                 .unwrap_or_else(|| placeholder(key))
                         });
@@ -810,19 +817,28 @@ fn edges_and_brokers_get_the_same_room_config() {
 
 #[test]
 fn the_chart_generated_cluster_certificate_lets_an_edge_attach_to_a_broker() {
-    // The chart's own CA and certificate (Helm's genCA / genSignedCert: RSA, PKCS#1 key),
-    // used by a real broker and a real edge over QUIC with mutual TLS.
+    // The chart's own CA and role certificates (Helm's genCA / genSignedCert: RSA, PKCS#1
+    // keys), broker 1's from the brokers' Secret and the edges' from theirs, used by a real
+    // broker and a real edge over QUIC with mutual TLS.
     let docs = render(&[]);
-    let secret = docs
-        .iter()
-        .find(|d| d["kind"] == "Secret" && text(&d["metadata"]["name"]).ends_with("cluster-tls"))
-        .expect("the generated cluster TLS Secret");
+    let secret = |suffix: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "Secret" && text(&d["metadata"]["name"]).ends_with(suffix))
+            .unwrap_or_else(|| panic!("the generated {suffix} Secret"))
+    };
+    let (brokers, edges) = (secret("broker-tls"), secret("edge-tls"));
     let dir = tempfile::tempdir().expect("temp");
-    for key in ["ca.pem", "tls.pem", "tls.key"] {
+    for (secret, key, file) in [
+        (brokers, "ca.pem", "ca.pem"),
+        (brokers, "broker-1.pem", "broker.pem"),
+        (brokers, "broker-1.key", "broker.key"),
+        (edges, "tls.pem", "tls.pem"),
+        (edges, "tls.key", "tls.key"),
+    ] {
         let pem = base64::engine::general_purpose::STANDARD
             .decode(text(&secret["data"][key]))
             .expect("base64");
-        std::fs::write(dir.path().join(key), pem).expect("write");
+        std::fs::write(dir.path().join(file), pem).expect("write");
     }
     let tls =
         |flag: &str, file: &str| vec![flag.to_owned(), dir.path().join(file).display().to_string()];
@@ -838,8 +854,8 @@ fn the_chart_generated_cluster_certificate_lets_an_edge_attach_to_a_broker() {
             &http.to_string(),
         ])
         .args(tls("--tls-ca", "ca.pem"))
-        .args(tls("--tls-cert", "tls.pem"))
-        .args(tls("--tls-key", "tls.key"));
+        .args(tls("--tls-cert", "broker.pem"))
+        .args(tls("--tls-key", "broker.key"));
     let broker_log = dir.path().join("broker.log");
     let _broker = plaza_cluster_tests::Process::spawn(broker, &broker_log);
     let mut args = vec![

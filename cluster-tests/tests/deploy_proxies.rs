@@ -403,7 +403,12 @@ impl Setup {
         let a = EdgeProcess::start(&cluster, 1, &[1], SECRET, lease, &[]);
         let b = EdgeProcess::start(&cluster, 2, &[1], SECRET, lease, &[]);
         let dir = tempfile::tempdir().expect("temp dir");
-        let generated = tls::generate("proxy-test", &["localhost"], &[]).expect("certificates");
+        let generated = tls::generate(
+            "proxy-test",
+            &[("localhost", tls::NodeRole::Broker(1))],
+            &[],
+        )
+        .expect("certificates");
         tls::write_dir(&generated, dir.path()).expect("write certificates");
         Self {
             _cluster: cluster,

@@ -4,7 +4,8 @@
 //!
 //! - garbage on the session stream (noise, a length prefix of 1 GiB, an undecodable or cut-short
 //!   frame, silence) closes the connection with `CLOSE_PROTOCOL` (12);
-//! - garbage on the Raft ALPN (`plaza-raft/1`) is reset stream by stream and disturbs no edge
+//! - garbage on the Raft ALPN (`plaza-raft/1`, from a broker certificate: an edge's is refused
+//!   outright, see `cluster_identities.rs`) is reset stream by stream and disturbs no edge
 //!   (`broker/tests/quic_bad_input.rs` covers the Raft side in detail);
 //! - a `Hello` in another protocol version is answered `Incompatible { supported }` and the
 //!   connection closed with `CLOSE_VERSION` (13);
@@ -93,12 +94,13 @@ async fn dial(
         .expect("the handshake neither completed nor failed in time")
 }
 
-/// `hello` as one frame.
+/// `hello` as one frame, for edge id `edge-1/<edge>` (the raw sessions present certificate
+/// `edge-1`, and a broker only attaches edge ids under the certificate's name).
 fn hello_frame(version: u16, edge: &str, lease_ms: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let hello = EdgeRequest::Hello {
         version,
-        edge: EdgeId::new(edge.to_owned()),
+        edge: EdgeId::new(format!("edge-1/{edge}")),
         lease_ms,
     };
     write_frame(&hello, &mut out).expect("encode a hello");
@@ -365,7 +367,9 @@ async fn garbage_on_the_raft_alpn_does_not_disturb_edges() {
     let mut bystander = RawEdge::attach(&cluster, "bystander").await;
 
     let endpoint = client_endpoint();
-    let config = client_config(&cluster.tls("edge-3"), &[ALPN_RAFT]);
+    // A broker's certificate: an edge's is refused on this ALPN before any stream (see
+    // cluster_identities.rs).
+    let config = client_config(&cluster.tls("broker-1"), &[ALPN_RAFT]);
     let conn = dial(&endpoint, config, broker(&cluster))
         .await
         .expect("raft handshake");
@@ -509,7 +513,8 @@ async fn foreign_certificates_and_other_alpns_get_no_session() {
     let mut cluster = cluster();
     let addr = broker(&cluster);
     let ours = cluster.tls("edge-1");
-    let generated = tls::generate("impostors", &["edge-1"], &[]).expect("generate a foreign CA");
+    let generated = tls::generate("impostors", &[("edge-1", tls::NodeRole::Edge)], &[])
+        .expect("generate a foreign CA");
     let foreign = generated.identity("edge-1").expect("a foreign identity");
 
     // It trusts our CA but presents a certificate ours did not sign: the broker refuses it.

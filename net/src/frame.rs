@@ -41,6 +41,10 @@ pub const ERR_UNAVAILABLE: VarInt = VarInt::from_u32(2);
 /// Connection close code: the peer negotiated an application protocol this server does not
 /// serve.
 pub const ERR_WRONG_ALPN: VarInt = VarInt::from_u32(3);
+/// Connection close code: the peer's certificate does not grant what it tried (an edge
+/// certificate on `plaza-raft/1`, a broker certificate attaching as an edge, an edge attaching
+/// with another edge's id, a certificate without a Plaza role); the reason says which.
+pub const ERR_WRONG_ROLE: VarInt = VarInt::from_u32(4);
 /// Connection close code: the endpoint is shutting down.
 pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);
 

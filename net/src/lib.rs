@@ -23,6 +23,7 @@
 pub mod dial;
 pub mod frame;
 pub mod framing;
+mod role;
 pub mod server;
 pub mod tls;
 

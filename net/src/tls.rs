@@ -1,13 +1,24 @@
-//! Cluster TLS: one private CA per cluster, one certificate per broker signed by it, and the
-//! rustls configs that make QUIC connections mutually authenticated.
+//! Cluster TLS: one private CA per cluster, one certificate per broker and per edge signed by it,
+//! and the rustls configs that make QUIC connections mutually authenticated.
 //!
 //! Both sides present a certificate and both verify the other against the cluster CA only (never
-//! the system roots, never "accept anything"): holding a CA-signed key is what makes a process a
-//! cluster member allowed to speak Raft. The configs are built with an explicit ring provider, so
-//! nothing depends on (or installs) a process-wide rustls default.
+//! the system roots, never "accept anything"). Holding a CA-signed key makes a process a member
+//! of the cluster, but not every member may do everything: each certificate names its **role**
+//! in its subject common name ([`Role`]):
 //!
-//! [`generate`] makes a CA and node certificates with rcgen for dev and tests; [`write_dir`] /
-//! [`ClusterTls::load`] store and load them as PEM (this becomes `plaza-broker cert`).
+//! - `plaza-broker:<node id>`: a broker, valid as TLS server and client, for the names it is
+//!   dialled at; only brokers may speak `plaza-raft/1`, and only as their own node id;
+//! - `plaza-edge:<name>`: an edge, a TLS client only (no server EKU, no DNS names); it may only
+//!   attach with an edge id that is its name or starts with `<name>/` ([`edge_id_belongs`]).
+//!
+//! The role lives in the common name (not only in an EKU or a URI SAN) so that any CA tooling
+//! that can set a subject, Helm's `genSignedCert` included, can issue role certificates. A
+//! certificate without a role (issued before roles existed) is refused with
+//! [`RoleError::NoRole`], which tells the operator to re-issue it with `plaza-broker cert`.
+//!
+//! The configs are built with an explicit ring provider, so nothing depends on (or installs) a
+//! process-wide rustls default. [`generate`] makes a CA and role certificates with rcgen;
+//! [`write_dir`] / [`ClusterTls::load`] store and load them as PEM (`plaza-broker cert`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,6 +114,11 @@ impl ClusterTls {
         })
     }
 
+    /// The role this identity's own certificate names.
+    pub fn role(&self) -> Result<Role, RoleError> {
+        certificate_role(self.cert_chain.first().ok_or(RoleError::NoCertificate)?)
+    }
+
     /// Loads node `name`'s identity from a directory written by [`write_dir`].
     pub fn load_dir(dir: &Path, name: &str) -> Result<Self, TlsError> {
         let (cert, key) = node_files(name);
@@ -146,6 +162,8 @@ impl ClusterTls {
         Ok(Arc::new(roots))
     }
 }
+
+pub use crate::role::*;
 
 /// The one crypto provider of the broker (ring), passed explicitly to every config.
 fn provider() -> Arc<CryptoProvider> {
@@ -209,14 +227,51 @@ impl GeneratedCluster {
     }
 }
 
-/// Generates a cluster CA named `cluster` and one certificate per node name, signed by it.
-/// Each node certificate is valid for both TLS roles (it serves and dials) and names the node,
-/// `localhost` and `127.0.0.1`, plus any `extra_sans` (e.g. a StatefulSet's pod DNS names).
+/// What [`generate`] issues a certificate for: a broker with its Raft node id, or an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A broker with this node id (common name `plaza-broker:<id>`).
+    Broker(u64),
+    /// An edge (common name `plaza-edge:<name>`).
+    Edge,
+}
+
+/// Generates a cluster CA named `cluster` and one certificate per `(name, role)`, signed by it.
+///
+/// A broker certificate is valid as TLS server and client and names the broker, `localhost` and
+/// `127.0.0.1`, plus any `extra_sans` (e.g. a StatefulSet's pod DNS names). An edge certificate
+/// is a TLS client certificate only, with no DNS names: it cannot pass for a broker to anyone
+/// dialling one. Names must be distinct, broker ids distinct and non-zero, edge names
+/// [`valid_edge_name`].
 pub fn generate(
     cluster: &str,
-    node_names: &[&str],
+    nodes: &[(&str, NodeRole)],
     extra_sans: &[&str],
 ) -> Result<GeneratedCluster, TlsError> {
+    for (i, (name, role)) in nodes.iter().enumerate() {
+        let clash = nodes[..i].iter().find(|(other, other_role)| {
+            other == name
+                || matches!((role, other_role), (NodeRole::Broker(a), NodeRole::Broker(b)) if a == b)
+        });
+        if let Some((other, _)) = clash {
+            return Err(config_error(format!(
+                "{name:?} repeats the name or broker id of {other:?}"
+            )));
+        }
+        match role {
+            NodeRole::Broker(0) => {
+                return Err(config_error(format!(
+                    "broker {name:?}: node ids start at 1"
+                )));
+            }
+            NodeRole::Edge if !valid_edge_name(name) => {
+                return Err(config_error(format!(
+                    "edge name {name:?}: use 1 to {MAX_EDGE_NAME} letters, digits, '-', '_' or '.'"
+                )));
+            }
+            _ => {}
+        }
+    }
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -233,29 +288,42 @@ pub fn generate(
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut nodes = Vec::with_capacity(node_names.len());
-    for name in node_names {
-        let mut sans: Vec<String> = Vec::new();
-        for san in [*name, "localhost", "127.0.0.1"].iter().chain(extra_sans) {
-            if !sans.iter().any(|s| s == san) {
-                sans.push(san.to_string());
+    let mut generated = Vec::with_capacity(nodes.len());
+    for (name, role) in nodes {
+        let (role, sans, usages) = match role {
+            NodeRole::Broker(id) => {
+                let mut sans: Vec<String> = Vec::new();
+                for san in [*name, "localhost", "127.0.0.1"].iter().chain(extra_sans) {
+                    if !sans.iter().any(|s| s == san) {
+                        sans.push(san.to_string());
+                    }
+                }
+                let usages = vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ];
+                (Role::Broker(*id), sans, usages)
             }
-        }
+            NodeRole::Edge => (
+                Role::Edge(name.to_string()),
+                Vec::new(),
+                vec![ExtendedKeyUsagePurpose::ClientAuth],
+            ),
+        };
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name.push(DnType::CommonName, *name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, role.common_name());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = usages;
         let cert = params.signed_by(&key, &issuer)?;
-        nodes.push((name.to_string(), cert.pem(), key.serialize_pem()));
+        generated.push((name.to_string(), cert.pem(), key.serialize_pem()));
     }
     Ok(GeneratedCluster {
         ca_cert_pem,
         ca_key_pem,
-        nodes,
+        nodes: generated,
     })
 }
 
@@ -299,4 +367,110 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> std::io::Result<()>
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(generated: &GeneratedCluster, name: &str) -> CertificateDer<'static> {
+        generated.identity(name).unwrap().cert_chain[0].clone()
+    }
+
+    #[test]
+    fn generated_certificates_name_their_role() {
+        let generated = generate(
+            "roles",
+            &[
+                ("broker-7", NodeRole::Broker(7)),
+                ("edge-a", NodeRole::Edge),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            certificate_role(&leaf(&generated, "broker-7")),
+            Ok(Role::Broker(7))
+        );
+        assert_eq!(
+            certificate_role(&leaf(&generated, "edge-a")),
+            Ok(Role::Edge("edge-a".into()))
+        );
+        assert_eq!(
+            generated.identity("edge-a").unwrap().role(),
+            Ok(Role::Edge("edge-a".into()))
+        );
+    }
+
+    #[test]
+    fn a_certificate_from_before_roles_is_refused_with_a_hint_to_regenerate() {
+        // What `generate` issued before roles existed: the node name as common name, both EKUs.
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["edge-1".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "edge-1");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let old = params.signed_by(&key, &issuer).unwrap();
+        let err = certificate_role(old.der()).unwrap_err();
+        assert_eq!(
+            err,
+            RoleError::NoRole {
+                subject: "edge-1".into()
+            }
+        );
+        assert!(err.to_string().contains("plaza-broker cert"), "{err}");
+    }
+
+    #[test]
+    fn malformed_roles_are_refused() {
+        for cn in [
+            "plaza-broker:",
+            "plaza-broker:0",
+            "plaza-broker:01",
+            "plaza-broker:+1",
+            "plaza-broker:x",
+            "plaza-edge:",
+            "plaza-edge:a/b",
+            "plaza-edge:a b",
+        ] {
+            assert_eq!(
+                Role::from_common_name(cn),
+                Err(RoleError::Invalid(cn.into())),
+                "{cn}"
+            );
+        }
+        let long = format!("plaza-edge:{}", "e".repeat(MAX_EDGE_NAME + 1));
+        assert!(Role::from_common_name(&long).is_err());
+        assert_eq!(
+            Role::from_common_name("plaza-broker:12"),
+            Ok(Role::Broker(12))
+        );
+    }
+
+    #[test]
+    fn an_edge_owns_only_ids_under_its_name() {
+        assert!(edge_id_belongs("edge-1", "edge-1"));
+        assert!(edge_id_belongs("edge-1", "edge-1/3fa2"));
+        assert!(!edge_id_belongs("edge-1", "edge-10"));
+        assert!(!edge_id_belongs("edge-1", "edge-2"));
+        assert!(!edge_id_belongs("edge-1", "edge-2/edge-1"));
+        assert!(!edge_id_belongs("edge-1", ""));
+        assert_eq!(edge_id_for("edge-1", "3fa2"), "edge-1/3fa2");
+        assert_eq!(edge_id_for("edge-1", "edge-1/x"), "edge-1/x");
+    }
+
+    #[test]
+    fn generate_refuses_duplicate_ids_and_bad_names() {
+        let twice = [("a", NodeRole::Broker(1)), ("b", NodeRole::Broker(1))];
+        assert!(generate("c", &twice, &[]).is_err());
+        assert!(generate("c", &[("a", NodeRole::Broker(0))], &[]).is_err());
+        assert!(generate("c", &[("a/b", NodeRole::Edge)], &[]).is_err());
+        assert!(generate("c", &[("a", NodeRole::Edge), ("a", NodeRole::Edge)], &[]).is_err());
+    }
 }

@@ -33,7 +33,15 @@ impl RpcHandler for SlowDoubler {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_never_has_more_requests_in_flight_than_the_limit_and_all_are_answered() {
-    let generated = tls::generate("test", &["server", "client"], &[]).unwrap();
+    let generated = tls::generate(
+        "test",
+        &[
+            ("server", tls::NodeRole::Broker(1)),
+            ("client", tls::NodeRole::Edge),
+        ],
+        &[],
+    )
+    .unwrap();
     let server_tls = generated.identity("server").unwrap();
     let client_tls = generated.identity("client").unwrap();
     let options = QuicOptions {

@@ -34,6 +34,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use plaza_net::tls::{Role, edge_id_for};
+use plaza_proto::EdgeId;
 use plaza_proto::cluster::{BrokerError, EdgeRequest, PROTOCOL_VERSION};
 use quinn::{ClientConfig, Endpoint};
 use tokio::sync::{mpsc, watch};
@@ -101,6 +103,8 @@ struct BackendInner {
     endpoint: Endpoint,
     client: ClientConfig,
     options: ClusterOptions,
+    /// The name in the edge certificate: every edge id this backend attaches with is under it.
+    name: String,
 }
 
 /// Why a [`ClusterBackend`] could not be created.
@@ -119,11 +123,22 @@ pub enum ClusterError {
 
 impl ClusterBackend {
     /// A backend dialling `options.brokers` with `tls` (the edge's certificate, signed by the
-    /// cluster CA; brokers are verified against the same CA).
+    /// cluster CA; brokers are verified against the same CA). The certificate must be an edge
+    /// certificate (`plaza-edge:<name>`): brokers accept nothing else on `plaza-edge/1`.
     pub fn new(tls: &ClusterTls, options: ClusterOptions) -> Result<Self, ClusterError> {
         if options.brokers.is_empty() {
             return Err(ClusterError::NoBrokers);
         }
+        let name = match tls.role() {
+            Ok(Role::Edge(name)) => name,
+            Ok(role) => {
+                return Err(ClusterError::Tls(TlsError::Config(format!(
+                    "the edge's certificate is the certificate of {role}; brokers only attach \
+                     edge certificates (`plaza-broker cert --edges NAME`)"
+                ))));
+            }
+            Err(e) => return Err(ClusterError::Tls(TlsError::Config(e.to_string()))),
+        };
         let mut client = ClientConfig::new(Arc::new(tls.client_config(&[ALPN_EDGE])?));
         client.transport_config(options.quic.transport_config());
         let endpoint = Endpoint::client((std::net::Ipv6Addr::UNSPECIFIED, 0).into())
@@ -133,6 +148,7 @@ impl ClusterBackend {
                 endpoint,
                 client,
                 options,
+                name,
             }),
         })
     }
@@ -198,9 +214,11 @@ impl Backend for ClusterBackend {
         options: AttachOptions,
     ) -> Result<(ClusterLink, LinkEvents), BrokerError> {
         let lease_ms = u64::try_from(options.lease.as_millis()).unwrap_or(u64::MAX);
+        // Brokers only accept edge ids under the certificate's name: `<name>/<edge id>`.
+        let edge = EdgeId::new(edge_id_for(&self.inner.name, options.edge.as_str()));
         let hello = EdgeRequest::Hello {
             version: PROTOCOL_VERSION,
-            edge: options.edge.clone(),
+            edge: edge.clone(),
             lease_ms,
         };
         let deadline = Instant::now() + self.inner.options.attach_timeout;
@@ -217,7 +235,7 @@ impl Backend for ClusterBackend {
                 Err(DialError::Unavailable(_)) => tokio::time::sleep(RECONNECT_PAUSE).await,
             }
         };
-        tracing::info!(broker = session.broker(), edge = %options.edge, "attached to the broker tier");
+        tracing::info!(broker = session.broker(), %edge, "attached to the broker tier");
         let (events, rx) = mpsc::channel(self.inner.options.event_queue.max(1));
         let (current, _) = watch::channel(None);
         let link = ClusterLink {

@@ -128,6 +128,8 @@ pub(super) struct Inner {
     pub(super) sm: Arc<Shared>,
     pub(super) proposals: mpsc::Sender<Proposal>,
     pub(super) propose_timeout: Duration,
+    /// Bounds incoming snapshot chunks ([`super::snapshot::ChunkTracker`]).
+    pub(super) snapshot_chunks: super::snapshot::ChunkTracker,
     pub(super) tasks: Vec<JoinHandle<()>>,
 }
 
@@ -192,6 +194,7 @@ impl RaftNode {
                 sm: shared,
                 proposals: tx,
                 propose_timeout: config.propose_timeout,
+                snapshot_chunks: super::snapshot::ChunkTracker::default(),
                 tasks,
             }),
         })

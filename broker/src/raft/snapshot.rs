@@ -112,3 +112,63 @@ impl SnapshotStore {
         Ok(())
     }
 }
+
+/// Where the snapshot being received stands, so a chunk can only continue it: openraft seeks to
+/// any chunk's offset and writes there, growing the in-memory snapshot to `offset + len`, so one
+/// chunk with an offset of 2^62 would make the node reserve that much. A chunk is accepted only
+/// if it starts a snapshot (offset 0) or starts at or before the end of the bytes already
+/// received for the same snapshot id (a leader resending a chunk after a timeout does that);
+/// received bytes therefore only grow by what was actually sent.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkTracker {
+    /// The snapshot id being received and the end of its received bytes; locked only to check
+    /// and update, never across `.await`.
+    receiving: Mutex<Option<(String, u64)>>,
+}
+
+impl ChunkTracker {
+    /// Checks a chunk of snapshot `id` at `offset` with `len` bytes and records it; on refusal
+    /// returns the offset the chunk should have started at (at most).
+    pub(crate) fn accept(&self, id: &str, offset: u64, len: usize) -> Result<(), u64> {
+        let mut receiving = self
+            .receiving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let len = len as u64;
+        if offset == 0 {
+            *receiving = Some((id.to_owned(), len));
+            return Ok(());
+        }
+        match receiving.as_mut() {
+            Some((current, end)) if current == id && offset <= *end => {
+                *end = (*end).max(offset.saturating_add(len));
+                Ok(())
+            }
+            Some((current, end)) if current == id => Err(*end),
+            _ => Err(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkTracker;
+
+    #[test]
+    fn a_snapshot_chunk_may_only_continue_the_bytes_received_so_far() {
+        let chunks = ChunkTracker::default();
+        assert_eq!(chunks.accept("s1", 5, 3), Err(0), "no snapshot started");
+        assert_eq!(chunks.accept("s1", 0, 10), Ok(()));
+        assert_eq!(chunks.accept("s1", 10, 10), Ok(()), "the next chunk");
+        assert_eq!(chunks.accept("s1", 10, 10), Ok(()), "a resent chunk");
+        assert_eq!(chunks.accept("s1", 1 << 62, 1), Err(20), "a huge offset");
+        assert_eq!(chunks.accept("s1", 21, 1), Err(20), "a gap");
+        assert_eq!(
+            chunks.accept("s2", 20, 1),
+            Err(0),
+            "another snapshot's chunk"
+        );
+        assert_eq!(chunks.accept("s2", 0, 4), Ok(()), "another snapshot starts");
+        assert_eq!(chunks.accept("s1", 10, 1), Err(0), "the old one is over");
+    }
+}

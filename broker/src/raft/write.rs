@@ -11,6 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use openraft::SnapshotSegmentId;
+use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use tokio::sync::oneshot;
 
 use super::ProposeError;
@@ -212,6 +214,34 @@ impl RaftNode {
                 })
             }),
             RaftRpc::ReadIndex => RaftRpcReply::ReadIndex(self.read_index_here().await),
+            RaftRpc::InstallSnapshot(req) => {
+                let id = &req.meta.snapshot_id;
+                if let Err(expect) =
+                    self.inner
+                        .snapshot_chunks
+                        .accept(id, req.offset, req.data.len())
+                {
+                    tracing::warn!(
+                        snapshot = %id,
+                        offset = req.offset,
+                        expect,
+                        "refused a snapshot chunk past the bytes received"
+                    );
+                    metrics::counter!(crate::metrics::SNAPSHOT_CHUNKS_REFUSED).increment(1);
+                    let segment = |offset| SnapshotSegmentId {
+                        id: id.clone(),
+                        offset,
+                    };
+                    let mismatch = SnapshotMismatch {
+                        expect: segment(expect),
+                        got: segment(req.offset),
+                    };
+                    return RaftRpcReply::InstallSnapshot(Err(RaftError::APIError(
+                        InstallSnapshotError::SnapshotMismatch(mismatch),
+                    )));
+                }
+                serve_rpc(&self.inner.raft, RaftRpc::InstallSnapshot(req)).await
+            }
             other => serve_rpc(&self.inner.raft, other).await,
         }
     }

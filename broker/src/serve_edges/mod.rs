@@ -46,6 +46,7 @@ pub use router::{
 use crate::metrics as m;
 use crate::raft::{RaftNode, RaftRpc, ReadError};
 use plaza_net::framing::{FrameReader, write_encoded, write_one};
+use plaza_net::tls::edge_id_belongs;
 use plaza_rooms::config::duration;
 use plaza_rooms::{Applied, Command, RoomsError};
 
@@ -133,11 +134,12 @@ impl EdgeService {
         self.inner.router.broadcast(event)
     }
 
-    /// Serves one edge connection until it ends or `cancel` fires.
-    pub async fn serve(&self, conn: Connection, cancel: CancellationToken) {
+    /// Serves one edge connection, whose certificate is edge `name`'s, until it ends or
+    /// `cancel` fires.
+    pub async fn serve(&self, conn: Connection, name: String, cancel: CancellationToken) {
         let remote = conn.remote_address();
         tokio::select! {
-            () = self.attachment(conn.clone()) => {}
+            () = self.attachment(conn.clone(), &name) => {}
             () = cancel.cancelled() => {
                 conn.close(CLOSE_UNAVAILABLE, b"broker shutting down");
             }
@@ -145,7 +147,7 @@ impl EdgeService {
         tracing::debug!(%remote, "edge attachment ended");
     }
 
-    async fn attachment(&self, conn: Connection) {
+    async fn attachment(&self, conn: Connection, name: &str) {
         let options = &self.inner.options;
         let stream = tokio::time::timeout(options.hello_timeout, conn.accept_bi()).await;
         let Ok(Ok((mut send, recv))) = stream else {
@@ -178,6 +180,16 @@ impl EdgeService {
                 return refuse(&conn, CLOSE_PROTOCOL, "protocol", "no Hello in time");
             }
         };
+        if !edge_id_belongs(name, edge.as_str()) {
+            // Attaching as another edge would take over its lease and let a `Detach` remove its
+            // members: an edge certificate only ever speaks for its own edge ids.
+            let why = format!(
+                "edge id {:?} does not belong to the certificate of edge {name:?} (use {name:?} \
+                 or \"{name}/...\")",
+                edge.as_str().chars().take(64).collect::<String>()
+            );
+            return crate::server::refuse_identity(&conn, "edge", "edge_id", &why);
+        }
         let answer = answer_hello(version);
         if let BrokerEvent::Incompatible { supported } = answer {
             // Say which version is spoken before closing, so the edge can report it.

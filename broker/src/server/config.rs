@@ -94,7 +94,9 @@ pub struct PeerConfig {
     pub addr: String,
 }
 
-/// PEM files of the node's identity (see `plaza-broker cert`).
+/// PEM files of the node's identity (see `plaza-broker cert`). In `cert` and `key`,
+/// [`NODE_ID_PLACEHOLDER`] stands for the node id, so brokers sharing one config (a
+/// StatefulSet with `--node-id-from-hostname`) each load their own certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -104,6 +106,21 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// This node's private key.
     pub key: Option<PathBuf>,
+}
+
+/// Replaced by the node id in `tls.cert` and `tls.key`.
+pub const NODE_ID_PLACEHOLDER: &str = "{node_id}";
+
+impl TlsConfig {
+    /// Replaces [`NODE_ID_PLACEHOLDER`] in the certificate and key paths with `id`.
+    pub fn resolve_node_id(&mut self, id: NodeId) {
+        for path in [&mut self.cert, &mut self.key].into_iter().flatten() {
+            let text = path.to_string_lossy();
+            if text.contains(NODE_ID_PLACEHOLDER) {
+                *path = PathBuf::from(text.replace(NODE_ID_PLACEHOLDER, &id.to_string()));
+            }
+        }
+    }
 }
 
 /// The `[raft]` section: the knobs of [`RaftNodeConfig`] worth exposing.
@@ -160,8 +177,9 @@ impl BrokerConfig {
     pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
         let mut table = plaza_process::read_file(file)?;
         plaza_process::apply_overrides(&mut table, overrides)?;
-        let config: BrokerConfig = plaza_process::deserialize(table)?;
+        let mut config: BrokerConfig = plaza_process::deserialize(table)?;
         config.validate()?;
+        config.tls.resolve_node_id(config.id());
         Ok(config)
     }
 
@@ -372,6 +390,17 @@ mod tests {
             ("tls.cert", "node.pem".into()),
             ("tls.key", "node.key".into()),
         ]
+    }
+
+    #[test]
+    fn the_node_id_placeholder_in_tls_paths_becomes_the_node_id() {
+        let mut overrides = base();
+        overrides.retain(|(k, _)| *k != "tls.cert" && *k != "tls.key");
+        overrides.push(("tls.cert", "/tls/broker-{node_id}.pem".into()));
+        overrides.push(("tls.key", "/tls/broker-{node_id}.key".into()));
+        let config = BrokerConfig::load(None, &overrides).unwrap();
+        assert_eq!(config.tls.cert, Some(PathBuf::from("/tls/broker-2.pem")));
+        assert_eq!(config.tls.key, Some(PathBuf::from("/tls/broker-2.key")));
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! - [`config`]: [`BrokerConfig`], file → flags, validated, errors naming the key.
 //! - [`status`]: the HTTP routes; [`admin`]: `POST /admin/members` (token-protected).
 //!
+//! Identities: every connection's certificate names a role (`plaza_net::tls::Role`). Only a
+//! broker certificate may speak `plaza-raft/1`, and its Raft RPCs may only claim its own node id
+//! (`crate::peers`); only an edge certificate may speak `plaza-edge/1`, attaching with an edge id
+//! its name owns (`crate::serve_edges`). Anything else is closed with `ERR_WRONG_ROLE` and
+//! counted in `plaza_broker_identity_refused_total`. The broker's own certificate must be a
+//! broker certificate for its node id, or it does not start.
+//!
 //! Bootstrap: the peer with the lowest id initializes the cluster with every listed peer as a
 //! voter if it has no Raft state yet (a restart with its data dir is a no-op); the others wait
 //! to be contacted by the leader.
@@ -32,13 +39,15 @@ use tokio_util::task::TaskTracker;
 pub use config::BrokerConfig;
 pub use plaza_process::{ConfigError, EXIT_BAD_CONFIG, LogFormat};
 
-use plaza_net::frame::CLOSE_SHUTDOWN;
+use plaza_net::frame::{CLOSE_SHUTDOWN, ERR_WRONG_ROLE};
+use plaza_net::tls::{Role, peer_role};
 use plaza_net::{
     ClusterTls, ConnectionHandler, EndpointError, QuicOptions, RpcService, TlsError,
     endpoint as quic_endpoint, serve_connections,
 };
 use plaza_proto::links::{ALPN_EDGE, ALPN_RAFT};
 
+use crate::metrics as m;
 use crate::peers::PeerHandler;
 use crate::raft::{BrokerNode, NodeId, QuicTransport, RaftNode, StartError, Storage};
 use crate::serve_edges::EdgeService;
@@ -76,6 +85,7 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
             );
         }
     };
+    check_own_role(&tls, id)?;
     let options = QuicOptions::default();
     let endpoint = quic_endpoint(&tls, config.raft_listen, &options, &[ALPN_RAFT, ALPN_EDGE])?;
     let raft_addr = endpoint.local_addr().unwrap_or(config.raft_listen);
@@ -90,11 +100,8 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
     let tasks = TaskTracker::new();
     let edges = EdgeService::start(node.clone(), config.edges.clone(), cancel.clone());
     let protocols = Protocols {
-        peers: RpcService::new(
-            ALPN_RAFT,
-            PeerHandler::new(node.clone(), edges.clone()),
-            options,
-        ),
+        peers: PeerHandler::new(node.clone(), edges.clone()),
+        options,
         edges,
     };
     tasks.spawn(serve_connections(
@@ -160,10 +167,25 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
     Ok(())
 }
 
-/// What the broker's QUIC port serves: peers (Raft and forwarded calls) and edges.
+/// Refuses to start a broker whose certificate is not a broker certificate for its node id
+/// (an edge's, another broker's, or one from before roles existed).
+pub fn check_own_role(tls: &ClusterTls, id: NodeId) -> Result<(), TlsError> {
+    match tls.role() {
+        Ok(Role::Broker(cert_id)) if cert_id == id => Ok(()),
+        Ok(role) => Err(TlsError::Config(format!(
+            "tls.cert is the certificate of {role}, not of broker {id}; issue one with \
+             `plaza-broker cert --brokers {id}=NAME`"
+        ))),
+        Err(e) => Err(TlsError::Config(format!("tls.cert: {e}"))),
+    }
+}
+
+/// What the broker's QUIC port serves: peers (Raft and forwarded calls) and edges, each only to
+/// certificates of the matching role.
 #[derive(Clone)]
 struct Protocols {
-    peers: RpcService<PeerHandler>,
+    peers: PeerHandler,
+    options: QuicOptions,
     edges: EdgeService,
 }
 
@@ -173,12 +195,42 @@ impl ConnectionHandler for Protocols {
     }
 
     async fn serve(&self, alpn: Vec<u8>, conn: quinn::Connection, cancel: CancellationToken) {
-        if alpn == ALPN_EDGE {
-            self.edges.serve(conn, cancel).await;
-        } else {
-            self.peers.serve(alpn, conn, cancel).await;
+        let edge_alpn = alpn == ALPN_EDGE;
+        let label = if edge_alpn { "edge" } else { "raft" };
+        let role = match peer_role(&conn) {
+            Ok(role) => role,
+            Err(e) => return refuse_identity(&conn, label, "no_role", &e.to_string()),
+        };
+        match (edge_alpn, role) {
+            (true, Role::Edge(name)) => self.edges.serve(conn, name, cancel).await,
+            (false, Role::Broker(peer)) => {
+                let handler = self.peers.for_peer(peer);
+                RpcService::new(ALPN_RAFT, handler, self.options.clone())
+                    .serve(alpn, conn, cancel)
+                    .await;
+            }
+            (true, role) => {
+                let why = format!("{role} may not attach as an edge (edge certificates only)");
+                refuse_identity(&conn, label, "not_edge", &why);
+            }
+            (false, role) => {
+                let why = format!("{role} may not speak plaza-raft/1 (broker certificates only)");
+                refuse_identity(&conn, label, "not_broker", &why);
+            }
         }
     }
+}
+
+/// Closes `conn` with [`ERR_WRONG_ROLE`], logging and counting why.
+pub(crate) fn refuse_identity(
+    conn: &quinn::Connection,
+    alpn: &'static str,
+    reason: &'static str,
+    why: &str,
+) {
+    tracing::warn!(remote = %conn.remote_address(), alpn, reason, why, "refused a peer's identity");
+    metrics::counter!(m::IDENTITY_REFUSED, "alpn" => alpn, "reason" => reason).increment(1);
+    conn.close(ERR_WRONG_ROLE, why.as_bytes());
 }
 
 /// The voters this node initializes the cluster with, if it is the one that should: the

@@ -25,9 +25,12 @@ pub(crate) fn node_name(id: NodeId) -> String {
 
 /// A CA and certificates for nodes `1..=n` (and a spare, `n + 1`, for test clients).
 pub(crate) fn generate_tls(n: u64) -> GeneratedCluster {
-    let names: Vec<String> = (1..=n + 1).map(node_name).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    tls::generate("test", &names, &[]).unwrap()
+    let names: Vec<(String, NodeId)> = (1..=n + 1).map(|id| (node_name(id), id)).collect();
+    let nodes: Vec<(&str, tls::NodeRole)> = names
+        .iter()
+        .map(|(name, id)| (name.as_str(), tls::NodeRole::Broker(*id)))
+        .collect();
+    tls::generate("test", &nodes, &[]).unwrap()
 }
 
 /// Serves a node's peer RPCs — Raft's and forwarded writes/read indexes — as a broker's

@@ -38,7 +38,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "plaza.edgeName" -}}{{ include "plaza.fullname" . }}-edge{{- end -}}
 {{- define "plaza.brokerName" -}}{{ include "plaza.fullname" . }}-broker{{- end -}}
 {{- define "plaza.authSecret" -}}{{ .Values.auth.existingSecret | default (printf "%s-auth" (include "plaza.fullname" .)) }}{{- end -}}
-{{- define "plaza.tlsSecret" -}}{{ .Values.broker.tls.existingSecret | default (printf "%s-cluster-tls" (include "plaza.fullname" .)) }}{{- end -}}
+{{- define "plaza.brokerTlsSecret" -}}{{ .Values.broker.tls.existingSecret | default (printf "%s-broker-tls" (include "plaza.fullname" .)) }}{{- end -}}
+{{- define "plaza.edgeTlsSecret" -}}{{ .Values.broker.tls.existingEdgeSecret | default (printf "%s-edge-tls" (include "plaza.fullname" .)) }}{{- end -}}
 {{- define "plaza.adminSecret" -}}{{ .Values.broker.adminToken.existingSecret | default (printf "%s-broker-admin" (include "plaza.fullname" .)) }}{{- end -}}
 {{- define "plaza.adminEnabled" -}}{{ if or .Values.broker.adminToken.existingSecret .Values.broker.adminToken.generate }}true{{ end }}{{- end -}}
 
