@@ -107,7 +107,7 @@ trap cleanup EXIT
 minbase_tar() {
   local tar=$CACHE/minbase-$SUITE.tar
   if [ ! -s "$tar" ]; then
-    echo "==> debootstrap --variant=minbase $SUITE (cached in .tools/container-bases)"
+    echo "==> debootstrap --variant=minbase $SUITE (cached in .tools/container-bases)" >&2
     mkdir -p "$CACHE"
     local dir=$WORK/debootstrap
     debootstrap --variant=minbase "$SUITE" "$dir" "$MIRROR" > "$WORK/debootstrap.log" 2>&1 || {
@@ -181,7 +181,7 @@ make_builder() {
   for tool in cargo rustc rustdoc; do
     ln -s "/usr/local/rust/bin/$tool" "$dir/usr/local/cargo/bin/$tool"
   done
-  tar -C "$dir" -cf - . | podman import \
+  tar -C "$dir" -cf - . | podman import --quiet \
     --change 'ENV RUSTUP_HOME=/usr/local/rustup' \
     --change 'ENV CARGO_HOME=/usr/local/cargo' \
     --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -216,11 +216,12 @@ make_runtime() {
   # Generated at install time, not listed by dpkg: the CA bundle and its hashed links, the
   # dynamic linker's cache.
   (cd "$src" && find ./etc/ssl/certs ./etc/ld.so.cache -maxdepth 1 \( -type f -o -type l \)) >> "$WORK/runtime.files"
-  tar -C "$src" --no-recursion -cf - -T "$WORK/runtime.files" | tar -C "$dst" -xf -
-  # Merged /usr, as Debian and distroless lay it out.
+  # Merged /usr, as Debian and distroless lay it out (dpkg lists some files under /lib).
+  mkdir -p "$dst/usr/lib" "$dst/usr/lib64" "$dst/usr/bin" "$dst/usr/sbin"
   for link in lib lib64 bin sbin; do
-    [ -L "$src/$link" ] && cp -P "$src/$link" "$dst/$link"
+    if [ -L "$src/$link" ]; then cp -P "$src/$link" "$dst/$link"; fi
   done
+  tar -C "$src" --no-recursion -cf - -T "$WORK/runtime.files" | tar -C "$dst" -xf -
   mkdir -p "$dst/tmp" "$dst/home/nonroot" "$dst/root" "$dst/var/lib/dpkg/status.d"
   chmod 1777 "$dst/tmp"
   chmod 0700 "$dst/root" "$dst/home/nonroot"
@@ -248,7 +249,7 @@ EOF
       exit 1
     fi
   done
-  tar -C "$dst" -cf - . | podman import \
+  tar -C "$dst" -cf - . | podman import --quiet \
     --change 'USER 65532:65532' \
     --change 'WORKDIR /home/nonroot' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -360,7 +361,7 @@ fi
 exec "$@"
 EOF
   chmod +x "$dir/docker-entrypoint.sh"
-  tar -C "$dir" -cf - . | podman import \
+  tar -C "$dir" -cf - . | podman import --quiet \
     --change 'ENTRYPOINT ["/docker-entrypoint.sh"]' \
     --change 'CMD ["nginx", "-g", "daemon off;"]' \
     --change 'STOPSIGNAL SIGQUIT' \
