@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# Plaza's containers for real, with Podman: builds every target of docker/Dockerfile, checks the
+# image (user 65532, no shell, entrypoints, HEALTHCHECK probe), then runs
+# docker/compose.cluster.yaml (3 brokers + 2 edges) and docker/compose.nats.yaml (3 NATS + 2
+# edges), each behind its nginx and its Caddy at once (both terminating TLS with test CAs), and
+# breaks them under real wss:// clients (cluster-tests/tests/containers.rs): chat and presence
+# across the edges, the broker leader / a NATS node killed while publishing with idempotency
+# keys (every acknowledged publication exactly once, in order), a rolling restart of the edges
+# (drain 4000, reconnect through the proxy, recover, no presence storm), then
+# `podman healthcheck run` on every Plaza container.
+#
+#   scripts/test-containers.sh            # everything; last line: containers: N passed, ...
+#
+# Environment: PLAZA_CT_BUILD_CPUS=N limits the image build to N cores (default: all);
+# PLAZA_CT_OPT_LEVEL (default 1) is the release opt-level the test image is built with (the
+# Dockerfile's default, for users, is 3); PLAZA_CT_VARIANTS (default "cluster nats").
+#
+# Without a registry (CI): the base and third-party images are local stand-ins made by
+# scripts/container-bases.sh. Everything this script creates — containers, pods, networks,
+# volumes, images (and the build's intermediate images) — is removed on exit, also on failure.
+# Container traffic stays on the compose networks and loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+PODMAN_COMPOSE_VERSION=1.6.0
+VARIANTS=${PLAZA_CT_VARIANTS:-cluster nats}
+OPT_LEVEL=${PLAZA_CT_OPT_LEVEL:-1}
+t0=$(date +%s)
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "ok: $*"; }
+fail() { failed=$((failed + 1)); echo "FAILED: $*" >&2; }
+summary() { echo "containers: $passed passed, $failed failed, 0 skipped"; }
+elapsed() { echo $(($(date +%s) - $1)); }
+TIMES=()
+
+WORK=$(mktemp -d /var/tmp/plaza-ct.XXXXXX)
+chmod 755 "$WORK"
+TAG="localhost/plaza-ci:$(basename "$WORK" | tr 'A-Z.' 'a-z-')"
+PROJECTS=()
+
+cleanup() {
+  local rc=$?
+  set +e
+  echo "==> cleanup: compose projects, containers, volumes, networks, images of this run"
+  for project in "${PROJECTS[@]}"; do
+    local ids
+    ids=$(podman ps -aq --filter "label=com.docker.compose.project=$project")
+    [ -n "$ids" ] && podman rm -f -t 0 $ids > /dev/null 2>&1
+    ids=$(podman volume ls -q --filter "label=com.docker.compose.project=$project")
+    [ -n "$ids" ] && podman volume rm -f $ids > /dev/null 2>&1
+    podman pod rm -f "pod_$project" > /dev/null 2>&1
+    podman network rm -f "${project}_plaza" > /dev/null 2>&1
+  done
+  podman rm -f -t 0 plaza-ct-edge plaza-ct-broker > /dev/null 2>&1
+  if [ -f "$WORK/images.before" ]; then
+    # Every image (tagged or intermediate) that did not exist before this run.
+    podman images -a -q --no-trunc | sort -u > "$WORK/images.after"
+    local new
+    new=$(comm -13 "$WORK/images.before" "$WORK/images.after")
+    [ -n "$new" ] && podman rmi -f $new > /dev/null 2>&1
+  fi
+  # The build's cache mounts (the target directory), if this run made them.
+  if [ -f "$WORK/caches.before" ]; then
+    ls -d /var/tmp/buildah-cache-* 2> /dev/null | sort > "$WORK/caches.after"
+    comm -13 "$WORK/caches.before" "$WORK/caches.after" | xargs -r rm -rf
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- tools -------------------------------------------------------------------------------------
+step=$(date +%s)
+PC_DIR=$ROOT/.tools/podman-compose
+if [ "$(cat "$PC_DIR/.version" 2> /dev/null)" != "$PODMAN_COMPOSE_VERSION" ]; then
+  echo "==> installing podman-compose $PODMAN_COMPOSE_VERSION into .tools/podman-compose (PyPI)"
+  rm -rf "$PC_DIR"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$PC_DIR" "podman-compose==$PODMAN_COMPOSE_VERSION"
+  echo "$PODMAN_COMPOSE_VERSION" > "$PC_DIR/.version"
+fi
+compose() { PYTHONPATH="$PC_DIR" python3 -m podman_compose "$@"; }
+for bin in plaza-edge plaza-broker; do
+  [ -x "${CARGO_TARGET_DIR:-target}/debug/$bin" ] || cargo build --locked -p "$bin" --bin "$bin"
+done
+# The scenarios, compiled before anything starts (they run against the containers later).
+cargo test --locked -p plaza-cluster-tests --test containers --no-run 2>&1 | tail -1
+
+# ---- build context, base images ------------------------------------------------------------------
+if ./scripts/check-docker-context.sh; then pass "build context holds every workspace member"; else fail "build context"; fi
+podman images -a -q --no-trunc 2> /dev/null | sort -u > "$WORK/images.before" || : > "$WORK/images.before"
+ls -d /var/tmp/buildah-cache-* 2> /dev/null | sort > "$WORK/caches.before" || true
+step=$(date +%s)
+./scripts/container-bases.sh
+podman images -a -q --no-trunc | sort -u > "$WORK/images.before.bases"
+# Bases made by this run are removed at the end like everything else; bases that were already
+# there (a developer's) stay.
+TIMES+=("base images: $(elapsed "$step") s")
+
+# ---- image -------------------------------------------------------------------------------------
+build_args=(--pull=never -f docker/Dockerfile
+  --build-arg "CARGO_PROFILE_RELEASE_OPT_LEVEL=$OPT_LEVEL"
+  --build-arg "REVISION=$(git rev-parse HEAD 2> /dev/null || echo unknown)"
+  --build-arg "CREATED=$(date -u +%FT%TZ)")
+if [ -n "${PLAZA_CT_BUILD_CPUS:-}" ]; then
+  build_args+=(--cpu-period=100000 --cpu-quota=$((PLAZA_CT_BUILD_CPUS * 100000)))
+fi
+for target in runtime broker edge; do
+  step=$(date +%s)
+  if podman build "${build_args[@]}" --target "$target" -t "$TAG-$target" . > "$WORK/build-$target.log" 2>&1; then
+    TIMES+=("image build, target $target: $(elapsed "$step") s")
+    pass "podman build --target $target"
+  else
+    tail -40 "$WORK/build-$target.log" >&2
+    fail "podman build --target $target"
+    summary
+    exit 1
+  fi
+done
+grep -E '^workspace members:' "$WORK/build-runtime.log" | head -1
+
+inspect() { podman image inspect --format "$2" "$1"; }
+for target in runtime broker edge; do
+  image=$TAG-$target
+  size=$(podman image inspect --format '{{.Size}}' "$image")
+  user=$(inspect "$image" '{{.Config.User}}')
+  entrypoint=$(inspect "$image" '{{json .Config.Entrypoint}}')
+  echo "    $target: $((size / 1000000)) MB, user $user, entrypoint $entrypoint"
+  [ "$user" = "65532:65532" ] && pass "$target runs as 65532:65532" || fail "$target user is $user"
+  want=/usr/local/bin/plaza-edge
+  [ "$target" = broker ] && want=/usr/local/bin/plaza-broker
+  [ "$entrypoint" = "[\"$want\"]" ] && pass "$target entrypoint $want" || fail "$target entrypoint $entrypoint"
+  shells=0
+  for sh in /bin/sh /bin/bash /bin/dash /bin/busybox /usr/bin/sh; do
+    if podman run --rm --entrypoint "$sh" "$image" -c true > /dev/null 2>&1; then shells=$((shells + 1)); fi
+  done
+  [ "$shells" = 0 ] && pass "$target has no shell" || fail "$target has a shell"
+  uid=$(podman run --rm --entrypoint /usr/local/bin/plaza-probe "$image" http://127.0.0.1:1/ 2>&1 || true)
+  case "$uid" in *"127.0.0.1:1"*) ;; *) fail "$target: plaza-probe did not run: $uid" ;; esac
+done
+podman run --rm "$TAG-edge" --version > /dev/null && podman run --rm "$TAG-broker" --version > /dev/null \
+  && pass "both binaries run in the image" || fail "binaries do not run"
+
+# HEALTHCHECK: the edge target with --dev, the broker target as a one-node cluster.
+podman run -d --name plaza-ct-edge "$TAG-edge" --dev --listen 0.0.0.0:8080 > /dev/null
+mkdir -p "$WORK/one-broker" && chown 65532:65532 "$WORK/one-broker"
+podman run --rm -v "$WORK/one-broker:/out" --entrypoint plaza-broker "$TAG-broker" \
+  cert --out /out --nodes broker-1 > /dev/null
+podman run -d --name plaza-ct-broker -v "$WORK/one-broker:/certs:ro" "$TAG-broker" \
+  --node-id 1 --peers 1=127.0.0.1:7000 --raft-listen 127.0.0.1:7000 --http-listen 0.0.0.0:7080 \
+  --tls-ca /certs/ca.pem --tls-cert /certs/node-broker-1.pem --tls-key /certs/node-broker-1.key \
+  > /dev/null
+for c in plaza-ct-edge plaza-ct-broker; do
+  ok=0
+  for _ in $(seq 1 40); do
+    if podman healthcheck run "$c" > /dev/null 2>&1; then ok=1; break; fi
+    sleep 0.5
+  done
+  [ "$ok" = 1 ] && pass "HEALTHCHECK healthy: $c ($(podman inspect --format '{{.State.Health.Status}}' "$c"))" \
+    || { podman logs "$c" 2>&1 | tail -5 >&2; fail "HEALTHCHECK of $c"; }
+done
+podman rm -f -t 0 plaza-ct-edge plaza-ct-broker > /dev/null
+TIMES+=("image checks: done at $(elapsed "$t0") s")
+
+# ---- compose -----------------------------------------------------------------------------------
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PLAZA_BIN=${CARGO_TARGET_DIR:-target}/debug
+
+run_variant() {
+  local variant=$1 project=plaza-$1 file=compose.$1.yaml
+  local dir=$WORK/$variant
+  local vstart
+  vstart=$(date +%s)
+  PROJECTS+=("$project")
+  # The shipped compose folder, unmodified, with what an operator adds: .env, certs, tls.
+  mkdir -p "$dir"
+  cp -r docker "$dir/docker"
+  rm -rf "$dir/docker/.env" "$dir/docker/certs" "$dir/docker/tls"
+  local d=$dir/docker
+  local nginx_http nginx_https caddy_http caddy_https
+  nginx_http=$(free_port); nginx_https=$(free_port); caddy_http=$(free_port); caddy_https=$(free_port)
+  umask 077
+  openssl rand -hex 32 > "$dir/secret"
+  cat > "$d/.env" <<EOF
+COMPOSE_PROFILES=nginx,caddy
+PLAZA_IMAGE=$TAG-runtime
+PLAZA_DOMAIN=localhost
+PLAZA_AUTH__HMAC_SECRET=$(cat "$dir/secret")
+PLAZA_BROKER_ADMIN_TOKEN=$(openssl rand -hex 24)
+NATS_PASSWORD=$(openssl rand -hex 24)
+NGINX_HTTP_BIND=127.0.0.1:$nginx_http
+NGINX_HTTPS_BIND=127.0.0.1:$nginx_https
+CADDY_HTTP_BIND=127.0.0.1:$caddy_http
+CADDY_HTTPS_BIND=127.0.0.1:$caddy_https
+EOF
+  umask 022
+  # The brokers' cluster CA and certificates, made by the image as docs/deploy.md says.
+  if [ "$variant" = cluster ]; then
+    mkdir -p "$d/certs" && chown 65532:65532 "$d/certs"
+    podman run --rm -v "$d/certs:/out" --entrypoint plaza-broker "$TAG-runtime" \
+      cert --out /out --nodes broker-1,broker-2,broker-3,edge > /dev/null
+    rm -f "$d/certs/ca.key"
+  fi
+  # nginx's certificate for `localhost` from a test CA (Caddy makes its own with its local CA).
+  mkdir -p "$dir/tlsca" "$d/tls" && chown 65532:65532 "$dir/tlsca"
+  podman run --rm -v "$dir/tlsca:/out" --entrypoint plaza-broker "$TAG-runtime" \
+    cert --out /out --nodes localhost > /dev/null
+  cp "$dir/tlsca/node-localhost.pem" "$d/tls/fullchain.pem"
+  cp "$dir/tlsca/node-localhost.key" "$d/tls/privkey.pem"
+  cp "$dir/tlsca/ca.pem" "$dir/nginx-ca.pem"
+
+  echo "==> $variant: podman-compose -f docker/$file up -d (nginx and caddy profiles)"
+  local step
+  step=$(date +%s)
+  if ! (cd "$d" && compose -f "$file" up -d > "$dir/up.log" 2>&1); then
+    tail -30 "$dir/up.log" >&2
+    fail "$variant: compose up"
+    return 1
+  fi
+  # Ready: every Plaza container healthy, both front ends answering /healthz over TLS.
+  local plaza_containers
+  plaza_containers=$(podman ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project" | grep -E '_(broker-[0-9]+|edge)_[0-9]+$' | sort)
+  for c in $plaza_containers; do
+    local ok=0
+    for _ in $(seq 1 120); do
+      if podman healthcheck run "$c" > /dev/null 2>&1; then ok=1; break; fi
+      sleep 1
+    done
+    [ "$ok" = 1 ] || { podman logs "$c" 2>&1 | tail -20 >&2; fail "$variant: $c never healthy"; return 1; }
+  done
+  local caddy_c
+  caddy_c=$(podman ps --format '{{.Names}}' --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=caddy)
+  for _ in $(seq 1 60); do
+    podman cp "$caddy_c:/data/caddy/pki/authorities/local/root.crt" "$dir/caddy-ca.pem" 2> /dev/null && break
+    sleep 1
+  done
+  for fe in "nginx:$nginx_https:$dir/nginx-ca.pem" "caddy:$caddy_https:$dir/caddy-ca.pem"; do
+    IFS=: read -r name port ca <<< "$fe"
+    local ok=0
+    for _ in $(seq 1 60); do
+      if curl -sf --cacert "$ca" --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/readyz" > /dev/null 2>&1; then ok=1; break; fi
+      sleep 1
+    done
+    [ "$ok" = 1 ] || { fail "$variant: $name front end never ready"; return 1; }
+  done
+  TIMES+=("$variant: up and ready: $(elapsed "$step") s")
+  pass "$variant: compose up behind nginx and caddy ($(echo "$plaza_containers" | wc -l) Plaza containers healthy)"
+
+  # The scenarios (cluster-tests/tests/containers.rs), every one of this variant.
+  step=$(date +%s)
+  local brokers=""
+  [ "$variant" = cluster ] && brokers="1=127.0.0.1:7081 2=127.0.0.1:7082 3=127.0.0.1:7083"
+  local expected
+  expected=$(cargo test --locked -q -p plaza-cluster-tests --test containers -- --ignored --list "${variant}_" 2> /dev/null | grep -c ': test$' || true)
+  set +e
+  PLAZA_CT_PROJECT=$project \
+    PLAZA_CT_FRONTENDS="nginx@127.0.0.1:$nginx_https@$dir/nginx-ca.pem caddy@127.0.0.1:$caddy_https@$dir/caddy-ca.pem" \
+    PLAZA_CT_SECRET_FILE=$dir/secret PLAZA_CT_BROKERS=$brokers \
+    cargo test --locked -p plaza-cluster-tests --test containers -- --ignored --test-threads=1 --nocapture "${variant}_" \
+    2>&1 | tee "$dir/scenarios.log"
+  set -e
+  local ran ok_count bad
+  ran=$(grep -E '^test result:' "$dir/scenarios.log" | tail -1)
+  ok_count=$(echo "$ran" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
+  bad=$(echo "$ran" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+  if [ -z "$ok_count" ] || [ "$expected" -lt 1 ]; then
+    fail "$variant: the scenario tests did not run"
+    return 1
+  fi
+  passed=$((passed + ok_count))
+  failed=$((failed + ${bad:-0}))
+  [ "$ok_count" = "$expected" ] || fail "$variant: $ok_count of $expected scenario tests passed"
+  grep -E '^(test |rolling restart|leader-kill|nats-kill)' "$dir/scenarios.log" | grep -v '^test result' || true
+  TIMES+=("$variant: scenarios ($expected tests): $(elapsed "$step") s")
+
+  # Every Plaza container healthy after all that.
+  plaza_containers=$(podman ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project" | grep -E '_(broker-[0-9]+|edge)_[0-9]+$' | sort)
+  for c in $plaza_containers; do
+    local ok=0
+    for _ in $(seq 1 30); do
+      if podman healthcheck run "$c" > /dev/null 2>&1; then ok=1; break; fi
+      sleep 1
+    done
+    [ "$ok" = 1 ] && pass "$variant: podman healthcheck run $c: healthy" || fail "$variant: $c unhealthy"
+  done
+
+  step=$(date +%s)
+  (cd "$d" && compose -f "$file" down -v -t 30 > "$dir/down.log" 2>&1) || true
+  TIMES+=("$variant: compose down: $(elapsed "$step") s; variant total $(elapsed "$vstart") s")
+}
+
+for variant in $VARIANTS; do
+  run_variant "$variant" || echo "$variant: stopped after a failure" >&2
+done
+
+echo "==> times"
+printf '    %s\n' "${TIMES[@]}"
+echo "    total: $(elapsed "$t0") s"
+summary
+[ "$failed" = 0 ]
