@@ -4,9 +4,10 @@
 //! terminating TLS in front. Real `wss://` clients go through the front ends while containers
 //! are killed (`podman kill`) and stopped (`podman stop` = SIGTERM) under them.
 //!
-//! Every test is `#[ignore]`d: it needs the deployment that `scripts/test-containers.sh` brings
-//! up, and that script runs them with `--ignored` and fails unless each one ran and passed.
-//! What it hands over, in the environment:
+//! Not part of `cargo test` (`test = false` in Cargo.toml): these tests need the deployment
+//! that `scripts/test-containers.sh` brings up, and that script runs them
+//! (`cargo test --test containers`) and fails unless each one ran and passed. Run without it,
+//! they fail. What it hands over, in the environment:
 //!
 //! - `PLAZA_CT_PROJECT`: the compose project (`plaza-cluster` or `plaza-nats`);
 //! - `PLAZA_CT_FRONTENDS`: `name@ip:port@ca.pem` for each TLS front end, space-separated;
@@ -860,7 +861,6 @@ fn for_variant(variant: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the containers of scripts/test-containers.sh"]
 async fn cluster_chat_and_presence_through_nginx_and_caddy() {
     for_variant("cluster");
     for front in frontends() {
@@ -869,7 +869,6 @@ async fn cluster_chat_and_presence_through_nginx_and_caddy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the containers of scripts/test-containers.sh"]
 async fn cluster_broker_leader_killed_while_publishing() {
     for_variant("cluster");
     let before = leader();
@@ -910,14 +909,12 @@ async fn cluster_broker_leader_killed_while_publishing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the containers of scripts/test-containers.sh"]
 async fn cluster_rolling_restart_of_the_edges() {
     for_variant("cluster");
     rolling_restart().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the containers of scripts/test-containers.sh"]
 async fn nats_chat_and_presence_through_nginx_and_caddy() {
     for_variant("nats");
     for front in frontends() {
@@ -936,7 +933,6 @@ fn nats_meta_leader(container: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the containers of scripts/test-containers.sh"]
 async fn nats_node_killed_while_publishing() {
     for_variant("nats");
     let any = containers("nats-1").remove(0);
@@ -958,7 +954,6 @@ async fn nats_node_killed_while_publishing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the containers of scripts/test-containers.sh"]
 async fn nats_rolling_restart_of_the_edges() {
     for_variant("nats");
     rolling_restart().await;
