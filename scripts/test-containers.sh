@@ -6,14 +6,17 @@
 # breaks them under real wss:// clients (cluster-tests/tests/containers.rs): chat and presence
 # across the edges, the broker leader / a NATS node killed while publishing with idempotency
 # keys (every acknowledged publication exactly once, in order), a rolling restart of the edges
-# (drain 4000, reconnect through the proxy, recover, no presence storm), then
-# `podman healthcheck run` on every Plaza container.
+# (drain 4000, reconnect through the proxy, recover, no presence storm), runs the Helm chart's
+# edge Deployment (NATS) under `podman kube play`, then `podman healthcheck run` on every
+# Plaza container.
 #
 #   scripts/test-containers.sh            # everything; last line: containers: N passed, ...
 #
 # Environment: PLAZA_CT_BUILD_CPUS=N limits the image build to N cores (default: all);
-# PLAZA_CT_OPT_LEVEL (default 1) is the release opt-level the test image is built with (the
-# Dockerfile's default, for users, is 3); PLAZA_CT_VARIANTS (default "cluster nats").
+# PLAZA_CT_OPT_LEVEL (default 1) is the release opt-level the test image is built with, without
+# debug info (the Dockerfile's defaults, for users: 3, line tables); PLAZA_CT_VARIANTS (default
+# "cluster nats"); PLAZA_CT_IMAGE (scenario work only) uses an image built before and counts
+# the skipped build as a failure.
 #
 # Without a registry (CI): the base and third-party images are local stand-ins made by
 # scripts/container-bases.sh. Everything this script creates — containers, pods, networks,
