@@ -95,8 +95,14 @@ fi
 for bin in plaza-edge plaza-broker; do
   [ -x "${CARGO_TARGET_DIR:-target}/debug/$bin" ] || cargo build --locked -p "$bin" --bin "$bin"
 done
-# The scenarios, compiled before anything starts (they run against the containers later).
+# The scenarios, compiled before anything starts (they run against the containers later), and
+# linted: `cargo clippy --all-targets` leaves out a test target with `test = false`.
 cargo test --locked -p plaza-cluster-tests --test containers --no-run 2>&1 | tail -1
+if cargo clippy --locked -q -p plaza-cluster-tests --test containers -- -D warnings; then
+  pass "clippy on cluster-tests/tests/containers.rs"
+else
+  fail "clippy on cluster-tests/tests/containers.rs"
+fi
 
 # ---- build context, base images ------------------------------------------------------------------
 if ./scripts/check-docker-context.sh; then pass "build context holds every workspace member"; else fail "build context"; fi
