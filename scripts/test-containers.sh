@@ -71,6 +71,11 @@ cleanup() {
     new=$(comm -13 "$WORK/images.before" "$WORK/images.after")
     [ -n "$new" ] && podman rmi -f $new > /dev/null 2>&1
   fi
+  # Volumes this run made that are no compose project's (kube play's ConfigMap volume).
+  if [ -f "$WORK/volumes.before" ]; then
+    podman volume ls -q | sort > "$WORK/volumes.after"
+    comm -13 "$WORK/volumes.before" "$WORK/volumes.after" | xargs -r podman volume rm -f > /dev/null 2>&1
+  fi
   # The build's cache mounts (the target directory), if this run made them.
   if [ -f "$WORK/caches.before" ]; then
     find /var/tmp/buildah-cache -mindepth 1 -maxdepth 2 2> /dev/null | sort > "$WORK/caches.after"
@@ -108,6 +113,7 @@ fi
 if ./scripts/check-docker-context.sh; then pass "build context holds every workspace member"; else fail "build context"; fi
 podman images -a -q --no-trunc 2> /dev/null | sort -u > "$WORK/images.before" || : > "$WORK/images.before"
 find /var/tmp/buildah-cache -mindepth 1 -maxdepth 2 2> /dev/null | sort > "$WORK/caches.before" || true
+podman volume ls -q 2> /dev/null | sort > "$WORK/volumes.before" || : > "$WORK/volumes.before"
 step=$(date +%s)
 ./scripts/container-bases.sh
 podman images -a -q --no-trunc | sort -u > "$WORK/images.before.bases"
@@ -175,6 +181,7 @@ podman run --rm --no-healthcheck -v "$WORK/one-broker:/out" --entrypoint plaza-b
   cert --out /out --nodes broker-1 > /dev/null
 podman run -d --name plaza-ct-broker -v "$WORK/one-broker:/certs:ro" "$TAG-broker" \
   --node-id 1 --peers 1=127.0.0.1:7000 --raft-listen 127.0.0.1:7000 --http-listen 0.0.0.0:7080 \
+  --data-dir /var/lib/plaza \
   --tls-ca /certs/ca.pem --tls-cert /certs/node-broker-1.pem --tls-key /certs/node-broker-1.key \
   > /dev/null
 for c in plaza-ct-edge plaza-ct-broker; do
