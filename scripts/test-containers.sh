@@ -80,6 +80,7 @@ cleanup() {
   if [ -f "$WORK/caches.before" ]; then
     find /var/tmp/buildah-cache -mindepth 1 -maxdepth 2 2> /dev/null | sort > "$WORK/caches.after"
     comm -13 "$WORK/caches.before" "$WORK/caches.after" | xargs -r rm -rf
+    [ -s "$WORK/caches.before" ] || rmdir /var/tmp/buildah-cache 2> /dev/null
   fi
   rm -rf "$WORK"
   exit "$rc"
