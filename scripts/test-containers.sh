@@ -175,8 +175,9 @@ done
 podman run --rm "$TAG-edge" --version > /dev/null && podman run --rm "$TAG-broker" --version > /dev/null \
   && pass "both binaries run in the image" || fail "binaries do not run"
 
-# HEALTHCHECK: the edge target with --dev, the broker target as a one-node cluster.
-podman run -d --name plaza-ct-edge "$TAG-edge" --dev --listen 0.0.0.0:8080 > /dev/null
+# HEALTHCHECK: the edge target with --dev (on loopback, where the probe looks), the broker
+# target as a one-node cluster.
+podman run -d --name plaza-ct-edge "$TAG-edge" --dev --listen 127.0.0.1:8080 > /dev/null
 mkdir -p "$WORK/one-broker" && chown 65532:65532 "$WORK/one-broker"
 podman run --rm --no-healthcheck -v "$WORK/one-broker:/out" --entrypoint plaza-broker "$TAG-broker" \
   cert --out /out --nodes broker-1 > /dev/null
