@@ -308,7 +308,14 @@ EOF
       if curl -sf --cacert "$ca" --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/readyz" > /dev/null 2>&1; then ok=1; break; fi
       sleep 1
     done
-    [ "$ok" = 1 ] || { fail "$variant: $name front end never ready"; return 1; }
+    if [ "$ok" != 1 ]; then
+      fail "$variant: $name front end never ready"
+      for c in $(podman ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project"); do
+        echo "--- $c ($(podman inspect --format '{{.State.Status}}' "$c")):" >&2
+        podman logs --tail 8 "$c" 2>&1 | grep -v 'systemd connection' | cut -c1-300 >&2
+      done
+      return 1
+    fi
   done
   TIMES+=("$variant: up and ready: $(elapsed "$step") s")
   pass "$variant: compose up behind nginx and caddy ($(echo "$plaza_containers" | wc -l) Plaza containers healthy)"
