@@ -73,7 +73,10 @@ fn frontends() -> Vec<Frontend> {
             Frontend { name, addr, ca }
         })
         .collect();
-    assert!(list.len() >= 2, "expected nginx and Caddy in PLAZA_CT_FRONTENDS");
+    assert!(
+        list.len() >= 2,
+        "expected nginx and Caddy in PLAZA_CT_FRONTENDS"
+    );
     list
 }
 
@@ -312,7 +315,9 @@ impl Client {
                     return serde_json::from_str(&text).map_err(|e| Ended::Failed(e.to_string()));
                 }
                 Message::Close(frame) => {
-                    return Err(Ended::Closed(frame.map(|f| u16::from(f.code)).unwrap_or(1005)));
+                    return Err(Ended::Closed(
+                        frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+                    ));
                 }
                 _ => {}
             }
@@ -342,6 +347,8 @@ struct Seen {
     not_recovered: u32,
     /// Seconds from each lost connection to the re-subscribed one.
     reconnect_secs: Vec<f64>,
+    /// For each reconnect that did not recover: the position asked for and the reply.
+    unrecovered: Vec<String>,
 }
 
 /// Subscribes to `room` through `front` and follows it until `stop`, reconnecting (through the
@@ -370,7 +377,10 @@ async fn follow(
         };
         let Some(ok) = reply.get("ok") else {
             // 113 while the broker tier elects a leader: retry.
-            assert_eq!(reply["error"]["temporary"], true, "subscribe refused: {reply}");
+            assert_eq!(
+                reply["error"]["temporary"], true,
+                "subscribe refused: {reply}"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         };
@@ -382,10 +392,13 @@ async fn follow(
             }
             if position.is_some() && ok["recovered"] != true {
                 seen.not_recovered += 1;
+                seen.unrecovered
+                    .push(format!("recover from {position:?}: {ok}"));
             }
             for publication in ok["publications"].as_array().into_iter().flatten() {
                 let offset = publication["offset"].as_u64().expect("offset");
-                seen.pubs.push((offset, publication["data"]["seq"].as_u64().expect("seq")));
+                seen.pubs
+                    .push((offset, publication["data"]["seq"].as_u64().expect("seq")));
             }
         }
         let epoch = ok["epoch"].as_str().expect("epoch").to_owned();
@@ -401,7 +414,8 @@ async fn follow(
                     match push["push"].as_str() {
                         Some("pub") if push["room"] == room.as_str() => {
                             let o = push["offset"].as_u64().expect("offset");
-                            seen.pubs.push((o, push["data"]["seq"].as_u64().expect("seq")));
+                            seen.pubs
+                                .push((o, push["data"]["seq"].as_u64().expect("seq")));
                             offset = o;
                             position = Some((epoch.clone(), offset));
                         }
@@ -470,7 +484,8 @@ async fn publish_all(
             }
             let c = client.as_mut().expect("connected");
             c.pushes.clear();
-            let command = json!({"op": "publish", "room": room, "data": {"seq": seq}, "idem": idem});
+            let command =
+                json!({"op": "publish", "room": room, "data": {"seq": seq}, "idem": idem});
             match c.call(command).await {
                 Ok(reply) => {
                     if let Some(offset) = reply["ok"]["offset"].as_u64() {
@@ -505,9 +520,19 @@ fn assert_exactly_once(who: &str, seen: &Seen, acks: &[(u64, u64)]) {
     );
     let offsets: Vec<u64> = seen.pubs.iter().map(|&(o, _)| o).collect();
     let acked: Vec<u64> = acks.iter().map(|&(_, o)| o).collect();
-    assert_eq!(offsets, acked, "{who}: offsets differ from the acknowledged ones");
-    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{who}: offsets not increasing");
-    assert_eq!(seen.not_recovered, 0, "{who}: a reconnect could not recover");
+    assert_eq!(
+        offsets, acked,
+        "{who}: offsets differ from the acknowledged ones"
+    );
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "{who}: offsets not increasing"
+    );
+    assert_eq!(
+        seen.not_recovered, 0,
+        "{who}: a reconnect could not recover: {:?}",
+        seen.unrecovered
+    );
 }
 
 async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
@@ -551,11 +576,17 @@ async fn chat_and_presence(front: &Frontend) {
     }
     // a sees b join.
     let b_id = b.id.clone();
-    wait_push(&mut a, |p| p["push"] == "join" && p["member"]["client"] == b_id.as_str()).await;
+    wait_push(&mut a, |p| {
+        p["push"] == "join" && p["member"]["client"] == b_id.as_str()
+    })
+    .await;
     // Chat both ways, across the edges.
     say(&mut a, &mut b, &room, "hello from a").await;
     say(&mut b, &mut a, &room, "hello from b").await;
-    let reply = a.call(json!({"op": "presence", "room": room})).await.expect("presence");
+    let reply = a
+        .call(json!({"op": "presence", "room": room}))
+        .await
+        .expect("presence");
     let members: BTreeSet<&str> = reply["ok"]["members"]
         .as_array()
         .unwrap_or_else(|| panic!("presence reply: {reply}"))
@@ -567,7 +598,11 @@ async fn chat_and_presence(front: &Frontend) {
     let a_seen = a.id.clone();
     drop(b);
     let push = wait_push(&mut a, |p| p["push"] == "leave").await;
-    assert_eq!(push["member"]["client"], b_id.as_str(), "leave seen by {a_seen}");
+    assert_eq!(
+        push["member"]["client"],
+        b_id.as_str(),
+        "leave seen by {a_seen}"
+    );
 }
 
 /// `from` publishes `text` in `room`; `to` receives it from `from`.
@@ -613,9 +648,11 @@ async fn publish_through_fault(name: &str, count: u64, at: u64, fault: impl FnOn
         seen.clone(),
         Arc::new(AtomicBool::new(true)),
     ));
-    wait_until("the reader subscribed", Duration::from_secs(30), async || {
-        !seen.lock().await.ids.is_empty()
-    })
+    wait_until(
+        "the reader subscribed",
+        Duration::from_secs(30),
+        async || !seen.lock().await.ids.is_empty(),
+    )
     .await;
     let acked = Arc::new(AtomicU64::new(0));
     let publisher = tokio::spawn(publish_all(
@@ -626,9 +663,11 @@ async fn publish_through_fault(name: &str, count: u64, at: u64, fault: impl FnOn
         Duration::from_millis(40),
         acked.clone(),
     ));
-    wait_until("publications before the fault", Duration::from_secs(60), async || {
-        acked.load(Ordering::SeqCst) >= at
-    })
+    wait_until(
+        "publications before the fault",
+        Duration::from_secs(60),
+        async || acked.load(Ordering::SeqCst) >= at,
+    )
     .await;
     let started = Instant::now();
     fault();
@@ -637,9 +676,11 @@ async fn publish_through_fault(name: &str, count: u64, at: u64, fault: impl FnOn
         "{name}: {count} publications acknowledged, the last {} s after the fault",
         started.elapsed().as_secs()
     );
-    wait_until("the reader caught up", Duration::from_secs(60), async || {
-        seen.lock().await.pubs.len() >= acks.len()
-    })
+    wait_until(
+        "the reader caught up",
+        Duration::from_secs(60),
+        async || seen.lock().await.pubs.len() >= acks.len(),
+    )
     .await;
     // A moment for duplicates, if any, to show.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -647,13 +688,19 @@ async fn publish_through_fault(name: &str, count: u64, at: u64, fault: impl FnOn
     reader.await.expect("reader");
     let seen = seen.lock().await;
     assert_exactly_once("reader", &seen, &acks);
-    eprintln!("{name}: reader lost {} connection(s): {:?}", seen.closes.len(), seen.closes);
+    eprintln!(
+        "{name}: reader lost {} connection(s): {:?}",
+        seen.closes.len(),
+        seen.closes
+    );
 }
 
 /// Broker status on the host port of broker `id`.
 fn broker_status(addr: SocketAddr) -> Option<Value> {
     let (code, body) = http_get(addr, "/status")?;
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 fn brokers() -> BTreeMap<u64, SocketAddr> {
@@ -704,7 +751,11 @@ async fn rolling_restart() {
             seen.clone(),
             watching.clone(),
         ));
-        (format!("member{i} via {}", fronts[i % fronts.len()].name), seen, handle)
+        (
+            format!("member{i} via {}", fronts[i % fronts.len()].name),
+            seen,
+            handle,
+        )
     };
     for i in 0..6 {
         followers.push(spawn_follower(i));
@@ -747,12 +798,17 @@ async fn rolling_restart() {
             if on_other >= 2 {
                 break;
             }
-            assert!(next < 20, "the proxies never put two members on the other edge");
+            assert!(
+                next < 20,
+                "the proxies never put two members on the other edge"
+            );
             followers.push(spawn_follower(next));
             let seen = followers.last().expect("new").1.clone();
-            wait_until("a new member subscribed", Duration::from_secs(30), async || {
-                !seen.lock().await.ids.is_empty()
-            })
+            wait_until(
+                "a new member subscribed",
+                Duration::from_secs(30),
+                async || !seen.lock().await.ids.is_empty(),
+            )
             .await;
             next += 1;
         }
@@ -784,13 +840,17 @@ async fn rolling_restart() {
         for (i, id) in &on_edge {
             let seen = followers[*i].1.clone();
             let count = before[*i];
-            wait_until("a drained member reconnected", Duration::from_secs(60), async || {
-                seen.lock().await.ids.len() > count
-            })
+            wait_until(
+                "a drained member reconnected",
+                Duration::from_secs(60),
+                async || seen.lock().await.ids.len() > count,
+            )
             .await;
             let seen = seen.lock().await;
             assert!(
-                seen.closes.iter().any(|(code, lost)| *code == 4000 && lost == id),
+                seen.closes
+                    .iter()
+                    .any(|(code, lost)| *code == 4000 && lost == id),
                 "{}: drained without close 4000: {:?}",
                 followers[*i].0,
                 seen.closes
@@ -811,7 +871,10 @@ async fn rolling_restart() {
     let acks_before_stop = acked.load(Ordering::SeqCst);
     publisher.abort();
     let _ = publisher.await;
-    assert!(acks_before_stop > 50, "only {acks_before_stop} publications during the restart");
+    assert!(
+        acks_before_stop > 50,
+        "only {acks_before_stop} publications during the restart"
+    );
     // The publisher was aborted: the publications acknowledged are 0..acked (at most one more,
     // unacknowledged, may have been stored).
     let acked_now = acked.load(Ordering::SeqCst);
@@ -837,8 +900,8 @@ async fn rolling_restart() {
         let first = seqs.first().copied().unwrap_or(0);
         assert_eq!(
             seen.not_recovered, 0,
-            "{name}: a reconnect could not recover (reconnected after {:?} s; history holds 100)",
-            seen.reconnect_secs
+            "{name}: a reconnect could not recover (reconnected after {:?} s; history holds 100): {:?}",
+            seen.reconnect_secs, seen.unrecovered
         );
         // Members that joined before the publisher saw everything from 0; later ones from
         // their first publication on: in order, each once, with no gap.
@@ -863,7 +926,10 @@ async fn rolling_restart() {
                 );
                 assert!(leaves.insert(member.clone()), "{name}: {member} left twice");
             } else {
-                assert!(joins.insert(member.clone()), "{name}: {member} joined twice");
+                assert!(
+                    joins.insert(member.clone()),
+                    "{name}: {member} joined twice"
+                );
             }
         }
         leaves_seen.extend(leaves.iter().cloned());
@@ -882,7 +948,10 @@ async fn rolling_restart() {
     );
     assert!(!drained_ids.is_empty(), "no client was drained");
     // Members on the other edge watched each step: every drained connection's leave was seen.
-    assert_eq!(leaves_seen, drained_ids, "drained connections whose leave nobody saw");
+    assert_eq!(
+        leaves_seen, drained_ids,
+        "drained connections whose leave nobody saw"
+    );
 }
 
 fn for_variant(variant: &str) {
@@ -916,7 +985,11 @@ async fn cluster_broker_leader_killed_while_publishing() {
     let restarted = bring_back(&container);
     eprintln!(
         "leader-kill: {container} {}",
-        if restarted { "restarted by its restart policy" } else { "started again by the test" }
+        if restarted {
+            "restarted by its restart policy"
+        } else {
+            "started again by the test"
+        }
     );
     // It rejoins from its volume and catches up with the new leader.
     let addr = brokers()[&before];
@@ -936,7 +1009,10 @@ async fn cluster_broker_leader_killed_while_publishing() {
             );
             break;
         }
-        assert!(Instant::now() < deadline, "broker {before} did not catch up within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "broker {before} did not catch up within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     wait_healthy(&container, Duration::from_secs(30));
@@ -958,7 +1034,13 @@ async fn nats_chat_and_presence_through_nginx_and_caddy() {
 
 /// The JetStream meta leader, as NATS's monitoring endpoint inside `container` reports it.
 fn nats_meta_leader(container: &str) -> String {
-    let text = podman(&["exec", container, "wget", "-qO-", "http://127.0.0.1:8222/jsz"]);
+    let text = podman(&[
+        "exec",
+        container,
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:8222/jsz",
+    ]);
     let jsz: Value = serde_json::from_str(&text).expect("jsz JSON");
     jsz["meta_cluster"]["leader"]
         .as_str()
@@ -972,7 +1054,10 @@ async fn nats_node_killed_while_publishing() {
     let any = containers("nats-1").remove(0);
     let leader = nats_meta_leader(&any);
     let container = format!("{}_{leader}_1", project());
-    assert!(containers(&leader).contains(&container), "{leader} is a service");
+    assert!(
+        containers(&leader).contains(&container),
+        "{leader} is a service"
+    );
     publish_through_fault("nats-kill", 300, 60, || {
         podman(&["kill", &container]);
         eprintln!("nats-kill: killed {container} (the JetStream meta leader)");
@@ -981,7 +1066,11 @@ async fn nats_node_killed_while_publishing() {
     let restarted = bring_back(&container);
     eprintln!(
         "nats-kill: {container} {}",
-        if restarted { "restarted by its restart policy" } else { "started again by the test" }
+        if restarted {
+            "restarted by its restart policy"
+        } else {
+            "started again by the test"
+        }
     );
     // Back with JetStream (the compose file's health check: /healthz?js-enabled-only=true).
     wait_healthy(&container, Duration::from_secs(60));
