@@ -343,7 +343,7 @@ EOF
   fi
   passed=$((passed + ok_count))
   failed=$((failed + ${bad:-0}))
-  [ "$ok_count" = "$expected" ] || fail "$variant: $ok_count of $expected scenario tests passed"
+  [ $((ok_count + ${bad:-0})) = "$expected" ] || fail "$variant: $((ok_count + ${bad:-0})) of $expected scenario tests ran"
   grep -E '^(test |rolling restart|leader-kill|nats-kill)' "$dir/scenarios.log" | grep -v '^test result' || true
   TIMES+=("$variant: scenarios ($expected tests): $(elapsed "$step") s")
 
