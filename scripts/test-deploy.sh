@@ -182,7 +182,9 @@ check_nginx() {
   trap 'rm -rf "$dir"' RETURN
   openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
     -keyout "$dir/privkey.pem" -out "$dir/fullchain.pem" 2> /dev/null
-  sed -e "s#/etc/nginx/tls/#$dir/#g" docker/nginx/plaza.conf > "$dir/plaza.conf"
+  # The compose files' nginx image fills in ${NGINX_LOCAL_RESOLVERS}; here any address does.
+  sed -e "s#/etc/nginx/tls/#$dir/#g" -e 's#${NGINX_LOCAL_RESOLVERS}#127.0.0.1#' \
+    docker/nginx/plaza.conf > "$dir/plaza.conf"
   cat > "$dir/nginx.conf" <<EOF
 pid $dir/nginx.pid;
 error_log stderr;

@@ -53,9 +53,17 @@ set -e
 grep -E '^sdk: [0-9]+ passed' "$log.sdk" | tail -1 >> "$log.summary" || echo "sdk: 0 passed, 1 failed" >> "$log.summary"
 [ "$sdk_status" -eq 0 ] || status=1
 
+echo "==> containers: image, compose clusters behind nginx/Caddy, failover (scripts/test-containers.sh)"
+set +e
+./scripts/test-containers.sh 2>&1 | tee "$log.containers"
+containers_status=${PIPESTATUS[0]}
+set -e
+grep -E '^containers: [0-9]+ passed' "$log.containers" | tail -1 >> "$log.summary" || echo "containers: 0 passed, 1 failed" >> "$log.summary"
+[ "$containers_status" -eq 0 ] || status=1
+
 echo "==> summary"
 cat "$log.summary"
 awk '{ for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^skipped/) s += $i } }
      END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log.summary"
-rm -f "$log.summary" "$log.sdk"
+rm -f "$log.summary" "$log.sdk" "$log.containers"
 exit "$status"

@@ -78,6 +78,12 @@ impl Nginx {
             "ssl_certificate_key /etc/nginx/tls/privkey.pem;",
             &format!("ssl_certificate_key {};", key.display()),
         );
+        // The compose files' nginx image fills this in with the container's DNS servers.
+        site = replace_once(
+            &site,
+            "resolver ${NGINX_LOCAL_RESOLVERS}",
+            "resolver 127.0.0.1",
+        );
         site = replace_once(
             &site,
             "set $plaza_edge \"edge:8080\";",
