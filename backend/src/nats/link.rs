@@ -202,6 +202,7 @@ impl LinkInner {
 
 pub(super) use super::room_log::{
     header_u64, incomplete, last_sequence, publication, publications_after, stats,
+    while_stream_unknown,
 };
 
 impl EdgeLink for NatsLink {
@@ -232,6 +233,7 @@ impl EdgeLink for NatsLink {
             // Unknown (or a new room): ask the stream once; conflicts below refresh it.
             *known = last_sequence(&ns.stream, &subjects.publications).await?;
         }
+        let mut unknown_retries = 30;
         for _ in 0..MAX_PUBLISH_ATTEMPTS {
             let mut headers = HeaderMap::new();
             headers.insert(PREV, known.to_string().as_str());
@@ -271,6 +273,12 @@ impl EdgeLink for NatsLink {
                     // Another edge published to the room first: learn its offset, retry.
                     *known = last_sequence(&ns.stream, &subjects.publications).await?;
                 }
+                // No stream answered (its interest has not reached this server yet on a fresh
+                // cluster): nothing was stored, so try again shortly.
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound && unknown_retries > 0 => {
+                    unknown_retries -= 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Err(e) => {
                     *known = 0;
                     return Err(unavailable(e));
@@ -300,7 +308,7 @@ impl EdgeLink for NatsLink {
             .map_err(unavailable)?,
         );
         let store = &inner.shared.setup()?.presence;
-        let created = match store.create(&key, value.clone()).await {
+        let created = match while_stream_unknown(|| store.create(&key, value.clone())).await {
             Ok(_) => true,
             Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
                 store.put(&key, value).await.map_err(unavailable)?;

@@ -76,15 +76,18 @@ pub(super) async fn presence_event(
     join: bool,
     member: Member,
 ) -> Result<(), BrokerError> {
-    let body = serde_json::to_vec(&PresenceEvent { join, member }).map_err(unavailable)?;
-    shared
-        .setup()?
-        .js
-        .publish(subjects.presence_events.clone(), body.into())
-        .await
-        .map_err(unavailable)?
-        .await
-        .map_err(unavailable)?;
+    let body = bytes::Bytes::from(
+        serde_json::to_vec(&PresenceEvent { join, member }).map_err(unavailable)?,
+    );
+    let js = &shared.setup()?.js;
+    while_stream_unknown(|| async {
+        js.publish(subjects.presence_events.clone(), body.clone())
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)
+    })
+    .await?;
     Ok(())
 }
 

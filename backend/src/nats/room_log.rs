@@ -20,10 +20,39 @@ pub(super) async fn last_sequence(
     subject: &str,
 ) -> Result<u64, BrokerError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    match stream.get_last_raw_message_by_subject(subject).await {
+    let last = while_stream_unknown(|| stream.get_last_raw_message_by_subject(subject)).await;
+    match last {
         Ok(message) => Ok(message.sequence),
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
         Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// How long a call answered "no stream found" is retried.
+const STREAM_UNKNOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs `call` again while JetStream answers that no stream serves the subject: on a fresh
+/// cluster a new stream's subject interest takes a moment to reach every server, and until then
+/// a request routed through another server finds no responder. Nothing was stored by such an
+/// answer, so repeating the call is safe; after [`STREAM_UNKNOWN_WAIT`] the error stands.
+pub(super) async fn while_stream_unknown<T, E, F, Fut>(mut call: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + STREAM_UNKNOWN_WAIT;
+    loop {
+        match call().await {
+            Err(e)
+                if tokio::time::Instant::now() < deadline
+                    && e.to_string().contains("no stream found") =>
+            {
+                tracing::debug!(error = %e, "stream not known here yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
     }
 }
 
