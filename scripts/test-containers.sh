@@ -180,7 +180,7 @@ podman run --rm "$TAG-edge" --version > /dev/null && podman run --rm "$TAG-broke
 podman run -d --name plaza-ct-edge "$TAG-edge" --dev --listen 127.0.0.1:8080 > /dev/null
 mkdir -p "$WORK/one-broker" && chown 65532:65532 "$WORK/one-broker"
 podman run --rm --no-healthcheck -v "$WORK/one-broker:/out" --entrypoint plaza-broker "$TAG-broker" \
-  cert --out /out --brokers 1=broker-1 > /dev/null
+  cert --out /out --brokers broker-1 > /dev/null
 podman run -d --name plaza-ct-broker -v "$WORK/one-broker:/certs:ro" "$TAG-broker" \
   --node-id 1 --peers 1=127.0.0.1:7000 --raft-listen 127.0.0.1:7000 --http-listen 0.0.0.0:7080 \
   --data-dir /var/lib/plaza \
@@ -257,13 +257,17 @@ PY
       cert --out /out --brokers broker-1,broker-2,broker-3 --edges edge > /dev/null
     rm -f "$d/certs/ca.key"
   fi
-  # nginx's certificate for `localhost` from a test CA (Caddy makes its own with its local CA).
-  mkdir -p "$dir/tlsca" "$d/tls" && chown 65532:65532 "$dir/tlsca"
-  podman run --rm --no-healthcheck -v "$dir/tlsca:/out" --entrypoint plaza-broker "$TAG-runtime" \
-    cert --out /out --brokers localhost > /dev/null
-  cp "$dir/tlsca/node-localhost.pem" "$d/tls/fullchain.pem"
-  cp "$dir/tlsca/node-localhost.key" "$d/tls/privkey.pem"
-  cp "$dir/tlsca/ca.pem" "$dir/nginx-ca.pem"
+  # nginx's certificate for `localhost` from a test CA made here (Caddy makes its own with its
+  # local CA).
+  mkdir -p "$dir/tlsca" "$d/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=plaza-test-ca \
+    -keyout "$dir/tlsca/ca.key" -out "$dir/nginx-ca.pem" 2> /dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout "$d/tls/privkey.pem" -out "$dir/tlsca/localhost.csr" 2> /dev/null
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    > "$dir/tlsca/leaf.ext"
+  openssl x509 -req -in "$dir/tlsca/localhost.csr" -CA "$dir/nginx-ca.pem" -CAkey "$dir/tlsca/ca.key" \
+    -CAcreateserial -days 1 -extfile "$dir/tlsca/leaf.ext" -out "$d/tls/fullchain.pem" 2> /dev/null
 
   # This machine lets a process hold at most 20,000 files and fewer processes than Podman
   # gives a container with explicit ulimits (nproc 1048576): an override file, as an operator
