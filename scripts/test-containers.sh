@@ -3,7 +3,7 @@
 # image (user 65532, no shell, entrypoints, HEALTHCHECK probe), then runs
 # docker/compose.cluster.yaml (3 brokers + 2 edges) and docker/compose.nats.yaml (3 NATS + 2
 # edges), each behind its nginx and its Caddy at once (both terminating TLS with test CAs), and
-# breaks them under real wss:// clients (cluster-tests/tests/containers.rs): chat and presence
+# breaks them under real wss:// clients (cluster-tests/tests/containers/): chat and presence
 # across the edges, the broker leader / a NATS node killed while publishing with idempotency
 # keys (every acknowledged publication exactly once, in order), a rolling restart of the edges
 # (drain 4000, reconnect through the proxy, recover, no presence storm), runs the Helm chart's
@@ -44,22 +44,28 @@ chmod 755 "$WORK"
 TAG="localhost/plaza-ci:$(basename "$WORK" | tr 'A-Z.' 'a-z-')"
 PROJECTS=()
 
+# Removes one compose project (containers, volumes, pod, network), whatever state it is in.
+teardown_project() {
+  local project=$1 ids variant=${1#plaza-}
+  if [ -d "$WORK/$variant/docker" ]; then
+    (cd "$WORK/$variant/docker" && timeout 120 env PYTHONPATH="$PC_DIR" python3 -m podman_compose \
+      -f "compose.$variant.yaml" -f limits.override.yaml down -v -t 5 > /dev/null 2>&1)
+  fi
+  ids=$(podman ps -aq --filter "label=com.docker.compose.project=$project")
+  [ -n "$ids" ] && podman rm -f -t 0 $ids > /dev/null 2>&1
+  ids=$(podman volume ls -q | grep "^${project}_")
+  [ -n "$ids" ] && podman volume rm -f $ids > /dev/null 2>&1
+  podman pod rm -f "pod_$project" > /dev/null 2>&1
+  podman network rm -f "${project}_plaza" > /dev/null 2>&1
+  return 0
+}
+
 cleanup() {
   local rc=$?
   set +e
   echo "==> cleanup: compose projects, containers, volumes, networks, images of this run"
   for project in "${PROJECTS[@]}"; do
-    local ids variant=${project#plaza-}
-    if [ -d "$WORK/$variant/docker" ]; then
-      (cd "$WORK/$variant/docker" && timeout 120 env PYTHONPATH="$PC_DIR" python3 -m podman_compose \
-        -f "compose.$variant.yaml" -f limits.override.yaml down -v -t 5 > /dev/null 2>&1)
-    fi
-    ids=$(podman ps -aq --filter "label=com.docker.compose.project=$project")
-    [ -n "$ids" ] && podman rm -f -t 0 $ids > /dev/null 2>&1
-    ids=$(podman volume ls -q | grep "^${project}_")
-    [ -n "$ids" ] && podman volume rm -f $ids > /dev/null 2>&1
-    podman pod rm -f "pod_$project" > /dev/null 2>&1
-    podman network rm -f "${project}_plaza" > /dev/null 2>&1
+    teardown_project "$project"
   done
   podman rm -f -t 0 plaza-ct-edge plaza-ct-broker > /dev/null 2>&1
   podman pod rm -f plaza-edge-pod-0 > /dev/null 2>&1
@@ -105,9 +111,9 @@ done
 # linted: `cargo clippy --all-targets` leaves out a test target with `test = false`.
 cargo test --locked -p plaza-cluster-tests --test containers --no-run 2>&1 | tail -1
 if cargo clippy --locked -q -p plaza-cluster-tests --test containers -- -D warnings; then
-  pass "clippy on cluster-tests/tests/containers.rs"
+  pass "clippy on cluster-tests/tests/containers/"
 else
-  fail "clippy on cluster-tests/tests/containers.rs"
+  fail "clippy on cluster-tests/tests/containers/"
 fi
 
 # ---- build context, base images ------------------------------------------------------------------
@@ -203,6 +209,17 @@ fi
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PLAZA_BIN=${CARGO_TARGET_DIR:-target}/debug
 
+# What every container of a compose project is doing, for a failure's diagnosis: state, exit
+# code, OOM kill, restarts, the last lines of its log; and the disk the containers live on.
+project_state() {
+  local project=$1 lines=$2
+  echo "--- state of $project after a failure; disk: $(df -h --output=avail,pcent /var/lib/containers | tail -1)" >&2
+  for c in $(podman ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project"); do
+    echo "--- $c: $(podman inspect --format '{{.State.Status}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}} restarts={{.RestartCount}} started={{.State.StartedAt}}' "$c")" >&2
+    podman logs --tail "$lines" "$c" 2>&1 | grep -v 'systemd connection' | cut -c1-300 >&2
+  done
+}
+
 run_variant() {
   local variant=$1 project=plaza-$1 file=compose.$1.yaml
   local dir=$WORK/$variant
@@ -288,10 +305,11 @@ EOF
     fail "$variant: compose up"
     return 1
   fi
-  # Ready: every Plaza container healthy, both front ends answering /healthz over TLS.
+  # Ready: every Plaza container (and every NATS server) healthy, both front ends answering
+  # /healthz over TLS.
   local plaza_containers
   plaza_containers=$(podman ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project" | grep -E '_(broker-[0-9]+|edge)_[0-9]+$' | sort)
-  for c in $plaza_containers; do
+  for c in $plaza_containers $(podman ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project" | grep -E '_nats-[0-9]+_[0-9]+$' | sort); do
     local ok=0
     for _ in $(seq 1 120); do
       if podman healthcheck run "$c" > /dev/null 2>&1; then ok=1; break; fi
@@ -309,22 +327,33 @@ EOF
     IFS=: read -r name port ca <<< "$fe"
     local ok=0
     for _ in $(seq 1 60); do
-      if curl -sf --cacert "$ca" --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/readyz" > /dev/null 2>&1; then ok=1; break; fi
+      # The front ends route only /v1/: ready once an edge answers the server API through it
+      # (its own JSON error: no API key here), not nginx/Caddy themselves (502/503 HTML).
+      if curl -s --cacert "$ca" --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/v1/api/rooms" 2> /dev/null \
+        | grep -q '"error":{"code"'; then ok=1; break; fi
       sleep 1
     done
     if [ "$ok" != 1 ]; then
       fail "$variant: $name front end never ready"
-      for c in $(podman ps -a --format '{{.Names}}' --filter "label=com.docker.compose.project=$project"); do
-        echo "--- $c ($(podman inspect --format '{{.State.Status}}' "$c")):" >&2
-        podman logs --tail 8 "$c" 2>&1 | grep -v 'systemd connection' | cut -c1-300 >&2
-      done
+      project_state "$project" 8
       return 1
+    fi
+  done
+  # Finding 11 of the hostile-client review: nothing but /v1/ reaches the edges through them.
+  for fe in "nginx:$nginx_https:$dir/nginx-ca.pem" "caddy:$caddy_https:$dir/caddy-ca.pem"; do
+    IFS=: read -r name port ca <<< "$fe"
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$ca" --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/metrics")
+    if [ "$code" = 404 ]; then
+      pass "$variant: $name does not expose /metrics"
+    else
+      fail "$variant: $name answered /metrics with $code"
     fi
   done
   TIMES+=("$variant: up and ready: $(elapsed "$step") s")
   pass "$variant: compose up behind nginx and caddy ($(echo "$plaza_containers" | wc -l) Plaza containers healthy)"
 
-  # The scenarios (cluster-tests/tests/containers.rs), every one of this variant.
+  # The scenarios (cluster-tests/tests/containers/), every one of this variant.
   step=$(date +%s)
   local brokers=""
   [ "$variant" = cluster ] && brokers="1=127.0.0.1:7081 2=127.0.0.1:7082 3=127.0.0.1:7083"
@@ -349,6 +378,7 @@ EOF
   failed=$((failed + ${bad:-0}))
   [ $((ok_count + ${bad:-0})) = "$expected" ] || fail "$variant: $((ok_count + ${bad:-0})) of $expected scenario tests ran"
   grep -E '^(test |rolling restart|leader-kill|nats-kill)' "$dir/scenarios.log" | grep -v '^test result' || true
+  [ "${bad:-0}" = 0 ] || project_state "$project" 25
   TIMES+=("$variant: scenarios ($expected tests): $(elapsed "$step") s")
 
   [ "$variant" = nats ] && kube_play "$dir" "${project}_plaza"
@@ -428,7 +458,8 @@ PY
 }
 
 for variant in $VARIANTS; do
-  run_variant "$variant" || echo "$variant: stopped after a failure" >&2
+  # A failed variant is taken down at once: the next one reuses its subnet.
+  run_variant "$variant" || { echo "$variant: stopped after a failure" >&2; teardown_project "plaza-$variant"; }
 done
 
 echo "==> times"

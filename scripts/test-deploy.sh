@@ -253,6 +253,17 @@ for name in ("docker/compose.cluster.yaml", "docker/compose.nats.yaml"):
 EOF
 }
 
+check_openapi() {
+  echo "==> docs/openapi.yaml parses (YAML) as an OpenAPI 3 document with paths"
+  PYTHONPATH="$KV_DIR" python3 - <<'EOF'
+import yaml
+doc = yaml.safe_load(open("docs/openapi.yaml"))
+assert str(doc.get("openapi", "")).startswith("3."), "docs/openapi.yaml: not OpenAPI 3"
+assert doc.get("paths"), "docs/openapi.yaml: no paths"
+print(f"    docs/openapi.yaml: {len(doc['paths'])} paths")
+EOF
+}
+
 case "${1:-}" in
   install)
     mkdir -p .tools
@@ -270,6 +281,7 @@ case "${1:-}" in
     check_nats_conf
     check_probe
     check_compose
+    check_openapi
     echo "deploy checks passed in $(($(date +%s) - start)) s"
     ;;
   *)

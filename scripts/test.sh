@@ -45,6 +45,22 @@ set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "rust: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" | tee -a "$log.summary"
 
+echo "==> Autobahn WebSocket conformance (scripts/test-autobahn.sh; kosoku in .tools/)"
+# Both implementations behind client.websocket; the lean one with permessage-deflate (12.x, 13.x).
+set +e
+timeout 1800 ./scripts/test-autobahn.sh tungstenite 2>&1 | tee "$log.autobahn"
+ab_t=${PIPESTATUS[0]}
+timeout 1800 ./scripts/test-autobahn.sh lean 2>&1 | tee -a "$log.autobahn"
+ab_l=${PIPESTATUS[0]}
+set -e
+if [ "$ab_t" -eq 0 ] && [ "$ab_l" -eq 0 ]; then
+    echo "autobahn: 2 passed, 0 failed" >> "$log.summary"
+else
+    echo "autobahn: 0 passed, 1 failed" >> "$log.summary"
+    status=1
+fi
+rm -f "$log.autobahn"
+
 echo "==> TypeScript SDK, React hooks and the Next.js example (scripts/test-sdk.sh)"
 set +e
 PLAZA_EDGE_BIN="${CARGO_TARGET_DIR:-target}/debug/plaza-edge" ./scripts/test-sdk.sh 2>&1 | tee "$log.sdk"

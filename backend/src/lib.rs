@@ -46,6 +46,21 @@
 //! - **Every edge.** [`EdgeLink::disconnect_user`] reaches the stream of every edge attached
 //!   when it is called, the caller's included, exactly once per link: the caller does not
 //!   scatter-gather across edges, and an edge does not need to know the others.
+//! - **Ephemeral.** [`EdgeLink::publish_ephemeral`] reaches, at most once, every link
+//!   subscribed to the room when it is carried — the caller's included — as
+//!   [`LinkEvent::Ephemeral`], in the order one link published them; it takes no offset, is
+//!   never in `history`, and never passes through the durable path (no Raft entry, no
+//!   JetStream message), so it neither waits for durable publications nor delays them. An
+//!   edge whose event queue is full misses it (it is dropped and counted, the link lives on).
+//! - **State rooms.** In a namespace with `state.enabled`, [`EdgeLink::state_write`] changes
+//!   the room's map: each change takes the next offset (the key's version) and is a
+//!   publication of the room — a change record, `plaza_proto::state::StateChange` — with every
+//!   guarantee above (order, once per edge, durable ack, history). [`EdgeLink::state_read`]
+//!   returns the map at a position that includes exactly the changes at or below it, so
+//!   "subscribe, read the map, apply live changes above its position" ends equal to the
+//!   tier's map. TTL expiry, released connections and a dead edge's tied keys are change
+//!   records too. A compare-and-set on another version fails with
+//!   [`BrokerError::StateConflict`] and changes nothing.
 #![deny(missing_docs)]
 
 pub mod cluster;
@@ -59,8 +74,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use plaza_proto::cluster::{
-    BrokerError, HistoryPage, LinkEvent, PresenceStats, PublishAck, RoomsPage,
+    BrokerError, HistoryPage, LinkEvent, PresencePage, PresenceStats, PublishAck, RoomsPage,
 };
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
+use plaza_proto::state::{StateAck, StateSnapshot, StateWrite};
 use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender, UserId};
 use tokio::sync::mpsc;
 
@@ -79,6 +96,26 @@ pub(crate) fn send_or_end(events: &mut Option<mpsc::Sender<LinkEvent>>, event: L
         *events = None;
     }
 }
+
+/// Queues an ephemeral `event` on an edge's stream, or drops it if the queue is full: at most
+/// once means a slow edge misses ephemeral traffic instead of being cut off for it.
+pub(crate) fn send_ephemeral(events: Option<&mpsc::Sender<LinkEvent>>, event: LinkEvent) {
+    if let Some(tx) = events
+        && tx.try_send(event).is_err()
+    {
+        metrics::counter!(EPHEMERAL_DROPPED).increment(1);
+    }
+}
+
+/// Most members a link's presence resync carries ([`RoomEventKind::PresenceResync`]); a room
+/// with more says so with `next`, and its subscribers read the rest with `presence`. The edge
+/// cuts it further to its `client.max_presence_page`.
+///
+/// [`RoomEventKind::PresenceResync`]: plaza_proto::cluster::RoomEventKind::PresenceResync
+pub const PRESENCE_RESYNC_PAGE: u32 = 1000;
+
+/// Ephemeral publications a backend dropped because an edge's event queue was full.
+pub const EPHEMERAL_DROPPED: &str = "plaza_backend_ephemeral_dropped_total";
 
 /// How an edge attaches to the broker tier.
 #[derive(Debug, Clone)]
@@ -115,6 +152,16 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
         idem: Option<String>,
     ) -> impl Future<Output = Result<PublishAck, BrokerError>> + Send;
 
+    /// Hands an ephemeral publication to every link subscribed to `room` now (see the
+    /// "Ephemeral" contract): no offset, nothing stored, never retried. Returns once it is on
+    /// its way (queued to the subscribed links, or accepted by the tier for delivery).
+    fn publish_ephemeral(
+        &self,
+        room: RoomName,
+        data: Payload,
+        from: Option<Sender>,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
     /// Adds `member` to `room`'s presence, owned by this link's edge. Emits a join event (in
     /// namespaces with join/leave events). Joining again with the same client id replaces the
     /// member without a second event. Fails with [`BrokerError::PresenceDisabled`] where the
@@ -133,11 +180,15 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
         client: ClientId,
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
-    /// The members of `room` (namespaces with full presence only).
+    /// One page of `room`'s members after `after`, in client id order, at most `limit` (capped
+    /// at [`plaza_proto::cluster::MAX_PRESENCE_PAGE`]) long (namespaces with full presence
+    /// only).
     fn presence(
         &self,
         room: RoomName,
-    ) -> impl Future<Output = Result<Vec<Member>, BrokerError>> + Send;
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<PresencePage, BrokerError>> + Send;
 
     /// Member and distinct-user counts of `room` (full or counts presence).
     fn presence_stats(
@@ -191,6 +242,57 @@ pub trait EdgeLink: Clone + Send + Sync + 'static {
         after: Option<RoomName>,
         limit: u32,
     ) -> impl Future<Output = Result<RoomsPage, BrokerError>> + Send;
+
+    /// Reads the lifecycle event feed: at most `limit` events after `since` (from the oldest
+    /// retained when `None`) that pass `filter`, in feed order (see
+    /// [`EventsPage`](plaza_proto::events::EventsPage)). A position of the tier's epoch that the
+    /// feed has not reached is [`BrokerError::Invalid`]; one of another epoch or older than the
+    /// retention is answered with `recovered: false` from the oldest retained event. Events are
+    /// derived once by the broker tier, so every link of every edge reads the same feed.
+    /// Implementations without a feed answer [`BrokerError::Unsupported`].
+    fn events(
+        &self,
+        since: Option<FeedPosition>,
+        limit: u32,
+        filter: EventFilter,
+    ) -> impl Future<Output = Result<EventsPage, BrokerError>> + Send;
+
+    /// Claims (or renews) for this link's edge the lease of the one webhook sender of the
+    /// whole broker tier, for `lease`. Answers whether the edge holds it now and the delivery
+    /// cursor of every endpoint (see [`WebhookClaim`]). At most one edge holds a live claim at
+    /// any time on the tier's clock; a claim not renewed runs out after `lease`, and then any
+    /// edge may take it over. Implementations without a feed answer
+    /// [`BrokerError::Unsupported`].
+    fn claim_webhooks(
+        &self,
+        lease: Duration,
+    ) -> impl Future<Output = Result<WebhookClaim, BrokerError>> + Send;
+
+    /// Records that `endpoint` has been delivered (or given up on) through feed sequence
+    /// `through`. Cursors never move back. Refused with [`BrokerError::Invalid`] unless this
+    /// link's edge holds a live webhook claim, so a sender that lost its claim cannot move a
+    /// cursor.
+    fn ack_webhooks(
+        &self,
+        endpoint: String,
+        through: u64,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Changes a state room's map (see the "State rooms" contract); keys tied to a client
+    /// belong to this link's edge. Fails with [`BrokerError::NotStateRoom`] outside state
+    /// namespaces, [`BrokerError::StateConflict`] on a compare-and-set of another version and
+    /// [`BrokerError::StateLimit`] beyond the namespace's limits.
+    fn state_write(
+        &self,
+        room: RoomName,
+        write: StateWrite,
+    ) -> impl Future<Output = Result<StateAck, BrokerError>> + Send;
+
+    /// Reads a state room's whole map with the position it is at.
+    fn state_read(
+        &self,
+        room: RoomName,
+    ) -> impl Future<Output = Result<StateSnapshot, BrokerError>> + Send;
 
     /// Detaches the edge cleanly: all its members leave now (not at lease expiry) and the
     /// event stream ends. Calls made afterwards fail.

@@ -5,6 +5,7 @@
 //!                                                          link's bounded queue (same lock)
 //!   ticker (every `tick`) ──lock──▶ RenewEdge for live links, then Tick (leases, TTLs, GC)
 //!   MemoryLink::disconnect_user ──lock──▶ try_send to every attached link's queue
+//!   MemoryLink::publish_ephemeral ──lock──▶ try_send to every subscribed link (no state machine)
 //! ```
 //!
 //! Events are routed while the lock that applied them is still held, so every link sees every
@@ -21,8 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use plaza_proto::cluster::{
-    BrokerError, HistoryPage, LinkEvent, PresenceStats, PublishAck, RoomEvent, RoomsPage,
+    BrokerError, Ephemeral, HistoryPage, LinkEvent, PresencePage, PresenceStats, PublishAck,
+    RoomEvent, RoomsPage,
 };
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
+use plaza_proto::state::{StateAck, StateSnapshot, StateWrite};
 use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::MissedTickBehavior;
@@ -282,6 +286,19 @@ impl State {
         self.cut_off(now, overflowed);
     }
 
+    /// Sends an ephemeral publication to every link subscribed to its room; a link whose queue
+    /// is full misses it (see [`crate::send_ephemeral`]).
+    fn route_ephemeral(&self, ephemeral: Ephemeral) {
+        let Some(edges) = self.subscribers.get(&ephemeral.room) else {
+            return;
+        };
+        for edge in edges {
+            if let Some(slot) = self.links.get(edge) {
+                crate::send_ephemeral(Some(&slot.events), LinkEvent::Ephemeral(ephemeral.clone()));
+            }
+        }
+    }
+
     /// Sends `event` to every attached link, subscribed to anything or not, with the same
     /// overflow handling as [`State::route`].
     fn broadcast(&mut self, now: u64, event: LinkEvent) {
@@ -375,10 +392,24 @@ impl EdgeLink for MemoryLink {
                 },
             )? {
                 Applied::Published(ack) => Ok(ack),
-                Applied::Done => Err(BrokerError::Unavailable(
+                _ => Err(BrokerError::Unavailable(
                     "publish was not acknowledged".into(),
                 )),
             }
+        })
+    }
+
+    async fn publish_ephemeral(
+        &self,
+        room: RoomName,
+        data: Payload,
+        from: Option<Sender>,
+    ) -> Result<(), BrokerError> {
+        // Not applied to the state machine: routed straight to the subscribed links, under the
+        // same lock, so one link's ephemeral publications keep their order.
+        self.with_state(|state, _, _| {
+            state.route_ephemeral(Ephemeral { room, data, from });
+            Ok(())
         })
     }
 
@@ -404,8 +435,13 @@ impl EdgeLink for MemoryLink {
         })
     }
 
-    async fn presence(&self, room: RoomName) -> Result<Vec<Member>, BrokerError> {
-        self.with_state(|state, _, _| Ok(state.rooms.presence(&room)?))
+    async fn presence(
+        &self,
+        room: RoomName,
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> Result<PresencePage, BrokerError> {
+        self.with_state(|state, _, _| Ok(state.rooms.presence(&room, after.as_ref(), limit)?))
     }
 
     async fn presence_stats(&self, room: RoomName) -> Result<PresenceStats, BrokerError> {
@@ -459,6 +495,57 @@ impl EdgeLink for MemoryLink {
 
     async fn rooms(&self, after: Option<RoomName>, limit: u32) -> Result<RoomsPage, BrokerError> {
         self.with_state(|state, now, _| Ok(state.rooms.rooms(now, after.as_ref(), limit)))
+    }
+
+    async fn events(
+        &self,
+        since: Option<FeedPosition>,
+        limit: u32,
+        filter: EventFilter,
+    ) -> Result<EventsPage, BrokerError> {
+        self.with_state(|state, _, _| Ok(state.rooms.events(since.as_ref(), limit, &filter)?))
+    }
+
+    async fn claim_webhooks(&self, lease: Duration) -> Result<WebhookClaim, BrokerError> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        self.with_state(|state, now, edge| {
+            let edge = edge.clone();
+            match state.apply(now, Command::ClaimWebhooks { edge, lease_ms })? {
+                Applied::WebhookClaim(claim) => Ok(claim),
+                _ => Err(BrokerError::Unavailable("claim not answered".into())),
+            }
+        })
+    }
+
+    async fn ack_webhooks(&self, endpoint: String, through: u64) -> Result<(), BrokerError> {
+        self.with_state(|state, now, edge| {
+            let edge = edge.clone();
+            let ack = Command::AckWebhooks {
+                edge,
+                endpoint,
+                through,
+            };
+            state.apply(now, ack)?;
+            Ok(())
+        })
+    }
+
+    async fn state_write(
+        &self,
+        room: RoomName,
+        write: StateWrite,
+    ) -> Result<StateAck, BrokerError> {
+        self.with_state(|state, now, edge| {
+            let edge = edge.clone();
+            match state.apply(now, Command::StateWrite { edge, room, write })? {
+                Applied::StateWritten(ack) => Ok(ack),
+                _ => Err(BrokerError::Unavailable("state write not answered".into())),
+            }
+        })
+    }
+
+    async fn state_read(&self, room: RoomName) -> Result<StateSnapshot, BrokerError> {
+        self.with_state(|state, _, _| Ok(state.rooms.state_snapshot(&room)?))
     }
 
     async fn close(&self) {

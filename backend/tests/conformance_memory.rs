@@ -24,6 +24,26 @@ macro_rules! conformance_tests {
 
 conformance_tests!(
     #[tokio::test]
+    snapshot_plus_changes_equals_the_state,
+    #[tokio::test]
+    keys_expire_after_their_ttl,
+    #[tokio::test]
+    compare_and_set_conflicts_name_the_current_version,
+    #[tokio::test]
+    tied_keys_leave_with_their_connection,
+    #[tokio::test]
+    state_limits_and_non_state_rooms_are_refused,
+    #[tokio::test]
+    exactly_one_user_offline_after_the_last_tab_closes,
+    #[tokio::test]
+    a_presence_update_emits_presence_updated_with_the_new_info,
+    #[tokio::test]
+    a_reload_inside_the_debounce_emits_no_leave_or_offline,
+    #[tokio::test]
+    occupied_and_vacated_pair_up_and_positions_strictly_increase,
+    #[tokio::test]
+    the_feed_refuses_future_positions_and_flags_other_epochs,
+    #[tokio::test]
     offsets_increase_within_one_epoch,
     #[tokio::test]
     publications_reach_every_subscribed_edge_once_in_order,
@@ -48,7 +68,9 @@ conformance_tests!(
     #[tokio::test]
     presence_lists_members_and_counts_users_across_edges,
     #[tokio::test]
-    rejoining_replaces_the_member_silently,
+    presence_pages_list_every_member_once_in_client_id_order,
+    #[tokio::test]
+    rejoining_replaces_the_info_and_announces_only_a_change,
     #[tokio::test]
     counts_presence_counts_members_without_listing_them,
     #[tokio::test]
@@ -65,6 +87,10 @@ conformance_tests!(
     a_user_disconnect_reaches_every_attached_edge_once,
     #[tokio::test]
     rooms_are_listed_in_name_order_with_counts_and_paginated,
+    #[tokio::test]
+    ephemeral_publications_reach_subscribers_in_order_and_are_never_stored,
+    #[tokio::test]
+    durable_and_ephemeral_publications_keep_their_own_orders,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +168,14 @@ async fn a_link_whose_queue_overflows_has_its_stream_end_and_its_members_leave()
         left,
         "the overflowed edge was detached: its member left at once"
     );
-    assert!(watcher.presence(chat).await.unwrap().is_empty());
+    assert!(
+        watcher
+            .presence(chat, None, u32::MAX)
+            .await
+            .map(|p| p.members)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -158,9 +191,18 @@ async fn attaching_an_edge_id_again_ends_the_old_stream_and_keeps_its_members() 
         old_events.recv().await.is_none(),
         "the replaced link's stream ends"
     );
-    let closed = old.presence(chat.clone()).await;
+    let closed = old
+        .presence(chat.clone(), None, u32::MAX)
+        .await
+        .map(|p| p.members);
     assert_eq!(closed, Err(BrokerError::Unavailable("link closed".into())));
-    assert_eq!(new.presence(chat.clone()).await.unwrap(), [member("c")]);
+    assert_eq!(
+        new.presence(chat.clone(), None, u32::MAX)
+            .await
+            .map(|p| p.members)
+            .unwrap(),
+        [member("c")]
+    );
     new.publish(chat.clone(), data(), None, None).await.unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(100), new_events.recv()).await;
     assert!(
@@ -257,5 +299,12 @@ async fn a_disconnect_request_to_a_full_link_cuts_it_off_and_reaches_the_others(
         None,
         "a link with no room for the request is cut off, as for a room event"
     );
-    assert!(caller.presence(chat).await.unwrap().is_empty());
+    assert!(
+        caller
+            .presence(chat, None, u32::MAX)
+            .await
+            .map(|p| p.members)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -7,11 +7,14 @@
 //!      └─ /proc/<server pid> CPU + RSS ─▶ table + JSON report
 //! ```
 //!
-//! `suite` starts the servers itself (plaza-edge, nats-server, Socket.IO + redis-server), runs a
+//! `suite` starts the servers itself (plaza-edge, nats-server, Socket.IO + redis-server,
+//! uWebSockets.js, Sockudo), runs a
 //! scenario against each several times and prints medians and per-CPU-second ratios.
 //! See `docs/benchmarks.md`.
 
+mod plot;
 mod procstat;
+mod pusher;
 mod report;
 mod run;
 mod servers;
@@ -47,6 +50,8 @@ enum Cmd {
     },
     /// Start the servers, run a scenario on each target several times, print medians.
     Suite(suite::SuiteArgs),
+    /// Draw SVG charts from `suite --json` reports (see `docs/benchmarks.md`).
+    Plot(plot::PlotArgs),
     /// Print the JWKS (public key) for an RS256 private key file (PKCS#1 DER).
     Jwks {
         /// The private key file.
@@ -67,6 +72,7 @@ pub fn raise_nofile() {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Worker => worker::main(),
+        Cmd::Plot(args) => plot::plot(&args),
         Cmd::Jwks { key } => {
             let der = std::fs::read(&key)?;
             println!("{}", serde_json::to_string_pretty(&tokens::jwks(&der)?)?);

@@ -84,6 +84,17 @@ pub(crate) fn sample(roots: &[u32]) -> Sample {
     s
 }
 
+/// The machine's load averages (1, 5, 15 min) from `/proc/loadavg`, as text: the machine is
+/// shared, so every run records how busy it was.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,6 +106,9 @@ pub(crate) struct RunResult {
     pub best_delivered_per_s: Option<f64>,
     /// That phase's deliveries per server CPU second.
     pub best_delivered_per_cpu_s: Option<f64>,
+    /// `/proc/loadavg` (1, 5, 15 min) when the run started and when it ended.
+    #[serde(default)]
+    pub loadavg: (String, String),
 }
 
 /// The human-readable report of one run.
@@ -121,6 +124,10 @@ pub(crate) fn table(r: &RunResult) -> String {
         r.workers,
         r.alg
     );
+    out.push_str(&format!(
+        "  machine load average: {} at the start, {} at the end\n",
+        r.loadavg.0, r.loadavg.1
+    ));
     if let Some(e) = &r.connect.first_error {
         out.push_str(&format!("  first connect error: {e}\n"));
     }

@@ -83,6 +83,15 @@ pub(crate) struct Load {
     /// Per cent of connections reconnecting per second (`rooms`).
     #[arg(long, default_value_t = 1.0)]
     pub reconnect_pct: f64,
+    /// Plaza: publish ephemerally (`"ephemeral": true`: no offset, no consensus) instead of
+    /// durably; deliveries are `ephemeral` pushes.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Plaza, fan-out: update a live-state room instead (`set` of one of 10 keys per message, in
+    /// `sfan:all`, whose namespace conflates to 10 pushes a second per edge); deliveries are
+    /// the conflated change pushes, so "delivered" is far below "expected" by design.
+    #[arg(long, conflicts_with = "ephemeral")]
+    pub state: bool,
     /// Token algorithm (Plaza; Socket.IO always HS256).
     #[arg(long, value_enum, default_value = "hs256")]
     pub alg: Alg,
@@ -127,7 +136,7 @@ impl Worker {
 pub(crate) fn plan(args: &RunArgs) -> Result<Plan> {
     let secret = args.secret.clone().unwrap_or_default();
     if args.target != Target::Nats
-        && (args.load.alg == Alg::Hs256 || args.target == Target::Socketio)
+        && (args.load.alg == Alg::Hs256 || args.target != Target::Plaza)
         && secret.len() < 32
     {
         bail!(
@@ -158,6 +167,8 @@ pub(crate) fn plan(args: &RunArgs) -> Result<Plan> {
         group: args.load.group,
         slow_every: args.load.slow_every,
         reconnect_pct: args.load.reconnect_pct,
+        ephemeral: args.load.ephemeral,
+        state: args.load.state,
         alg: args.load.alg,
         secret,
         rs_key,
@@ -239,6 +250,7 @@ fn connect_summary(parts: &[ConnectStats]) -> ConnectSummary {
 /// Runs one benchmark and returns its report.
 pub(crate) async fn run(args: &RunArgs) -> Result<RunResult> {
     let plan = plan(args)?;
+    let load_start = procstat::loadavg();
     let workers = args
         .load
         .workers
@@ -333,6 +345,7 @@ pub(crate) async fn run(args: &RunArgs) -> Result<RunResult> {
         best_delivered_per_s: best.map(|p| p.delivered_per_s),
         best_delivered_per_cpu_s: best.map(|p| p.delivered_per_cpu_s),
         phases: results,
+        loadavg: (load_start, procstat::loadavg()),
     })
 }
 

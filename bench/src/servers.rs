@@ -24,6 +24,16 @@ pub(crate) struct Programs {
     /// The Socket.IO peer's folder (server.js with node_modules installed).
     #[arg(long, default_value = "bench/peers/socketio")]
     pub socketio_dir: PathBuf,
+    /// The uWebSockets.js peer's folder (server.js with node_modules installed).
+    #[arg(long, default_value = "bench/peers/uws")]
+    pub uws_dir: PathBuf,
+    /// sockudo binary (scripts/bench.sh builds it into .tools/sockudo).
+    #[arg(long, default_value = ".tools/sockudo/bin/sockudo")]
+    pub sockudo: PathBuf,
+    /// Plaza's WebSocket layers (`client.websocket`), comma-separated: `suite` runs Plaza once
+    /// per layer (default: the edge's default).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub plaza_websocket: Vec<PlazaWs>,
     /// node binary.
     #[arg(long, default_value = "node")]
     pub node: PathBuf,
@@ -55,6 +65,25 @@ pub(crate) enum PlazaBackend {
     Cluster,
     /// One `nats-server -js`.
     Nats,
+}
+
+/// Plaza's WebSocket layer (`client.websocket`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PlazaWs {
+    /// tokio-tungstenite through axum.
+    Tungstenite,
+    /// Plaza's own layer (`edge/src/ws`).
+    Lean,
+}
+
+impl PlazaWs {
+    /// The config value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PlazaWs::Tungstenite => "tungstenite",
+            PlazaWs::Lean => "lean",
+        }
+    }
 }
 
 /// A child process, killed and reaped on drop.
@@ -213,13 +242,14 @@ fn start_plaza(
         PlazaBackend::Cluster => {
             let broker = sibling(&programs.broker_bin, "plaza-broker")?;
             let certs = dir.join("certs");
-            let mut names: Vec<String> = (1..=3).map(|i| format!("broker-{i}")).collect();
-            names.extend((1..=edges).map(|i| format!("edge-{i}")));
+            let brokers: Vec<String> = (1..=3).map(|i| format!("broker-{i}")).collect();
+            let edge_names: Vec<String> = (1..=edges).map(|i| format!("edge-{i}")).collect();
             let status = Command::new(&broker)
                 .arg("cert")
                 .arg("--out")
                 .arg(&certs)
-                .args(["--nodes", &names.join(",")])
+                .args(["--brokers", &brokers.join(",")])
+                .args(["--edges", &edge_names.join(",")])
                 .stdout(Stdio::null())
                 .status()?;
             if !status.success() {
@@ -277,16 +307,18 @@ fn start_plaza(
     for (n, args) in backend_args.iter().enumerate() {
         let port = free_port()?;
         let log = dir.join(format!("plaza-edge-{}.log", n + 1));
-        let mut edge = Proc::spawn(
-            Command::new(&edge_bin)
-                .arg("--config")
-                .arg(&config)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(args)
-                .env("PLAZA_AUTH__HMAC_SECRET", secret)
-                .env("PLAZA_LOG", "warn"),
-            &log,
-        )?;
+        let mut command = Command::new(&edge_bin);
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("PLAZA_AUTH__HMAC_SECRET", secret)
+            .env("PLAZA_LOG", "warn");
+        if let Some(ws) = programs.plaza_websocket.first() {
+            command.env("PLAZA_CLIENT__WEBSOCKET", ws.name());
+        }
+        let mut edge = Proc::spawn(&mut command, &log)?;
         wait_ready(port, &mut edge, &log)?;
         procs.push(edge);
         urls.push(format!("ws://127.0.0.1:{port}/v1/ws"));
@@ -332,11 +364,26 @@ pub(crate) fn edge_config(jwks: Option<&Path>) -> String {
          connections_per_second_per_ip = 1000000\n\
          connection_burst_per_ip = 1000000\n\
          connections_per_user = 1000\n\
-         max_connections_per_ip = 0\n",
+         max_connections_per_ip = 0\n\
+         publish_bytes_per_second_per_user = 0\n\
+         ephemeral_per_second = 1000000\n\
+         ephemeral_burst = 1000000\n\
+         ephemeral_per_second_per_room = 1000000\n\
+         ephemeral_burst_per_room = 1000000\n\
+         state_writes_per_second = 1000000\n\
+         state_writes_burst = 1000000\n\
+         \n\
+         # `--state`: the fan-out room sfan:all is a live-state room, conflated to 10 pushes/s.\n\
+         [rooms.namespaces.sfan]\n\
+         history_size = 1000\n\
+         [rooms.namespaces.sfan.state]\n\
+         enabled = true\n\
+         max_keys = 100\n\
+         conflate_per_second = 10\n",
     );
     if let Some(file) = jwks {
         toml.push_str(&format!(
-            "\n[[auth.jwks]]\nissuer = \"{RS_ISSUER}\"\nfile = \"{}\"\nalgorithms = [\"RS256\"]\n",
+            "\n[[auth.jwks]]\nissuer = \"{RS_ISSUER}\"\nfile = \"{}\"\nalgorithms = [\"RS256\"]\nallow_any_audience = true\n",
             file.display()
         ));
     }
@@ -376,6 +423,8 @@ pub(crate) fn start(
                 nats_token: Some(token),
             })
         }
+        Target::Uws => start_uws(programs, dir, secret),
+        Target::Sockudo => start_sockudo(programs, dir, secret),
         Target::Socketio => {
             let script = programs.socketio_dir.join("server.js");
             if !programs
@@ -427,4 +476,112 @@ pub(crate) fn start(
             })
         }
     }
+}
+
+/// Starts the uWebSockets.js peer and checks that its native module (not the JavaScript
+/// fallback) is what runs.
+fn start_uws(programs: &Programs, dir: &Path, secret: &str) -> Result<Server> {
+    let folder = &programs.uws_dir;
+    if !folder
+        .join("node_modules/@trufflesuite/uws-js-unofficial")
+        .exists()
+    {
+        bail!(
+            "{} has no node_modules: run scripts/bench.sh, or npm ci --prefix {}",
+            folder.display(),
+            folder.display()
+        );
+    }
+    let port = free_port()?;
+    let log = dir.join("uws.log");
+    let mut node = Proc::spawn(
+        Command::new(&programs.node)
+            .arg(folder.join("server.js"))
+            .env("PORT", port.to_string())
+            .env("BENCH_SECRET", secret)
+            .env_remove("UWS_USE_FALLBACK"),
+        &log,
+    )?;
+    wait_port(port, &mut node, &log)?;
+    // The port may accept before the listen callback has printed its line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening ") {
+            if !text.contains(" native ") || !text.contains(".node") {
+                bail!(
+                    "uWebSockets.js did not load its native module:\n{}",
+                    tail(&log)
+                );
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("uWebSockets.js printed no listening line:\n{}", tail(&log));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Server {
+        procs: vec![node],
+        urls: vec![format!("ws://127.0.0.1:{port}/")],
+        nats_token: None,
+    })
+}
+
+/// Starts Sockudo (memory app manager, local adapter) with one app whose secret is the bench
+/// secret; connection and event limits raised for the load generator, compression off.
+fn start_sockudo(programs: &Programs, dir: &Path, secret: &str) -> Result<Server> {
+    use crate::pusher::{APP_ID, APP_KEY};
+    if !programs.sockudo.exists() {
+        bail!(
+            "{} is missing: run scripts/bench.sh, which builds Sockudo into .tools/sockudo",
+            programs.sockudo.display()
+        );
+    }
+    // Absolute: the process runs in the run folder (where it looks for config/config.toml).
+    let bin = std::fs::canonicalize(&programs.sockudo)?;
+    let port = free_port()?;
+    let log = dir.join("sockudo.log");
+    let mut proc = Proc::spawn(
+        Command::new(&bin)
+            .current_dir(dir)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DEBUG", "false")
+            .env("RUST_LOG", "warn")
+            .env("APP_MANAGER_DRIVER", "memory")
+            .env("ADAPTER_DRIVER", "local")
+            .env("CACHE_DRIVER", "memory")
+            .env("QUEUE_DRIVER", "none")
+            .env("METRICS_ENABLED", "false")
+            .env("RATE_LIMITER_ENABLED", "false")
+            .env("WEBSOCKET_COMPRESSION", "disabled")
+            .env("SOCKUDO_MAX_CONNECTIONS", "1000000")
+            .env("SOCKUDO_DEFAULT_APP_ENABLED", "true")
+            .env("SOCKUDO_DEFAULT_APP_ID", APP_ID)
+            .env("SOCKUDO_DEFAULT_APP_KEY", APP_KEY)
+            .env("SOCKUDO_DEFAULT_APP_SECRET", secret)
+            .env("SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS", "1000000")
+            .env(
+                "SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND",
+                "1000000",
+            )
+            .env(
+                "SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND",
+                "1000000",
+            )
+            .env(
+                "SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND",
+                "1000000",
+            ),
+        &log,
+    )?;
+    wait_port(port, &mut proc, &log)?;
+    Ok(Server {
+        procs: vec![proc],
+        urls: vec![format!(
+            "ws://127.0.0.1:{port}/app/{APP_KEY}?protocol=7&client=plaza-bench&version=1.0"
+        )],
+        nats_token: None,
+    })
 }

@@ -19,6 +19,12 @@ pub(crate) enum Target {
     Nats,
     /// Socket.IO 4 (`bench/peers/socketio/server.js`), Engine.IO v4 framing over WebSocket.
     Socketio,
+    /// uWebSockets.js (`bench/peers/uws/server.js`), the subset of Plaza's JSON protocol the
+    /// bench uses.
+    Uws,
+    /// Sockudo (Pusher protocol): private channels over WebSocket, publications through its
+    /// signed HTTP events API.
+    Sockudo,
 }
 
 impl Target {
@@ -28,6 +34,8 @@ impl Target {
             Target::Plaza => "plaza",
             Target::Nats => "nats",
             Target::Socketio => "socketio",
+            Target::Uws => "uws",
+            Target::Sockudo => "sockudo",
         }
     }
 }
@@ -100,6 +108,12 @@ pub(crate) struct Plan {
     pub slow_every: usize,
     /// Per cent of connections that reconnect each second (`rooms`).
     pub reconnect_pct: f64,
+    /// Plaza: ephemeral publications instead of durable ones.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Plaza, fan-out: `set` in a live-state room (`sfan:all`) instead of publishing.
+    #[serde(default)]
+    pub state: bool,
     /// Token algorithm.
     pub alg: Alg,
     /// HS256 secret (Plaza, Socket.IO).
@@ -118,14 +132,19 @@ impl Plan {
         match self.scenario {
             Scenario::Idle => vec![format!("idle:{i}")],
             Scenario::Storm => vec![format!("storm:{i}")],
-            Scenario::Fanout | Scenario::Slow => vec!["fan:all".to_owned()],
+            Scenario::Fanout | Scenario::Slow => vec![self.fan_room().to_owned()],
             Scenario::Rooms => vec![format!("u:{i}"), format!("g:{}", i / self.group.max(1))],
         }
     }
 
     /// How many connections receive a publication to `room` (`rooms` scenario; 1 otherwise).
+    /// The fan-out room: `sfan:all` (a live-state room) with `state`, else `fan:all`.
+    pub(crate) fn fan_room(&self) -> &'static str {
+        if self.state { "sfan:all" } else { "fan:all" }
+    }
+
     pub(crate) fn recipients(&self, room: &str) -> u64 {
-        if room == "fan:all" {
+        if room == self.fan_room() {
             return self.connections as u64;
         }
         match room
@@ -316,6 +335,8 @@ mod tests {
             group: 10,
             slow_every: 0,
             reconnect_pct: 0.0,
+            ephemeral: false,
+            state: false,
             alg: Alg::Hs256,
             secret: String::new(),
             rs_key: None,

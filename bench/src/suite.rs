@@ -314,13 +314,26 @@ pub(crate) async fn suite(args: SuiteArgs) -> Result<()> {
     };
     let mut all_runs = Vec::new();
     let mut all_medians = Vec::new();
+    // Plaza runs once per WebSocket layer asked for.
+    let mut jobs: Vec<(Target, Programs)> = Vec::new();
     for &target in &args.targets {
+        if target == Target::Plaza && args.programs.plaza_websocket.len() > 1 {
+            for &ws in &args.programs.plaza_websocket {
+                let mut programs = args.programs.clone();
+                programs.plaza_websocket = vec![ws];
+                jobs.push((target, programs));
+            }
+        } else {
+            jobs.push((target, args.programs.clone()));
+        }
+    }
+    for (target, programs) in &jobs {
+        let (target, programs) = (*target, programs);
         let mut runs = Vec::new();
         for n in 1..=args.runs {
-            let run_dir = dir.join(format!("{}-{n}", target.name()));
+            let run_dir = dir.join(format!("{}-{n}", label(target, programs)));
             std::fs::create_dir_all(&run_dir)?;
-            let server =
-                servers::start(target, &args.programs, &run_dir, &secret, jwks.as_deref())?;
+            let server = servers::start(target, programs, &run_dir, &secret, jwks.as_deref())?;
             // Let the server finish starting before the baseline reading.
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             let alg = if target == Target::Plaza {
@@ -341,21 +354,19 @@ pub(crate) async fn suite(args: SuiteArgs) -> Result<()> {
                     ..args.load.clone()
                 },
             };
-            eprintln!("== {} run {n}/{} ==", target.name(), args.runs);
+            eprintln!(
+                "== {} run {n}/{} (load {}) ==",
+                label(target, programs),
+                args.runs,
+                crate::procstat::loadavg()
+            );
             let result = run::run(&run_args).await;
             drop(server);
             let result = result.with_context(|| format!("{} run {n}", target.name()))?;
             eprint!("{}", run::table(&result));
             runs.push(result);
         }
-        let label = match (target, args.programs.plaza_backend, args.programs.edges) {
-            (Target::Plaza, PlazaBackend::Memory, 1) => "plaza".to_owned(),
-            (Target::Plaza, backend, edges) => {
-                format!("plaza-{edges}e-{}", format!("{backend:?}").to_lowercase())
-            }
-            (peer, ..) => peer.name().to_owned(),
-        };
-        all_medians.push(medians(label, &runs));
+        all_medians.push(medians(label(target, programs), &runs));
         all_runs.extend(runs);
     }
     print!("{}", table(args.scenario, &all_medians));
@@ -379,6 +390,22 @@ pub(crate) async fn suite(args: SuiteArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&temp);
     }
     Ok(())
+}
+
+/// The name a target's results go under: Plaza's carries its backend, edges and WebSocket layer.
+fn label(target: Target, programs: &Programs) -> String {
+    if target != Target::Plaza {
+        return target.name().to_owned();
+    }
+    let mut label = match (programs.plaza_backend, programs.edges) {
+        (PlazaBackend::Memory, 1) => "plaza".to_owned(),
+        (backend, edges) => format!("plaza-{edges}e-{}", format!("{backend:?}").to_lowercase()),
+    };
+    if let Some(ws) = programs.plaza_websocket.first() {
+        label.push('-');
+        label.push_str(ws.name());
+    }
+    label
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

@@ -1,4 +1,4 @@
-//! The three wire protocols, reduced to what a benchmark client does: open a WebSocket,
+//! The wire protocols, reduced to what a benchmark client does: open a WebSocket,
 //! authenticate, subscribe to rooms, publish a payload to a room, and recognise deliveries,
 //! errors and keepalives in incoming frames.
 //!
@@ -9,6 +9,11 @@
 //! | publish | `publish` (`data` = payload as a JSON string) | `PUB room len` | `pub` event, server `io.to(room).emit` |
 //! | delivery | `pub` push | `MSG` | `m` event |
 //! | keepalive | WebSocket ping (auto pong) | `PING` → `PONG` | `2` → `3` |
+//!
+//! uWebSockets.js speaks Plaza's column (its server implements that subset). Sockudo speaks
+//! Pusher: `pusher:subscribe` to `private-<room>` with an HMAC signature per connection,
+//! publications through the HTTP events API (`crate::pusher`), deliveries as event `m`,
+//! `pusher:ping` → `pusher:pong`.
 
 use std::net::SocketAddr;
 
@@ -51,15 +56,18 @@ pub(crate) enum Decoder {
     Nats(Vec<u8>),
     /// Socket.IO: one Engine.IO packet per text frame.
     Socketio,
+    /// Pusher (Sockudo): one JSON event per text frame.
+    Pusher,
 }
 
 impl Decoder {
     /// A decoder for `target`.
     pub(crate) fn new(target: Target) -> Self {
         match target {
-            Target::Plaza => Decoder::Plaza,
+            Target::Plaza | Target::Uws => Decoder::Plaza,
             Target::Nats => Decoder::Nats(Vec::new()),
             Target::Socketio => Decoder::Socketio,
+            Target::Sockudo => Decoder::Pusher,
         }
     }
 
@@ -74,6 +82,7 @@ impl Decoder {
         match self {
             Decoder::Plaza => plaza_frame(data, out),
             Decoder::Socketio => socketio_frame(data, out),
+            Decoder::Pusher => pusher_frame(data, out),
             Decoder::Nats(buf) => {
                 buf.extend_from_slice(data);
                 let used = nats_records(buf, out);
@@ -84,7 +93,7 @@ impl Decoder {
 }
 
 fn plaza_frame(data: &[u8], out: &mut impl FnMut(Event)) {
-    if data.starts_with(br#"{"push":"pub""#) || data.starts_with(br#"{"push":"pub","#) {
+    if data.starts_with(br#"{"push":"pub","#) || data.starts_with(br#"{"push":"ephemeral","#) {
         if let Some((ts, phase)) = crate::spec::parse_payload(data) {
             out(Event::Delivery(ts, phase));
         }
@@ -94,12 +103,27 @@ fn plaza_frame(data: &[u8], out: &mut impl FnMut(Event)) {
     let text = String::from_utf8_lossy(data);
     if text.contains(r#""error":"#) || text.contains(r#""push":"disconnect""#) {
         out(Event::Error(text.chars().take(200).collect()));
-    } else if text.contains(r#""push":"pub""#)
+    } else if (text.contains(r#""push":"pub""#) || text.contains(r#""push":"ephemeral""#))
         && let Some((ts, phase)) = crate::spec::parse_payload(data)
     {
         out(Event::Delivery(ts, phase));
     }
 }
+
+fn pusher_frame(data: &[u8], out: &mut impl FnMut(Event)) {
+    if let Some((ts, phase)) = crate::spec::parse_payload(data) {
+        return out(Event::Delivery(ts, phase));
+    }
+    let text = String::from_utf8_lossy(data);
+    if text.contains(r#""pusher:ping""#) {
+        out(Event::Respond(Message::text(PUSHER_PONG)));
+    } else if text.contains(r#""pusher:error""#) {
+        out(Event::Error(text.chars().take(200).collect()));
+    }
+}
+
+/// The answer to `pusher:ping`.
+const PUSHER_PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
 
 fn socketio_frame(data: &[u8], out: &mut impl FnMut(Event)) {
     match data.first() {
@@ -216,6 +240,8 @@ pub(crate) struct Credentials<'a> {
     pub token: &'a str,
     /// NATS `auth_token`.
     pub nats_token: Option<&'a str>,
+    /// The HS256 secret (Sockudo: the app secret, to sign private-channel subscriptions).
+    pub secret: &'a str,
 }
 
 /// Authenticates and subscribes `ws` to `rooms`; returns when every subscription is confirmed.
@@ -237,7 +263,7 @@ async fn join_inner(
     rooms: &[String],
 ) -> Result<()> {
     match target {
-        Target::Plaza => {
+        Target::Plaza | Target::Uws => {
             let connect = serde_json::json!({"id": 1, "op": "connect", "token": creds.token});
             ws.send(Message::text(connect.to_string())).await?;
             expect_ok(ws).await.context("connect")?;
@@ -279,6 +305,36 @@ async fn join_inner(
                 }
             }
         }
+        Target::Sockudo => {
+            let hello: serde_json::Value = serde_json::from_str(&next_text(ws).await?)?;
+            if hello["event"] != "pusher:connection_established" {
+                bail!("expected pusher:connection_established, got {hello}");
+            }
+            let data: serde_json::Value =
+                serde_json::from_str(hello["data"].as_str().context("connection data")?)?;
+            let socket_id = data["socket_id"].as_str().context("socket_id")?;
+            for room in rooms {
+                let channel = crate::pusher::channel(room);
+                let auth = crate::pusher::subscribe_auth(creds.secret, socket_id, &channel);
+                let sub = serde_json::json!({
+                    "event": "pusher:subscribe",
+                    "data": {"channel": channel, "auth": auth},
+                });
+                ws.feed(Message::text(sub.to_string())).await?;
+            }
+            ws.flush().await?;
+            let mut confirmed = 0;
+            while confirmed < rooms.len() {
+                let t = next_text(ws).await?;
+                if t.contains("pusher_internal:subscription_succeeded") {
+                    confirmed += 1;
+                } else if t.contains("pusher:error") || t.contains("subscription_error") {
+                    bail!("sockudo refused: {}", short(&t));
+                } else if t.contains("pusher:ping") {
+                    ws.send(Message::text(PUSHER_PONG)).await?;
+                }
+            }
+        }
         Target::Socketio => {
             let open = next_text(ws).await?;
             if !open.starts_with('0') {
@@ -311,11 +367,36 @@ async fn join_inner(
     Ok(())
 }
 
-/// The publish frame for `payload` to `room`; `id` is Plaza's command id.
-pub(crate) fn publish(target: Target, id: u32, room: &str, payload: &str) -> Message {
+/// Keys a `--state` run updates in turn.
+pub(crate) const STATE_KEYS: u64 = 10;
+
+/// Plaza's `set` frame of key `k<key>` to `payload` in the live-state room `room`.
+pub(crate) fn state_set(id: u32, room: &str, key: u64, payload: &str) -> Message {
+    Message::text(format!(
+        r#"{{"id":{id},"op":"set","room":"{room}","key":"k{key}","value":"{payload}"}}"#
+    ))
+}
+
+/// The publish frame for `payload` to `room`; `id` is Plaza's command id; `ephemeral` asks
+/// Plaza for an ephemeral publication. (Sockudo publishes over HTTP: `crate::pusher`; this
+/// gives it the client-event form, which the bench does not use.)
+pub(crate) fn publish(
+    target: Target,
+    id: u32,
+    room: &str,
+    payload: &str,
+    ephemeral: bool,
+) -> Message {
     match target {
-        Target::Plaza => Message::text(format!(
+        Target::Plaza if ephemeral => Message::text(format!(
+            r#"{{"id":{id},"op":"publish","room":"{room}","data":"{payload}","ephemeral":true}}"#
+        )),
+        Target::Plaza | Target::Uws => Message::text(format!(
             r#"{{"id":{id},"op":"publish","room":"{room}","data":"{payload}"}}"#
+        )),
+        Target::Sockudo => Message::text(format!(
+            r#"{{"event":"client-m","channel":"{}","data":"{payload}"}}"#,
+            crate::pusher::channel(room)
         )),
         Target::Nats => Message::text(format!("PUB {room} {}\r\n{payload}\r\n", payload.len())),
         Target::Socketio => Message::text(format!(r#"42["pub","{room}","{payload}"]"#)),
@@ -410,5 +491,22 @@ mod tests {
             got,
             vec![Event::Respond(Message::text("3")), Event::Delivery(8, 2)]
         );
+    }
+
+    #[test]
+    fn pusher_events_pings_and_errors_are_recognised() {
+        let p = crate::spec::payload(11, 4, 40);
+        let mut d = Decoder::new(Target::Sockudo);
+        let got = events(
+            &mut d,
+            &[
+                &format!(r#"{{"event":"m","channel":"private-fan.all","data":"{p}"}}"#),
+                r#"{"event":"pusher:ping","data":{}}"#,
+                r#"{"event":"pusher:error","data":{"code":4301,"message":"over quota"}}"#,
+            ],
+        );
+        assert_eq!(got[0], Event::Delivery(11, 4));
+        assert_eq!(got[1], Event::Respond(Message::text(PUSHER_PONG)));
+        assert!(matches!(got[2], Event::Error(_)));
     }
 }

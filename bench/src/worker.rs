@@ -26,6 +26,8 @@ use tokio::time::{Duration, MissedTickBehavior, sleep};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::pusher::{self, Publisher};
+use crate::spec::Target;
 use crate::spec::{
     Command, ConnectStats, PhaseSpec, PhaseStats, Plan, Report, Scenario, WorkerSpec, now_ns,
     payload,
@@ -56,7 +58,10 @@ struct PhaseNow {
 
 /// Counters of the phase in progress; reset at each phase start.
 struct Acc {
+    /// The phase counted (`u32::MAX` between phases, until a delivery of the next one).
     id: u32,
+    /// The last phase that ended here.
+    finished: u32,
     delivered: u64,
     delivered_slow: u64,
     late: u64,
@@ -71,6 +76,7 @@ impl Acc {
     fn new(id: u32) -> Self {
         Self {
             id,
+            finished: 0,
             delivered: 0,
             delivered_slow: 0,
             late: 0,
@@ -159,7 +165,7 @@ async fn run() -> Result<()> {
     let shared = Arc::new(Shared {
         first: spec.first,
         tokens,
-        acc: Mutex::new(Acc::new(0)),
+        acc: Mutex::new(Acc::new(u32::MAX)),
         connect: Mutex::new(ConnectAcc {
             ok: 0,
             failed: 0,
@@ -228,7 +234,14 @@ fn take_connect(shared: &Shared) -> ConnectStats {
 }
 
 async fn phase(shared: &Arc<Shared>, worker: usize, count: usize, p: &PhaseSpec) -> PhaseStats {
-    *shared.acc.lock().expect("lock") = Acc::new(p.id);
+    {
+        // Deliveries of this phase may have arrived before its command did (the publishing
+        // worker may have started first): they were counted for it already, keep them.
+        let mut acc = shared.acc.lock().expect("lock");
+        if acc.id != p.id {
+            *acc = Acc::new(p.id);
+        }
+    }
     shared.phase.send_replace(PhaseNow { slow: p.slow });
     let plan = &shared.plan;
     let mut connect = None;
@@ -258,7 +271,9 @@ async fn phase(shared: &Arc<Shared>, worker: usize, count: usize, p: &PhaseSpec)
     };
     sleep(Duration::from_secs_f64(plan.drain_secs)).await;
     let mut acc = shared.acc.lock().expect("lock");
-    let done = std::mem::replace(&mut *acc, Acc::new(u32::MAX));
+    let mut between = Acc::new(u32::MAX);
+    between.finished = p.id;
+    let done = std::mem::replace(&mut *acc, between);
     PhaseStats {
         id: p.id,
         sent,
@@ -290,6 +305,25 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
     let (mut scheduled, mut sent, mut expected, mut id) = (0u64, 0u64, 0u64, 1u32);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let total = (p.secs * rate).round() as u64;
+    // Sockudo takes publications over its HTTP API, not the WebSocket.
+    let mut http = None;
+    if target == Target::Sockudo {
+        let errors = shared.clone();
+        let on_error: Arc<dyn Fn(String) + Send + Sync> =
+            Arc::new(move |e| errors.acc.lock().expect("lock").error(e));
+        let host = plan.urls[0]
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        match Publisher::connect(host, on_error).await {
+            Ok(p) => http = Some((p, host.to_owned())),
+            Err(e) => {
+                shared.acc.lock().expect("lock").error(format!("{e:#}"));
+                return (0, 0);
+            }
+        }
+    }
     loop {
         tick.tick().await;
         let elapsed = start.elapsed().as_secs_f64();
@@ -306,14 +340,24 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
                     let room = rooms[rng.random_range(0..rooms.len())].clone();
                     (local, room)
                 }
-                _ => (0, "fan:all".to_owned()),
+                _ => (0, plan.fan_room().to_owned()),
             };
-            let msg = wire::publish(target, id, &room, &body);
-            id = id.checked_add(1).unwrap_or(1);
-            let sender = shared.slots[local].lock().expect("lock").clone();
-            // A connection that is reconnecting (or was closed) lets this slot of the schedule
-            // pass unsent and uncounted.
-            if let Some(Ok(())) = sender.map(|tx| tx.send(msg)) {
+            let handed = if let Some((publisher, host)) = &mut http {
+                let channel = pusher::channel(&room);
+                publisher.send(pusher::events_request(&plan.secret, host, &channel, &body))
+            } else {
+                let msg = if plan.state {
+                    wire::state_set(id, &room, scheduled % wire::STATE_KEYS, &body)
+                } else {
+                    wire::publish(target, id, &room, &body, plan.ephemeral)
+                };
+                id = id.checked_add(1).unwrap_or(1);
+                let sender = shared.slots[local].lock().expect("lock").clone();
+                // A connection that is reconnecting (or was closed) lets this slot of the
+                // schedule pass unsent and uncounted.
+                matches!(sender.map(|tx| tx.send(msg)), Some(Ok(())))
+            };
+            if handed {
                 sent += 1;
                 expected += if plan.scenario == Scenario::Rooms {
                     plan.recipients(&room)
@@ -367,6 +411,7 @@ async fn slot(shared: Arc<Shared>, local: usize) {
     let creds = Credentials {
         token: &shared.tokens[local],
         nats_token: plan.nats_token.as_deref(),
+        secret: &plan.secret,
     };
     let mut initial = true;
     loop {
@@ -479,6 +524,11 @@ async fn session(shared: &Arc<Shared>, local: usize, ws: wire::Ws) -> End {
                         Event::Delivery(ts, id) => {
                             let us = now_ns().saturating_sub(ts) / 1000;
                             let mut acc = shared.acc.lock().expect("lock");
+                            if acc.id == u32::MAX && id > acc.finished {
+                                // The next phase has begun elsewhere before its command
+                                // reached this worker.
+                                *acc = Acc::new(id);
+                            }
                             if id != acc.id {
                                 acc.late += 1;
                             } else if slow {

@@ -21,3 +21,23 @@ pub(crate) const IDENTITY_REFUSED: &str = "plaza_broker_identity_refused_total";
 pub(crate) const SNAPSHOT_CHUNKS_REFUSED: &str = "plaza_broker_snapshot_chunks_refused_total";
 /// Counter: lease renewals committed for attached edges.
 pub(crate) const LEASE_RENEWALS: &str = "plaza_broker_lease_renewals_total";
+/// Counter: linearizable reads served to edges (history, presence, positions, room lists).
+pub(crate) const READS: &str = "plaza_broker_reads_total";
+/// Counter: read barriers (quorum checks) taken for them; concurrent reads share one, so under
+/// a read flood this grows with the round-trip rate, not the read rate.
+pub(crate) const READ_BARRIERS: &str = "plaza_broker_read_barriers_total";
+/// Counter: times this node, leading, lost contact with a majority and fenced itself
+/// (check-quorum: heartbeats off, writes refused, so the others elect a new leader).
+pub(crate) const CHECK_QUORUM_FENCED: &str = "plaza_broker_check_quorum_fenced_total";
+/// Histogram: seconds each failover phase took as this node saw it, by `phase` (`detection`:
+/// last round trip to the old leader until this node stopped following it; `election`: until
+/// a new leader was known; `first_commit`: until an entry of the new term was applied here;
+/// `total`).
+pub(crate) const FAILOVER_SECONDS: &str = "plaza_broker_failover_seconds";
+/// Counter: ephemeral publications handed to edges attached here, by `source` (`edge`: from an
+/// edge of this broker; `peer`: relayed by another broker).
+pub(crate) const EPHEMERAL_ROUTED: &str = "plaza_broker_ephemeral_total";
+/// Counter: ephemeral publications dropped, by `reason` (`edge_queue`: an attached edge's
+/// queue was full; `peer_queue`: the relay queue to a broker was full; `peer_unreachable`: a
+/// relay to a broker failed).
+pub(crate) const EPHEMERAL_DROPPED: &str = "plaza_broker_ephemeral_dropped_total";

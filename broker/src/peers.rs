@@ -4,8 +4,8 @@
 //!
 //! ```text
 //!   peer ══QUIC plaza-raft/1══▶ RpcService<PeerHandler> ─┬─ Broadcast ─▶ EdgeService::broadcast
-//!    (broker certificate,                                 └─ other RPCs ─▶ RaftNode::serve
-//!     node id bound to it)
+//!    (broker certificate,                                 ├─ Ephemeral ─▶ EdgeService::relayed
+//!     node id bound to it)                                └─ other RPCs ─▶ RaftNode::serve
 //! ```
 //!
 //! Only connections presenting a broker certificate get here (`crate::server` closes the
@@ -55,7 +55,12 @@ impl PeerHandler {
             RaftRpc::Vote(req) => &req.vote,
             RaftRpc::AppendEntries(req) => &req.vote,
             RaftRpc::InstallSnapshot(req) => &req.vote,
-            RaftRpc::Forward(_) | RaftRpc::ReadIndex | RaftRpc::Broadcast(_) => return None,
+            RaftRpc::Forward(_)
+            | RaftRpc::ReadIndex
+            | RaftRpc::Broadcast(_)
+            | RaftRpc::Ping
+            | RaftRpc::Elect
+            | RaftRpc::Ephemeral(_) => return None,
         };
         Some(vote.leader_id().voted_for())
     }
@@ -82,6 +87,7 @@ impl RpcHandler for PeerHandler {
         }
         match request {
             RaftRpc::Broadcast(event) => RaftRpcReply::Delivered(self.edges.broadcast(&event)),
+            RaftRpc::Ephemeral(batch) => RaftRpcReply::Delivered(self.edges.relayed(&batch)),
             other => self.node.serve(other).await,
         }
     }

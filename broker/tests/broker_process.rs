@@ -261,6 +261,10 @@ fn broker_processes_elect_survive_a_leader_kill_rejoin_after_restart_and_admit_a
     );
 
     // Restart it with its data dir: it follows the new leader and catches up.
+    // Caught up: it applied everything the leader had applied when it came back (a fixed
+    // mark; the leader's ticks keep moving its own index, which a loaded machine's follower
+    // may trail by more than a few entries at any one moment).
+    let leader_applied = applied(&brokers[(new_leader - 1) as usize]).max(target);
     brokers[(leader - 1) as usize] = cluster.start(leader);
     let restarted = &brokers[(leader - 1) as usize];
     let caught_up = wait_for(
@@ -269,10 +273,8 @@ fn broker_processes_elect_survive_a_leader_kill_rejoin_after_restart_and_admit_a
         Duration::from_secs(15),
         || {
             let s = status(restarted)?;
-            let leader_applied = applied(&brokers[(new_leader - 1) as usize]);
             (s["leader"].as_u64() == Some(new_leader)
-                && s["last_applied"].as_u64()? >= target
-                && s["last_applied"].as_u64()? + 5 >= leader_applied)
+                && s["last_applied"].as_u64()? >= leader_applied)
                 .then_some(s)
         },
     );

@@ -22,6 +22,8 @@ use tempfile::TempDir;
 
 pub mod chaos;
 pub mod nats;
+pub mod presence_list;
+pub mod webhook_receiver;
 pub mod workload;
 pub mod ws;
 
@@ -344,6 +346,15 @@ impl BrokerCluster {
         }
     }
 
+    /// Stops broker `id` gracefully (SIGTERM: a leader hands leadership over first) and waits
+    /// up to `timeout` for it to exit (then kills it); returns whether it exited by itself.
+    pub fn stop(&mut self, id: u64, timeout: Duration) -> bool {
+        match self.slots[(id - 1) as usize].process.take() {
+            Some(mut p) => p.terminate(timeout),
+            None => true,
+        }
+    }
+
     /// Kills broker `id` with SIGKILL.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut p) = self.slots[(id - 1) as usize].process.take() {
@@ -363,6 +374,33 @@ impl BrokerCluster {
     pub fn status(&self, id: u64) -> Option<serde_json::Value> {
         let (code, body) = http_get(self.slots[(id - 1) as usize].http, "/status")?;
         (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// Waits (blocking, polling `/status`) until broker `id` has applied everything the other
+    /// running brokers have committed. Panics with the brokers' logs after `timeout`.
+    pub fn wait_caught_up(&self, id: u64, timeout: Duration) {
+        let field = |s: &serde_json::Value, key: &str| {
+            s.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0)
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let committed = (1..=self.slots.len() as u64)
+                .filter(|other| *other != id)
+                .filter_map(|other| self.status(other))
+                .map(|s| field(&s, "commit_index"))
+                .max()
+                .unwrap_or(0);
+            let applied = self.status(id).map_or(0, |s| field(&s, "last_applied"));
+            if committed > 0 && applied >= committed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {id} did not catch up ({applied} < {committed})\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until a running broker reports itself leader and every running broker agrees;

@@ -1,17 +1,33 @@
 //! The CI subset of `plaza-chaos`: fixed seeds, short runs, real processes. Each test starts
 //! a cluster, runs the recorded workload while one scenario injects its faults, heals, and
-//! asserts that every invariant held (the report is printed either way).
+//! asserts that every invariant held and that no stall exceeded a liveness bound (the report is
+//! printed either way). The bound here is far looser than `plaza-chaos`'s 3 s default: these
+//! runs share a loaded 2-core CI machine with other tests, and a test must not flake on a slow
+//! scheduler; the tight figures are measured with `plaza-chaos` and reported, not asserted.
 
 use std::time::Duration;
 
 use plaza_cluster_tests::chaos::runner::{self, Backend, Options, Scenario};
 
+/// The longest stall a CI run accepts on the Raft cluster (see the module docs for why it is
+/// loose).
+const CI_LIVENESS_BOUND: Duration = Duration::from_secs(12);
+
+/// The same on NATS: a killed server that led a stream stalls publishes for NATS's own
+/// stream-leader election (seen up to ~9 s on a loaded machine).
+const CI_LIVENESS_BOUND_NATS: Duration = Duration::from_secs(20);
+
 async fn check(backend: Backend, scenario: Scenario, seed: u64, seconds: u64) {
+    let bound = match backend {
+        Backend::Cluster => CI_LIVENESS_BOUND,
+        Backend::Nats => CI_LIVENESS_BOUND_NATS,
+    };
     let options = Options {
         backend,
         scenario,
         seed,
         duration: Duration::from_secs(seconds),
+        liveness_bound: bound,
         ..Options::default()
     };
     let report = runner::run(options).await;
@@ -20,7 +36,11 @@ async fn check(backend: Backend, scenario: Scenario, seed: u64, seconds: u64) {
         report.counts.acked > 20,
         "too little work was done:\n{report}"
     );
-    assert!(report.passed(), "an invariant failed:\n{report}");
+    assert!(report.safe(), "an invariant failed:\n{report}");
+    assert!(
+        report.liveness.passed(),
+        "publishing stalled longer than {bound:?}:\n{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

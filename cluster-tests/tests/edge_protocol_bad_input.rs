@@ -34,8 +34,8 @@ use plaza_net::frame::{ERR_BAD_REQUEST, FrameError};
 use plaza_net::framing::{FrameReader, write_one};
 use plaza_net::tls::{self, ClusterTls};
 use plaza_proto::cluster::{
-    BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, LinkEvent, PROTOCOL_VERSION, RoomEvent,
-    RoomEventKind,
+    BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, LinkEvent, PROTOCOL_VERSION, PresencePage,
+    RoomEvent, RoomEventKind,
 };
 use plaza_proto::codec::write_frame;
 use plaza_proto::links::ALPN_EDGE;
@@ -669,8 +669,20 @@ async fn undeclared_unsubscribes_and_foreign_leaves_are_refused_and_the_session_
         })
         .await;
     assert_eq!(joined, Ok(CallOk::Done));
-    let presence = raw.call(Call::Presence { room: hall.clone() }).await;
-    assert_eq!(presence, Ok(CallOk::Presence(vec![member.clone()])));
+    let presence = raw
+        .call(Call::Presence {
+            room: hall.clone(),
+            after: None,
+            limit: 100,
+        })
+        .await;
+    assert_eq!(
+        presence,
+        Ok(CallOk::Presence(PresencePage {
+            members: vec![member.clone()],
+            next: None,
+        }))
+    );
 
     // Another edge cannot make the member leave: its leave is ignored.
     let mut other = RawEdge::attach(&cluster, "stranger").await;
@@ -682,8 +694,20 @@ async fn undeclared_unsubscribes_and_foreign_leaves_are_refused_and_the_session_
         .await;
     assert_eq!(left, Ok(CallOk::Done), "leave from another edge");
     other.assert_open("leave from another edge");
-    let presence = raw.call(Call::Presence { room: hall.clone() }).await;
-    assert_eq!(presence, Ok(CallOk::Presence(vec![member])));
+    let presence = raw
+        .call(Call::Presence {
+            room: hall.clone(),
+            after: None,
+            limit: 100,
+        })
+        .await;
+    assert_eq!(
+        presence,
+        Ok(CallOk::Presence(PresencePage {
+            members: vec![member],
+            next: None,
+        }))
+    );
 
     let left = raw
         .call(Call::Leave {
@@ -692,8 +716,20 @@ async fn undeclared_unsubscribes_and_foreign_leaves_are_refused_and_the_session_
         })
         .await;
     assert_eq!(left, Ok(CallOk::Done));
-    let presence = raw.call(Call::Presence { room: hall }).await;
-    assert_eq!(presence, Ok(CallOk::Presence(Vec::new())));
+    let presence = raw
+        .call(Call::Presence {
+            room: hall,
+            after: None,
+            limit: 100,
+        })
+        .await;
+    assert_eq!(
+        presence,
+        Ok(CallOk::Presence(PresencePage {
+            members: Vec::new(),
+            next: None,
+        }))
+    );
 
     // The session ends cleanly: the broker commits the detach and closes with code 0.
     raw.write(&EdgeRequest::Detach).await;

@@ -1,11 +1,13 @@
 //! Faults injected into a real cluster — 3 `plaza-broker` processes and `plaza-edge`
 //! processes on loopback, clients over WebSocket — and what clients see.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use plaza_broker::server::BrokerConfig;
+use plaza_cluster_tests::presence_list::{PresenceList, assert_tracked, settle, spawn_churn};
 use plaza_cluster_tests::workload::{check_delivery, publish_until};
 use plaza_cluster_tests::ws::{Client, Ended};
 use plaza_cluster_tests::{BrokerCluster, EdgeProcess, tail, token};
@@ -164,4 +166,82 @@ async fn wait_for_member_event(client: &mut Client, kind: &str, user: &str, with
             Err(e) => panic!("connection ended waiting for {kind}: {e:?}"),
         }
     }
+}
+
+/// Issue 17: join/leave pushes that happen while an edge re-attaches to another broker are
+/// not replayed; the edge sends its presence subscribers a `presence_resync`, so a member list
+/// kept from pushes ends equal to the room's presence (no ghost, no missed newcomer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_list_kept_from_pushes_survives_the_watcher_s_broker_dying() {
+    let mut cluster = BrokerCluster::start(3, config());
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    // The watcher's edge attaches to a follower (no election when it dies: the churn keeps
+    // committing while the edge is away); the churn's edge avoids that follower.
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let watched = EdgeProcess::start(&cluster, 1, &followers, SECRET, LEASE, &[]);
+    let attached = attached_broker(&cluster);
+    let others: Vec<u64> = (1..=3).filter(|id| *id != attached).collect();
+    let churn_edge = EdgeProcess::start(&cluster, 2, &others, SECRET, LEASE, &[]);
+    let room = "chat:resync";
+    let mut watcher = Client::connect(&watched.ws_url(), &token(SECRET, "watcher")).await;
+    let mut list = PresenceList::watch(&mut watcher, room).await;
+    // A user-level watcher on the same edge (protocol §12.1): its user list, kept from
+    // `user_*` pushes, must end equal to the room's members grouped by user.
+    let mut users_watcher = Client::connect(&watched.ws_url(), &token(SECRET, "uwatcher")).await;
+    let reply = users_watcher
+        .call(json!({"op": "subscribe", "room": room, "presence": "users"}))
+        .await;
+    assert!(reply.get("ok").is_some(), "{reply}");
+    let reply = users_watcher
+        .call(json!({"op": "presence", "room": room, "mode": "users"}))
+        .await;
+    let mut users: BTreeMap<String, u64> = reply["ok"]["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| {
+            (
+                u["user"].as_str().unwrap().to_owned(),
+                u["connections"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+
+    // Churn: a member joins every 50 ms and the oldest but three leaves, from before the kill
+    // until well after the edge re-attached.
+    let churn = spawn_churn(churn_edge.ws_url(), room, SECRET);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(attached);
+    let present = churn.await.expect("churn");
+    let actual = settle(&mut watcher, &mut list, room, Duration::from_secs(2)).await;
+    assert_tracked(&list, &actual, &tail(&watched.log, 30));
+    // Quiet for longer than the user-level debounce (2 s): every due `user_leave` came.
+    loop {
+        match users_watcher.next_push(Duration::from_secs(3)).await {
+            Ok(push) => {
+                let user = push["user"]["user"].as_str().unwrap_or_default().to_owned();
+                match push["push"].as_str() {
+                    Some("user_join" | "user_update") => {
+                        users.insert(user, push["user"]["connections"].as_u64().unwrap());
+                    }
+                    Some("user_leave") => {
+                        users.remove(&user);
+                    }
+                    _ => {}
+                }
+            }
+            Err(Ended::Timeout) => break,
+            Err(e) => panic!("the user-level watcher's connection ended: {e:?}"),
+        }
+    }
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for user in actual.values() {
+        *expected.entry(user.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        users, expected,
+        "user list kept from user_* pushes vs the room's members"
+    );
+    drop(present);
+    println!("broker {attached} killed during churn");
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use plaza_cluster_tests::nats::NatsCluster;
+use plaza_cluster_tests::presence_list::{PresenceList, assert_tracked, settle, spawn_churn};
 use plaza_cluster_tests::workload::{check_delivery, publish_until};
 use plaza_cluster_tests::ws::{Client, Ended};
 use plaza_cluster_tests::{EdgeProcess, http_get, tail, token};
@@ -22,15 +23,26 @@ fn nats_edge(nats: &NatsCluster, name: &str, replicas: usize) -> EdgeProcess {
 }
 
 fn spawn_edge(nats: &NatsCluster, name: &str, replicas: usize) -> EdgeProcess {
+    spawn_edge_on(nats, name, replicas, &nats.urls())
+}
+
+/// An edge that knows only the NATS servers at `urls`.
+fn spawn_edge_on(nats: &NatsCluster, name: &str, replicas: usize, urls: &[String]) -> EdgeProcess {
     let args: Vec<String> = vec![
         "--backend".into(),
         "nats".into(),
         "--nats".into(),
-        nats.urls().join(","),
+        urls.join(","),
     ];
+    // Room history far beyond what these tests publish: an edge whose NATS server was killed
+    // catches up from the stream after its consumers are back, which can take a JetStream
+    // meta-leader election (4-9 s) while the other edge keeps publishing; with the default 100
+    // the missed publications would be pruned first and the edge would (correctly) end its
+    // link and close its clients with 4004 instead.
     let env = [
         ("PLAZA_NATS__REPLICAS", replicas.to_string()),
         ("PLAZA_NATS__REAP_EVERY", "200ms".to_owned()),
+        ("PLAZA_ROOMS__DEFAULTS__HISTORY_SIZE", "100000".to_owned()),
     ];
     EdgeProcess::spawn_with_env(nats.dir(), name, &args, SECRET, LEASE, &env)
 }
@@ -270,4 +282,68 @@ async fn an_idem_key_with_a_newline_is_refused_and_the_session_survives_on_nats(
     assert!(ok.get("ok").is_some(), "{ok}");
     let push = next_push_of(&mut ann, "pub", None, Duration::from_secs(5)).await;
     assert_eq!(push["data"], "still here", "{push}");
+}
+
+/// Issue 17 on NATS: join/leave events published while an edge's NATS connection is down are
+/// lost to it; after the reconnect it sends its presence subscribers a `presence_resync`, so a
+/// member list kept from pushes ends equal to the room's presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_list_kept_from_pushes_survives_the_edge_s_nats_server_dying() {
+    let mut nats = NatsCluster::start(3);
+    let urls = nats.urls();
+    let watched = spawn_edge_on(&nats, "edge-watched", 3, &urls[..1]);
+    watched.wait_ready(Duration::from_secs(20));
+    let churn_edge = spawn_edge_on(&nats, "edge-churn", 3, &urls[1..]);
+    churn_edge.wait_ready(Duration::from_secs(20));
+    let room = "chat:nats-resync";
+    let mut watcher = Client::connect(&watched.ws_url(), &token(SECRET, "watcher")).await;
+    let mut list = PresenceList::watch(&mut watcher, room).await;
+    let churn = spawn_churn(churn_edge.ws_url(), room, SECRET);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.kill(0); // the watched edge's only configured server
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    nats.start_node(0);
+    let present = churn.await.expect("churn");
+    let actual = settle(&mut watcher, &mut list, room, Duration::from_secs(3)).await;
+    assert_tracked(&list, &actual, &tail(&watched.log, 30));
+    drop(present);
+    println!("NATS server killed under the watcher's edge during churn");
+}
+
+/// A leave that fails while JetStream is unreachable is retried by the edge's link once NATS
+/// is back, instead of leaving the member listed for the edge's whole life (its lease is
+/// renewed, so no other edge would ever remove it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_that_failed_while_nats_was_down_is_retried() {
+    let mut nats = NatsCluster::single();
+    let edge = nats_edge(&nats, "edge-retry", 1);
+    let room = "chat:nats-leave-retry";
+    let mut leaver = Client::connect(&edge.ws_url(), &token(SECRET, "leaver")).await;
+    subscribe(&mut leaver, json!({"room": room})).await;
+    nats.kill(0);
+    // The edge answers the unsubscribe; its leave could not reach JetStream.
+    let reply = leaver
+        .call(json!({"op": "unsubscribe", "room": room}))
+        .await;
+    assert!(reply.get("ok").is_some(), "{reply}");
+    nats.start_node(0);
+    nats.wait_healthy(Duration::from_secs(20));
+    edge.wait_ready(Duration::from_secs(20));
+    let mut watcher = Client::connect(&edge.ws_url(), &token(SECRET, "watcher")).await;
+    subscribe(&mut watcher, json!({"room": room, "presence": true})).await;
+    let deadline = Instant::now() + LEASE * 5;
+    loop {
+        let reply = watcher.call(json!({"op": "presence", "room": room})).await;
+        let members = reply["ok"]["members"].as_array().expect("members").clone();
+        if members.iter().all(|m| m["user"] != "leaver") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leaver is still listed {:?} after NATS came back: {members:?}\n{}",
+            LEASE * 5,
+            tail(&edge.log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -21,18 +21,22 @@
 //! The rooms map is behind a `std::sync::Mutex` that is never held across an `.await`; the
 //! per-room async mutex only serializes upstream subscribe/unsubscribe of that room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use plaza_proto::client::{MemberPush, PubPush};
-use plaza_proto::cluster::{BrokerError, RoomEvent, RoomEventKind};
-use plaza_proto::{CloseCode, Position, Push, RoomName, ServerFrame};
+use plaza_proto::client::{MemberPush, PresenceResyncPush, PubPush, UserMember, UserPush};
+use plaza_proto::cluster::{BrokerError, Ephemeral, RoomEvent, RoomEventKind};
+use plaza_proto::{CloseCode, Position, Push, RoomName, ServerFrame, UserId};
 
 use crate::metrics as m;
 use crate::outbox::Outbox;
+use crate::user_presence::{Op, UserChange, UserTable};
+
+mod users;
 
 /// Identifies a session within this edge.
 pub(crate) type SessionId = u64;
@@ -51,6 +55,13 @@ pub struct Hub {
 struct Shared {
     rooms: Mutex<HashMap<RoomName, RoomEntry>>,
     next_session: AtomicU64,
+    /// `client.user_presence_debounce`: how long a user's last leave waits for a re-join.
+    debounce: Duration,
+    /// User leaves waiting for their debounce, in due order (the debounce is one constant).
+    /// Entries whose user came back are skipped by the sweep.
+    leaves: Mutex<VecDeque<(Instant, RoomName, UserId)>>,
+    /// Whether the one sweep task of this hub runs.
+    sweeping: AtomicBool,
 }
 
 struct RoomEntry {
@@ -63,12 +74,36 @@ struct RoomEntry {
     subscribed_at: Option<Position>,
     /// Serializes upstream subscribe/unsubscribe of this room.
     upstream: Arc<tokio::sync::Mutex<()>>,
+    /// User-level presence, while a local subscriber asked for it.
+    users: Option<UserTable>,
+}
+
+impl RoomEntry {
+    /// Drops the user table once no local subscriber wants user-level presence.
+    fn trim_users(&mut self) {
+        if self.users.is_some() && !self.subs.values().any(|s| s.users) {
+            self.users = None;
+        }
+    }
 }
 
 struct LocalSub {
     outbox: Arc<Outbox>,
     presence: bool,
+    /// Subscribed with `presence: "users"`.
+    users: bool,
     state: SubState,
+}
+
+/// Which subscribers an event without offset goes to.
+#[derive(Clone, Copy, PartialEq)]
+enum Audience {
+    /// Publications (with an offset): everyone.
+    All,
+    /// Connection-level presence: subscribers with `presence: true`.
+    Clients,
+    /// User-level presence: subscribers with `presence: "users"`.
+    Users,
 }
 
 enum SubState {
@@ -79,9 +114,13 @@ enum SubState {
 /// An event encoded once for every subscriber.
 struct Encoded {
     frame: Utf8Bytes,
+    /// The frame compressed once (permessage-deflate), made when the first subscriber that
+    /// negotiated it is reached; `None` inside when compression would not make it smaller.
+    deflated: std::sync::OnceLock<Option<bytes::Bytes>>,
     epoch: String,
     /// The publication's offset; `None` for join/leave.
     offset: Option<u64>,
+    audience: Audience,
 }
 
 impl Encoded {
@@ -99,12 +138,69 @@ impl Encoded {
             ),
             RoomEventKind::Join(member) => (None, Push::Join(MemberPush { room, member })),
             RoomEventKind::Leave(member) => (None, Push::Leave(MemberPush { room, member })),
+            RoomEventKind::PresenceUpdate(member) => {
+                (None, Push::Update(MemberPush { room, member }))
+            }
+            RoomEventKind::PresenceResync(page) => (
+                None,
+                Push::PresenceResync(PresenceResyncPush {
+                    room,
+                    members: page.members,
+                    next: page.next,
+                }),
+            ),
         };
+        let audience = if offset.is_some() {
+            Audience::All
+        } else {
+            Audience::Clients
+        };
+        Self::of(push, epoch, offset, audience)
+    }
+
+    fn of(push: Push, epoch: String, offset: Option<u64>, audience: Audience) -> Self {
         Self {
             frame: Utf8Bytes::from(ServerFrame::Push(push).encode()),
+            deflated: std::sync::OnceLock::new(),
             epoch,
             offset,
+            audience,
         }
+    }
+
+    /// A user-level push.
+    fn user(room: &RoomName, change: UserChange) -> Self {
+        let (push, user): (fn(UserPush) -> Push, UserMember) = match change {
+            UserChange::Join(u) => (Push::UserJoin, u),
+            UserChange::Update(u) => (Push::UserUpdate, u),
+            UserChange::Leave(u) => (Push::UserLeave, u),
+        };
+        let push = push(UserPush {
+            room: room.clone(),
+            user,
+        });
+        Self::of(push, String::new(), None, Audience::Users)
+    }
+
+    /// Queues the event in `outbox`: the shared compressed frame if the client negotiated
+    /// permessage-deflate and compression helps, else the shared text.
+    fn push_to(&self, outbox: &Outbox) -> bool {
+        if outbox.deflate() {
+            let deflated = self.deflated.get_or_init(|| {
+                (self.frame.len() >= crate::ws::deflate::MIN_BYTES)
+                    .then(|| {
+                        crate::ws::deflate::deflated_frame(
+                            crate::ws::frame::OpCode::Text,
+                            self.frame.as_bytes(),
+                        )
+                    })
+                    .flatten()
+            });
+            if let Some(frame) = deflated {
+                return outbox.push_compressed(frame.clone());
+            }
+        }
+        outbox.push(self.frame.clone())
     }
 }
 
@@ -130,14 +226,19 @@ impl LocalSub {
                     }
                     if offset > *last {
                         *last = offset;
-                        if self.outbox.push(event.frame.clone()) {
+                        if event.push_to(&self.outbox) {
                             metrics::counter!(m::PUBLICATIONS_OUT).increment(1);
                         }
                     }
                 }
                 None => {
-                    if self.presence {
-                        self.outbox.push(event.frame.clone());
+                    let wanted = match event.audience {
+                        Audience::All => true,
+                        Audience::Clients => self.presence,
+                        Audience::Users => self.users,
+                    };
+                    if wanted {
+                        event.push_to(&self.outbox);
                     }
                 }
             },
@@ -149,6 +250,17 @@ impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty hub whose user-level presence debounces last leaves by `debounce`
+    /// (`client.user_presence_debounce`; zero: no debounce).
+    pub fn with_user_debounce(debounce: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                debounce,
+                ..Shared::default()
+            }),
+        }
     }
 
     /// A new session id (never 0).
@@ -172,6 +284,7 @@ impl Hub {
         session: SessionId,
         outbox: Arc<Outbox>,
         presence: bool,
+        users: bool,
     ) -> Option<Position> {
         let mut rooms = self.rooms();
         let entry = rooms.entry(room.clone()).or_insert_with(|| {
@@ -182,6 +295,7 @@ impl Hub {
                 position: None,
                 subscribed_at: None,
                 upstream: Arc::new(tokio::sync::Mutex::new(())),
+                users: None,
             }
         });
         entry.subs.insert(
@@ -189,9 +303,13 @@ impl Hub {
             LocalSub {
                 outbox,
                 presence,
+                users,
                 state: SubState::Buffering(Vec::new()),
             },
         );
+        if users && entry.users.as_ref().is_none_or(UserTable::overflowed) {
+            entry.users = Some(UserTable::loading());
+        }
         metrics::gauge!(m::SUBSCRIPTIONS).increment(1);
         // Every event dispatched after this point is buffered for the subscriber, and every
         // one before it is at or below this position (both happen under this lock).
@@ -285,6 +403,7 @@ impl Hub {
             if entry.subs.remove(&session).is_some() {
                 metrics::gauge!(m::SUBSCRIPTIONS).decrement(1);
             }
+            entry.trim_users();
             if !entry.subs.is_empty() {
                 return;
             }
@@ -318,6 +437,15 @@ impl Hub {
     pub fn dispatch(&self, event: RoomEvent) {
         metrics::counter!(m::BROKER_EVENTS).increment(1);
         let room = event.room.clone();
+        let kind = match &event.kind {
+            RoomEventKind::Join(m) | RoomEventKind::PresenceUpdate(m) => Some(Op::Set(m.clone())),
+            RoomEventKind::Leave(m) => Some(Op::Unset(m.clone())),
+            RoomEventKind::PresenceResync(page) => Some(Op::Replace {
+                members: page.members.clone(),
+                upto: page.next.clone(),
+            }),
+            RoomEventKind::Publication(_) => None,
+        };
         let encoded = Arc::new(Encoded::new(event));
         let mut rooms = self.rooms();
         let Some(entry) = rooms.get_mut(&room) else {
@@ -331,6 +459,44 @@ impl Hub {
         }
         for sub in entry.subs.values_mut() {
             sub.deliver(&encoded);
+        }
+        let Some(table) = &mut entry.users else {
+            return;
+        };
+        let op = match kind {
+            Some(op) => op,
+            None => return,
+        };
+        let (changes, due) = table.apply(op, self.shared.debounce);
+        for change in changes {
+            let encoded = Arc::new(Encoded::user(&room, change));
+            for sub in entry.subs.values_mut() {
+                sub.deliver(&encoded);
+            }
+        }
+        drop(rooms);
+        self.schedule(&room, due);
+    }
+
+    /// Fans an ephemeral publication out to the room's live local subscribers, encoding it
+    /// once. Subscribers still in their subscribe handshake miss it: ephemeral publications
+    /// go to whoever is subscribed now and are never buffered or recovered.
+    pub fn dispatch_ephemeral(&self, ephemeral: Ephemeral) {
+        let room = ephemeral.room.clone();
+        let mut frame = None;
+        let rooms = self.rooms();
+        let Some(entry) = rooms.get(&room) else {
+            return;
+        };
+        for sub in entry.subs.values() {
+            if let SubState::Live { .. } = sub.state {
+                let frame = frame.get_or_insert_with(|| {
+                    Utf8Bytes::from(crate::ephemeral::encode(ephemeral.clone()))
+                });
+                if sub.outbox.push(frame.clone()) {
+                    metrics::counter!(m::EPHEMERAL_OUT).increment(1);
+                }
+            }
         }
     }
 
@@ -360,6 +526,7 @@ impl Hub {
         for entry in self.rooms().values_mut() {
             if entry.subs.remove(&session).is_some() {
                 metrics::gauge!(m::SUBSCRIPTIONS).decrement(1);
+                entry.trim_users();
                 removed += 1;
             }
         }

@@ -18,6 +18,8 @@
 //!   client address behind trusted proxies, connections per user.
 //! - [`api`]: the server HTTP API (`/v1/api/*`) authenticated with API keys.
 //! - [`dev`]: the `--dev` demo page and token endpoint.
+//! - `webhooks`: the one webhook sender of the deployment (elected through the broker tier),
+//!   POSTing the lifecycle event feed to `[webhooks]` endpoints.
 //!
 //! [`start`] runs an edge on any backend; `main.rs` wires it to the CLI and signals.
 
@@ -26,6 +28,7 @@ pub mod auth;
 mod client_ip;
 pub mod config;
 pub mod dev;
+mod ephemeral;
 mod http;
 mod hub;
 mod limits;
@@ -34,7 +37,11 @@ mod node;
 mod outbox;
 mod server;
 mod session;
+mod state;
+mod user_presence;
 mod users;
+mod webhooks;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,6 +143,7 @@ pub async fn start<B: Backend>(
     let shutdown = CancellationToken::new();
     let stop_listening = CancellationToken::new();
     tokio::spawn(forget_idle_ips(node.clone(), shutdown.clone()));
+    webhooks::spawn(&node, &shutdown);
     let supervisor = tokio::spawn(crate::node::supervise(
         node.clone(),
         backend,
@@ -184,13 +192,18 @@ pub async fn start<B: Backend>(
     })
 }
 
-/// Bounds the per-IP connection limiter's memory by forgetting quiet addresses every minute.
+/// Bounds the per-IP and per-user limiters' memory by forgetting quiet keys every minute.
 async fn forget_idle_ips<L: EdgeLink>(node: Arc<Node<L>>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = every.tick() => node.connection_rate.forget_idle(),
+            _ = every.tick() => {
+                node.connection_rate.forget_idle();
+                node.failed_auth.forget_idle();
+                node.publish_budget.forget_idle();
+                node.ephemeral_rooms.forget_idle();
+            }
         }
     }
 }

@@ -1,23 +1,31 @@
 //! Abuse limits that the edge enforces before work reaches the broker tier: commands per
-//! second per connection, new connections per second per client IP, and the browser origin
-//! allowlist. Every refusal is counted in `plaza_limit_hits_total{limit}`.
+//! second per connection, published bytes per second per user, new connections per second per
+//! client IP, failed server API key attempts per client IP, and the browser origin allowlist.
+//! Every refusal is counted in `plaza_limit_hits_total{limit}`.
 //!
 //! ```text
 //!  handshake ──OriginPolicy──▶ 403 │ ──ConnectionRate (per client IP)──▶ 429 │ ──▶ upgrade
 //!  command   ──CommandRate (per connection)──▶ error 112 … flood ──▶ close 4007
+//!  publish   ──PublishBudget (per user, all its connections here)──▶ error 112
+//!  API call  ──FailedAuth (per client IP)──▶ 429 │ ──key check──▶ 401 (counted) │ ──▶ handler
 //! ```
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
+use plaza_proto::UserId;
+
 use crate::config::LimitsConfig;
 use crate::metrics as m;
 
-fn quota(per_second: u32, burst: u32) -> Quota {
+/// A token bucket quota of `per_second` with `burst` (both at least 1 after validation).
+pub(crate) fn quota(per_second: u32, burst: u32) -> Quota {
     // Config validation guarantees both are at least 1.
     let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
@@ -67,6 +75,55 @@ impl CommandRate {
             CommandVerdict::Disconnect
         } else {
             CommandVerdict::Refuse
+        }
+    }
+}
+
+/// What one publication costs in [`PublishBudget`] besides its data and idempotency key: the
+/// per-publication state the broker tier keeps (position, sender, indexes).
+pub(crate) const PUBLISH_OVERHEAD_BYTES: usize = 256;
+
+/// Publication bytes per second per user on this edge, shared by all of the user's
+/// connections: what bounds the state one user can make the broker tier keep (history in rooms
+/// it may publish to, idempotency keys) to this rate times the history and dedupe windows.
+pub struct PublishBudget {
+    by_user: Option<DefaultKeyedRateLimiter<UserId>>,
+}
+
+impl PublishBudget {
+    /// A budget with the configured rate and burst (`publish_bytes_per_second_per_user` 0: off).
+    pub fn new(limits: &LimitsConfig) -> Self {
+        let rate = limits.publish_bytes_per_second_per_user;
+        Self {
+            by_user: (rate > 0).then(|| {
+                DefaultKeyedRateLimiter::keyed(quota(rate, limits.publish_burst_bytes_per_user))
+            }),
+        }
+    }
+
+    /// Charges `user` for publishing `bytes` (data + idempotency key), or says how long to wait.
+    pub fn charge(&self, user: &UserId, bytes: usize) -> Result<(), Duration> {
+        let Some(by_user) = &self.by_user else {
+            return Ok(());
+        };
+        let cost = u32::try_from(bytes.saturating_add(PUBLISH_OVERHEAD_BYTES)).unwrap_or(u32::MAX);
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        let refused = match by_user.check_key_n(user, cost) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
+            // Larger than the burst: validation keeps the burst above the largest publication,
+            // so this is a publication no budget could ever admit.
+            Err(_) => Duration::MAX,
+        };
+        metrics::counter!(m::LIMIT_HITS, "limit" => "publish_bytes_per_user").increment(1);
+        Err(refused)
+    }
+
+    /// Forgets users whose budgets are full again; call periodically to bound memory.
+    pub fn forget_idle(&self) {
+        if let Some(by_user) = &self.by_user {
+            by_user.retain_recent();
+            by_user.shrink_to_fit();
         }
     }
 }
@@ -121,6 +178,85 @@ impl ConnectionRate {
     pub fn forget_idle(&self) {
         self.by_ip.retain_recent();
         self.by_ip.shrink_to_fit();
+    }
+}
+
+/// Addresses tracked at most by [`FailedAuth`]; beyond it, new addresses are not throttled
+/// until old windows expire (a bound on memory, ~64 B per address).
+const FAILED_AUTH_TRACKED: usize = 65_536;
+
+/// Failed server API key attempts per client address (IPv6: per prefix): after
+/// `api.max_failed_auth_per_ip` failures within `api.failed_auth_window`, every API request from
+/// that address is refused with 429 until the window ends, without looking at its key, so keys
+/// cannot be guessed at the API's request rate.
+pub struct FailedAuth {
+    max: u32,
+    window: Duration,
+    ipv6_prefix: u8,
+    /// First failure of the current window and failures in it, by address key.
+    by_ip: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailedAuth {
+    /// A tracker with the configured budget (`max` 0 disables it).
+    pub fn new(max: u32, window: Duration, ipv6_prefix: u8) -> Self {
+        Self {
+            max,
+            window,
+            ipv6_prefix,
+            by_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `ip` may try a key now, or how long until it may.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let key = ip_key(ip, self.ipv6_prefix);
+        let by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        match by_ip.get(&key) {
+            Some(&(start, failures)) if failures >= self.max => {
+                let left = self.window.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return Ok(());
+                }
+                metrics::counter!(m::LIMIT_HITS, "limit" => "api_failed_auth").increment(1);
+                Err(left)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records one failed attempt from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let key = ip_key(ip, self.ipv6_prefix);
+        let now = Instant::now();
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        if by_ip.len() >= FAILED_AUTH_TRACKED && !by_ip.contains_key(&key) {
+            let window = self.window;
+            by_ip.retain(|_, (start, _)| now.duration_since(*start) < window);
+            if by_ip.len() >= FAILED_AUTH_TRACKED {
+                return;
+            }
+        }
+        let entry = by_ip.entry(key).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+
+    /// Forgets addresses whose window has ended; call periodically to bound memory.
+    pub fn forget_idle(&self) {
+        let now = Instant::now();
+        let window = self.window;
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        by_ip.retain(|_, (start, _)| now.duration_since(*start) < window);
+        by_ip.shrink_to_fit();
     }
 }
 
@@ -193,6 +329,33 @@ mod tests {
             "a second address of the same /64 got a fresh bucket"
         );
         assert!(rate.admit(other).is_ok());
+    }
+
+    #[test]
+    fn failed_api_keys_lock_an_address_out_for_the_rest_of_the_window() {
+        let failed = FailedAuth::new(3, Duration::from_millis(300), 64);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(failed.admit(a).is_ok());
+            failed.failed(a);
+        }
+        let wait = failed.admit(a).unwrap_err();
+        assert!(wait <= Duration::from_millis(300) && !wait.is_zero());
+        assert!(failed.admit(b).is_ok(), "another address is not affected");
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(failed.admit(a).is_ok(), "the window ended");
+        failed.failed(a);
+        assert!(
+            failed.admit(a).is_ok(),
+            "a new window starts from one failure"
+        );
+        failed.forget_idle();
+        assert!(
+            FailedAuth::new(0, Duration::from_secs(1), 64)
+                .admit(a)
+                .is_ok()
+        );
     }
 
     fn limits(rate: u32, burst: u32, flood: u32) -> LimitsConfig {

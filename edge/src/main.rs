@@ -262,6 +262,7 @@ fn cluster_backend(config: &EdgeConfig) -> anyhow::Result<ClusterBackend> {
         connect_timeout: b.connect_timeout,
         call_timeout: b.call_timeout,
         event_queue: b.event_queue,
+        reroute_after: b.reroute_after,
         ..ClusterOptions::default()
     };
     Ok(ClusterBackend::new(&tls, options)?)

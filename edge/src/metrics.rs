@@ -21,6 +21,8 @@ pub(crate) const PUBLICATIONS_IN: &str = "plaza_publications_in_total";
 pub(crate) const PUBLICATIONS_OUT: &str = "plaza_publications_out_total";
 /// Room events received from the broker tier.
 pub(crate) const BROKER_EVENTS: &str = "plaza_broker_events_total";
+/// Presence resyncs received from the link (it may have missed join/leave events).
+pub(crate) const PRESENCE_RESYNCS: &str = "plaza_presence_resyncs_total";
 /// Disconnects initiated by the edge, by `code` name.
 pub(crate) const DISCONNECTS: &str = "plaza_disconnects_total";
 /// Clients disconnected because their outbound queue overflowed.
@@ -48,6 +50,21 @@ pub(crate) const JWKS_FETCHES: &str = "plaza_jwks_fetches_total";
 pub(crate) const JWKS_REFETCHES_SKIPPED: &str = "plaza_jwks_refetches_skipped_total";
 /// Keys in the issuer's current key set, by `issuer` (gauge).
 pub(crate) const JWKS_KEYS: &str = "plaza_jwks_keys";
+/// 1 while this edge is the deployment's webhook sender (gauge).
+pub(crate) const WEBHOOK_SENDER: &str = "plaza_webhook_sender";
+/// Webhook POSTs, by `endpoint` and `outcome` (`delivered`, `redirect`, `status_4xx`,
+/// `status_5xx`, `timeout`, `connect`, `other`).
+pub(crate) const WEBHOOK_POSTS: &str = "plaza_webhook_posts_total";
+/// Duration of webhook POSTs in seconds, by `endpoint` (histogram).
+pub(crate) const WEBHOOK_POST_SECONDS: &str = "plaza_webhook_post_seconds";
+/// Events delivered to an endpoint, by `endpoint`.
+pub(crate) const WEBHOOK_EVENTS_DELIVERED: &str = "plaza_webhook_events_delivered_total";
+/// Events given up on after `webhooks.retry_window`, by `endpoint` (still in the feed).
+pub(crate) const WEBHOOK_EVENTS_GIVEN_UP: &str = "plaza_webhook_events_given_up_total";
+/// Events that left the feed (retention) before they were delivered, by `endpoint`.
+pub(crate) const WEBHOOK_EVENTS_LOST: &str = "plaza_webhook_events_lost_total";
+/// Feed events not yet read by an endpoint's sender, by `endpoint` (gauge, on the sender).
+pub(crate) const WEBHOOK_LAG: &str = "plaza_webhook_lag_events";
 
 /// Installs the process-wide recorder (once) and returns its handle for `/metrics`.
 pub(crate) fn install() -> PrometheusHandle {
@@ -86,6 +103,7 @@ fn register_zeroes() {
         PUBLICATIONS_OUT,
         BROKER_EVENTS,
         SLOW_CONSUMERS,
+        PRESENCE_RESYNCS,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -100,6 +118,10 @@ fn register_zeroes() {
         "message_bytes",
         "reply_bytes",
         "origin",
+        "presence_info_bytes",
+        "presence_updates_per_connection",
+        "metrics_via_proxy",
+        "api_failed_auth",
     ] {
         metrics::counter!(LIMIT_HITS, "limit" => limit).increment(0);
     }
@@ -123,6 +145,10 @@ fn describe() {
     );
     describe_counter!(PUBLICATIONS_OUT, "Publication frames queued to subscribers");
     describe_counter!(BROKER_EVENTS, "Room events received from the broker tier");
+    describe_counter!(
+        PRESENCE_RESYNCS,
+        "Presence resyncs from the broker link (after a broker failover or NATS reconnect)"
+    );
     describe_counter!(
         DISCONNECTS,
         "Disconnects initiated by the edge, by close code"
@@ -152,4 +178,23 @@ fn describe() {
         LIMIT_HITS,
         "Requests or commands refused by a limit, by limit"
     );
+    describe_counter!(STATE_WRITES, "State room sets and deletes accepted");
+    describe_counter!(
+        STATE_REFUSED,
+        "State room writes refused, by reason (not_state_room, value_too_large, too_many_keys, bad_ttl, conflict, rate_limited, publish_in_state_room)"
+    );
+    describe_counter!(
+        STATE_CONFLATED,
+        "State room changes not pushed because a later change of the same key replaced them"
+    );
 }
+/// Counter: ephemeral publications accepted from clients and the server API.
+pub(crate) const EPHEMERAL_IN: &str = "plaza_ephemeral_in_total";
+/// Counter: ephemeral publications queued to local subscribers.
+pub(crate) const EPHEMERAL_OUT: &str = "plaza_ephemeral_out_total";
+/// Counter: state room sets and deletes accepted from clients and the server API.
+pub(crate) const STATE_WRITES: &str = "plaza_state_writes_total";
+/// Counter: state room writes refused, by `reason`.
+pub(crate) const STATE_REFUSED: &str = "plaza_state_refused_total";
+/// Counter: state room changes replaced by a later one of the same key before being pushed.
+pub(crate) const STATE_CONFLATED: &str = "plaza_state_conflated_total";

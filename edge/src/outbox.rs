@@ -12,15 +12,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use bytes::Bytes;
 use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
 use plaza_proto::client::DisconnectPush;
 use plaza_proto::{CloseCode, Push, ServerFrame};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
+use crate::ws::compat::{Writer, WsOut};
 
 /// Most frames written between two flushes.
 const MAX_BATCH: usize = 256;
@@ -47,6 +48,9 @@ pub struct Outbox {
     /// Signalled when the writer has written replies.
     replies_written: Notify,
     closer: Closer,
+    /// The client negotiated permessage-deflate: pushes may be queued as shared compressed
+    /// frames ([`Outbox::push_compressed`]).
+    deflate: std::sync::atomic::AtomicBool,
 }
 
 /// Capacity a drained queue may keep; beyond it the buffer is released.
@@ -108,16 +112,28 @@ impl Outbox {
             replies: AtomicUsize::new(0),
             replies_written: Notify::new(),
             closer: Closer::default(),
+            deflate: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Queues a frame without waiting. Returns false, and closes the connection as a slow
     /// consumer, if that would exceed the limit; also false if the connection is closing.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
+        if !self.admit(frame.len()) {
+            return false;
+        }
+        self.enqueue(Outgoing::Text {
+            frame,
+            counted: true,
+        })
+    }
+
+    /// Counts `len` pushed bytes against the limit; past it (or while closing) refuses them and
+    /// closes the connection as a slow consumer.
+    fn admit(&self, len: usize) -> bool {
         if self.closer.is_closed() {
             return false;
         }
-        let len = frame.len();
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
@@ -126,10 +142,26 @@ impl Outbox {
                 .close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
             return false;
         }
-        self.enqueue(Outgoing::Text {
-            frame,
-            counted: true,
-        })
+        true
+    }
+
+    /// Marks the connection as having negotiated permessage-deflate.
+    pub(crate) fn enable_deflate(&self) {
+        self.deflate.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client takes compressed frames ([`Outbox::push_compressed`]).
+    pub fn deflate(&self) -> bool {
+        self.deflate.load(Ordering::Relaxed)
+    }
+
+    /// Queues a push as a complete compressed frame shared with other connections (only for a
+    /// connection with [`Outbox::deflate`]); counted against the limit like [`Outbox::push`].
+    pub fn push_compressed(&self, frame: Bytes) -> bool {
+        if !self.admit(frame.len()) {
+            return false;
+        }
+        self.enqueue(Outgoing::Frame(frame))
     }
 
     /// Queues a command's reply. Replies do not count towards the slow-consumer limit (a
@@ -169,6 +201,12 @@ impl Outbox {
     /// so a connection that went quiet holds none.
     pub fn push_ping(&self) -> bool {
         !self.closer.is_closed() && self.enqueue(Outgoing::Ping)
+    }
+
+    /// Queues the pong answering a client's ping (the lean WebSocket layer's reader cannot
+    /// write; tungstenite answers pings itself).
+    pub fn push_pong(&self, payload: Bytes) -> bool {
+        !self.closer.is_closed() && self.enqueue(Outgoing::Pong(payload))
     }
 
     /// The connection's closer.
@@ -228,11 +266,17 @@ impl std::ops::AddAssign for Written {
 }
 
 /// One queued item: a text frame (`counted` ones are part of the slow-consumer budget) or a
-/// WebSocket ping.
+/// WebSocket ping or pong.
 #[derive(Debug)]
 enum Outgoing {
-    Text { frame: Utf8Bytes, counted: bool },
+    Text {
+        frame: Utf8Bytes,
+        counted: bool,
+    },
     Ping,
+    Pong(Bytes),
+    /// A complete frame (a compressed push), counted against the limit.
+    Frame(Bytes),
 }
 
 impl Outgoing {
@@ -252,15 +296,21 @@ impl Outgoing {
                 pushes: 0,
                 replies: frame.len(),
             },
-            Outgoing::Ping => Written::default(),
+            Outgoing::Frame(frame) => Written {
+                pushes: frame.len(),
+                replies: 0,
+            },
+            Outgoing::Ping | Outgoing::Pong(_) => Written::default(),
         }
     }
 
-    fn into_message(self) -> Message {
-        match self {
+    fn into_message(self) -> WsOut {
+        WsOut::Message(match self {
             Outgoing::Text { frame, .. } => Message::Text(frame),
             Outgoing::Ping => Message::Ping(Default::default()),
-        }
+            Outgoing::Pong(payload) => Message::Pong(payload),
+            Outgoing::Frame(frame) => return WsOut::Frame(frame),
+        })
     }
 }
 
@@ -269,7 +319,7 @@ impl Outgoing {
 /// push and the close frame with the same code.
 #[allow(clippy::manual_async_fn)] // deliberate, see the comment in the body
 pub(crate) fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: Writer,
     outbox: Arc<Outbox>,
 ) -> impl Future<Output = ()> + Send + 'static {
     // An `async move` block: its captures are used in place (an async fn would also keep a
@@ -305,11 +355,7 @@ pub(crate) fn write_loop(
 
 /// Writes `first` and what else is queued (up to [`MAX_BATCH`] frames), then flushes once.
 /// Returns the bytes the written frames held, by account.
-async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
-    first: Outgoing,
-    outbox: &Outbox,
-) -> Result<Written, ()> {
+async fn write_batch(sink: &mut Writer, first: Outgoing, outbox: &Outbox) -> Result<Written, ()> {
     let mut bytes = first.budget();
     sink.feed(first.into_message()).await.map_err(|_| ())?;
     let mut drained = false;
@@ -329,11 +375,7 @@ async fn write_batch(
     Ok(bytes)
 }
 
-async fn finish(
-    sink: &mut SplitSink<WebSocket, Message>,
-    outbox: &Outbox,
-    reason: Option<(CloseCode, String)>,
-) {
+async fn finish(sink: &mut Writer, outbox: &Outbox, reason: Option<(CloseCode, String)>) {
     let Some((code, reason)) = reason else {
         let _ = sink.close().await;
         return;
@@ -348,13 +390,15 @@ async fn finish(
     }
     let push = ServerFrame::Push(Push::Disconnect(DisconnectPush::new(code, reason.clone())));
     let _ = sink
-        .feed(Message::Text(Utf8Bytes::from(push.encode())))
+        .feed(WsOut::Message(Message::Text(Utf8Bytes::from(
+            push.encode(),
+        ))))
         .await;
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from(truncate_reason(reason)),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.send(WsOut::Message(Message::Close(Some(frame)))).await;
     let _ = sink.close().await;
 }
 

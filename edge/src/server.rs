@@ -6,8 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use std::net::SocketAddr;
 
-use axum::extract::ws::{CloseFrame, Message};
-use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +18,7 @@ use serde::Deserialize;
 use crate::client_ip::client_ip;
 use crate::metrics as m;
 use crate::node::Node;
+use crate::ws::upgrade::Upgrade;
 
 /// The edge's routes.
 pub(crate) fn router<L: EdgeLink>(node: Arc<Node<L>>) -> Router {
@@ -46,8 +46,13 @@ async fn ws<L: EdgeLink>(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    request: Request,
 ) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match Upgrade::from_parts(&mut parts, &node.config.client, SUBPROTOCOL).await {
+        Ok(upgrade) => upgrade,
+        Err(refused) => return refused,
+    };
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("<invalid>"));
@@ -90,35 +95,19 @@ async fn ws<L: EdgeLink>(
     if !node.backend_up() {
         // Upgrade and close with the reconnectable 4004, so clients see a protocol code (a
         // refused handshake only shows as 1006) and retry with backoff.
-        return upgrade
-            .protocols([SUBPROTOCOL])
-            .on_upgrade(|mut socket| async move {
-                let frame = CloseFrame {
-                    code: CloseCode::BackendUnavailable.code(),
-                    reason: "broker tier unavailable; reconnect".into(),
-                };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-            });
+        return upgrade.respond(|socket| {
+            socket.close_now(
+                CloseCode::BackendUnavailable.code(),
+                "broker tier unavailable; reconnect",
+            )
+        });
     }
     let token = query.token.or_else(|| {
         let name = node.config.auth.token_cookie.as_deref()?;
         cookie(&headers, name)
     });
-    let c = &node.config.client;
-    let upgrade = upgrade
-        .protocols([SUBPROTOCOL])
-        .read_buffer_size(c.read_buffer_bytes)
-        .write_buffer_size(c.write_buffer_bytes)
-        // The writer feeds frames and waits for the flush once `write_buffer_size` is
-        // passed, so the buffer holds at most that plus one frame; a frame may be a whole
-        // history reply, hence no smaller hard cap here (our own queue is the bound).
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(c.max_frame_bytes)
-        .max_frame_size(c.max_frame_bytes);
     let sessions = node.sessions.clone();
-    upgrade
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| sessions.track_future(crate::session::run(socket, node, token)))
+    upgrade.respond(move |socket| sessions.track_future(crate::session::run(socket, node, token)))
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -142,7 +131,24 @@ async fn readyz<L: EdgeLink>(State(node): State<Arc<Node<L>>>) -> Response {
     }
 }
 
-async fn metrics<L: EdgeLink>(State(node): State<Arc<Node<L>>>) -> Response {
+/// Headers a proxy adds to what it forwards.
+const FORWARDING_HEADERS: [&str; 4] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+    "cf-connecting-ip",
+];
+
+async fn metrics<L: EdgeLink>(State(node): State<Arc<Node<L>>>, headers: HeaderMap) -> Response {
+    let forwarded = FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h));
+    if forwarded && !node.config.http.metrics_through_proxies {
+        metrics::counter!(m::LIMIT_HITS, "limit" => "metrics_via_proxy").increment(1);
+        return (
+            StatusCode::NOT_FOUND,
+            "not found (metrics are not served through proxies; see http.metrics_through_proxies)\n",
+        )
+            .into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics.render(),

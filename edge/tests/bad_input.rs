@@ -295,6 +295,8 @@ async fn a_client_that_stops_reading_is_cut_as_a_slow_consumer_without_hurting_o
     config.client.max_frame_bytes = 4096;
     config.client.outbound_queue_bytes = 16 * 1024;
     config.client.write_buffer_bytes = 4096;
+    // The healthy publisher floods on purpose (up to 30 MB): this test is about the reader.
+    config.limits.publish_bytes_per_second_per_user = 0;
     let edge = start(config).await;
     let addr = edge.local_addr();
 

@@ -80,6 +80,40 @@ fn bad_config_exits_64_naming_the_key() {
     );
 }
 
+/// Finding 11 of the hostile-client review: an identity provider without `audience` used to be
+/// accepted with a warning, so tokens the provider minted for any other application worked here.
+#[test]
+fn a_jwks_provider_without_an_audience_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+    let provider = format!(
+        "[[auth.jwks]]\nissuer = \"https://idp.example\"\nfile = {:?}\n",
+        jwks.display().to_string()
+    );
+    let file = dir.path().join("edge.toml");
+    for (config, says) in [
+        (provider.clone(), "auth.jwks[0].audience"),
+        (format!("{provider}audience = []\n"), "at least one"),
+    ] {
+        std::fs::write(&file, config).unwrap();
+        let out = run(
+            &[
+                "--config",
+                file.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(64), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{out:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_token_subcommand_mints_tokens_the_edge_accepts() {
     let secret = "0123456789abcdef0123456789abcdef";

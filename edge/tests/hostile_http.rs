@@ -1,7 +1,7 @@
 //! Hostile input, finding 6: the HTTP listener had no request-head timeout (slowloris) and the
 //! only per-IP limit needed a whole request head. Now a head must arrive within
 //! `http.header_read_timeout`, and one address may hold at most `limits.max_connections_per_ip`
-//! sockets, counted at accept.
+//! sockets, counted at accept. Finding 11: `/metrics` was served to whoever a proxy forwarded.
 
 mod common;
 
@@ -81,4 +81,54 @@ async fn one_address_cannot_hold_more_than_its_share_of_sockets() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(http_get(edge.local_addr(), "/healthz").await.0, 200);
     edge.shutdown().await;
+}
+
+/// Finding 11: a proxy config that forwards every path exposed `/metrics` to the internet. The
+/// edge now refuses `/metrics` to any request carrying a proxy's forwarding header (unless
+/// `http.metrics_through_proxies`), while a scraper reaching it directly still gets it.
+#[tokio::test]
+async fn metrics_are_not_served_to_requests_that_came_through_a_proxy() {
+    let edge = start(config()).await;
+    let addr = edge.local_addr();
+    let (code, body) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("plaza_connections"), "{body}");
+    for header in [
+        "X-Forwarded-For: 203.0.113.9",
+        "Forwarded: for=203.0.113.9",
+        "X-Real-IP: 203.0.113.9",
+        "CF-Connecting-IP: 203.0.113.9",
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 404"), "{header}: {response}");
+        assert!(
+            !response.contains("plaza_connections"),
+            "{header}: {response}"
+        );
+    }
+    let (_, body) = http_get(addr, "/metrics").await;
+    assert!(
+        body.contains("plaza_limit_hits_total{limit=\"metrics_via_proxy\"} 4"),
+        "{body}"
+    );
+
+    let mut c = config();
+    c.http.metrics_through_proxies = true;
+    let open = start(c).await;
+    let mut tcp = TcpStream::connect(open.local_addr()).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.unwrap();
+    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200"));
 }

@@ -193,3 +193,61 @@ async fn rooms_per_connection_and_message_size_limits_answer_with_errors() {
     assert!(limit_hits(edge.local_addr(), "message_bytes").await >= 1);
     edge.shutdown().await;
 }
+
+/// Finding 9 of the hostile-client review: one user with a wildcard publish grant could make the
+/// broker tier keep unbounded state (history in ever new rooms, idempotency keys) at the rate of
+/// all its connections' commands. Publication bytes are now budgeted per user across all of its
+/// connections on the edge; other users are unaffected.
+#[tokio::test]
+async fn one_user_cannot_publish_past_its_byte_budget_across_its_connections() {
+    let mut config = config();
+    config.limits.publish_bytes_per_second_per_user = 20_000;
+    config.limits.publish_burst_bytes_per_user = 80_000;
+    config
+        .validate()
+        .expect("a burst above the largest publication is valid");
+    let edge = start(config.clone()).await;
+    let addr = edge.local_addr();
+    let (mut a, _) = Client::connected(addr, "ann").await;
+    let (mut b, _) = Client::connected(addr, "ann").await;
+    let (mut bob, _) = Client::connected(addr, "bob").await;
+    let big = "x".repeat(30_000);
+    for (i, c) in [&mut a, &mut b, &mut bob].into_iter().enumerate() {
+        c.subscribe(&format!("chat:spray-{i}")).await;
+    }
+    a.ok(json!({"op": "publish", "room": "chat:spray-0", "data": big}))
+        .await;
+    b.ok(json!({"op": "publish", "room": "chat:spray-1", "data": big}))
+        .await;
+    // The third 30 KB publication of the same user, from either connection, is over budget.
+    for (c, room) in [(&mut a, "chat:spray-0"), (&mut b, "chat:spray-1")] {
+        let e = c
+            .err(json!({"op": "publish", "room": room, "data": big}))
+            .await;
+        assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}");
+        assert!(e.temporary);
+        assert!(e.message.contains("publish budget"), "{e:?}");
+    }
+    // Another user has a budget of its own.
+    bob.ok(json!({"op": "publish", "room": "chat:spray-2", "data": big}))
+        .await;
+    // Refusals published nothing: the room's history holds only the accepted publication.
+    let history = a
+        .ok(json!({"op": "history", "room": "chat:spray-0", "limit": 10}))
+        .await;
+    assert_eq!(
+        history["publications"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+    // The budget refills at its rate.
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    a.ok(json!({"op": "publish", "room": "chat:spray-0", "data": big}))
+        .await;
+    assert!(limit_hits(addr, "publish_bytes_per_user").await >= 2);
+    edge.shutdown().await;
+
+    config.limits.publish_burst_bytes_per_user = 60_000;
+    let e = config.validate().unwrap_err().to_string();
+    assert!(e.contains("limits.publish_burst_bytes_per_user"), "{e}");
+}

@@ -86,6 +86,56 @@ async fn presence_stats_count_clients_and_distinct_users_across_tabs() {
     edge.shutdown().await;
 }
 
+/// Finding 7 of the hostile-client review: `presence` listed the whole room in one reply, so one
+/// command cost the broker tier and the edge the room's size. It now answers pages of at most
+/// `client.max_presence_page` members, in client id order, with `next` leading to the rest.
+#[tokio::test]
+async fn presence_is_read_in_pages_of_at_most_the_configured_size() {
+    let mut config = config();
+    config.client.max_presence_page = 2;
+    let edge = start(config).await;
+    let mut tabs = Vec::new();
+    for user in ["ann", "bob", "cid", "dee", "eve"] {
+        let (mut c, _) = Client::connected(edge.local_addr(), user).await;
+        c.subscribe("chat:paged").await;
+        tabs.push(c);
+    }
+    let c = &mut tabs[0];
+    let mut seen = Vec::new();
+    let mut after = None::<String>;
+    let mut pages = 0;
+    loop {
+        let mut ask = json!({"op": "presence", "room": "chat:paged", "limit": 50});
+        if let Some(a) = &after {
+            ask["after"] = json!(a);
+        }
+        let page = c.ok(ask).await;
+        let members = page["members"].as_array().unwrap();
+        assert!(members.len() <= 2, "a page over the maximum: {page}");
+        seen.extend(
+            members
+                .iter()
+                .map(|m| m["client"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        match page.get("next") {
+            Some(next) => after = Some(next.as_str().unwrap().to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "pages follow client id order without repeats");
+    assert_eq!(seen.len(), 5);
+    let e = c
+        .err(json!({"op": "presence", "room": "chat:paged", "limit": 0}))
+        .await;
+    assert_eq!(e.code.code(), 102);
+    edge.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_disconnect_emits_leave_to_presence_subscribers_at_once() {
     let edge = start_default().await;

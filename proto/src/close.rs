@@ -45,13 +45,20 @@ pub enum ErrorCode {
     PublishDisabled = 115,
     /// A `refresh` token names a different user than the connection's.
     WrongUser = 116,
-    /// A per-connection limit (such as rooms per connection) was reached.
+    /// A per-connection limit (such as rooms per connection) was reached, or a state room
+    /// holds as many keys as its namespace allows.
     LimitExceeded = 117,
+    /// `set`/`delete` on a room that is not a live-state room, or `publish` on one (its
+    /// publications are its map's changes).
+    NotStateRoom = 118,
+    /// A compare-and-set `set`/`delete` found another version of the key; the error's
+    /// `version` is the key's current version (0: absent).
+    StateConflict = 119,
 }
 
 impl ErrorCode {
     /// All codes, for documentation and tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::Internal,
         Self::UnknownOp,
         Self::BadRequest,
@@ -70,6 +77,8 @@ impl ErrorCode {
         Self::PublishDisabled,
         Self::WrongUser,
         Self::LimitExceeded,
+        Self::NotStateRoom,
+        Self::StateConflict,
     ];
 
     /// The numeric code.
@@ -111,6 +120,8 @@ impl ErrorCode {
             Self::PublishDisabled => "publish_disabled",
             Self::WrongUser => "wrong_user",
             Self::LimitExceeded => "limit_exceeded",
+            Self::NotStateRoom => "not_state_room",
+            Self::StateConflict => "state_conflict",
         }
     }
 
@@ -122,6 +133,7 @@ impl ErrorCode {
             code: self,
             message: bounded(message.into()),
             temporary: self.temporary(),
+            version: None,
         }
     }
 }
@@ -166,6 +178,9 @@ pub struct ErrorBody {
     pub message: String,
     /// Whether retrying the same command later may succeed.
     pub temporary: bool,
+    /// `state_conflict` only: the key's current version (0: the key does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// Why a connection is closed. Serialized as its number.

@@ -5,21 +5,31 @@
 //! ([`crate::codec`]); the first frame each way is the version handshake
 //! ([`EdgeRequest::Hello`] → [`BrokerEvent::Welcome`] or [`BrokerEvent::Incompatible`]).
 //!
-//! The result types here ([`PublishAck`], [`HistoryPage`], [`PresenceStats`], [`RoomsPage`],
+//! The result types here ([`PublishAck`], [`HistoryPage`], [`PresencePage`], [`PresenceStats`], [`RoomsPage`],
 //! [`LinkEvent`]) are also what `plaza_backend::Backend` returns, so every backend speaks the same
 //! values whether it runs in-process or across the network.
 //!
 //! New variants are only ever appended to these enums: postcard encodes a variant by its index,
-//! so appending keeps every existing frame's bytes.
+//! so appending keeps every existing frame's bytes. Changing an existing variant's fields
+//! changes its bytes and bumps [`PROTOCOL_VERSION`] (edges and brokers of different versions
+//! refuse each other at the handshake, naming the version).
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
 use crate::model::{
     ClientId, EdgeId, Member, Payload, Position, Publication, RoomName, Sender, UserId,
 };
+use crate::state::{StateAck, StateSnapshot, StateWrite};
 
-/// The edge↔broker protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The edge↔broker protocol version this build speaks (2: `Presence` is paged; 3: live-state
+/// rooms — `Call::StateWrite`/`Call::StateRead` and the state errors, which a version-2 broker
+/// could not decode, so mixed versions are refused at the handshake instead of failing calls).
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Most members one `Presence` call returns, whatever `limit` asks: the cost of one call is
+/// bounded by the page, not by the room.
+pub const MAX_PRESENCE_PAGE: u32 = 10_000;
 
 /// The broker's answer to an edge's [`EdgeRequest::Hello`] carrying `version`: the same
 /// version is welcome; any other is refused with the version the broker speaks, so the edge
@@ -87,10 +97,14 @@ pub enum Call {
         /// The member's connection.
         client: ClientId,
     },
-    /// List a room's members.
+    /// List one page of a room's members, in client id order.
     Presence {
         /// The room.
         room: RoomName,
+        /// Start after this client id (the previous page's `next`); `None` for the first page.
+        after: Option<ClientId>,
+        /// Most members to return (at most [`MAX_PRESENCE_PAGE`]).
+        limit: u32,
     },
     /// Count a room's members.
     PresenceStats {
@@ -132,6 +146,46 @@ pub enum Call {
         /// At most this many.
         limit: u32,
     },
+    /// Read the lifecycle event feed (answered with [`CallOk::Events`]).
+    Events {
+        /// Only events after this position (from the oldest retained when `None`).
+        since: Option<FeedPosition>,
+        /// At most this many events.
+        limit: u32,
+        /// Which events.
+        filter: EventFilter,
+    },
+    /// Claim (or renew) the one webhook sender's lease for the calling edge (answered with
+    /// [`CallOk::WebhookClaim`]).
+    ClaimWebhooks {
+        /// Lease length.
+        lease_ms: u64,
+    },
+    /// Record that `endpoint` has been delivered through feed sequence `through` (only the
+    /// claim's holder may; answered with [`CallOk::Done`]).
+    AckWebhooks {
+        /// The endpoint's configured name.
+        endpoint: String,
+        /// The last sequence delivered or given up on.
+        through: u64,
+    },
+    /// Deliver an ephemeral publication to the room's subscribed edges now, on every broker,
+    /// without a Raft entry (answered with [`CallOk::Done`] once handed to this broker's
+    /// edges and queued for the other brokers). At most once; never retried.
+    PublishEphemeral(Ephemeral),
+    /// Change a state room's map (answered with [`CallOk::StateWritten`]); a Raft entry like
+    /// a publication.
+    StateWrite {
+        /// The room.
+        room: RoomName,
+        /// The change.
+        write: StateWrite,
+    },
+    /// Read a state room's whole map (answered with [`CallOk::State`]), linearizably.
+    StateRead {
+        /// The room.
+        room: RoomName,
+    },
 }
 
 /// What a broker sends to an edge.
@@ -163,6 +217,8 @@ pub enum BrokerEvent {
         /// Why, shown to the disconnected clients.
         reason: String,
     },
+    /// An ephemeral publication in a room the edge subscribed to (no offset, not stored).
+    Ephemeral(Ephemeral),
 }
 
 impl From<LinkEvent> for BrokerEvent {
@@ -170,6 +226,7 @@ impl From<LinkEvent> for BrokerEvent {
         match event {
             LinkEvent::Room(e) => Self::Room(e),
             LinkEvent::DisconnectUser { user, reason } => Self::DisconnectUser { user, reason },
+            LinkEvent::Ephemeral(e) => Self::Ephemeral(e),
         }
     }
 }
@@ -182,7 +239,7 @@ pub enum CallOk {
     /// `Join`, `Leave`, `Unsubscribe`.
     Done,
     /// `Presence`.
-    Presence(Vec<Member>),
+    Presence(PresencePage),
     /// `PresenceStats`.
     PresenceStats(PresenceStats),
     /// `History`.
@@ -192,6 +249,14 @@ pub enum CallOk {
     Subscribed(Position),
     /// `Rooms`.
     Rooms(RoomsPage),
+    /// `Events`.
+    Events(EventsPage),
+    /// `ClaimWebhooks`.
+    WebhookClaim(WebhookClaim),
+    /// `StateWrite`.
+    StateWritten(StateAck),
+    /// `StateRead`.
+    State(StateSnapshot),
 }
 
 /// A durable publication's place in its room.
@@ -214,6 +279,41 @@ pub struct HistoryPage {
     /// With `since`: whether every publication after `since` is still held (same epoch and not
     /// yet pruned by size or age). When false, `publications` is empty. Without `since`: true.
     pub complete: bool,
+}
+
+/// One page of a room's members, in client id order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PresencePage {
+    /// The members, sorted by client id.
+    pub members: Vec<Member>,
+    /// Pass as `after` to read the next page; `None` on the last page.
+    pub next: Option<ClientId>,
+}
+
+impl PresencePage {
+    /// The page of `members` (sorted by client id) after `after`, at most `limit` long
+    /// (capped at [`MAX_PRESENCE_PAGE`]).
+    pub fn of_sorted<'a>(
+        members: impl IntoIterator<Item = &'a Member>,
+        after: Option<&ClientId>,
+        limit: u32,
+    ) -> Self {
+        let limit = limit.clamp(1, MAX_PRESENCE_PAGE) as usize;
+        let mut page: Vec<Member> = members
+            .into_iter()
+            .filter(|m| after.is_none_or(|a| m.client > *a))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().map(|m| m.client.clone())
+        });
+        Self {
+            members: page,
+            next: next.flatten(),
+        }
+    }
 }
 
 /// Member counts of a room.
@@ -260,6 +360,21 @@ pub enum LinkEvent {
         /// Why, shown to the disconnected clients.
         reason: String,
     },
+    /// An ephemeral publication in a room the edge subscribed to: delivered at most once, in
+    /// its publisher's order, with no offset and outside the room's event order.
+    Ephemeral(Ephemeral),
+}
+
+/// An ephemeral publication: fanned out to whoever is subscribed now, never stored, never
+/// ordered against the room's durable events (typing indicators, cursors, reactions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ephemeral {
+    /// The room.
+    pub room: RoomName,
+    /// The JSON value.
+    pub data: Payload,
+    /// The publishing client, if any.
+    pub from: Option<Sender>,
 }
 
 /// One event in a room, in the room's order.
@@ -282,6 +397,14 @@ pub enum RoomEventKind {
     Join(Member),
     /// A member left.
     Leave(Member),
+    /// A member changed its presence `info` (only in namespaces with join/leave events): the
+    /// member as it is now.
+    PresenceUpdate(Member),
+    /// The room's members now, made by the edge's link itself (never sent by a broker) when it
+    /// may have missed join/leave events: it re-attached to another broker (cluster) or its
+    /// NATS connection was re-established. Replaces a member list built from join/leave; the
+    /// join/leave events after it apply on top. The first page only (`next` says more follow).
+    PresenceResync(PresencePage),
 }
 
 /// Why a call failed.
@@ -302,6 +425,29 @@ pub enum BrokerError {
     /// The call is not valid (e.g. oversize idempotency key).
     #[error("invalid call: {0}")]
     Invalid(String),
+    /// This broker tier does not offer what the call asks for (e.g. the event feed on NATS).
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// A state write or read on a room whose namespace is not a state namespace.
+    #[error("namespace {namespace:?} has no live-state rooms")]
+    NotStateRoom {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A compare-and-set found another version: `current` is the key's version now (0: the
+    /// key does not exist).
+    #[error("state key {key:?} is at version {current}, not {expected}")]
+    StateConflict {
+        /// The key.
+        key: String,
+        /// The version the write expected.
+        expected: u64,
+        /// The key's version now (0: absent).
+        current: u64,
+    },
+    /// A state room limit was reached (keys per room, value size, TTL).
+    #[error("state limit: {0}")]
+    StateLimit(String),
 }
 
 impl BrokerError {

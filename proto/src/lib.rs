@@ -13,6 +13,8 @@
 //!   connection close codes.
 //! - [`close`]: the one table of error codes (in replies) and close codes (on the socket).
 //! - [`model`]: values that appear on both hops (rooms, members, publications, positions).
+//! - [`events`]: lifecycle events and the replayable event feed.
+//! - [`state`]: live-state rooms: map entries, snapshots, writes and change records.
 //!
 //! No type travels both ways: a client sends `ClientFrame` and receives `ServerFrame`; an edge
 //! sends `EdgeRequest` and receives `BrokerEvent`.
@@ -22,8 +24,10 @@ pub mod client;
 pub mod close;
 pub mod cluster;
 pub mod codec;
+pub mod events;
 pub mod links;
 pub mod model;
+pub mod state;
 
 pub use client::{ClientFrame, Command, Push, Reply, ReplyOk, ServerFrame};
 pub use close::{CloseCode, ErrorBody, ErrorCode};

@@ -13,8 +13,8 @@
 mod support;
 
 use plaza_proto::client::{
-    ConnectOk, DecodeError, DisconnectPush, MemberPush, PresenceStatsOk, PubPush, PublishOk,
-    RefreshPush, UnsubscribedPush, check_idem,
+    ConnectOk, DecodeError, DisconnectPush, EphemeralPush, MemberPush, PresenceStatsOk, PubPush,
+    PublishOk, RefreshPush, UnsubscribedPush, check_idem,
 };
 use plaza_proto::close::MAX_MESSAGE_BYTES;
 use plaza_proto::{
@@ -301,6 +301,19 @@ fn push() -> impl Strategy<Value = Push> {
                 reason
             })),
         any::<u64>().prop_map(|expires_in| Push::Refresh(RefreshPush { expires_in })),
+        (
+            room_name(),
+            payload(),
+            prop::option::of(("\\PC{0,8}", "\\PC{0,8}"))
+        )
+            .prop_map(|(room, data, from)| Push::Ephemeral(EphemeralPush {
+                room,
+                data,
+                from: from.map(|(u, c)| Sender {
+                    user: UserId::new(u),
+                    client: ClientId::new(c),
+                }),
+            })),
         (prop::sample::select(CloseCode::ALL.to_vec()), "\\PC{0,300}")
             .prop_map(|(code, reason)| Push::Disconnect(DisconnectPush::new(code, reason))),
     ]

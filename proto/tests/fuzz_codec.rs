@@ -13,8 +13,8 @@
 mod support;
 
 use plaza_proto::cluster::{
-    BrokerError, Call, CallOk, HistoryPage, PresenceStats, PublishAck, RoomEvent, RoomEventKind,
-    RoomInfo, RoomsPage,
+    BrokerError, Call, CallOk, Ephemeral, HistoryPage, PresencePage, PresenceStats, PublishAck,
+    RoomEvent, RoomEventKind, RoomInfo, RoomsPage,
 };
 use plaza_proto::codec::{self, CodecError, MAX_FRAME};
 use plaza_proto::{
@@ -91,7 +91,16 @@ fn call() -> impl Strategy<Value = Call> {
             room,
             client: ClientId::new(c)
         }),
-        room().prop_map(|room| Call::Presence { room }),
+        (
+            room(),
+            proptest::option::of("[a-z0-9.]{1,12}"),
+            any::<u32>()
+        )
+            .prop_map(|(room, after, limit)| Call::Presence {
+                room,
+                after: after.map(ClientId::new),
+                limit,
+            }),
         room().prop_map(|room| Call::PresenceStats { room }),
         (
             room(),
@@ -107,6 +116,7 @@ fn call() -> impl Strategy<Value = Call> {
         }),
         (prop::option::of(room()), any::<u32>())
             .prop_map(|(after, limit)| Call::Rooms { after, limit }),
+        ephemeral().prop_map(Call::PublishEphemeral),
     ]
 }
 
@@ -143,7 +153,14 @@ fn call_ok() -> impl Strategy<Value = CallOk> {
             }
         )),
         Just(CallOk::Done),
-        prop::collection::vec(member(), 0..4).prop_map(CallOk::Presence),
+        (
+            prop::collection::vec(member(), 0..4),
+            proptest::option::of("[a-z0-9.]{1,12}")
+        )
+            .prop_map(|(members, next)| CallOk::Presence(PresencePage {
+                members,
+                next: next.map(ClientId::new),
+            })),
         (any::<u64>(), any::<u64>())
             .prop_map(|(clients, users)| CallOk::PresenceStats(PresenceStats { clients, users })),
         (
@@ -200,7 +217,16 @@ fn broker_event() -> impl Strategy<Value = BrokerEvent> {
             user: UserId::new(u),
             reason
         }),
+        ephemeral().prop_map(BrokerEvent::Ephemeral),
     ]
+}
+
+fn ephemeral() -> impl Strategy<Value = Ephemeral> {
+    (room(), payload(), prop::option::of(sender())).prop_map(|(room, data, from)| Ephemeral {
+        room,
+        data,
+        from,
+    })
 }
 
 /// One way to damage an encoded frame.
@@ -394,7 +420,7 @@ fn broker_events_round_trip_and_survive_mutation() {
 /// room for them (postcard reads the count as a varint; serde caps the preallocation).
 #[test]
 fn a_huge_element_count_in_a_tiny_frame_is_refused_cheaply() {
-    // BrokerEvent::Result { req: 1, result: Ok(CallOk::Presence(vec![..; u32::MAX])) }
+    // BrokerEvent::Result { req: 1, result: Ok(CallOk::Presence(PresencePage { members: vec![..; u32::MAX], .. })) }
     let body = [2u8, 1, 0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 0];
     assert!(codec::decode::<BrokerEvent>(&body).is_err());
     let mut framed = (body.len() as u32).to_be_bytes().to_vec();

@@ -6,6 +6,7 @@ use plaza_proto::cluster::{PublishAck, RoomEvent, RoomEventKind};
 use plaza_proto::{ClientId, EdgeId, Member, Payload, Publication, RoomName, Sender};
 
 use super::gc::Watermarks;
+use super::lifecycle::Ctx;
 use super::presence::JoinOutcome;
 use super::room::{IdemEntry, Room};
 use super::{Applied, Command, IdemExpiry, MAX_IDEM_LEN, Rooms, RoomsError, RoomsState};
@@ -62,6 +63,25 @@ impl Rooms {
                 self.tick(now, events);
                 Ok(Applied::Done)
             }
+            Command::ClaimWebhooks { edge, lease_ms } => Ok(Applied::WebhookClaim(
+                self.state
+                    .webhooks
+                    .claim(&self.state.instance, edge, lease_ms, now),
+            )),
+            Command::AckWebhooks {
+                edge,
+                endpoint,
+                through,
+            } => {
+                if self.state.webhooks.ack(&edge, endpoint, through, now) {
+                    Ok(Applied::Done)
+                } else {
+                    Err(RoomsError::NotWebhookSender { edge })
+                }
+            }
+            Command::StateWrite { edge, room, write } => self
+                .state_write(now, edge, room, write, events)
+                .map(Applied::StateWritten),
         }
     }
 
@@ -83,7 +103,6 @@ impl Rooms {
                 max: MAX_IDEM_LEN,
             });
         }
-        let size = self.settings.namespaces.of(&name).history_size;
         let idem_window = self.settings.idem_window;
         let state = &mut self.state;
         let room = room_entry(&mut state.rooms, &state.watermarks, state.seq, &name, now);
@@ -99,6 +118,40 @@ impl Rooms {
                 duplicate: true,
             });
         }
+        let offset = self.append(now, &name, data, from, events);
+        if let Some(key) = idem {
+            let state = &mut self.state;
+            let expires = now.saturating_add(idem_window);
+            if let Some(room) = state.rooms.get_mut(&name) {
+                room.idem.insert(key.clone(), IdemEntry { offset, expires });
+            }
+            state.idem_expiry.push_back(IdemExpiry {
+                expires,
+                room: name.clone(),
+                key,
+            });
+            self.touch(&name);
+        }
+        let position = self.at(offset);
+        Ok(PublishAck {
+            position,
+            duplicate: false,
+        })
+    }
+
+    /// Appends a publication (or a state room's change record) to `name`'s log, creating the
+    /// room if needed, and emits it; returns its offset.
+    pub(super) fn append(
+        &mut self,
+        now: u64,
+        name: &RoomName,
+        data: Payload,
+        from: Option<Sender>,
+        events: &mut Vec<RoomEvent>,
+    ) -> u64 {
+        let size = self.settings.namespaces.of(name).history_size;
+        let state = &mut self.state;
+        let room = room_entry(&mut state.rooms, &state.watermarks, state.seq, name, now);
         state.seq += 1;
         let offset = state.seq;
         let publication = Publication { offset, data, from };
@@ -106,22 +159,9 @@ impl Rooms {
         room.pruned(dropped);
         room.last = offset;
         room.last_activity = now;
-        if let Some(key) = idem {
-            let expires = now.saturating_add(idem_window);
-            room.idem.insert(key.clone(), IdemEntry { offset, expires });
-            state.idem_expiry.push_back(IdemExpiry {
-                expires,
-                room: name.clone(),
-                key,
-            });
-        }
-        events.push(event(state, &name, RoomEventKind::Publication(publication)));
-        self.touch(&name);
-        let position = self.at(offset);
-        Ok(PublishAck {
-            position,
-            duplicate: false,
-        })
+        events.push(event(state, name, RoomEventKind::Publication(publication)));
+        self.touch(name);
+        offset
     }
 
     fn join(
@@ -146,17 +186,47 @@ impl Rooms {
         }
         let announce = ns.presence == PresenceMode::Full && ns.join_leave;
         let state = &mut self.state;
+        let ctx = Ctx {
+            settings: &self.settings.events,
+            namespaces: &self.settings.namespaces,
+            epoch: &state.instance,
+            now,
+        };
         let room = room_entry(&mut state.rooms, &state.watermarks, state.seq, &name, now);
         room.last_activity = now;
         let client = member.client.clone();
+        let was_empty = room.presence.is_empty();
+        let first_of_user = room.presence.connections_of(&member.user) == 0;
+        let for_lifecycle = member.clone();
         let for_event = announce.then(|| member.clone());
         match room.presence.join(edge.clone(), member) {
             JoinOutcome::New => {
+                state
+                    .lifecycle
+                    .joined(&ctx, &name, &for_lifecycle, was_empty, first_of_user);
                 if let Some(member) = for_event {
                     events.push(event(state, &name, RoomEventKind::Join(member)));
                 }
             }
-            JoinOutcome::Replaced { previous_edge } => {
+            JoinOutcome::Replaced {
+                previous_edge,
+                previous,
+            } => {
+                if previous.user == for_lifecycle.user && previous.info != for_lifecycle.info {
+                    // `presence_update`: the same connection with new info.
+                    state.lifecycle.updated(&ctx, &name, &for_lifecycle);
+                    if let Some(member) = for_event {
+                        events.push(event(state, &name, RoomEventKind::PresenceUpdate(member)));
+                    }
+                } else if previous.user != for_lifecycle.user {
+                    // The connection now belongs to another user: the old one left it.
+                    let last = room.presence.connections_of(&previous.user) == 0;
+                    let first = room.presence.connections_of(&for_lifecycle.user) == 1;
+                    state.lifecycle.left(&ctx, &name, &previous, false, last);
+                    state
+                        .lifecycle
+                        .joined(&ctx, &name, &for_lifecycle, false, first);
+                }
                 if previous_edge != edge {
                     state.edges.remove_member(&previous_edge, &name, &client);
                 }
@@ -186,6 +256,17 @@ impl Rooms {
             return;
         };
         room.last_activity = now;
+        let is_empty = room.presence.is_empty();
+        let last_of_user = room.presence.connections_of(&joined.member.user) == 0;
+        let ctx = Ctx {
+            settings: &self.settings.events,
+            namespaces: &self.settings.namespaces,
+            epoch: &self.state.instance,
+            now,
+        };
+        self.state
+            .lifecycle
+            .left(&ctx, name, &joined.member, is_empty, last_of_user);
         self.state.edges.remove_member(&joined.edge, name, client);
         let ns = self.settings.namespaces.of(name);
         if ns.presence == PresenceMode::Full && ns.join_leave {
@@ -202,12 +283,21 @@ impl Rooms {
         for (room, client) in self.state.edges.remove(edge) {
             self.leave(now, &room, &client, Some(edge), events);
         }
+        self.release_edge_keys(now, edge, events);
     }
 
     fn tick(&mut self, now: u64, events: &mut Vec<RoomEvent>) {
         while let Some(edge) = self.state.edges.next_expired(now) {
             self.detach(now, &edge, events);
         }
+        let ctx = Ctx {
+            settings: &self.settings.events,
+            namespaces: &self.settings.namespaces,
+            epoch: &self.state.instance,
+            now,
+        };
+        self.state.lifecycle.tick(&ctx);
+        self.expire_state(now, events);
         while let Some(first) = self.state.idem_expiry.front()
             && first.expires <= now
         {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use plaza_proto::events::EventType;
 use serde::{Deserialize, Serialize};
 
 /// How a namespace tracks presence.
@@ -16,6 +17,31 @@ pub enum PresenceMode {
     Counts,
     /// No presence at all.
     Off,
+}
+
+/// Whether and how a namespace carries ephemeral publications (see DESIGN.md §2.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EphemeralMode {
+    /// Refused: every publication is durable (`ephemeral: true` gets error 115).
+    Off,
+    /// A publish is durable unless it says `ephemeral: true`.
+    Allowed,
+    /// A publish is ephemeral unless it says `ephemeral: false` (typing, cursor namespaces).
+    Default,
+}
+
+impl EphemeralMode {
+    /// Whether a publish asking for `requested` (`None`: not said) is ephemeral; `None` if it
+    /// asks for an ephemeral publication where they are off.
+    pub fn resolve(self, requested: Option<bool>) -> Option<bool> {
+        match (self, requested) {
+            (Self::Off, Some(true)) => None,
+            (_, Some(asked)) => Some(asked),
+            (Self::Default, None) => Some(true),
+            (Self::Off | Self::Allowed, None) => Some(false),
+        }
+    }
 }
 
 /// Options of one namespace, fully resolved. Unset fields take the built-in defaults.
@@ -38,6 +64,74 @@ pub struct NamespaceOptions {
     /// Capabilities every authenticated user has on every room of the namespace, in addition to
     /// those in the token: any of `subscribe`, `publish`, `presence`.
     pub allow: Vec<String>,
+    /// Room-scoped lifecycle events the namespace's rooms emit into the event feed
+    /// (`room.*`, `member.*`, `user.joined`, `user.left`); see `docs/webhooks.md`.
+    pub events: Vec<EventType>,
+    /// Ephemeral publications: `off`, `allowed` (opt in per publish) or `default`.
+    pub ephemeral: EphemeralMode,
+    /// Live-state rooms (`[rooms.namespaces.<ns>.state]`): off unless `enabled`.
+    pub state: StateOptions,
+}
+
+/// Largest map a state room may hold (`max_keys × max_value_bytes`), in bytes: a `subscribe`
+/// reply carries it whole.
+pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A namespace's live-state room options (see `plaza_proto::state`). A state namespace's rooms
+/// hold a map key → JSON value; `history_size` is how many changes `recover` can replay
+/// before it answers with a fresh snapshot instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateOptions {
+    /// Whether the namespace's rooms are state rooms (then `publish` is refused in them).
+    pub enabled: bool,
+    /// Most keys one room holds; a `set` of a new key beyond it is refused (117).
+    pub max_keys: usize,
+    /// Largest value, in bytes of JSON text (109 beyond).
+    pub max_value_bytes: usize,
+    /// Longest per-key TTL a `set` may ask for.
+    #[serde(with = "crate::config::duration")]
+    pub max_ttl: Duration,
+    /// Conflation: at most this many pushes of a room's changes per second to each edge's
+    /// subscribers, each carrying the latest value of every key changed since the last one
+    /// (0 = every change is pushed).
+    pub conflate_per_second: u32,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_keys: 1000,
+            max_value_bytes: 4096,
+            max_ttl: Duration::from_secs(24 * 3600),
+            conflate_per_second: 0,
+        }
+    }
+}
+
+impl NamespaceOptions {
+    /// The largest JSON value the namespace carries: a publication, or in a state namespace a
+    /// change record (a value with its key).
+    pub fn largest_payload(&self) -> usize {
+        let state = if self.state.enabled {
+            self.state.max_value_bytes + plaza_proto::state::MAX_STATE_KEY_LEN * 6 + 32
+        } else {
+            0
+        };
+        self.max_message_bytes.max(state)
+    }
+}
+
+/// The room-scoped events a namespace emits unless configured otherwise: the debounced ones
+/// (`member.*` are one per connection and opt-in).
+pub fn default_room_events() -> Vec<EventType> {
+    vec![
+        EventType::RoomOccupied,
+        EventType::RoomVacated,
+        EventType::UserJoined,
+        EventType::UserLeft,
+    ]
 }
 
 impl Default for NamespaceOptions {
@@ -50,6 +144,9 @@ impl Default for NamespaceOptions {
             client_publish: true,
             max_message_bytes: 64 * 1024,
             allow: Vec::new(),
+            events: default_room_events(),
+            ephemeral: EphemeralMode::Allowed,
+            state: StateOptions::default(),
         }
     }
 }
@@ -73,6 +170,13 @@ pub struct NamespaceOverrides {
     pub max_message_bytes: Option<usize>,
     /// See [`NamespaceOptions::allow`].
     pub allow: Option<Vec<String>>,
+    /// See [`NamespaceOptions::events`].
+    pub events: Option<Vec<EventType>>,
+    /// See [`NamespaceOptions::ephemeral`].
+    pub ephemeral: Option<EphemeralMode>,
+    /// See [`NamespaceOptions::state`] (a whole table: unset fields take the built-in
+    /// defaults, not `rooms.defaults.state`).
+    pub state: Option<StateOptions>,
 }
 
 impl NamespaceOverrides {
@@ -85,6 +189,9 @@ impl NamespaceOverrides {
             client_publish: self.client_publish.unwrap_or(d.client_publish),
             max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
             allow: self.allow.clone().unwrap_or_else(|| d.allow.clone()),
+            events: self.events.clone().unwrap_or_else(|| d.events.clone()),
+            ephemeral: self.ephemeral.unwrap_or(d.ephemeral),
+            state: self.state.clone().unwrap_or_else(|| d.state.clone()),
         }
     }
 }
@@ -103,6 +210,8 @@ pub struct RoomsConfig {
     /// A room with no members and no history is forgotten after this long without activity.
     #[serde(with = "crate::config::duration")]
     pub room_idle_ttl: Duration,
+    /// The lifecycle event feed (`[rooms.events]`).
+    pub events: EventsConfig,
 }
 
 impl Default for RoomsConfig {
@@ -112,6 +221,38 @@ impl Default for RoomsConfig {
             namespaces: BTreeMap::new(),
             idempotency_window: Duration::from_secs(120),
             room_idle_ttl: Duration::from_secs(3600),
+            events: EventsConfig::default(),
+        }
+    }
+}
+
+/// The `[rooms.events]` section: the lifecycle event feed kept by the broker tier. Every node
+/// of a broker tier must use the same values (they decide what the replicated state holds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// How long a user's or a room's "last one left" waits for a comeback before `user.left`,
+    /// `room.vacated` or `user.offline` is emitted (a reload inside it emits nothing). Checked on
+    /// the state machine's ticks, so events come up to one tick later. 0 emits at once.
+    #[serde(with = "crate::config::duration")]
+    pub debounce: Duration,
+    /// How long events stay in the feed.
+    #[serde(with = "crate::config::duration")]
+    pub retention: Duration,
+    /// Most events the feed holds; the oldest are dropped beyond it.
+    pub max_retained: usize,
+    /// Whether `user.online` / `user.offline` are emitted (counting a user's connections in
+    /// every room with presence, whatever its namespace).
+    pub user_online: bool,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_secs(3),
+            retention: Duration::from_secs(3600),
+            max_retained: 100_000,
+            user_online: true,
         }
     }
 }
@@ -133,8 +274,8 @@ impl RoomsConfig {
     pub fn largest_message_bytes(&self) -> usize {
         self.namespaces
             .values()
-            .map(|o| o.resolve(&self.defaults).max_message_bytes)
-            .chain(std::iter::once(self.defaults.max_message_bytes))
+            .map(|o| o.resolve(&self.defaults).largest_payload())
+            .chain(std::iter::once(self.defaults.largest_payload()))
             .max()
             .unwrap_or(0)
     }
@@ -149,6 +290,27 @@ impl RoomsConfig {
         for (key, ns) in all {
             if ns.max_message_bytes == 0 {
                 return Err(format!("{key}.max_message_bytes must be at least 1"));
+            }
+            if ns.state.enabled {
+                if ns.state.max_keys == 0 || ns.state.max_value_bytes == 0 {
+                    return Err(format!(
+                        "{key}.state.max_keys and max_value_bytes must be at least 1"
+                    ));
+                }
+                if ns.state.max_keys.saturating_mul(ns.state.max_value_bytes) > MAX_STATE_BYTES {
+                    return Err(format!(
+                        "{key}.state: max_keys × max_value_bytes must be at most {MAX_STATE_BYTES} \
+                         (a subscribe reply carries the whole map)"
+                    ));
+                }
+                if ns.state.max_ttl.is_zero() {
+                    return Err(format!("{key}.state.max_ttl must be positive"));
+                }
+                if ns.state.conflate_per_second > 1000 {
+                    return Err(format!(
+                        "{key}.state.conflate_per_second must be at most 1000 (0 = off)"
+                    ));
+                }
             }
             if ns.history_size > 0 && ns.history_ttl.is_zero() {
                 return Err(format!(
@@ -171,6 +333,25 @@ impl RoomsConfig {
                     "rooms.namespaces.{name}: not a valid namespace name"
                 ));
             }
+        }
+        for (key, ns) in std::iter::once(("rooms.defaults".to_owned(), self.defaults.clone()))
+            .chain(
+                self.namespaces
+                    .iter()
+                    .map(|(n, o)| (format!("rooms.namespaces.{n}"), o.resolve(&self.defaults))),
+            )
+        {
+            if let Some(t) = ns.events.iter().find(|t| !t.is_room_scoped()) {
+                return Err(format!(
+                    "{key}.events lists {t}, which is not per namespace (see rooms.events.user_online)"
+                ));
+            }
+        }
+        if self.events.retention.is_zero() {
+            return Err("rooms.events.retention must be positive".into());
+        }
+        if self.events.max_retained == 0 {
+            return Err("rooms.events.max_retained must be at least 1".into());
         }
         if self.idempotency_window.is_zero() {
             return Err("rooms.idempotency_window must be positive".into());
@@ -255,6 +436,20 @@ pub mod duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ephemeral_mode_resolves_a_publish_flag_against_the_namespace() {
+        use EphemeralMode::*;
+        assert_eq!(Off.resolve(None), Some(false));
+        assert_eq!(Off.resolve(Some(false)), Some(false));
+        assert_eq!(Off.resolve(Some(true)), None);
+        assert_eq!(Allowed.resolve(None), Some(false));
+        assert_eq!(Allowed.resolve(Some(true)), Some(true));
+        assert_eq!(Default.resolve(None), Some(true));
+        assert_eq!(Default.resolve(Some(false)), Some(false));
+        let c: NamespaceOverrides = serde_json::from_str(r#"{"ephemeral":"default"}"#).unwrap();
+        assert_eq!(c.ephemeral, Some(Default));
+    }
 
     #[test]
     fn rooms_config_round_trips_through_json_and_postcard() {

@@ -36,12 +36,18 @@
 mod commands;
 pub mod config;
 mod edges;
+mod formats;
 mod gc;
 mod history;
+mod lifecycle;
 mod listing;
 mod presence;
 mod room;
+mod state;
+mod webhooks;
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -52,17 +58,23 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck};
+use plaza_proto::cluster::{BrokerError, HistoryPage, PresencePage, PresenceStats, PublishAck};
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
 use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender};
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::{NamespaceOptions, NamespaceOverrides};
 use crate::config::{Namespaces, PresenceMode, RoomsConfig};
 
+pub use formats::{RoomsStateV1, RoomsStateV2};
 pub use gc::GC_BUCKETS;
+/// The webhook sender's claim and cursors, for backends that keep them outside the state
+/// machine (NATS keeps them in a KV entry).
+pub use webhooks::Webhooks;
 
 use edges::Edges;
 use gc::Watermarks;
+use lifecycle::{EventSettings, Lifecycle};
 use room::Room;
 
 /// Longest accepted idempotency key, in bytes: keys are kept per room for the whole window, so
@@ -129,6 +141,32 @@ pub enum Command {
         /// The member's connection.
         client: ClientId,
     },
+    /// Claim or renew the one webhook sender's lease for `edge` (see `webhooks.rs`).
+    ClaimWebhooks {
+        /// The edge that would send.
+        edge: EdgeId,
+        /// Lease length.
+        lease_ms: u64,
+    },
+    /// Move `endpoint`'s delivery cursor to `through`; refused unless `edge` holds the claim.
+    AckWebhooks {
+        /// The sending edge.
+        edge: EdgeId,
+        /// The endpoint's configured name.
+        endpoint: String,
+        /// The last feed sequence delivered or given up on.
+        through: u64,
+    },
+    /// Change a live-state room's map on behalf of `edge` (appended last: Raft log entries
+    /// of older brokers stay decodable).
+    StateWrite {
+        /// The edge asking (owner of tied keys).
+        edge: EdgeId,
+        /// The room.
+        room: RoomName,
+        /// The change.
+        write: plaza_proto::state::StateWrite,
+    },
 }
 
 impl Command {
@@ -152,6 +190,9 @@ impl Command {
                         .map_or(0, |f| f.user.as_str().len() + f.client.as_str().len())
             }
             Command::Join { member, .. } => SMALL + member.info.as_ref().map_or(0, |i| i.len()),
+            Command::StateWrite { room, write, .. } => {
+                SMALL + room.as_str().len() + write.size_hint()
+            }
             _ => SMALL,
         }
     }
@@ -162,6 +203,10 @@ impl Command {
 pub enum Applied {
     /// `Publish`: where the publication is (or the original, for a duplicate).
     Published(PublishAck),
+    /// `ClaimWebhooks`: whether the claim is held, and the delivery cursors.
+    WebhookClaim(WebhookClaim),
+    /// `StateWrite`: the room's position after it.
+    StateWritten(plaza_proto::state::StateAck),
     /// Every other command.
     Done,
 }
@@ -195,6 +240,39 @@ pub enum RoomsError {
         /// [`MAX_IDEM_LEN`].
         max: usize,
     },
+    /// A webhook ack came from an edge that does not hold the sender claim.
+    #[error("edge {edge} does not hold the webhook sender claim")]
+    NotWebhookSender {
+        /// The edge.
+        edge: EdgeId,
+    },
+    /// An event feed read asked for a position the feed has not reached.
+    #[error("event position {asked} is ahead of the feed (latest {latest})")]
+    FutureEventPosition {
+        /// The sequence asked for.
+        asked: u64,
+        /// The feed's latest sequence.
+        latest: u64,
+    },
+    /// A state write or read in a namespace without live-state rooms.
+    #[error("namespace {namespace:?} has no live-state rooms")]
+    NotStateRoom {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A compare-and-set found another version (0: the key does not exist).
+    #[error("state key {key:?} is at version {current}, not {expected}")]
+    StateConflict {
+        /// The key.
+        key: String,
+        /// The version asked for.
+        expected: u64,
+        /// The key's version.
+        current: u64,
+    },
+    /// A state room limit: value size, keys per room, TTL range, key shape.
+    #[error("{0}")]
+    StateLimit(String),
 }
 
 impl From<RoomsError> for BrokerError {
@@ -202,7 +280,20 @@ impl From<RoomsError> for BrokerError {
         match e {
             RoomsError::PresenceDisabled { namespace, .. } => Self::PresenceDisabled { namespace },
             RoomsError::LeaseExpired { edge } => Self::LeaseExpired(edge),
-            e @ RoomsError::IdemTooLong { .. } => Self::Invalid(e.to_string()),
+            RoomsError::NotStateRoom { namespace } => Self::NotStateRoom { namespace },
+            RoomsError::StateConflict {
+                key,
+                expected,
+                current,
+            } => Self::StateConflict {
+                key,
+                expected,
+                current,
+            },
+            RoomsError::StateLimit(why) => Self::StateLimit(why),
+            e @ (RoomsError::IdemTooLong { .. }
+            | RoomsError::FutureEventPosition { .. }
+            | RoomsError::NotWebhookSender { .. }) => Self::Invalid(e.to_string()),
         }
     }
 }
@@ -225,6 +316,12 @@ pub struct RoomsState {
     idem_expiry: VecDeque<IdemExpiry>,
     /// `(deadline, room)` for every room whose `wakeup` is set.
     wakeups: BTreeSet<(u64, RoomName)>,
+    /// Lifecycle events: the feed and the debounce (see `lifecycle.rs`).
+    lifecycle: Lifecycle,
+    /// The webhook sender's claim and delivery cursors (see `webhooks.rs`).
+    webhooks: Webhooks,
+    /// Live-state rooms' maps (see `state.rs`).
+    state_rooms: state::StateRooms,
 }
 
 /// One idempotency key's deadline.
@@ -241,6 +338,7 @@ struct Settings {
     namespaces: Namespaces,
     idem_window: u64,
     idle_ttl: u64,
+    events: EventSettings,
 }
 
 /// The room state machine. See the module docs.
@@ -262,6 +360,9 @@ impl Rooms {
             edges: Edges::default(),
             idem_expiry: VecDeque::new(),
             wakeups: BTreeSet::new(),
+            lifecycle: Lifecycle::default(),
+            webhooks: Webhooks::default(),
+            state_rooms: state::StateRooms::default(),
         };
         Self {
             settings: Settings::from(config),
@@ -339,14 +440,20 @@ impl Rooms {
         }
     }
 
-    /// `room`'s members, ordered by client id (namespaces with full presence only).
-    pub fn presence(&self, room: &RoomName) -> Result<Vec<Member>, RoomsError> {
+    /// One page of `room`'s members after `after`, ordered by client id, at most `limit` (capped
+    /// at [`plaza_proto::cluster::MAX_PRESENCE_PAGE`]) long (namespaces with full presence only).
+    pub fn presence(
+        &self,
+        room: &RoomName,
+        after: Option<&ClientId>,
+        limit: u32,
+    ) -> Result<PresencePage, RoomsError> {
         self.check_presence(room, &[PresenceMode::Full])?;
         Ok(self
             .state
             .rooms
             .get(room)
-            .map(|r| r.presence.members())
+            .map(|r| r.presence.page(after, limit))
             .unwrap_or_default())
     }
 
@@ -359,6 +466,32 @@ impl Rooms {
             .get(room)
             .map(|r| r.presence.stats())
             .unwrap_or_default())
+    }
+
+    /// Reads the lifecycle event feed: at most `limit` events after `since` that pass
+    /// `filter` (see [`EventsPage`]). Fails only for a position of this epoch that the feed has
+    /// not reached.
+    pub fn events(
+        &self,
+        since: Option<&FeedPosition>,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<EventsPage, RoomsError> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.state
+            .lifecycle
+            .read(&self.state.instance, since, limit, filter)
+            .map_err(|e| RoomsError::FutureEventPosition {
+                asked: e.asked,
+                latest: e.latest,
+            })
+    }
+
+    /// The event feed's size for metrics: `(retained events, latest sequence, debounced
+    /// events waiting for their deadline)`. Retention bounds the first by
+    /// `rooms.events.max_retained`.
+    pub fn feed_stats(&self) -> (usize, u64, usize) {
+        self.state.lifecycle.stats()
     }
 
     /// When `edge`'s lease runs out (on the state machine's clock), or `None` if it is not
@@ -397,6 +530,7 @@ impl From<&RoomsConfig> for Settings {
             namespaces: config.namespaces(),
             idem_window: millis(config.idempotency_window),
             idle_ttl: millis(config.room_idle_ttl),
+            events: EventSettings::from(&config.events),
         }
     }
 }

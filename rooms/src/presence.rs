@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use plaza_proto::cluster::PresenceStats;
+use plaza_proto::cluster::{PresencePage, PresenceStats};
 use plaza_proto::{ClientId, EdgeId, Member, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,8 @@ pub(super) enum JoinOutcome {
     Replaced {
         /// The edge that owned the member before.
         previous_edge: EdgeId,
+        /// The member as it was before.
+        previous: Member,
     },
 }
 
@@ -56,6 +58,7 @@ impl Presence {
                 }
                 JoinOutcome::Replaced {
                     previous_edge: previous.edge,
+                    previous: previous.member,
                 }
             }
         }
@@ -74,8 +77,22 @@ impl Presence {
     }
 
     /// Every member, ordered by client id.
+    #[cfg(test)]
     pub(super) fn members(&self) -> Vec<Member> {
         self.members.values().map(|j| j.member.clone()).collect()
+    }
+
+    /// One page of members after `after`, ordered by client id: costs the page, not the room.
+    pub(super) fn page(&self, after: Option<&ClientId>, limit: u32) -> PresencePage {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        PresencePage::of_sorted(
+            self.members
+                .range((from, Bound::Unbounded))
+                .map(|(_, j)| &j.member),
+            None,
+            limit,
+        )
     }
 
     /// Exact client and distinct-user counts.
@@ -84,6 +101,11 @@ impl Presence {
             clients: self.members.len() as u64,
             users: self.users.len() as u64,
         }
+    }
+
+    /// How many of `user`'s connections are members.
+    pub(super) fn connections_of(&self, user: &UserId) -> u64 {
+        self.users.get(user).copied().unwrap_or(0)
     }
 
     /// Whether nobody is present.
@@ -153,7 +175,8 @@ mod tests {
         assert_eq!(
             outcome,
             JoinOutcome::Replaced {
-                previous_edge: EdgeId::new("a")
+                previous_edge: EdgeId::new("a"),
+                previous: member("c", "u"),
             }
         );
         assert_eq!(p.members(), [member("c", "v")]);

@@ -180,21 +180,32 @@ fn joins_and_leaves_are_announced_in_full_presence() {
         matches!(&events[..], [RoomEvent { kind: RoomEventKind::Join(m), .. }] if m.client.as_str() == "c1")
     );
     assert_eq!(
-        s.rooms.presence(&room("chat:a")).unwrap(),
+        s.rooms
+            .presence(&room("chat:a"), None, u32::MAX)
+            .unwrap()
+            .members,
         [member("c1", "u")]
     );
     let events = s.leave("chat:a", "c1");
     assert!(
         matches!(&events[..], [RoomEvent { kind: RoomEventKind::Leave(m), .. }] if m.user.as_str() == "u")
     );
-    assert!(s.rooms.presence(&room("chat:a")).unwrap().is_empty());
+    assert!(
+        s.rooms
+            .presence(&room("chat:a"), None, u32::MAX)
+            .unwrap()
+            .members
+            .is_empty()
+    );
 }
 
 #[test]
-fn rejoining_replaces_the_info_silently_and_leaving_twice_is_a_no_op() {
+fn rejoining_announces_only_new_info_and_leaving_twice_is_a_no_op() {
     let mut s = Sim::new();
     s.attach("e");
     s.join("e", "chat:a", "c1", "u").unwrap();
+    // The same member again (a link's resume): silent.
+    assert!(s.join("e", "chat:a", "c1", "u").unwrap().is_empty());
     let mut updated = member("c1", "u");
     updated.info = Some(Payload::from_json(r#"{"n":2}"#).unwrap());
     let cmd = Command::Join {
@@ -202,8 +213,19 @@ fn rejoining_replaces_the_info_silently_and_leaving_twice_is_a_no_op() {
         room: room("chat:a"),
         member: updated.clone(),
     };
-    assert!(s.apply(cmd).unwrap().1.is_empty());
-    assert_eq!(s.rooms.presence(&room("chat:a")).unwrap(), [updated]);
+    let events = s.apply(cmd.clone()).unwrap().1;
+    assert!(
+        matches!(&events[..], [RoomEvent { kind: RoomEventKind::PresenceUpdate(m), .. }] if *m == updated),
+        "{events:?}"
+    );
+    assert!(s.apply(cmd).unwrap().1.is_empty(), "no change, no update");
+    assert_eq!(
+        s.rooms
+            .presence(&room("chat:a"), None, u32::MAX)
+            .unwrap()
+            .members,
+        [updated]
+    );
     assert_eq!(s.leave("chat:a", "c1").len(), 1);
     assert!(s.leave("chat:a", "c1").is_empty());
     assert!(s.leave("chat:missing", "c1").is_empty());
@@ -223,7 +245,10 @@ fn counts_presence_tracks_members_without_listing_or_announcing_them() {
             users: 1
         }
     );
-    let err = s.rooms.presence(&room("counts:a")).unwrap_err();
+    let err = s
+        .rooms
+        .presence(&room("counts:a"), None, u32::MAX)
+        .unwrap_err();
     assert!(matches!(
         err,
         RoomsError::PresenceDisabled {
@@ -245,7 +270,7 @@ fn presence_off_refuses_joins_and_queries() {
             namespace: "off".into()
         }
     );
-    assert!(s.rooms.presence(&room("off:a")).is_err());
+    assert!(s.rooms.presence(&room("off:a"), None, u32::MAX).is_err());
     assert!(s.rooms.presence_stats(&room("off:a")).is_err());
 }
 
@@ -255,7 +280,10 @@ fn a_quiet_namespace_tracks_presence_without_events() {
     s.attach("e");
     assert!(s.join("e", "quiet:a", "c1", "u").unwrap().is_empty());
     assert_eq!(
-        s.rooms.presence(&room("quiet:a")).unwrap(),
+        s.rooms
+            .presence(&room("quiet:a"), None, u32::MAX)
+            .unwrap()
+            .members,
         [member("c1", "u")]
     );
     assert!(s.leave("quiet:a", "c1").is_empty());
@@ -300,7 +328,10 @@ fn detaching_an_edge_removes_only_its_members_at_once_in_order() {
         .unwrap();
     assert_eq!(left(&events), [("chat:x", "c1"), ("chat:y", "c2")]);
     assert_eq!(
-        s.rooms.presence(&room("chat:x")).unwrap(),
+        s.rooms
+            .presence(&room("chat:x"), None, u32::MAX)
+            .unwrap()
+            .members,
         [member("c3", "v")]
     );
     assert!(
@@ -331,7 +362,10 @@ fn an_edge_whose_lease_runs_out_loses_its_members_on_tick() {
     assert_eq!(left(&s.tick()), [("chat:x", "c1")]);
     assert_eq!(s.rooms.lease_expiry(&EdgeId::new("a")), None);
     assert_eq!(
-        s.rooms.presence(&room("chat:x")).unwrap(),
+        s.rooms
+            .presence(&room("chat:x"), None, u32::MAX)
+            .unwrap()
+            .members,
         [member("c2", "v")]
     );
 }
@@ -459,5 +493,39 @@ fn rooms_errors_map_onto_broker_errors() {
     assert_eq!(
         BrokerError::from(e),
         BrokerError::LeaseExpired(EdgeId::new("e"))
+    );
+}
+
+#[test]
+fn presence_pages_follow_client_id_order_and_end_with_no_next() {
+    let mut s = Sim::new();
+    s.attach("e");
+    for c in ["c3", "c1", "c5", "c2", "c4"] {
+        s.join("e", "chat:p", c, "u").unwrap();
+    }
+    let first = s.rooms.presence(&room("chat:p"), None, 2).unwrap();
+    let ids = |p: &plaza_proto::cluster::PresencePage| {
+        p.members
+            .iter()
+            .map(|m| m.client.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&first), ["c1", "c2"]);
+    let second = s
+        .rooms
+        .presence(&room("chat:p"), first.next.as_ref(), 2)
+        .unwrap();
+    assert_eq!(ids(&second), ["c3", "c4"]);
+    let last = s
+        .rooms
+        .presence(&room("chat:p"), second.next.as_ref(), 2)
+        .unwrap();
+    assert_eq!(ids(&last), ["c5"]);
+    assert_eq!(last.next, None);
+    let exact = s.rooms.presence(&room("chat:p"), None, 5).unwrap();
+    assert_eq!(exact.members.len(), 5);
+    assert_eq!(
+        exact.next, None,
+        "a page that ends exactly at the last member has no next"
     );
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plaza_proto::RoomName;
 use plaza_proto::cluster::{BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, PROTOCOL_VERSION};
@@ -33,6 +33,8 @@ pub(super) struct Pending {
     /// For a subscribe: its room, which the reader starts tracking as soon as the result
     /// arrives (before the room's first event, which follows it on the stream).
     pub subscribe: Option<RoomName>,
+    /// When the call was sent: a call unanswered for long means the broker is silent.
+    pub sent: Instant,
 }
 
 /// A live session with one broker. Cloning shares it.
@@ -47,6 +49,9 @@ struct BrokerConnInner {
     requests: mpsc::Sender<EdgeRequest>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_req: AtomicU64,
+    /// Since when every answer has been "unavailable" (the broker cannot commit); `None` once
+    /// a call succeeds.
+    refusing_since: Mutex<Option<Instant>>,
 }
 
 impl BrokerConn {
@@ -101,6 +106,7 @@ impl BrokerConn {
                 requests: tx,
                 pending: Mutex::new(HashMap::new()),
                 next_req: AtomicU64::new(1),
+                refusing_since: Mutex::new(None),
             }),
         };
         Ok((session, reader))
@@ -132,7 +138,14 @@ impl BrokerConn {
             Call::Subscribe { room } => Some(room.clone()),
             _ => None,
         };
-        self.pending().insert(req, Pending { reply, subscribe });
+        self.pending().insert(
+            req,
+            Pending {
+                reply,
+                subscribe,
+                sent: Instant::now(),
+            },
+        );
         if self
             .inner
             .requests
@@ -154,6 +167,41 @@ impl BrokerConn {
     /// Takes the pending call `req` (its result arrived).
     pub(super) fn take_pending(&self, req: u64) -> Option<Pending> {
         self.pending().remove(&req)
+    }
+
+    /// Notes a call's result: an "unavailable" answer starts (or continues) a stretch of
+    /// refusals, anything else ends it.
+    pub(super) fn note_result(&self, result: &Result<CallOk, BrokerError>) {
+        let mut since = self
+            .inner
+            .refusing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Err(BrokerError::Unavailable(_)) => {
+                since.get_or_insert_with(Instant::now);
+            }
+            _ => *since = None,
+        }
+    }
+
+    /// How long this broker has failed to serve: the longer of the oldest unanswered call's
+    /// age and the current stretch of "unavailable" answers.
+    pub(super) fn stuck_for(&self) -> Duration {
+        let oldest = self
+            .pending()
+            .values()
+            .map(|p| p.sent.elapsed())
+            .max()
+            .unwrap_or_default();
+        let refusing = self
+            .inner
+            .refusing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        oldest.max(refusing)
     }
 
     /// Closes the connection and fails every pending call.

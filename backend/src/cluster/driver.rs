@@ -4,20 +4,23 @@
 //! ```text
 //!   drive ─▶ read_frames (events, results) + keep_alive ─▶ lost ─▶ dial ─▶ resume ─▶ drive …
 //!   resume: finish failed leaves ─▶ re-join members ─▶ resume_room × N (≤ RESUME_CONCURRENCY)
+//!   resume_room: subscribe ─▶ presence snapshot ─▶ missed publications ─▶ presence resync ─▶ held
 //! ```
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plaza_proto::cluster::{Call, CallOk, EdgeRequest, LinkEvent, RoomEvent, RoomEventKind};
+use plaza_proto::cluster::{
+    BrokerError, Call, CallOk, EdgeRequest, LinkEvent, RoomEvent, RoomEventKind,
+};
 use plaza_proto::{ClientId, Member, Position, RoomName};
 
 use plaza_net::framing::FrameReader;
 use plaza_proto::cluster::BrokerEvent;
 
-use super::RECONNECT_PAUSE;
 use super::conn::{BrokerConn, DialError};
 use super::link::{LinkInner, Track};
+use super::{AVOID_LOST_FOR, RECONNECT_PAUSE};
 
 /// The link's driver: reads the session's frames, keeps it alive, and replaces it when lost.
 pub(super) async fn drive(
@@ -30,10 +33,15 @@ pub(super) async fn drive(
         let Some(inner) = link.upgrade() else { return };
         inner.current.send_replace(Some(session.clone()));
         let keepalive = tokio::spawn(keep_alive(session.clone(), inner.lease));
+        let watchdog = tokio::spawn(watchdog(
+            session.clone(),
+            inner.backend.inner.options.reroute_after,
+        ));
         let resume = (!resumed).then(|| tokio::spawn(resume(Arc::clone(&inner), session.clone())));
         drop(inner);
         read_frames(&link, &session, &mut reader).await;
         keepalive.abort();
+        watchdog.abort();
         if let Some(resume) = resume {
             resume.abort();
         }
@@ -43,14 +51,12 @@ pub(super) async fn drive(
             return;
         }
         inner.current.send_replace(None);
+        let lost_at = Instant::now();
         tracing::warn!(broker = session.broker(), "lost the broker; reconnecting");
         let give_up = Instant::now() + inner.backend.inner.options.give_up_after;
         let dialled = loop {
-            match inner
-                .backend
-                .dial_any(&inner.hello, Some(session.broker()))
-                .await
-            {
+            let avoid = (lost_at.elapsed() < AVOID_LOST_FOR).then(|| session.broker());
+            match inner.backend.dial_any(&inner.hello, avoid).await {
                 Ok(dialled) => break Some(dialled),
                 Err(DialError::Incompatible(why)) => {
                     inner.end(&why);
@@ -71,7 +77,9 @@ pub(super) async fn drive(
         };
         tracing::info!(
             broker = next.broker(),
-            "re-attached to the broker tier; resuming"
+            from = session.broker(),
+            reattach_ms = lost_at.elapsed().as_millis() as u64,
+            "failover: edge re-route — re-attached to the broker tier; resuming"
         );
         (session, reader) = (next, next_reader);
         resumed = false;
@@ -96,6 +104,7 @@ pub(super) async fn read_frames(
         let Some(inner) = link.upgrade() else { return };
         match frame {
             BrokerEvent::Result { req, result } => {
+                session.note_result(&result);
                 if let Some(pending) = session.take_pending(req) {
                     // A subscription is tracked before the next frame (possibly the room's
                     // first event) is read.
@@ -111,6 +120,7 @@ pub(super) async fn read_frames(
                 }
             }
             BrokerEvent::Room(event) => inner.state().deliver(event),
+            BrokerEvent::Ephemeral(e) => inner.state().deliver_ephemeral(e),
             BrokerEvent::DisconnectUser { user, reason } => inner
                 .state()
                 .send(LinkEvent::DisconnectUser { user, reason }),
@@ -130,6 +140,33 @@ pub(super) async fn keep_alive(session: BrokerConn, lease: Duration) {
     loop {
         interval.tick().await;
         if !session.notify(EdgeRequest::KeepAlive).await {
+            return;
+        }
+    }
+}
+
+/// Closes the session once its broker has failed to serve for `reroute_after` — calls
+/// unanswered (a silent broker) or answered "unavailable" only (a broker that cannot reach the
+/// leader, or a leader without a majority) — so the driver re-attaches to another broker. Its
+/// calls are retried there when repeating them is harmless (`link.rs`), and the resume keeps
+/// the event stream gap-free.
+pub(super) async fn watchdog(session: BrokerConn, reroute_after: Duration) {
+    let period = (reroute_after / 4).max(Duration::from_millis(10));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let stuck = session.stuck_for();
+        if stuck >= reroute_after {
+            tracing::warn!(
+                broker = session.broker(),
+                stuck_ms = stuck.as_millis() as u64,
+                "failover: edge re-route — the broker has not served for too long; moving"
+            );
+            session.close("the broker cannot commit; re-routing");
+            return;
+        }
+        if !session.alive() {
             return;
         }
     }
@@ -209,8 +246,10 @@ pub(super) async fn resume(link: Arc<LinkInner>, session: BrokerConn) {
     );
 }
 
-/// Resumes one room: subscribe, read what was missed since `last`, deliver it, then the
-/// events held back meanwhile.
+/// Resumes one room: subscribe, read its members and what was missed since `last`, deliver
+/// the missed publications, a presence resync (join/leave events during the switch are not
+/// replayed; the edge pushes the members to its presence subscribers instead), then the events
+/// held back meanwhile.
 pub(super) async fn resume_room(
     link: &LinkInner,
     session: &BrokerConn,
@@ -226,6 +265,22 @@ pub(super) async fn resume_room(
         Ok(_) => {}
         Err(e) => return Err(format!("subscribe {room}: {e}")),
     }
+    // Read after the subscription: every join/leave after this snapshot is held back below
+    // and delivered after it, so a list built from the resync and then the events is exact.
+    let members = match session
+        .call(Call::Presence {
+            room: room.clone(),
+            after: None,
+            limit: crate::PRESENCE_RESYNC_PAGE,
+        })
+        .await
+        .map_err(lost)?
+    {
+        Ok(CallOk::Presence(page)) => Some(page),
+        Ok(_) => return Err(format!("presence {room}: unexpected answer")),
+        Err(BrokerError::PresenceDisabled { .. }) => None,
+        Err(e) => return Err(format!("presence {room}: {e}")),
+    };
     let page = match session
         .call(Call::History {
             room: room.clone(),
@@ -258,6 +313,13 @@ pub(super) async fn resume_room(
             room: room.clone(),
             epoch: epoch.clone(),
             kind: RoomEventKind::Publication(publication),
+        });
+    }
+    if let Some(members) = members {
+        state.deliver(RoomEvent {
+            room: room.clone(),
+            epoch: epoch.clone(),
+            kind: RoomEventKind::PresenceResync(members),
         });
     }
     for event in held {

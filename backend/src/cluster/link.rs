@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use plaza_proto::cluster::{
-    BrokerError, Call, CallOk, EdgeRequest, HistoryPage, LinkEvent, PresenceStats, PublishAck,
-    RoomEvent, RoomEventKind, RoomsPage,
+    BrokerError, Call, CallOk, EdgeRequest, Ephemeral, HistoryPage, LinkEvent, PresencePage,
+    PresenceStats, PublishAck, RoomEvent, RoomEventKind, RoomsPage,
 };
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
 use plaza_proto::{ClientId, Member, Payload, Position, RoomName, Sender, UserId};
 use tokio::sync::{mpsc, watch};
 
@@ -81,6 +82,14 @@ impl LinkState {
 
     pub(super) fn send(&mut self, event: LinkEvent) {
         crate::send_or_end(&mut self.events, event);
+    }
+
+    /// Passes an ephemeral publication on if the room is still subscribed; dropped if the
+    /// edge's queue is full (at most once).
+    pub(super) fn deliver_ephemeral(&mut self, ephemeral: Ephemeral) {
+        if self.rooms.contains_key(&ephemeral.room) {
+            crate::send_ephemeral(self.events.as_ref(), LinkEvent::Ephemeral(ephemeral));
+        }
     }
 }
 
@@ -168,9 +177,13 @@ impl LinkInner {
     }
 }
 
-/// Whether repeating `call` cannot change the outcome.
+/// Whether repeating `call` cannot change the outcome. An ephemeral publication is never
+/// repeated: at most once.
 fn repeatable(call: &Call) -> bool {
-    !matches!(call, Call::Publish { idem: None, .. })
+    !matches!(
+        call,
+        Call::Publish { idem: None, .. } | Call::PublishEphemeral(_)
+    )
 }
 
 impl ClusterLink {
@@ -205,15 +218,51 @@ impl EdgeLink for ClusterLink {
         }
     }
 
+    async fn publish_ephemeral(
+        &self,
+        room: RoomName,
+        data: Payload,
+        from: Option<Sender>,
+    ) -> Result<(), BrokerError> {
+        match self
+            .call(Call::PublishEphemeral(Ephemeral { room, data, from }))
+            .await?
+        {
+            CallOk::Done => Ok(()),
+            _ => Err(unexpected("publish_ephemeral")),
+        }
+    }
+
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
         let key = (room.clone(), member.client.clone());
-        self.call(Call::Join {
-            room,
-            member: member.clone(),
-        })
-        .await?;
-        self.inner.state().members.insert(key, member);
-        Ok(())
+        // A member already joined (a `presence_update`) is recorded with its new info before
+        // the call: a resume meanwhile re-joins it with that info, never the old one (which
+        // would announce a change back).
+        let previous = {
+            let mut state = self.inner.state();
+            match state.members.get_mut(&key) {
+                Some(known) => Some(std::mem::replace(known, member.clone())),
+                None => None,
+            }
+        };
+        let joined = self
+            .call(Call::Join {
+                room,
+                member: member.clone(),
+            })
+            .await;
+        let mut state = self.inner.state();
+        match (joined, previous) {
+            (Ok(_), _) => {
+                state.members.insert(key, member);
+                Ok(())
+            }
+            (Err(e), Some(previous)) => {
+                state.members.insert(key, previous);
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     async fn leave(&self, room: RoomName, client: ClientId) -> Result<(), BrokerError> {
@@ -226,9 +275,14 @@ impl EdgeLink for ClusterLink {
         Ok(())
     }
 
-    async fn presence(&self, room: RoomName) -> Result<Vec<Member>, BrokerError> {
-        match self.call(Call::Presence { room }).await? {
-            CallOk::Presence(members) => Ok(members),
+    async fn presence(
+        &self,
+        room: RoomName,
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> Result<PresencePage, BrokerError> {
+        match self.call(Call::Presence { room, after, limit }).await? {
+            CallOk::Presence(page) => Ok(page),
             _ => Err(unexpected("presence")),
         }
     }
@@ -276,6 +330,61 @@ impl EdgeLink for ClusterLink {
         match self.call(Call::Rooms { after, limit }).await? {
             CallOk::Rooms(page) => Ok(page),
             _ => Err(unexpected("rooms")),
+        }
+    }
+
+    async fn events(
+        &self,
+        since: Option<FeedPosition>,
+        limit: u32,
+        filter: EventFilter,
+    ) -> Result<EventsPage, BrokerError> {
+        match self
+            .call(Call::Events {
+                since,
+                limit,
+                filter,
+            })
+            .await?
+        {
+            CallOk::Events(page) => Ok(page),
+            _ => Err(unexpected("events")),
+        }
+    }
+
+    async fn claim_webhooks(&self, lease: Duration) -> Result<WebhookClaim, BrokerError> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        match self.call(Call::ClaimWebhooks { lease_ms }).await? {
+            CallOk::WebhookClaim(claim) => Ok(claim),
+            _ => Err(unexpected("claim_webhooks")),
+        }
+    }
+
+    async fn ack_webhooks(&self, endpoint: String, through: u64) -> Result<(), BrokerError> {
+        match self.call(Call::AckWebhooks { endpoint, through }).await? {
+            CallOk::Done => Ok(()),
+            _ => Err(unexpected("ack_webhooks")),
+        }
+    }
+
+    async fn state_write(
+        &self,
+        room: RoomName,
+        write: plaza_proto::state::StateWrite,
+    ) -> Result<plaza_proto::state::StateAck, BrokerError> {
+        match self.call(Call::StateWrite { room, write }).await? {
+            CallOk::StateWritten(ack) => Ok(ack),
+            _ => Err(unexpected("state_write")),
+        }
+    }
+
+    async fn state_read(
+        &self,
+        room: RoomName,
+    ) -> Result<plaza_proto::state::StateSnapshot, BrokerError> {
+        match self.call(Call::StateRead { room }).await? {
+            CallOk::State(snapshot) => Ok(snapshot),
+            _ => Err(unexpected("state_read")),
         }
     }
 

@@ -13,10 +13,18 @@
 //! subscribe again, read history since that offset, deliver what was missed, then the events
 //! buffered meanwhile, dropping any offset already delivered. The event stream therefore stays
 //! gap-free and duplicate-free across broker failures, and the edge never notices them except
-//! as latency. Join/leave events that happened while no broker was connected are not replayed
-//! (presence itself is exact: ask `presence`). If a room's history no longer reaches back to
+//! as latency. Join/leave events that happened while no broker was connected are not replayed;
+//! instead every resumed room with presence gets a [`RoomEventKind::PresenceResync`] (its
+//! members read after the new subscription, delivered before the join/leave events that
+//! follow), so an edge's presence subscribers can replace their lists.
+//!
+//! [`RoomEventKind::PresenceResync`]: plaza_proto::cluster::RoomEventKind::PresenceResync If a room's history no longer reaches back to
 //! the last delivered offset, the link ends its stream instead of hiding the gap, and the edge
 //! falls back to reconnecting its clients (who then recover with their own positions).
+//!
+//! A broker that stops serving — calls unanswered, or answered only "unavailable" because it
+//! cannot reach the Raft leader (or leads without a majority) — is left after
+//! `reroute_after` (the driver's watchdog), and its calls are retried on the next one.
 //!
 //! Calls wait for a connection (up to `call_timeout`). A call whose connection is lost before
 //! its answer arrives is retried on the next one when repeating it is harmless (reads,
@@ -51,6 +59,10 @@ use plaza_proto::links::ALPN_EDGE;
 /// How long to wait between rounds of dialling every broker.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long after losing a broker (or leaving it for not committing) the link dials only the
+/// others; after that it is tried again with them.
+const AVOID_LOST_FOR: Duration = Duration::from_secs(3);
+
 /// Settings of a [`ClusterBackend`]; every default is here.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -70,7 +82,14 @@ pub struct ClusterOptions {
     pub give_up_after: Duration,
     /// Events buffered for the edge; if it does not drain them the stream ends.
     pub event_queue: usize,
-    /// QUIC timeouts; the idle timeout is how long a silently dead broker goes unnoticed.
+    /// How long the current broker may fail to serve — calls unanswered, or answered only
+    /// "unavailable" (it cannot reach the leader, or leads without a majority) — before the
+    /// link re-attaches to another broker. Well under a second, so a client barely notices a
+    /// broker that cannot commit; longer than a commit takes under load, so edges do not
+    /// wander on a busy but healthy cluster.
+    pub reroute_after: Duration,
+    /// QUIC timeouts; the idle timeout is how long a silently dead broker goes unnoticed
+    /// when no call is waiting (a waiting call notices within `reroute_after`).
     pub quic: QuicOptions,
 }
 
@@ -83,10 +102,12 @@ impl Default for ClusterOptions {
             attach_timeout: Duration::from_secs(10),
             give_up_after: Duration::from_secs(30),
             event_queue: 65_536,
+            reroute_after: Duration::from_millis(600),
             // A dead broker must be noticed fast: its edges' clients wait for the failover.
+            // Keep-alives every 200 ms keep a healthy idle link well inside the 1 s timeout.
             quic: QuicOptions {
-                idle_timeout: Duration::from_millis(1500),
-                keep_alive: Duration::from_millis(300),
+                idle_timeout: Duration::from_millis(1000),
+                keep_alive: Duration::from_millis(200),
                 ..QuicOptions::default()
             },
         }
@@ -154,7 +175,9 @@ impl ClusterBackend {
     }
 
     /// Dials the brokers in turn from a random start until one welcomes `hello`; `avoid` (the
-    /// broker just lost) is tried last. Each configured name is resolved on every round, and a
+    /// broker just lost) is skipped while there are others: a dead broker behind a network
+    /// often does not refuse a dial, it lets it run into `connect_timeout`, which would add a
+    /// second to every round of a failover. Each configured name is resolved on every round, and a
     /// name that resolves to several addresses (a DNS name over all brokers) contributes each.
     async fn dial_any(
         &self,
@@ -177,10 +200,9 @@ impl ClusterBackend {
         let start = rand::random_range(0..targets.len());
         targets.rotate_left(start);
         if let Some(avoid) = avoid
-            && let Some(at) = targets.iter().position(|t| t.label == avoid)
+            && targets.len() > 1
         {
-            let lost = targets.remove(at);
-            targets.push(lost);
+            targets.retain(|t| t.label != avoid);
         }
         for target in &targets {
             match BrokerConn::dial(

@@ -15,24 +15,45 @@
 //!   windows, epochs, limits.
 //! - `presence.rs`: members and counts, presence modes, and members leaving on
 //!   `leave`, `close` and lease expiry.
+//! - `events.rs`: lifecycle events and the event feed (debounce, pairing, positions); run
+//!   by [`run_events`] on the backends that keep a feed.
+//! - `ephemeral.rs`: ephemeral publications reach the subscribed edges once, in publisher
+//!   order, are never stored, and keep out of the durable order.
+//! - `state.rs`: live-state rooms: snapshot + changes = the tier's map, TTL expiry,
+//!   compare-and-set conflicts, tied keys leaving with their connection, limits.
 //! - `admin.rs`: what the server HTTP API needs: a user disconnect reaching every edge once,
 //!   and the paginated listing of active rooms.
 
 mod admin;
+mod ephemeral;
+mod events;
 mod history;
 mod order;
 mod presence;
+mod state;
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::Backend;
-use plaza_rooms::config::{NamespaceOverrides, PresenceMode, RoomsConfig};
+use plaza_proto::events::EventType;
+use plaza_rooms::config::{NamespaceOverrides, PresenceMode, RoomsConfig, StateOptions};
 
 pub use admin::{
     a_user_disconnect_reaches_every_attached_edge_once,
     rooms_are_listed_in_name_order_with_counts_and_paginated,
+};
+pub use ephemeral::{
+    durable_and_ephemeral_publications_keep_their_own_orders,
+    ephemeral_publications_reach_subscribers_in_order_and_are_never_stored,
+};
+pub use events::{
+    a_presence_update_emits_presence_updated_with_the_new_info,
+    a_reload_inside_the_debounce_emits_no_leave_or_offline,
+    exactly_one_user_offline_after_the_last_tab_closes,
+    occupied_and_vacated_pair_up_and_positions_strictly_increase,
+    the_feed_refuses_future_positions_and_flags_other_epochs,
 };
 pub use history::{
     history_and_live_merge_without_gaps_or_duplicates, history_past_the_size_window_is_incomplete,
@@ -49,7 +70,14 @@ pub use presence::{
     a_dropped_link_loses_its_members_within_the_lease, closing_a_link_removes_its_members_at_once,
     counts_presence_counts_members_without_listing_them, leave_emits_a_leave_event_at_once,
     presence_lists_members_and_counts_users_across_edges, presence_off_refuses_joins,
-    quiet_namespace_tracks_presence_without_events, rejoining_replaces_the_member_silently,
+    presence_pages_list_every_member_once_in_client_id_order,
+    quiet_namespace_tracks_presence_without_events,
+    rejoining_replaces_the_info_and_announces_only_a_change,
+};
+pub use state::{
+    Map as StateMap, compare_and_set_conflicts_name_the_current_version,
+    keys_expire_after_their_ttl, snapshot_plus_changes_equals_the_state,
+    state_limits_and_non_state_rooms_are_refused, tied_keys_leave_with_their_connection,
 };
 
 /// The lease every edge of the suite attaches with: short, so lease expiry is testable.
@@ -62,6 +90,19 @@ pub const SLACK: Duration = Duration::from_millis(700);
 /// History TTL of the `ttl` namespace.
 pub const SHORT_TTL: Duration = Duration::from_secs(1);
 
+/// The lifecycle events' debounce in [`rooms_config`]: long enough that a leave and a join
+/// made back to back always fall inside it, short enough for a quick suite.
+pub const EVENT_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// Keys per room of the `state` namespace.
+pub const STATE_MAX_KEYS: usize = 5;
+
+/// Largest value of the `state` namespace, in bytes.
+pub const STATE_MAX_VALUE: usize = 64;
+
+/// The TTL the state checks set (the `state` namespace allows up to 10 s).
+pub const STATE_TTL: Duration = Duration::from_secs(1);
+
 /// History size of the `conf` namespace.
 pub const CONF_HISTORY: usize = 10;
 
@@ -70,7 +111,10 @@ pub const CONF_HISTORY: usize = 10;
 /// - `conf`: [`CONF_HISTORY`] publications for 60 s, full presence with join/leave events.
 /// - `log`: 1000 publications (room for concurrent publishers in the merge check).
 /// - `ttl`: 10 publications for [`SHORT_TTL`].
+/// - `upd`: like `conf`, emitting `member.joined` and `presence.updated` into the event feed.
 /// - `counts`: presence counts only. `nopres`: presence off. `quiet`: no join/leave events.
+/// - `state`: live-state rooms: [`STATE_MAX_KEYS`] keys of at most [`STATE_MAX_VALUE`] bytes,
+///   TTLs up to 10 s, 1000 changes of history.
 pub fn rooms_config() -> RoomsConfig {
     let history = |size, ttl| NamespaceOverrides {
         history_size: Some(size),
@@ -88,6 +132,13 @@ pub fn rooms_config() -> RoomsConfig {
         ("counts".to_owned(), presence(PresenceMode::Counts)),
         ("nopres".to_owned(), presence(PresenceMode::Off)),
         (
+            "upd".to_owned(),
+            NamespaceOverrides {
+                events: Some(vec![EventType::MemberJoined, EventType::PresenceUpdated]),
+                ..history(10, MINUTE)
+            },
+        ),
+        (
             "quiet".to_owned(),
             NamespaceOverrides {
                 join_leave: Some(false),
@@ -95,10 +146,26 @@ pub fn rooms_config() -> RoomsConfig {
             },
         ),
     ]);
-    RoomsConfig {
+    let mut namespaces = namespaces;
+    namespaces.insert(
+        "state".to_owned(),
+        NamespaceOverrides {
+            state: Some(StateOptions {
+                enabled: true,
+                max_keys: STATE_MAX_KEYS,
+                max_value_bytes: STATE_MAX_VALUE,
+                max_ttl: Duration::from_secs(10),
+                conflate_per_second: 0,
+            }),
+            ..history(1000, MINUTE)
+        },
+    );
+    let mut config = RoomsConfig {
         namespaces,
         ..RoomsConfig::default()
-    }
+    };
+    config.events.debounce = EVENT_DEBOUNCE;
+    config
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -119,7 +186,8 @@ pub async fn run<B: Backend>(backend: &B) {
     history_without_since_returns_the_newest_oldest_first(backend).await;
 
     presence_lists_members_and_counts_users_across_edges(backend).await;
-    rejoining_replaces_the_member_silently(backend).await;
+    presence_pages_list_every_member_once_in_client_id_order(backend).await;
+    rejoining_replaces_the_info_and_announces_only_a_change(backend).await;
     counts_presence_counts_members_without_listing_them(backend).await;
     presence_off_refuses_joins(backend).await;
     quiet_namespace_tracks_presence_without_events(backend).await;
@@ -127,6 +195,29 @@ pub async fn run<B: Backend>(backend: &B) {
     closing_a_link_removes_its_members_at_once(backend).await;
     a_dropped_link_loses_its_members_within_the_lease(backend).await;
 
+    ephemeral_publications_reach_subscribers_in_order_and_are_never_stored(backend).await;
+    durable_and_ephemeral_publications_keep_their_own_orders(backend).await;
+
     a_user_disconnect_reaches_every_attached_edge_once(backend).await;
     rooms_are_listed_in_name_order_with_counts_and_paginated(backend).await;
+}
+
+/// Runs the live-state room checks (a few seconds: they wait out a TTL and a lease) against a
+/// backend that has state rooms.
+pub async fn run_state<B: Backend>(backend: &B) {
+    snapshot_plus_changes_equals_the_state(backend).await;
+    compare_and_set_conflicts_name_the_current_version(backend).await;
+    state_limits_and_non_state_rooms_are_refused(backend).await;
+    keys_expire_after_their_ttl(backend).await;
+    tied_keys_leave_with_their_connection(backend).await;
+}
+
+/// Runs the lifecycle event checks (about 15 s: they wait out debounces) against a backend
+/// that keeps an event feed (memory, the Raft cluster).
+pub async fn run_events<B: Backend>(backend: &B) {
+    the_feed_refuses_future_positions_and_flags_other_epochs(backend).await;
+    exactly_one_user_offline_after_the_last_tab_closes(backend).await;
+    a_presence_update_emits_presence_updated_with_the_new_info(backend).await;
+    a_reload_inside_the_debounce_emits_no_leave_or_offline(backend).await;
+    occupied_and_vacated_pair_up_and_positions_strictly_increase(backend).await;
 }

@@ -43,7 +43,12 @@ pub async fn presence_lists_members_and_counts_users_across_edges<B: Backend>(ba
     for (link, m) in &members {
         ok(link.join(target.clone(), m.clone()).await, "join");
     }
-    let listed = by_client(ok(a.presence(target.clone()).await, "presence"));
+    let listed = by_client(ok(
+        a.presence(target.clone(), None, u32::MAX)
+            .await
+            .map(|p| p.members),
+        "presence",
+    ));
     let expected = by_client(members.iter().map(|(_, m)| m.clone()).collect());
     assert_eq!(
         listed, expected,
@@ -60,25 +65,86 @@ pub async fn presence_lists_members_and_counts_users_across_edges<B: Backend>(ba
     );
 }
 
-/// Joining again with the same client replaces its info without a second join event.
-pub async fn rejoining_replaces_the_member_silently<B: Backend>(backend: &B) {
+/// Presence is read in pages: client id order, at most `limit` members each, `next` on every
+/// page but the last, and the pages together list every member exactly once, whichever edge
+/// holds them.
+pub async fn presence_pages_list_every_member_once_in_client_id_order<B: Backend>(backend: &B) {
+    let (a, _a_events) = attach(backend).await;
+    let (b, _b_events) = attach(backend).await;
+    let target = room("conf");
+    let mut joined = Vec::new();
+    for i in 0..7 {
+        let m = member(&user(), None);
+        let link = if i % 2 == 0 { &a } else { &b };
+        ok(link.join(target.clone(), m.clone()).await, "join");
+        joined.push(m);
+    }
+    let mut listed = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = ok(a.presence(target.clone(), after, 3).await, "presence page");
+        assert!(page.members.len() <= 3, "a page longer than its limit");
+        pages += 1;
+        listed.extend(page.members);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "pages never end");
+    }
+    assert_eq!(pages, 3, "7 members in pages of 3");
+    assert_eq!(
+        listed,
+        by_client(joined),
+        "the pages list every member once, in client id order"
+    );
+}
+
+/// Joining again with the same client and the same info (a link's resume) changes nothing
+/// and announces nothing; with new info (`presence_update`) it replaces the info and announces
+/// one `PresenceUpdate` with the member as it is now, to every subscribed edge.
+pub async fn rejoining_replaces_the_info_and_announces_only_a_change<B: Backend>(backend: &B) {
     let (link, mut events) = attach(backend).await;
+    let (other, mut other_events) = attach(backend).await;
     let target = room("conf");
     ok(link.subscribe(target.clone()).await, "subscribe");
+    ok(other.subscribe(target.clone()).await, "subscribe");
     let first = member(&user(), Some(r#"{"v":1}"#));
     ok(link.join(target.clone(), first.clone()).await, "join");
     next(&mut events, "the join event").await;
+    next(&mut other_events, "the join event").await;
+    ok(link.join(target.clone(), first.clone()).await, "join again");
+    quiet(
+        &mut events,
+        "rejoining with the same info must emit nothing",
+    )
+    .await;
     let second = Member {
         info: Some(super::support::payload(r#"{"v":2}"#)),
         ..first
     };
     ok(
         link.join(target.clone(), second.clone()).await,
-        "join again",
+        "join with new info",
     );
-    quiet(&mut events, "rejoining must not emit a second join").await;
+    for (events, which) in [
+        (&mut events, "this edge"),
+        (&mut other_events, "another edge"),
+    ] {
+        match next(events, "the update event").await.kind {
+            RoomEventKind::PresenceUpdate(m) => assert_eq!(m, second, "{which}"),
+            other => panic!("expected an update event on {which}, got {other:?}"),
+        }
+    }
+    quiet(&mut events, "one update, no join").await;
     assert_eq!(
-        ok(link.presence(target).await, "presence"),
+        ok(
+            link.presence(target, None, u32::MAX)
+                .await
+                .map(|p| p.members),
+            "presence"
+        ),
         [second],
         "the info is replaced"
     );
@@ -94,7 +160,11 @@ pub async fn counts_presence_counts_members_without_listing_them<B: Backend>(bac
     for m in [tab.clone(), member(&u1, None), member(&u2, None)] {
         ok(link.join(target.clone(), m).await, "join");
     }
-    match link.presence(target.clone()).await {
+    match link
+        .presence(target.clone(), None, u32::MAX)
+        .await
+        .map(|p| p.members)
+    {
         Err(BrokerError::PresenceDisabled { namespace }) => assert_eq!(namespace, "counts"),
         other => panic!("presence in a counts namespace must fail, got {other:?}"),
     }
@@ -128,7 +198,10 @@ pub async fn presence_off_refuses_joins<B: Backend>(backend: &B) {
         refused(&joined),
         "join with presence off must fail, got {joined:?}"
     );
-    let listed = link.presence(target.clone()).await;
+    let listed = link
+        .presence(target.clone(), None, u32::MAX)
+        .await
+        .map(|p| p.members);
     assert!(
         refused(&listed.map(|_| ())),
         "presence with presence off must fail"
@@ -147,7 +220,12 @@ pub async fn quiet_namespace_tracks_presence_without_events<B: Backend>(backend:
     ok(link.subscribe(target.clone()).await, "subscribe");
     let m = member(&user(), None);
     ok(link.join(target.clone(), m.clone()).await, "join");
-    let listed = ok(link.presence(target.clone()).await, "presence");
+    let listed = ok(
+        link.presence(target.clone(), None, u32::MAX)
+            .await
+            .map(|p| p.members),
+        "presence",
+    );
     assert_eq!(
         listed,
         std::slice::from_ref(&m),
@@ -155,7 +233,13 @@ pub async fn quiet_namespace_tracks_presence_without_events<B: Backend>(backend:
     );
     ok(link.leave(target.clone(), m.client).await, "leave");
     assert!(
-        ok(link.presence(target).await, "presence").is_empty(),
+        ok(
+            link.presence(target, None, u32::MAX)
+                .await
+                .map(|p| p.members),
+            "presence"
+        )
+        .is_empty(),
         "the member left"
     );
     quiet(&mut events, "a quiet namespace emits no join/leave events").await;
@@ -178,7 +262,14 @@ pub async fn leave_emits_a_leave_event_at_once<B: Backend>(backend: &B) {
     );
     quiet(&mut events, "leaving another edge's member emits nothing").await;
     assert_eq!(
-        ok(watcher.presence(target.clone()).await, "presence").len(),
+        ok(
+            watcher
+                .presence(target.clone(), None, u32::MAX)
+                .await
+                .map(|p| p.members),
+            "presence"
+        )
+        .len(),
         1,
         "another edge removed a member it does not own"
     );
@@ -193,7 +284,16 @@ pub async fn leave_emits_a_leave_event_at_once<B: Backend>(backend: &B) {
         start.elapsed() < LEASE / 2,
         "a leave must not wait for a lease"
     );
-    assert!(ok(watcher.presence(target.clone()).await, "presence").is_empty());
+    assert!(
+        ok(
+            watcher
+                .presence(target.clone(), None, u32::MAX)
+                .await
+                .map(|p| p.members),
+            "presence"
+        )
+        .is_empty()
+    );
     ok(
         actor
             .leave(target, ClientId::new(format!("nobody-{}", unique())))
@@ -230,7 +330,16 @@ pub async fn closing_a_link_removes_its_members_at_once<B: Backend>(backend: &B)
         start.elapsed() < LEASE / 2,
         "close must not wait for the lease"
     );
-    assert!(ok(watcher.presence(target.clone()).await, "presence").is_empty());
+    assert!(
+        ok(
+            watcher
+                .presence(target.clone(), None, u32::MAX)
+                .await
+                .map(|p| p.members),
+            "presence"
+        )
+        .is_empty()
+    );
     let after = actor
         .publish(target.clone(), super::support::data(0), None, None)
         .await;
@@ -292,7 +401,13 @@ pub async fn a_dropped_link_loses_its_members_within_the_lease<B: Backend>(backe
         "members of a live lease left after only {elapsed:?}"
     );
     tokio::time::sleep(SLACK).await;
-    let present = ok(watcher.presence(target).await, "presence");
+    let present = ok(
+        watcher
+            .presence(target, None, u32::MAX)
+            .await
+            .map(|p| p.members),
+        "presence",
+    );
     assert_eq!(
         present,
         [survivor],

@@ -3,7 +3,8 @@
 //!
 //! The room-event helpers ([`next`], [`quiet`], …) skip [`LinkEvent::DisconnectUser`]: it goes
 //! to every edge, so on a backend shared with other runs another run's disconnect may arrive on
-//! any stream. The disconnect checks read those with [`next_disconnect`].
+//! any stream. The disconnect checks read those with [`next_disconnect`]. They skip ephemeral
+//! publications too, which the ephemeral checks read themselves (`ephemeral.rs`).
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -86,7 +87,7 @@ async fn next_room_event(events: &mut LinkEvents) -> Option<RoomEvent> {
     loop {
         match events.recv().await? {
             LinkEvent::Room(event) => return Some(event),
-            LinkEvent::DisconnectUser { .. } => continue,
+            LinkEvent::DisconnectUser { .. } | LinkEvent::Ephemeral(_) => continue,
         }
     }
 }
@@ -155,5 +156,7 @@ pub(super) fn describe(event: &RoomEvent) -> String {
         RoomEventKind::Publication(p) => format!("pub {}", p.data.as_str()),
         RoomEventKind::Join(m) => format!("join {}", m.client),
         RoomEventKind::Leave(m) => format!("leave {}", m.client),
+        RoomEventKind::PresenceUpdate(m) => format!("update {}", m.client),
+        RoomEventKind::PresenceResync(page) => format!("resync {}", page.members.len()),
     }
 }

@@ -57,6 +57,7 @@ pub(super) async fn keep_lease(link: Weak<LinkInner>) {
             tracing::debug!(error = %e, "lease not renewed");
             continue;
         }
+        inner.retry_failed_leaves().await;
         if reaped {
             tracing::warn!("this edge's lease had run out; re-joining its members");
             let members: Vec<(RoomName, Member)> = inner

@@ -1,5 +1,5 @@
 //! [`NatsLink`]: one edge's attachment to the NATS broker tier (the parts it delegates:
-//! `live.rs`, `presence.rs`, `leases.rs`).
+//! `publish.rs`, `live.rs`, `presence.rs`, `leases.rs`).
 //!
 //! - **Live events**: one core-NATS subscription per subscribed room (to the stream's
 //!   republished subjects), each read by its own task in stream order. A publication whose
@@ -12,18 +12,19 @@
 //! - **Lease**: the link renews `PLAZA_EDGES/<edge>` every third of its lease, and reaps other
 //!   edges whose entry is older than their lease: it claims the entry with a compare-and-set
 //!   (so exactly one edge reaps), removes the dead edge's members and publishes their leaves.
+//! - **Lifecycle events**: every link competes for the one deriver role (`deriver.rs`); any
+//!   link reads the feed (`events.rs`) and may hold the webhook sender's claim.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
 use bytes::Bytes;
 use plaza_proto::cluster::{
-    BrokerError, HistoryPage, LinkEvent, PresenceStats, PublishAck, RoomsPage,
+    BrokerError, HistoryPage, LinkEvent, PresencePage, PresenceStats, PublishAck, RoomsPage,
 };
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
 use plaza_proto::{ClientId, EdgeId, Member, Payload, Position, RoomName, Sender, UserId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -32,9 +33,11 @@ use super::Shared;
 use super::leases::{LeaseEntry, keep_lease, reap};
 use super::live::{Disconnect, follow, forward_disconnects};
 use super::names::{DISCONNECT_SUBJECT, RoomSubjects, token};
-use super::presence::{MemberEntry, members, presence_event, remove_member, rooms_page};
+use super::presence::{
+    MemberEntry, members, presence_event, presence_page, presence_update_event, remove_member,
+    rooms_page,
+};
 use crate::{AttachOptions, EdgeLink, LinkEvents, send_or_end};
-use plaza_proto::client::check_idem;
 use plaza_rooms::config::PresenceMode;
 
 /// Header: the room's previous publication offset (0 for the first).
@@ -44,7 +47,11 @@ pub(super) const FROM: &str = "Plaza-From";
 /// Header set by republish: the message's stream sequence.
 pub(super) const SEQUENCE: &str = "Nats-Sequence";
 /// How often a publish retries when other edges publish to the same room at the same time.
-const MAX_PUBLISH_ATTEMPTS: usize = 64;
+pub(super) const MAX_PUBLISH_ATTEMPTS: usize = 64;
+
+/// How long one publish attempt waits for its JetStream ack before a keyed publish is sent
+/// again (a healthy stream acks in milliseconds; a stream-leader election takes longer).
+pub(super) const ACK_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// One edge's attachment to NATS. Cheap to clone; the edge counts as alive (its lease is
 /// renewed) while a clone exists.
@@ -53,6 +60,9 @@ pub struct NatsLink {
     pub(super) inner: Arc<LinkInner>,
 }
 
+/// Rooms whose last offset a link remembers before forgetting idle ones.
+pub const PUBLISHING_CACHE: usize = 4096;
+
 pub(crate) struct LinkInner {
     pub(super) shared: Arc<Shared>,
     pub(super) edge: EdgeId,
@@ -60,16 +70,38 @@ pub(crate) struct LinkInner {
     pub(super) lease: Duration,
     pub(super) state: Mutex<LinkState>,
     /// The last publication offset this link knows per room, to publish with the right
-    /// expectation; the async lock also serializes this edge's publishes per room.
+    /// expectation; the async lock also serializes this edge's publishes per room. At most
+    /// [`PUBLISHING_CACHE`] rooms beyond those being published to right now.
     pub(super) publishing: Mutex<HashMap<RoomName, Arc<tokio::sync::Mutex<u64>>>>,
     pub(super) closed: AtomicBool,
+    /// Held while failed leaves are retried, and by a join of a member whose leave is being
+    /// retried, so a retry never removes the entry of a member that joined again.
+    pub(super) leave_retry: tokio::sync::Mutex<()>,
     pub(super) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// This link's identity as the event deriver (the edge and a random part).
+    pub(super) deriver_term: String,
 }
 
 pub(super) struct LinkState {
     pub(super) events: Option<mpsc::Sender<LinkEvent>>,
     pub(super) rooms: HashMap<RoomName, JoinHandle<()>>,
     pub(super) members: HashMap<(RoomName, ClientId), Member>,
+    /// Members whose `leave` could not remove them from the presence bucket (JetStream was
+    /// unavailable, e.g. during a stream-leader election): the lease task retries them until
+    /// they are gone or join again. At most one entry per member this link ever held.
+    pub(super) failed_leaves: HashSet<(RoomName, ClientId)>,
+}
+
+impl NatsLink {
+    /// How many rooms' last offsets this link remembers (bounded by [`PUBLISHING_CACHE`] plus
+    /// the rooms being published to right now); for tests and diagnostics.
+    pub fn remembered_rooms(&self) -> usize {
+        self.inner
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> BrokerError {
@@ -85,16 +117,19 @@ pub(super) async fn attach(
     let inner = Arc::new(LinkInner {
         shared,
         edge: options.edge,
-        edge_token,
+        edge_token: edge_token.clone(),
         lease: options.lease,
         state: Mutex::new(LinkState {
             events: Some(tx),
             rooms: HashMap::new(),
             members: HashMap::new(),
+            failed_leaves: HashSet::new(),
         }),
         publishing: Mutex::new(HashMap::new()),
         closed: AtomicBool::new(false),
+        leave_retry: tokio::sync::Mutex::new(()),
         tasks: Mutex::new(Vec::new()),
+        deriver_term: format!("{edge_token}-{:016x}", rand::random::<u64>()),
     });
     // Not fatal either way: `keep_lease` writes the lease every lease/3 and re-joins this
     // edge's members if it finds none. A write can fail just after the buckets were created,
@@ -118,6 +153,10 @@ pub(super) async fn attach(
         tokio::spawn(forward_disconnects(weak.clone(), disconnects)),
         tokio::spawn(keep_lease(weak.clone())),
         tokio::spawn(reap(weak)),
+        tokio::spawn(super::deriver::run(
+            Arc::clone(&inner.shared),
+            inner.deriver_term.clone(),
+        )),
     ];
     *inner.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
     Ok((NatsLink { inner }, rx))
@@ -159,6 +198,11 @@ impl LinkInner {
         send_or_end(&mut self.state().events, event);
     }
 
+    /// Queues an ephemeral event, dropping it if the edge's queue is full (at most once).
+    pub(super) fn send_ephemeral(&self, event: LinkEvent) {
+        crate::send_ephemeral(self.state().events.as_ref(), event);
+    }
+
     /// Ends the stream (the edge then attaches again, and its clients recover themselves).
     pub(super) fn end(&self, why: &str) {
         tracing::warn!(why, "ending the NATS link");
@@ -182,6 +226,39 @@ impl LinkInner {
             .put(&self.edge_token, value)
             .await
             .map_err(unavailable)
+    }
+
+    /// Removes this edge's member `client` of `room` from the presence bucket (with its
+    /// membership-log record and `leave` event).
+    pub(super) async fn remove_own_member(
+        &self,
+        room: &RoomName,
+        client: &ClientId,
+    ) -> Result<(), BrokerError> {
+        let (_, subjects, _) = self.shared.room(room)?;
+        let key = self.member_key(&subjects, client);
+        remove_member(&self.shared, room, &subjects, &key).await
+    }
+
+    /// Retries the leaves that failed (see [`LinkState::failed_leaves`]); a member that joined
+    /// again in the meantime is no longer retried.
+    pub(super) async fn retry_failed_leaves(&self) {
+        if self.state().failed_leaves.is_empty() {
+            return;
+        }
+        let _retrying = self.leave_retry.lock().await;
+        let pending: Vec<(RoomName, ClientId)> =
+            self.state().failed_leaves.iter().cloned().collect();
+        for key in pending {
+            // A join of this member since took it out of the set (under the same lock).
+            if !self.state().failed_leaves.contains(&key) {
+                continue;
+            }
+            if self.remove_own_member(&key.0, &key.1).await.is_err() {
+                return; // still unavailable: next round
+            }
+            self.state().failed_leaves.remove(&key);
+        }
     }
 
     pub(super) fn member_key(&self, subjects: &RoomSubjects, client: &ClientId) -> String {
@@ -213,81 +290,7 @@ impl EdgeLink for NatsLink {
         from: Option<Sender>,
         idem: Option<String>,
     ) -> Result<PublishAck, BrokerError> {
-        let inner = &self.inner;
-        inner.check_open()?;
-        // The key goes into a NATS header: a CR/LF would make async-nats panic, so it is
-        // checked here too, not only by the edge's decoders.
-        if let Some(Err(why)) = idem.as_deref().map(check_idem) {
-            return Err(BrokerError::Invalid(format!("room {room}: {why}")));
-        }
-        let (ns, subjects, _) = inner.shared.room(&room)?;
-        let lock = {
-            let mut publishing = inner
-                .publishing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(publishing.entry(room.clone()).or_default())
-        };
-        let mut known = lock.lock().await;
-        if *known == 0 {
-            // Unknown (or a new room): ask the stream once; conflicts below refresh it.
-            *known = last_sequence(&ns.stream, &subjects.publications).await?;
-        }
-        let mut unknown_retries = 30;
-        for _ in 0..MAX_PUBLISH_ATTEMPTS {
-            let mut headers = HeaderMap::new();
-            headers.insert(PREV, known.to_string().as_str());
-            headers.insert(
-                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                known.to_string().as_str(),
-            );
-            if let Some(key) = &idem {
-                let id = format!("{}/{key}", token(room.as_str()));
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-            }
-            if let Some(from) = &from {
-                let json = serde_json::to_string(from).map_err(unavailable)?;
-                headers.insert(FROM, json.as_str());
-            }
-            let sent = inner
-                .shared
-                .setup()?
-                .js
-                .publish_with_headers(subjects.publications.clone(), headers, data.bytes().clone())
-                .await
-                .map_err(unavailable)?;
-            match sent.await {
-                Ok(ack) => {
-                    if !ack.duplicate {
-                        *known = ack.sequence;
-                    }
-                    return Ok(PublishAck {
-                        position: Position {
-                            epoch: ns.epoch.clone(),
-                            offset: ack.sequence,
-                        },
-                        duplicate: ack.duplicate,
-                    });
-                }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    // Another edge published to the room first: learn its offset, retry.
-                    *known = last_sequence(&ns.stream, &subjects.publications).await?;
-                }
-                // No stream answered (its interest has not reached this server yet on a fresh
-                // cluster): nothing was stored, so try again shortly.
-                Err(e) if e.kind() == PublishErrorKind::StreamNotFound && unknown_retries > 0 => {
-                    unknown_retries -= 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => {
-                    *known = 0;
-                    return Err(unavailable(e));
-                }
-            }
-        }
-        Err(BrokerError::Unavailable(format!(
-            "room {room}: too many concurrent publishers; retry"
-        )))
+        super::publish::publish(&self.inner, room, data, from, idem).await
     }
 
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
@@ -300,6 +303,25 @@ impl EdgeLink for NatsLink {
             });
         }
         let events = ns.presence == PresenceMode::Full && ns.join_leave;
+        // This member's earlier leave is still being retried: take it out of the retries
+        // first, so a retry cannot remove the entry this join writes.
+        let retried = {
+            let state = inner.state();
+            !state.failed_leaves.is_empty()
+                && state
+                    .failed_leaves
+                    .contains(&(room.clone(), member.client.clone()))
+        };
+        let _retry = if retried {
+            let guard = inner.leave_retry.lock().await;
+            inner
+                .state()
+                .failed_leaves
+                .remove(&(room.clone(), member.client.clone()));
+            Some(guard)
+        } else {
+            None
+        };
         let key = inner.member_key(&subjects, &member.client);
         let value = Bytes::from(
             serde_json::to_vec(&MemberEntry {
@@ -308,6 +330,11 @@ impl EdgeLink for NatsLink {
             .map_err(unavailable)?,
         );
         let store = &inner.shared.setup()?.presence;
+        let changed = inner
+            .state()
+            .members
+            .get(&(room.clone(), member.client.clone()))
+            .is_some_and(|known| known.info != member.info);
         let created = match while_stream_unknown(|| store.create(&key, value.clone())).await {
             Ok(_) => true,
             Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
@@ -320,8 +347,12 @@ impl EdgeLink for NatsLink {
             .state()
             .members
             .insert((room.clone(), member.client.clone()), member.clone());
+        let update = changed && !created;
+        super::events::record_membership(&inner.shared, (true, update), &room, &member).await?;
         if created && events {
             presence_event(&inner.shared, &subjects, true, member).await?;
+        } else if changed && events {
+            presence_update_event(&inner.shared, &subjects, member).await?;
         }
         Ok(())
     }
@@ -333,24 +364,22 @@ impl EdgeLink for NatsLink {
             .state()
             .members
             .remove(&(room.clone(), client.clone()));
-        let (_, subjects, _) = inner.shared.room(&room)?;
-        let key = inner.member_key(&subjects, &client);
-        remove_member(&inner.shared, &room, &subjects, &key).await
+        let result = inner.remove_own_member(&room, &client).await;
+        if result.is_err() {
+            // Not left behind as a ghost for the edge's whole life: retried by `keep_lease`.
+            inner.state().failed_leaves.insert((room, client));
+        }
+        result
     }
 
-    async fn presence(&self, room: RoomName) -> Result<Vec<Member>, BrokerError> {
+    async fn presence(
+        &self,
+        room: RoomName,
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> Result<PresencePage, BrokerError> {
         self.inner.check_open()?;
-        let (_, subjects, ns) = self.inner.shared.room(&room)?;
-        if ns.presence != PresenceMode::Full {
-            return Err(BrokerError::PresenceDisabled {
-                namespace: room.namespace().to_owned(),
-            });
-        }
-        members(
-            &self.inner.shared,
-            &format!("{}.*.*", subjects.presence_prefix),
-        )
-        .await
+        presence_page(&self.inner.shared, &room, after.as_ref(), limit).await
     }
 
     async fn presence_stats(&self, room: RoomName) -> Result<PresenceStats, BrokerError> {
@@ -462,6 +491,17 @@ impl EdgeLink for NatsLink {
         Ok(Position { epoch, offset })
     }
 
+    async fn publish_ephemeral(
+        &self,
+        room: RoomName,
+        data: Payload,
+        from: Option<Sender>,
+    ) -> Result<(), BrokerError> {
+        self.inner.check_open()?;
+        let ephemeral = plaza_proto::cluster::Ephemeral { room, data, from };
+        super::ephemeral::publish(&self.inner, ephemeral).await
+    }
+
     async fn unsubscribe(&self, room: RoomName) -> Result<(), BrokerError> {
         if let Some(task) = self.inner.state().rooms.remove(&room) {
             task.abort();
@@ -483,6 +523,41 @@ impl EdgeLink for NatsLink {
     async fn rooms(&self, after: Option<RoomName>, limit: u32) -> Result<RoomsPage, BrokerError> {
         self.inner.check_open()?;
         rooms_page(&self.inner.shared, after, limit).await
+    }
+
+    async fn events(
+        &self,
+        since: Option<FeedPosition>,
+        limit: u32,
+        filter: EventFilter,
+    ) -> Result<EventsPage, BrokerError> {
+        self.inner.check_open()?;
+        super::events::read_feed(&self.inner.shared, since, limit, &filter).await
+    }
+
+    async fn claim_webhooks(&self, lease: Duration) -> Result<WebhookClaim, BrokerError> {
+        self.inner.check_open()?;
+        super::events::claim_webhooks(&self.inner.shared, &self.inner.edge, lease).await
+    }
+
+    async fn ack_webhooks(&self, endpoint: String, through: u64) -> Result<(), BrokerError> {
+        self.inner.check_open()?;
+        super::events::ack_webhooks(&self.inner.shared, &self.inner.edge, endpoint, through).await
+    }
+
+    async fn state_write(
+        &self,
+        _room: RoomName,
+        _write: plaza_proto::state::StateWrite,
+    ) -> Result<plaza_proto::state::StateAck, BrokerError> {
+        Err(no_state_rooms())
+    }
+
+    async fn state_read(
+        &self,
+        _room: RoomName,
+    ) -> Result<plaza_proto::state::StateSnapshot, BrokerError> {
+        Err(no_state_rooms())
     }
 
     fn ready(&self) -> bool {
@@ -516,6 +591,12 @@ impl EdgeLink for NatsLink {
         if let Ok(setup) = inner.shared.setup() {
             let _ = setup.edges.delete(&inner.edge_token).await;
         }
+        super::deriver::release(&inner.shared, &inner.deriver_term).await;
         inner.end("detached");
     }
+}
+
+/// Live-state rooms are not implemented on the NATS backend yet.
+fn no_state_rooms() -> BrokerError {
+    BrokerError::Unsupported("live-state rooms are not available on the NATS backend yet".into())
 }

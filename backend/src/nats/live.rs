@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::link::*;
-use super::presence::PresenceEvent;
+use super::presence::{PresenceEvent, presence_page};
+use plaza_rooms::config::PresenceMode;
 
 /// When a room task re-checks the stream after subscribing (interest may still be on its way
 /// to the server that republishes, in a cluster).
@@ -38,6 +39,8 @@ pub(super) async fn follow(
 ) {
     let mut checks = SETTLE_CHECKS.iter();
     let mut next_check = checks.next().map(|d| tokio::time::Instant::now() + *d);
+    // A presence resync that failed (the stream unreachable): retried with the checks.
+    let mut resync_due = false;
     loop {
         let check = async {
             match next_check {
@@ -49,10 +52,19 @@ pub(super) async fn follow(
             message = subscriber.next() => {
                 let Some(message) = message else { return };
                 let Some(inner) = link.upgrade() else { return };
+                if message.subject.ends_with(".e") {
+                    // Ephemeral: outside the room's offsets; never waits for a catch-up.
+                    if let Some(e) = super::ephemeral::decode(&room, &message) {
+                        inner.send_ephemeral(LinkEvent::Ephemeral(e));
+                    }
+                    continue;
+                }
                 let sequence = header_u64(message.headers.as_ref(), SEQUENCE).unwrap_or(0);
                 if message.subject.ends_with(".p") {
                     if let Ok(event) = serde_json::from_slice::<PresenceEvent>(&message.payload) {
-                        let kind = if event.join {
+                        let kind = if event.update {
+                            RoomEventKind::PresenceUpdate(event.member)
+                        } else if event.join {
                             RoomEventKind::Join(event.member)
                         } else {
                             RoomEventKind::Leave(event.member)
@@ -92,6 +104,14 @@ pub(super) async fn follow(
             }
             _ = reconnected.recv() => {
                 let Some(inner) = link.upgrade() else { return };
+                // Join/leave events published while disconnected are gone (they are not in
+                // the publication chain): send the members now instead. Events received
+                // after it apply on top (a join of a listed member or a leave of an absent
+                // one changes nothing), so a list built from both ends exact.
+                resync_due = !resync_presence(&inner, &room, &epoch).await;
+                if resync_due {
+                    next_check = Some(tokio::time::Instant::now() + CATCH_UP_RETRY);
+                }
                 match catch_up(&inner, &room, &epoch, &mut last).await {
                     CatchUp::Done => {}
                     CatchUp::Ended => return,
@@ -103,6 +123,12 @@ pub(super) async fn follow(
             () = check => {
                 next_check = checks.next().map(|d| tokio::time::Instant::now() + *d);
                 let Some(inner) = link.upgrade() else { return };
+                if resync_due {
+                    resync_due = !resync_presence(&inner, &room, &epoch).await;
+                    if resync_due {
+                        next_check = Some(tokio::time::Instant::now() + CATCH_UP_RETRY);
+                    }
+                }
                 match catch_up(&inner, &room, &epoch, &mut last).await {
                     CatchUp::Done => {}
                     CatchUp::Ended => return,
@@ -111,6 +137,29 @@ pub(super) async fn follow(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Sends `room`'s members as a presence resync if its namespace announces join/leave;
+/// false if they could not be read now (retry later).
+async fn resync_presence(inner: &LinkInner, room: &RoomName, epoch: &str) -> bool {
+    let ns = inner.shared.namespaces.of(room);
+    if !(ns.presence == PresenceMode::Full && ns.join_leave) {
+        return true;
+    }
+    match presence_page(&inner.shared, room, None, crate::PRESENCE_RESYNC_PAGE).await {
+        Ok(page) => {
+            inner.send(LinkEvent::Room(RoomEvent {
+                room: room.clone(),
+                epoch: epoch.to_owned(),
+                kind: RoomEventKind::PresenceResync(page),
+            }));
+            true
+        }
+        Err(e) => {
+            tracing::debug!(room = %room, error = %e, "presence resync failed; retrying");
+            false
         }
     }
 }

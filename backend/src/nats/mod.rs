@@ -8,6 +8,7 @@
 //!   plaza.l.<ns>.<room>.* ─▶ core NATS ─▶ only edges with local subscribers ─▶ LinkEvents
 //!   presence ─▶ KV PLAZA_PRESENCE (+ join/leave events in the room's stream)
 //!   leases   ─▶ KV PLAZA_EDGES (renewed by each edge; expired ones reaped by any live edge)
+//!   events   ─▶ one deriver (KV lease) follows PLAZA_PRESENCE ─▶ stream PLAZA_EVENTS (the feed)
 //! ```
 //!
 //! **Offsets** are JetStream stream sequences: one sequence per namespace stream, so a room's
@@ -18,11 +19,17 @@
 //! history reads know whether anything after a position was pruned, and live delivery detects
 //! a missed message and catches up from the stream.
 
+mod derive;
+mod deriver;
+mod ephemeral;
+mod events;
 mod leases;
 pub mod link;
 mod live;
 pub mod names;
 mod presence;
+mod publish;
+mod read;
 mod room_log;
 
 use std::collections::HashMap;
@@ -30,13 +37,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use futures_util::StreamExt;
 use plaza_proto::RoomName;
 use plaza_proto::cluster::BrokerError;
 use tokio::sync::broadcast;
 
 pub use link::NatsLink;
 use names::{EDGES_BUCKET, PRESENCE_BUCKET, RoomSubjects, ns_token, stream_name};
+pub(crate) use read::{Stored, read_all, read_some};
 
 use super::{AttachOptions, Backend, LinkEvents};
 use plaza_rooms::config::{NamespaceOptions, Namespaces, RoomsConfig};
@@ -140,6 +147,8 @@ pub(crate) struct Setup {
     pub presence_stream: stream::Stream,
     pub edges: kv::Store,
     pub edges_stream: stream::Stream,
+    /// The lifecycle event feed and its state bucket.
+    pub events: events::EventsSetup,
 }
 
 /// One namespace's stream.
@@ -242,6 +251,7 @@ async fn setup(
         .map_err(|e| NatsError::JetStream(e.to_string()))?;
     wait_for_leader(&presence_stream, options.request_timeout).await?;
     wait_for_leader(&edges_stream, options.request_timeout).await?;
+    let events = events::setup(&js, &rooms.events, options).await?;
     Ok(Setup {
         js,
         streams,
@@ -249,6 +259,7 @@ async fn setup(
         presence_stream,
         edges,
         edges_stream,
+        events,
     })
 }
 
@@ -265,6 +276,15 @@ impl NatsBackend {
             .name("plaza-edge")
             .retry_on_initial_connect()
             .request_timeout(Some(options.request_timeout))
+            // A killed server is noticed by the socket closing; a silent one by two missed
+            // pings. Reconnect attempts back off from 0 to at most RECONNECT_MAX (async-nats
+            // grows to 4 s), so a client that tried the dead server a few times is not left
+            // waiting seconds after another server is up.
+            .ping_interval(PING_INTERVAL)
+            .reconnect_delay_callback(|attempts| {
+                let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+                Duration::from_millis(2_u64.saturating_pow(exp)).min(RECONNECT_MAX)
+            })
             .event_callback(move |event| {
                 let events = events.clone();
                 async move {
@@ -368,6 +388,11 @@ impl Backend for NatsBackend {
         link::attach(Arc::clone(&self.shared), options).await
     }
 }
+
+/// How often the client pings its server (two unanswered pings: the connection is dead).
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest pause between two reconnect attempts.
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
 
 /// How long `connect` waits for the first connection before going on without it.
 fn options_connect_wait() -> Duration {
@@ -538,59 +563,4 @@ async fn ensure_bucket(
             .await
             .map_err(|e| NatsError::JetStream(format!("bucket {bucket}: {e}"))),
     }
-}
-
-/// A stored message as Plaza reads it back.
-pub(crate) struct Stored {
-    pub subject: String,
-    pub sequence: u64,
-    pub headers: Option<async_nats::HeaderMap>,
-    pub payload: bytes::Bytes,
-    /// When the server stored it.
-    pub time: time::OffsetDateTime,
-}
-
-/// Reads the messages of `stream` matching `filter` with `policy`, in stream order, until
-/// none are pending (an ephemeral ordered consumer; nothing to clean up).
-pub(crate) async fn read_all(
-    stream: &stream::Stream,
-    filter: String,
-    policy: jetstream::consumer::DeliverPolicy,
-) -> Result<Vec<Stored>, BrokerError> {
-    let unavailable = |e: &dyn std::fmt::Display| BrokerError::Unavailable(format!("NATS: {e}"));
-    let config = jetstream::consumer::pull::OrderedConfig {
-        filter_subject: filter,
-        deliver_policy: policy,
-        ..Default::default()
-    };
-    let mut consumer = stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let pending = consumer
-        .info()
-        .await
-        .map_err(|e| unavailable(&e))?
-        .num_pending;
-    let mut out = Vec::new();
-    if pending == 0 {
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| unavailable(&e))?;
-        let info = message.info().map_err(|e| unavailable(&e))?;
-        let (sequence, left, time) = (info.stream_sequence, info.pending, info.published);
-        out.push(Stored {
-            subject: message.subject.to_string(),
-            sequence,
-            headers: message.headers.clone(),
-            payload: message.payload.clone(),
-            time,
-        });
-        if left == 0 {
-            break;
-        }
-    }
-    Ok(out)
 }

@@ -5,9 +5,13 @@
 //!   publications           plaza.r.<ns>.<room>.m       (history: per-subject limit and max age)
 //!   join/leave events      plaza.r.<ns>.<room>.p       (same stream: ordered with publications)
 //!   live (republished)     plaza.l.<ns>.<room>.{m,p}   (what edges subscribe to, per room)
+//!   ephemeral (core only)  plaza.l.<ns>.<room>.e       (no stream: matched by the live subscription)
 //!   user disconnects       plaza.ctl.disconnect
 //!   presence (KV)          PLAZA_PRESENCE  <ns>.<room>.<edge>.<client> = member
 //!   edge leases (KV)       PLAZA_EDGES     <edge> = lease
+//!   lifecycle events       PLAZA_EVENTS    plaza.ev.<type>  (the feed; sequence = position)
+//!   presence changes       PLAZA_MEMBERSHIP plaza.mb.c      (the event deriver's input)
+//!   event state (KV)       PLAZA_EVENTS_STATE  deriver, snapshot, webhooks
 //! ```
 //!
 //! `<ns>` is `d` for the default namespace or `n` + hex of the name; `<room>`, `<edge>` and
@@ -23,6 +27,16 @@ pub const DISCONNECT_SUBJECT: &str = "plaza.ctl.disconnect";
 pub const PRESENCE_BUCKET: &str = "PLAZA_PRESENCE";
 /// The edge-lease bucket.
 pub const EDGES_BUCKET: &str = "PLAZA_EDGES";
+/// The lifecycle event stream (the feed).
+pub const EVENTS_STREAM: &str = "PLAZA_EVENTS";
+/// The subjects of the event stream (`plaza.ev.<type>`).
+pub const EVENTS_SUBJECTS: &str = "plaza.ev.>";
+/// The membership log: every presence change in order (the deriver's input).
+pub const MEMBERSHIP_STREAM: &str = "PLAZA_MEMBERSHIP";
+/// The membership log's subject.
+pub const MEMBERSHIP_SUBJECT: &str = "plaza.mb.c";
+/// The bucket of the deriver's lease and snapshot and the webhook sender's claim.
+pub const EVENTS_STATE_BUCKET: &str = "PLAZA_EVENTS_STATE";
 
 /// A namespace's token (`d` for the defaults).
 pub fn ns_token(namespace: Option<&str>) -> String {
@@ -62,8 +76,11 @@ pub struct RoomSubjects {
     pub publications: String,
     /// Join/leave events.
     pub presence_events: String,
-    /// What an edge subscribes to for live events (both kinds).
+    /// What an edge subscribes to for live events (both kinds, and ephemeral publications).
     pub live: String,
+    /// Ephemeral publications: a core-NATS subject outside every stream (`plaza.r.>`) that the
+    /// `live` wildcard matches, so no JetStream message is ever written for them.
+    pub ephemeral: String,
     /// The presence KV key prefix (`<ns>.<room>`).
     pub presence_prefix: String,
 }
@@ -76,6 +93,7 @@ impl RoomSubjects {
             publications: format!("plaza.r.{ns}.{room}.m"),
             presence_events: format!("plaza.r.{ns}.{room}.p"),
             live: format!("plaza.l.{ns}.{room}.*"),
+            ephemeral: format!("plaza.l.{ns}.{room}.e"),
             presence_prefix: format!("{ns}.{room}"),
         }
     }

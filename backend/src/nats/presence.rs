@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use futures_util::StreamExt;
-use plaza_proto::cluster::{BrokerError, RoomInfo, RoomsPage};
-use plaza_proto::{Member, RoomName, UserId};
+use plaza_proto::cluster::{BrokerError, PresencePage, RoomInfo, RoomsPage};
+use plaza_proto::{ClientId, Member, RoomName, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::link::*;
@@ -20,10 +20,12 @@ pub(super) struct MemberEntry {
     pub member: Member,
 }
 
-/// A join/leave event in a room's stream.
+/// A join/leave event in a room's stream; `update` (with `join: true`): a member's new info.
 #[derive(Serialize, Deserialize)]
 pub(super) struct PresenceEvent {
     pub join: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update: bool,
     pub member: Member,
 }
 
@@ -34,6 +36,26 @@ pub(super) async fn members(shared: &Shared, filter: &str) -> Result<Vec<Member>
         .into_iter()
         .map(|(_, member)| member)
         .collect())
+}
+
+/// One page of `room`'s members in client id order (namespaces with full presence only).
+pub(super) async fn presence_page(
+    shared: &Shared,
+    room: &RoomName,
+    after: Option<&ClientId>,
+    limit: u32,
+) -> Result<PresencePage, BrokerError> {
+    let (_, subjects, ns) = shared.room(room)?;
+    if ns.presence != PresenceMode::Full {
+        return Err(BrokerError::PresenceDisabled {
+            namespace: room.namespace().to_owned(),
+        });
+    }
+    // The bucket has no order by client id to page on: the page is cut from the whole list
+    // (the reply to the edge is still bounded by the page).
+    let mut members = members(shared, &format!("{}.*.*", subjects.presence_prefix)).await?;
+    members.sort_by(|a, b| a.client.cmp(&b.client));
+    Ok(PresencePage::of_sorted(&members, after, limit))
 }
 
 /// `(key, member)` of the live presence entries matching `filter`.
@@ -76,12 +98,38 @@ pub(super) async fn presence_event(
     join: bool,
     member: Member,
 ) -> Result<(), BrokerError> {
-    let body = bytes::Bytes::from(
-        serde_json::to_vec(&PresenceEvent { join, member }).map_err(unavailable)?,
-    );
+    let event = PresenceEvent {
+        join,
+        update: false,
+        member,
+    };
+    publish_json(shared, subjects.presence_events.clone(), &event).await
+}
+
+/// Publishes a member's new info into the room's stream (`presence_update`).
+pub(super) async fn presence_update_event(
+    shared: &Shared,
+    subjects: &RoomSubjects,
+    member: Member,
+) -> Result<(), BrokerError> {
+    let event = PresenceEvent {
+        join: true,
+        update: true,
+        member,
+    };
+    publish_json(shared, subjects.presence_events.clone(), &event).await
+}
+
+/// Publishes `value` as JSON to a stream's `subject` and waits for JetStream's ack.
+pub(super) async fn publish_json<T: Serialize>(
+    shared: &Shared,
+    subject: String,
+    value: &T,
+) -> Result<(), BrokerError> {
+    let body = bytes::Bytes::from(serde_json::to_vec(value).map_err(unavailable)?);
     let js = &shared.setup()?.js;
     while_stream_unknown(|| async {
-        js.publish(subjects.presence_events.clone(), body.clone())
+        js.publish(subject.clone(), body.clone())
             .await
             .map_err(unavailable)?
             .await
@@ -114,15 +162,21 @@ pub(super) async fn remove_member(
     let Ok(value) = serde_json::from_slice::<MemberEntry>(&entry.value) else {
         return Ok(());
     };
-    if shared
+    match shared
         .setup()?
         .presence
         .delete_expect_revision(key, Some(entry.revision))
         .await
-        .is_err()
     {
-        return Ok(()); // someone else removed (or replaced) it first
+        Ok(()) => {}
+        // Someone else removed (or replaced) it first.
+        Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+            return Ok(());
+        }
+        // JetStream unavailable (a stream-leader election): the caller retries.
+        Err(e) => return Err(unavailable(e)),
     }
+    super::events::record_membership(shared, (false, false), room, &value.member).await?;
     let ns = shared.namespaces.of(room);
     if ns.presence == PresenceMode::Full && ns.join_leave {
         presence_event(shared, subjects, false, value.member).await?;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, Entry, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -168,8 +168,21 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
         self.get_meta(VOTE).await
     }
 
+    /// Not fsynced: openraft awaits this inline on every commit, leader and followers alike,
+    /// so an fsync here would stall heartbeats and elections behind the disk. The committed id
+    /// is only a hint (openraft recovers without it), and the next durable append persists it.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<()> {
-        self.put_meta(COMMITTED, &committed).await
+        let bytes = encode(&committed).map_err(storage_err)?;
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(Durability::None).map_err(io_err)?;
+            txn.open_table(META)
+                .map_err(io_err)?
+                .insert(COMMITTED, bytes.as_slice())
+                .map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>> {

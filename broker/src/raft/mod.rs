@@ -14,6 +14,9 @@
 //! - [`node`]: [`RaftNode`] — start, initialize, status, shutdown; `write.rs`: writes
 //!   (proposed here or forwarded to the leader), read barriers and the peer RPCs behind them;
 //!   `read.rs`: reads of the applied state.
+//! - `health`: whether this node can commit now (round trips to the leader; the leader's
+//!   check-quorum fence); `phases`: failover phase timings; `handover`: graceful leadership
+//!   hand-over before a leader stops.
 //! - `batcher`: group commit of concurrent proposals into one entry.
 //! - [`state_machine`]: [`StateMachine`] — apply, snapshot build/install/restore, events.
 //! - [`log_redb`] / [`log_mem`]: the durable and the in-memory log stores.
@@ -26,10 +29,13 @@
 
 mod batcher;
 mod errors;
+mod handover;
+mod health;
 pub mod in_process;
 pub mod log_mem;
 pub mod log_redb;
 pub mod node;
+mod phases;
 pub mod quic;
 mod read;
 mod snapshot;

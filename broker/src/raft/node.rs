@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::batcher::{self, Limits, Proposal};
 pub use super::errors::{ProposeError, ReadError, StartError};
+use super::health::Health;
 use super::log_mem::MemLogStore;
 use super::log_redb::RedbLogStore;
 use super::snapshot::SnapshotStore;
@@ -68,9 +69,15 @@ impl Default for RaftNodeConfig {
         Self {
             raft: openraft::Config {
                 cluster_name: "plaza".into(),
+                // LAN / loopback timing (docs/configuration.md, `[raft]`). The heartbeat
+                // interval is also openraft's deadline for every AppendEntries, so it must
+                // exceed the worst link round trip plus a follower's fsync: 100 ms leaves room
+                // for 80 ms round trips. A follower campaigns after the leader lease
+                // (= election_timeout_max) plus its election timeout with no AppendEntries:
+                // 300 + 150..300 ms, about 0.55 s at the median, ≥ 3 heartbeats missed.
                 heartbeat_interval: 100,
-                election_timeout_min: 400,
-                election_timeout_max: 800,
+                election_timeout_min: 150,
+                election_timeout_max: 300,
                 ..Default::default()
             },
             rooms: RoomsConfig::default(),
@@ -130,6 +137,10 @@ pub(super) struct Inner {
     pub(super) propose_timeout: Duration,
     /// Bounds incoming snapshot chunks ([`super::snapshot::ChunkTracker`]).
     pub(super) snapshot_chunks: super::snapshot::ChunkTracker,
+    /// Whether a write here can commit now (round trips to the leader, check-quorum).
+    pub(super) health: Arc<Health>,
+    /// How long a write waits for a leader to be elected before it is refused.
+    pub(super) election_wait: Duration,
     pub(super) tasks: Vec<JoinHandle<()>>,
 }
 
@@ -151,6 +162,9 @@ impl RaftNode {
         transport: T,
     ) -> Result<Self, StartError> {
         let raft_config = Arc::new(config.raft.clone().validate()?);
+        let election_max = Duration::from_millis(raft_config.election_timeout_max);
+        let heartbeat = Duration::from_millis(raft_config.heartbeat_interval);
+        let health = Arc::new(Health::new(election_max));
         let transport = Arc::new(transport);
         let peers: Arc<dyn PeerCall> = transport.clone();
         let network = Network { id, transport };
@@ -184,8 +198,25 @@ impl RaftNode {
             limits,
         ))];
         if let Some(period) = config.tick {
-            tasks.push(tokio::spawn(ticker(raft.clone(), tx.downgrade(), period)));
+            tasks.push(tokio::spawn(ticker(
+                raft.clone(),
+                tx.downgrade(),
+                period,
+                Arc::clone(&health),
+            )));
         }
+        // Ping the leader twice per heartbeat so a follower's "can commit" is never older
+        // than half a heartbeat plus a round trip.
+        tasks.push(tokio::spawn(super::health::run(
+            raft.clone(),
+            Arc::clone(&health),
+            Arc::clone(&peers),
+            (heartbeat / 2).max(Duration::from_millis(10)),
+        )));
+        tasks.push(tokio::spawn(super::phases::watch(
+            raft.clone(),
+            Arc::clone(&health),
+        )));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -195,6 +226,8 @@ impl RaftNode {
                 proposals: tx,
                 propose_timeout: config.propose_timeout,
                 snapshot_chunks: super::snapshot::ChunkTracker::default(),
+                health,
+                election_wait: election_max * 2,
                 tasks,
             }),
         })
@@ -301,9 +334,15 @@ impl RaftNode {
     }
 }
 
-/// Commits `Command::Tick` every `period` while this node leads. Holds only a weak queue
+/// Commits `Command::Tick` every `period` while this node leads and can commit (a fenced
+/// leader must replicate nothing, so its followers' leases lapse). Holds only a weak queue
 /// handle so it never keeps a stopped node's batcher alive.
-async fn ticker(raft: Raft, proposals: mpsc::WeakSender<Proposal>, period: Duration) {
+async fn ticker(
+    raft: Raft,
+    proposals: mpsc::WeakSender<Proposal>,
+    period: Duration,
+    health: Arc<Health>,
+) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -311,7 +350,7 @@ async fn ticker(raft: Raft, proposals: mpsc::WeakSender<Proposal>, period: Durat
         let leading = {
             let m = raft.metrics();
             let m = m.borrow();
-            m.current_leader == Some(m.id)
+            m.current_leader == Some(m.id) && health.check(&m).is_ok()
         };
         let Some(tx) = proposals.upgrade() else { break };
         if leading {

@@ -2,8 +2,9 @@
 //! the state as of this node's last applied entry; callers that need linearizable reads take a
 //! read barrier first ([`RaftNode::read_barrier`]).
 
-use plaza_proto::cluster::{HistoryPage, PresenceStats, RoomsPage};
-use plaza_proto::{Member, Position, RoomName};
+use plaza_proto::cluster::{HistoryPage, PresencePage, PresenceStats, RoomsPage};
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition};
+use plaza_proto::{ClientId, Position, RoomName};
 use plaza_rooms::Rooms;
 
 use super::ReadError;
@@ -48,14 +49,37 @@ impl RaftNode {
         self.read(|r| r.history(wall_clock_ms(), room, since, limit))
     }
 
-    /// `room`'s members in the applied state.
-    pub fn presence(&self, room: &RoomName) -> Result<Vec<Member>, ReadError> {
-        Ok(self.read(|r| r.presence(room))??)
+    /// One page of `room`'s members in the applied state (see [`Rooms::presence`]).
+    pub fn presence(
+        &self,
+        room: &RoomName,
+        after: Option<&ClientId>,
+        limit: u32,
+    ) -> Result<PresencePage, ReadError> {
+        Ok(self.read(|r| r.presence(room, after, limit))??)
+    }
+
+    /// A state room's whole map in the applied state (see [`Rooms::state_snapshot`]).
+    pub fn state_snapshot(
+        &self,
+        room: &RoomName,
+    ) -> Result<plaza_proto::state::StateSnapshot, ReadError> {
+        Ok(self.read(|r| r.state_snapshot(room))??)
     }
 
     /// `room`'s member counts in the applied state.
     pub fn presence_stats(&self, room: &RoomName) -> Result<PresenceStats, ReadError> {
         Ok(self.read(|r| r.presence_stats(room))??)
+    }
+
+    /// One page of the lifecycle event feed in the applied state (see [`Rooms::events`]).
+    pub fn events(
+        &self,
+        since: Option<&FeedPosition>,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<EventsPage, ReadError> {
+        Ok(self.read(|r| r.events(since, limit, filter))??)
     }
 
     /// One page of the active rooms in the applied state (see [`Rooms::rooms`]).

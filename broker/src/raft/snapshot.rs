@@ -17,10 +17,11 @@ use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use super::types::{BrokerNode, NodeId};
-use plaza_rooms::RoomsState;
+use plaza_rooms::{RoomsState, RoomsStateV1, RoomsStateV2};
 
-/// Bumped if the snapshot layout ever changes incompatibly.
-const FORMAT: u16 = 1;
+/// Bumped if the snapshot layout ever changes incompatibly (2: the lifecycle event feed; 3:
+/// live-state rooms' maps).
+const FORMAT: u16 = 3;
 const FILE: &str = "snapshot.bin";
 
 /// The body of a snapshot (what is shipped to followers as the snapshot data).
@@ -41,6 +42,17 @@ impl SnapshotBody {
     }
 
     pub(super) fn decode(data: &[u8]) -> io::Result<Self> {
+        let (format, _) = postcard::take_from_bytes::<u16>(data).map_err(io::Error::other)?;
+        if format == 1 {
+            // Before lifecycle events: the same layout without the feed.
+            let old: SnapshotBodyV1 = postcard::from_bytes(data).map_err(io::Error::other)?;
+            return Ok(Self::new(old.rooms.map(RoomsState::from)));
+        }
+        if format == 2 {
+            // Before live-state rooms: the same layout without the maps.
+            let old: SnapshotBodyV2 = postcard::from_bytes(data).map_err(io::Error::other)?;
+            return Ok(Self::new(old.rooms.map(RoomsState::from)));
+        }
         let body: Self = postcard::from_bytes(data).map_err(io::Error::other)?;
         if body.format != FORMAT {
             return Err(io::Error::other(format!(
@@ -50,6 +62,22 @@ impl SnapshotBody {
         }
         Ok(body)
     }
+}
+
+/// A [`SnapshotBody`] of format 1.
+#[derive(Deserialize)]
+struct SnapshotBodyV1 {
+    #[allow(dead_code)]
+    format: u16,
+    rooms: Option<RoomsStateV1>,
+}
+
+/// A [`SnapshotBody`] of format 2.
+#[derive(Deserialize)]
+struct SnapshotBodyV2 {
+    #[allow(dead_code)]
+    format: u16,
+    rooms: Option<RoomsStateV2>,
 }
 
 /// A snapshot as stored: its meta and the encoded [`SnapshotBody`].
@@ -152,7 +180,24 @@ impl ChunkTracker {
 
 #[cfg(test)]
 mod tests {
-    use super::ChunkTracker;
+    use super::{ChunkTracker, SnapshotBody};
+
+    #[test]
+    fn a_format_1_snapshot_from_before_lifecycle_events_still_decodes() {
+        let rooms = plaza_rooms::Rooms::new(&Default::default(), "epoch");
+        let state = rooms.state().clone();
+        let mut bytes = postcard::to_stdvec(&SnapshotBody::new(Some(state.clone()))).unwrap();
+        // Format 1 had no lifecycle feed and webhook cursors: 7 trailing bytes when empty.
+        bytes[0] = 1;
+        bytes.truncate(bytes.len() - 7);
+        let body = SnapshotBody::decode(&bytes).unwrap();
+        assert_eq!(body.rooms, Some(state));
+        bytes[0] = 9;
+        assert!(
+            SnapshotBody::decode(&bytes).is_err(),
+            "unknown formats are refused"
+        );
+    }
 
     #[test]
     fn a_snapshot_chunk_may_only_continue_the_bytes_received_so_far() {

@@ -27,7 +27,7 @@ use openraft::raft::{
 use openraft::{AnyError, RPCTypes};
 use serde::{Deserialize, Serialize};
 
-use plaza_proto::cluster::LinkEvent;
+use plaza_proto::cluster::{Ephemeral, LinkEvent};
 
 use super::batcher::Committed;
 use super::errors::ProposeError;
@@ -52,6 +52,15 @@ pub enum RaftRpc {
     /// Deliver an event to every edge attached to the receiving broker (answered with
     /// [`RaftRpcReply::Delivered`]).
     Broadcast(LinkEvent),
+    /// A follower's round trip to its leader ([`RaftRpcReply::Pong`]): proof that a write it
+    /// forwards can reach the leader (see `health.rs`).
+    Ping,
+    /// A leader that is stopping asks its most up-to-date follower to campaign now
+    /// ([`RaftRpcReply::Electing`]; see `handover.rs`).
+    Elect,
+    /// Ephemeral publications, in their order, for the receiving broker's edges subscribed to
+    /// each room (answered with [`RaftRpcReply::Delivered`]). Never in the log.
+    Ephemeral(Vec<Ephemeral>),
 }
 
 /// The peer's answer to a [`RaftRpc`] (the variant matches the request's).
@@ -74,6 +83,13 @@ pub enum RaftRpcReply {
     /// The receiver does not serve this kind of RPC (e.g. an in-process test network asked to
     /// forward).
     Refused(String),
+    /// Answer to [`RaftRpc::Ping`]: whether the receiver leads.
+    Pong {
+        /// The receiver believes it is the leader.
+        leading: bool,
+    },
+    /// Answer to [`RaftRpc::Elect`]: the election was started (or why not).
+    Electing(Result<(), String>),
 }
 
 /// Why a call did not get a reply. The variant decides openraft's reaction.
@@ -145,7 +161,7 @@ pub trait RaftTransport: Send + Sync + 'static {
 
 /// Serves one incoming Raft RPC on the local node: the receiving half of every transport.
 /// The broker-level RPCs (`Forward`, `ReadIndex`, `Broadcast`) need more than the Raft handle
-/// and are answered with [`RaftRpcReply::Refused`] here; [`super::RaftNode::serve`] and the
+/// and are answered with [`RaftRpcReply::Refused`] here (`Ping` and `Elect` are answered); [`super::RaftNode::serve`] and the
 /// broker's handler answer them.
 pub async fn serve_rpc(raft: &Raft, rpc: RaftRpc) -> RaftRpcReply {
     match rpc {
@@ -154,9 +170,22 @@ pub async fn serve_rpc(raft: &Raft, rpc: RaftRpc) -> RaftRpcReply {
         RaftRpc::InstallSnapshot(req) => {
             RaftRpcReply::InstallSnapshot(raft.install_snapshot(req).await)
         }
-        RaftRpc::Forward(_) | RaftRpc::ReadIndex | RaftRpc::Broadcast(_) => {
-            RaftRpcReply::Refused("this node only serves Raft RPCs".into())
+        // Health pings and hand-over requests only need the Raft handle too, so in-process
+        // test networks answer them like the broker does.
+        RaftRpc::Ping => RaftRpcReply::Pong {
+            leading: {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(m.id)
+            },
+        },
+        RaftRpc::Elect => {
+            RaftRpcReply::Electing(raft.trigger().elect().await.map_err(|e| e.to_string()))
         }
+        RaftRpc::Forward(_)
+        | RaftRpc::ReadIndex
+        | RaftRpc::Broadcast(_)
+        | RaftRpc::Ephemeral(_) => RaftRpcReply::Refused("this node only serves Raft RPCs".into()),
     }
 }
 

@@ -31,6 +31,19 @@ impl RaftNode {
 
     /// [`Self::propose`] with the index of the entry that carried the commands.
     pub async fn propose_here(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        // A leader without a recent quorum ack (or handing over) refuses at once rather than
+        // queueing a write that cannot commit.
+        if self.is_leader() {
+            // Handing over: the write certainly was not committed; "not the leader" makes the
+            // caller (or the forwarding follower) retry on the new leader in a moment.
+            if self.inner.health.handing_over() {
+                return Err(ProposeError::NotLeader {
+                    leader: None,
+                    node: None,
+                });
+            }
+            self.can_commit().map_err(ProposeError::Unavailable)?;
+        }
         let (reply, rx) = oneshot::channel();
         let proposal = Proposal { commands, reply };
         let stopped = || ProposeError::Unavailable("raft node stopped".into());
@@ -90,6 +103,14 @@ impl RaftNode {
         .await
     }
 
+    /// `Ok` if a write through this node can commit now; otherwise why not ("cannot reach
+    /// leader 2: no round trip for 350 ms", "no leader", "lost contact with a majority").
+    pub fn can_commit(&self) -> Result<(), String> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        self.inner.health.check(&m)
+    }
+
     /// Runs one operation on the leader — `here` when this node leads, else `rpc` sent to the
     /// leader and its reply read with `reply` — retrying while `retry` says a failure was
     /// harmless (no leader yet, leader unreachable) until the propose timeout. Each success
@@ -102,14 +123,29 @@ impl RaftNode {
         rpc: impl Fn() -> RaftRpc,
         reply: impl Fn(RaftRpcReply) -> Result<(u64, T), ProposeError>,
     ) -> Result<T, ProposeError> {
-        let deadline = Instant::now() + self.inner.propose_timeout;
+        let started = Instant::now();
+        let deadline = started + self.inner.propose_timeout;
         loop {
             let attempt = match self.current_leader() {
                 Some((leader, _)) if leader == self.inner.id => here().await,
-                Some((leader, Some(node))) => self
-                    .forward(leader, &node, rpc(), deadline)
-                    .await
-                    .and_then(&reply),
+                Some((leader, Some(node))) => {
+                    // No recent round trip to the leader: say so at once, so the edge
+                    // re-attaches to a broker that can commit instead of waiting here.
+                    if let Err(why) = self.can_commit() {
+                        return Err(ProposeError::Unavailable(why));
+                    }
+                    self.forward(leader, &node, rpc(), deadline)
+                        .await
+                        .and_then(&reply)
+                }
+                // An election is under way: wait for it, but not longer than an election
+                // should take (2 × election_timeout_max).
+                _ if started.elapsed() >= self.inner.election_wait => {
+                    return Err(ProposeError::Unavailable(format!(
+                        "no leader elected within {:?}",
+                        self.inner.election_wait
+                    )));
+                }
                 _ => Err(ProposeError::NotLeader {
                     leader: None,
                     node: None,
@@ -164,9 +200,19 @@ impl RaftNode {
         // give up as soon as this node stops following it.
         let mut metrics = self.inner.raft.metrics();
         let deposed = metrics.wait_for(|m| m.current_leader != Some(leader));
+        // Nor wait on a leader this node has lost contact with (no answered ping lately).
+        let unreachable = async {
+            loop {
+                tokio::time::sleep(FORWARD_HEALTH_CHECK).await;
+                if let Err(why) = self.can_commit() {
+                    return why;
+                }
+            }
+        };
         let outcome = tokio::select! {
             outcome = call => outcome,
             _ = deposed => Err(TransportError::Lost(format!("leader {leader} was replaced"))),
+            why = unreachable => Err(TransportError::Lost(why)),
         };
         match outcome {
             Ok(reply) => Ok(reply),
@@ -214,6 +260,10 @@ impl RaftNode {
                 })
             }),
             RaftRpc::ReadIndex => RaftRpcReply::ReadIndex(self.read_index_here().await),
+            RaftRpc::Ping => RaftRpcReply::Pong {
+                leading: self.is_leader(),
+            },
+            RaftRpc::Elect => RaftRpcReply::Electing(self.elect_now().await),
             RaftRpc::InstallSnapshot(req) => {
                 let id = &req.meta.snapshot_id;
                 if let Err(expect) =
@@ -264,16 +314,7 @@ impl RaftNode {
         rpc: impl Fn() -> RaftRpc,
         timeout: Duration,
     ) -> Vec<(NodeId, TransportError)> {
-        let peers: Vec<(NodeId, BrokerNode)> = {
-            let metrics = self.inner.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.inner.id)
-                .map(|(id, node)| (*id, node.clone()))
-                .collect()
-        };
+        let peers = self.peers();
         let calls = peers.iter().map(|(id, node)| {
             let call = self.inner.peers.call(*id, node, rpc(), timeout);
             async move { (*id, call.await) }
@@ -290,8 +331,36 @@ impl RaftNode {
     }
 }
 
+impl RaftNode {
+    /// The other members of the cluster, as this node knows its membership now.
+    pub fn peers(&self) -> Vec<(NodeId, BrokerNode)> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.inner.id)
+            .map(|(id, node)| (*id, node.clone()))
+            .collect()
+    }
+
+    /// Sends one broker-level RPC to member `id` at `node` and waits for its answer.
+    pub async fn call_peer(
+        &self,
+        id: NodeId,
+        node: &BrokerNode,
+        rpc: RaftRpc,
+        timeout: Duration,
+    ) -> Result<RaftRpcReply, TransportError> {
+        self.inner.peers.call(id, node, rpc, timeout).await
+    }
+}
+
 /// How long to wait before retrying a write or read index during an election.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How often a forward in flight checks that the leader is still reachable.
+const FORWARD_HEALTH_CHECK: Duration = Duration::from_millis(50);
 
 fn unexpected(reply: &RaftRpcReply) -> ProposeError {
     match reply {

@@ -14,7 +14,8 @@
 //!   edge's next read on this broker sees them.
 //! - Reads (history, presence, counts, room list) wait for a read index from the leader
 //!   ([`RaftNode::read_barrier`]) and then read the local state: linearizable, whichever
-//!   broker the edge is attached to.
+//!   broker the edge is attached to. Concurrent reads share one barrier (`reads.rs`), so a
+//!   read flood costs quorum rounds at the round-trip rate, not the read rate.
 //! - An attachment ends when the edge detaches (its members leave now), when the connection is
 //!   lost (its members stay until the lease lapses, so the edge can resume on another broker),
 //!   or when the router cuts it (the edge resumes).
@@ -23,13 +24,15 @@
 //!   `unsubscribe` from a room the attachment never subscribed to gets an `Invalid` error reply;
 //!   `leave` removes only the edge's own members (others are ignored, as unknown ones are).
 
+mod ephemeral;
+mod reads;
 mod router;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plaza_proto::cluster::{
-    BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, LinkEvent, answer_hello,
+    BrokerError, BrokerEvent, Call, CallOk, EdgeRequest, Ephemeral, LinkEvent, answer_hello,
 };
 use plaza_proto::{EdgeId, RoomName};
 use quinn::Connection;
@@ -38,6 +41,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use ephemeral::Relay;
+use reads::ReadBarriers;
 use router::{AttachmentId, Registered};
 pub use router::{
     CLOSE_LEASE_EXPIRED, CLOSE_PROTOCOL, CLOSE_RESUME, CLOSE_UNAVAILABLE, CLOSE_VERSION, Router,
@@ -97,6 +102,9 @@ struct Inner {
     node: RaftNode,
     router: Router,
     options: EdgeOptions,
+    reads: ReadBarriers,
+    /// Ephemeral publications to this broker's edges and the other brokers (`ephemeral.rs`).
+    relay: Relay,
 }
 
 impl EdgeService {
@@ -106,8 +114,10 @@ impl EdgeService {
         let applied = node.subscribe();
         let service = Self {
             inner: Arc::new(Inner {
+                relay: Relay::new(node.clone(), cancel.clone()),
                 node,
                 router: Router::default(),
+                reads: ReadBarriers::default(),
                 options,
             }),
         };
@@ -132,6 +142,13 @@ impl EdgeService {
     /// Queues `event` to every edge attached here; returns how many got it.
     pub fn broadcast(&self, event: &LinkEvent) -> usize {
         self.inner.router.broadcast(event)
+    }
+
+    /// Queues ephemeral publications relayed by another broker to the edges attached here and
+    /// subscribed to their rooms, in order; returns how many deliveries were queued.
+    pub fn relayed(&self, batch: &[Ephemeral]) -> usize {
+        metrics::counter!(m::EPHEMERAL_ROUTED, "source" => "peer").increment(batch.len() as u64);
+        self.inner.router.route_ephemeral(batch)
     }
 
     /// Serves one edge connection, whose certificate is edge `name`'s, until it ends or
@@ -270,6 +287,19 @@ impl EdgeService {
                     refuse(conn, CLOSE_PROTOCOL, "protocol", "Hello sent twice");
                     break false;
                 }
+                EdgeRequest::Call {
+                    req,
+                    call: Call::PublishEphemeral(ephemeral),
+                } => {
+                    // Inline, not in a call task: the edge's order is the publisher's order.
+                    self.inner.relay.publish(&self.inner.router, ephemeral);
+                    metrics::counter!(m::EDGE_CALLS, "call" => "publish_ephemeral", "result" => "ok")
+                        .increment(1);
+                    let result = Ok(CallOk::Done);
+                    if let Some(frame) = router::encode(&BrokerEvent::Result { req, result }) {
+                        let _ = tx.send(frame).await;
+                    }
+                }
                 EdgeRequest::Call { req, call } => {
                     let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
                         break false;
@@ -337,7 +367,7 @@ impl EdgeService {
                 .await
             {
                 Ok(Applied::Published(ack)) => Ok(CallOk::Published(ack)),
-                Ok(Applied::Done) => Err(BrokerError::Unavailable("publish not stored".into())),
+                Ok(_) => Err(BrokerError::Unavailable("publish not stored".into())),
                 Err(e) => Err(e),
             },
             Call::Join { room, member } => {
@@ -390,7 +420,10 @@ impl EdgeService {
                 .read(|n| n.history(&room, since, limit))
                 .await
                 .map(CallOk::History),
-            Call::Presence { room } => self.read(|n| n.presence(&room)).await.map(CallOk::Presence),
+            Call::Presence { room, after, limit } => self
+                .read(|n| n.presence(&room, after.as_ref(), limit))
+                .await
+                .map(CallOk::Presence),
             Call::PresenceStats { room } => self
                 .read(|n| n.presence_stats(&room))
                 .await
@@ -399,11 +432,59 @@ impl EdgeService {
                 .read(|n| n.rooms(after.as_ref(), limit))
                 .await
                 .map(CallOk::Rooms),
+            Call::Events {
+                since,
+                limit,
+                filter,
+            } => self
+                .read(|n| n.events(since.as_ref(), limit, &filter))
+                .await
+                .map(CallOk::Events),
+            Call::ClaimWebhooks { lease_ms } => {
+                let claim = Command::ClaimWebhooks {
+                    edge: edge.clone(),
+                    lease_ms,
+                };
+                match self.write_one(claim).await {
+                    Ok(Applied::WebhookClaim(claim)) => Ok(CallOk::WebhookClaim(claim)),
+                    Ok(_) => Err(BrokerError::Unavailable("claim not answered".into())),
+                    Err(e) => Err(e),
+                }
+            }
+            Call::AckWebhooks { endpoint, through } => {
+                let ack = Command::AckWebhooks {
+                    edge: edge.clone(),
+                    endpoint,
+                    through,
+                };
+                self.write_one(ack).await.map(|_| CallOk::Done)
+            }
             Call::DisconnectUser { user, reason } => {
                 let event = LinkEvent::DisconnectUser { user, reason };
                 self.broadcast_everywhere(event).await;
                 Ok(CallOk::Done)
             }
+            Call::PublishEphemeral(ephemeral) => {
+                // Normally handled inline by `read_calls`; the same here.
+                self.inner.relay.publish(router, ephemeral);
+                Ok(CallOk::Done)
+            }
+            Call::StateWrite { room, write } => {
+                let write = Command::StateWrite {
+                    edge: edge.clone(),
+                    room,
+                    write,
+                };
+                match self.write_one(write).await {
+                    Ok(Applied::StateWritten(ack)) => Ok(CallOk::StateWritten(ack)),
+                    Ok(_) => Err(BrokerError::Unavailable("state write not answered".into())),
+                    Err(e) => Err(e),
+                }
+            }
+            Call::StateRead { room } => self
+                .read(|n| n.state_snapshot(&room))
+                .await
+                .map(CallOk::State),
         })
     }
 
@@ -421,7 +502,7 @@ impl EdgeService {
         &self,
         f: impl FnOnce(&RaftNode) -> Result<T, ReadError>,
     ) -> Result<T, BrokerError> {
-        self.inner.node.read_barrier().await?;
+        self.inner.reads.barrier(&self.inner.node).await?;
         f(&self.inner.node).map_err(read_error)
     }
 
@@ -509,5 +590,11 @@ fn call_name(call: &Call) -> &'static str {
         Call::Unsubscribe { .. } => "unsubscribe",
         Call::DisconnectUser { .. } => "disconnect_user",
         Call::Rooms { .. } => "rooms",
+        Call::Events { .. } => "events",
+        Call::ClaimWebhooks { .. } => "claim_webhooks",
+        Call::AckWebhooks { .. } => "ack_webhooks",
+        Call::PublishEphemeral(_) => "publish_ephemeral",
+        Call::StateWrite { .. } => "state_write",
+        Call::StateRead { .. } => "state_read",
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
-use plaza_proto::cluster::{BrokerEvent, LinkEvent};
+use plaza_proto::cluster::{BrokerEvent, Ephemeral, LinkEvent};
 use plaza_proto::links::edge_close;
 use plaza_proto::{EdgeId, RoomName};
 use quinn::{Connection, VarInt};
@@ -168,6 +168,35 @@ impl Router {
             slot.rooms.remove(room);
         }
         state.unlink(id, room);
+    }
+
+    /// Queues ephemeral publications, in order, to the attachments subscribed to each one's
+    /// room (whatever index they subscribed at: ephemeral traffic is outside the log). A full
+    /// queue drops the publication for that attachment instead of cutting it: at most once.
+    /// Returns how many deliveries were queued.
+    pub fn route_ephemeral(&self, batch: &[Ephemeral]) -> usize {
+        let state = self.lock();
+        let mut sent = 0;
+        for ephemeral in batch {
+            let Some(subs) = state.rooms.get(&ephemeral.room) else {
+                continue;
+            };
+            let Some(frame) = encode(&BrokerEvent::Ephemeral(ephemeral.clone())) else {
+                continue;
+            };
+            for id in subs.keys() {
+                let Some(slot) = state.attachments.get(id) else {
+                    continue;
+                };
+                if slot.events.try_send(frame.clone()).is_ok() {
+                    sent += 1;
+                } else {
+                    metrics::counter!(crate::metrics::EPHEMERAL_DROPPED, "reason" => "edge_queue")
+                        .increment(1);
+                }
+            }
+        }
+        sent
     }
 
     /// Queues `event` to every attachment; returns how many got it.

@@ -32,6 +32,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,6 +75,9 @@ pub enum RunError {
     },
 }
 
+/// Longest a stopping leader spends handing leadership over before it just stops.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs the broker until `shutdown` completes, then stops it within `shutdown_grace`.
 pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let id = config.id();
@@ -86,7 +90,13 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
         }
     };
     check_own_role(&tls, id)?;
-    let options = QuicOptions::default();
+    // Broker links: a silently dead peer (or edge) is noticed within a second and a half;
+    // keep-alives keep healthy idle links well inside that.
+    let options = QuicOptions {
+        idle_timeout: Duration::from_millis(1500),
+        keep_alive: Duration::from_millis(250),
+        ..QuicOptions::default()
+    };
     let endpoint = quic_endpoint(&tls, config.raft_listen, &options, &[ALPN_RAFT, ALPN_EDGE])?;
     let raft_addr = endpoint.local_addr().unwrap_or(config.raft_listen);
     let transport = QuicTransport::new(endpoint.clone(), &tls, options.clone())?;
@@ -148,8 +158,15 @@ pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Re
     let was_leader = node.is_leader();
     tracing::info!(node = id, was_leader, "shutting down");
     let stop = async {
-        // openraft 0.9 has no leadership transfer: a leader stops, its connections close at
-        // once (below) and the followers elect a new leader after their election timeout.
+        // openraft 0.9 has no leadership transfer: a leader hands over itself (`handover.rs`:
+        // catch up the best follower, ask it to campaign) so writes pause for about a round
+        // trip; if that fails, the followers elect a new leader after their election timeout.
+        if was_leader {
+            match node.hand_over(HANDOVER_TIMEOUT).await {
+                Ok(leader) => tracing::info!(node = id, ?leader, "leadership handed over"),
+                Err(why) => tracing::warn!(node = id, why, "leadership hand-over failed"),
+            }
+        }
         node.shutdown().await;
         cancel.cancel();
         tasks.close();

@@ -115,7 +115,9 @@ async fn ready(State(state): State<HttpState>) -> Response {
 
 /// Gauges: `plaza_broker_is_leader`, `plaza_broker_leader_id` (0 when unknown),
 /// `plaza_broker_term`, `plaza_broker_commit_index`, `plaza_broker_last_applied`,
-/// `plaza_broker_last_log_index`, `plaza_broker_voters`, `plaza_broker_follower_lag{node}`.
+/// `plaza_broker_last_log_index`, `plaza_broker_voters`, `plaza_broker_follower_lag{node}`,
+/// and the lifecycle event feed: `plaza_broker_event_feed_retained` (bounded by
+/// `rooms.events.max_retained`), `plaza_broker_event_feed_seq`, `plaza_broker_event_pending`.
 async fn metrics(State(state): State<HttpState>) -> Response {
     let s = state.node.status().await;
     let gauge = |name: &'static str, v: u64| metrics::gauge!(name).set(v as f64);
@@ -128,6 +130,11 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     gauge("plaza_broker_voters", s.voters.len() as u64);
     for (node, lag) in &s.lag {
         metrics::gauge!("plaza_broker_follower_lag", "node" => node.to_string()).set(*lag as f64);
+    }
+    if let Ok((retained, seq, pending)) = state.node.read(|r| r.feed_stats()) {
+        gauge("plaza_broker_event_feed_retained", retained as u64);
+        gauge("plaza_broker_event_feed_seq", seq);
+        gauge("plaza_broker_event_pending", pending as u64);
     }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -10,7 +10,9 @@
 //!
 //! Prints a progress line per scenario, then a report: operations, faults injected, each
 //! invariant with its first counterexample, latency percentiles, time to recover after each
-//! fault, and the command to reproduce a failure. Exits 1 if any invariant failed. See
+//! fault, the liveness verdict (longest window without an acknowledged publish and the slowest
+//! publish against `--liveness-bound`), and the command to reproduce a failure. Exits 1 if any
+//! invariant or the liveness verdict failed. See
 //! `docs/chaos.md`.
 
 use std::process::ExitCode;
@@ -50,6 +52,10 @@ struct Args {
     /// Seed of the fault schedule and the clients' choices.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The liveness bound: the longest window without an acknowledged publish (and the
+    /// slowest single publish) a scenario may show; majority-loss scenarios are exempt.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    liveness_bound: Duration,
     /// Re-run a failed seed (same as `--seed`).
     #[arg(long)]
     reproduce: Option<u64>,
@@ -74,6 +80,7 @@ async fn main() -> ExitCode {
             scenario,
             duration: args.duration,
             seed: args.reproduce.unwrap_or(args.seed),
+            liveness_bound: args.liveness_bound,
             ..Options::default()
         };
         eprintln!(

@@ -67,6 +67,8 @@ pub(super) async fn observe_presence(
             .map(|m| {
                 m.iter()
                     .filter_map(|m| m["user"].as_str().map(str::to_owned))
+                    // The presence watcher is a member too; `presence-tracked` covers it.
+                    .filter(|user| user != super::presence_watch::WATCHER)
                     .collect()
             })
             .unwrap_or_default();

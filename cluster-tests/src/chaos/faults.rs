@@ -38,11 +38,13 @@ pub(super) async fn inject(
             let fresh = match system {
                 System::Raft { cluster } => {
                     let ids: Vec<u64> = cluster.slots.iter().map(|s| s.id).collect();
-                    EdgeProcess::start(cluster, n, &ids, SECRET, options.lease, &[])
+                    let extra = edge_extra(options);
+                    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                    EdgeProcess::start(cluster, n, &ids, SECRET, options.lease, &extra)
                 }
                 System::Nats { nats } => {
                     let replicas = if nats.nodes.len() >= 3 { 3 } else { 1 };
-                    nats_edge(nats, n, replicas, options.lease)
+                    nats_edge(nats, n, replicas, options)
                 }
             };
             let url = fresh.ws_url();

@@ -115,6 +115,21 @@ pub enum Event {
         /// When.
         at: u64,
     },
+    /// The presence watcher's final reading: the member list it kept from pushes since its
+    /// last (re)load (`join`, `leave`, `presence_resync`), and the room's presence read on the
+    /// same connection once the pushes went quiet after the faults healed.
+    PresenceTracked {
+        /// Room name.
+        room: String,
+        /// Client ids of the list kept from pushes (sorted).
+        tracked: Vec<String>,
+        /// Client ids of the `presence` reply (sorted).
+        actual: Vec<String>,
+        /// `presence_resync` pushes the watcher applied in the room.
+        resyncs: u64,
+        /// When.
+        at: u64,
+    },
     /// A broker's `/status` said it leads in `term` (Raft backend only).
     LeaderObserved {
         /// The broker id.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::history::{Event, History, Violation};
 use super::invariants;
+use super::liveness::Liveness;
 use super::runner::*;
 
 /// What a run found.
@@ -23,6 +24,8 @@ pub struct Report {
     pub latency: (Duration, Duration, Duration),
     /// Per fault: how long until a publish sent after it was acknowledged.
     pub recoveries: Vec<Duration>,
+    /// The longest stall and the slowest publish, judged against the liveness bound.
+    pub liveness: Liveness,
 }
 
 /// Operation counts.
@@ -41,8 +44,13 @@ pub struct Counts {
 }
 
 impl Report {
-    /// Whether every invariant held.
+    /// Whether every safety invariant held and liveness stayed within its bound.
     pub fn passed(&self) -> bool {
+        self.safe() && self.liveness.passed()
+    }
+
+    /// Whether every safety invariant held (liveness aside).
+    pub fn safe(&self) -> bool {
         self.invariants.iter().all(|(_, r)| r.is_ok())
     }
 }
@@ -104,17 +112,19 @@ impl fmt::Display for Report {
                 Err(v) => writeln!(f, "    FAIL {name}: {}", v.example)?,
             }
         }
+        writeln!(f, "    {}", self.liveness)?;
         if self.passed() {
             writeln!(f, "  verdict: PASS")
         } else {
             writeln!(
                 f,
                 "  verdict: FAIL — reproduce with: plaza-chaos --backend {} --scenario {} \
-                 --duration {}s --seed {}",
+                 --duration {}s --seed {} --liveness-bound {}ms",
                 format!("{:?}", o.backend).to_lowercase(),
                 kebab(&format!("{:?}", o.scenario)),
                 o.duration.as_secs(),
-                o.seed
+                o.seed,
+                o.liveness_bound.as_millis()
             )
         }
     }
@@ -140,6 +150,7 @@ pub(super) fn summarize(
     history: &History,
     faults: Vec<String>,
     fault_starts: &[u64],
+    published_until: u64,
 ) -> Report {
     let mut counts = Counts::default();
     let mut sent: HashMap<&str, u64> = HashMap::new();
@@ -189,6 +200,13 @@ pub(super) fn summarize(
                 .min()
         })
         .collect();
+    let liveness = Liveness::measure(
+        history,
+        fault_starts.first().copied().unwrap_or(0),
+        published_until,
+        options.liveness_bound,
+        options.scenario,
+    );
     Report {
         options,
         counts,
@@ -196,5 +214,6 @@ pub(super) fn summarize(
         invariants: invariants::check_all(history),
         latency,
         recoveries,
+        liveness,
     }
 }

@@ -92,6 +92,12 @@ pub struct Options {
     pub seed: u64,
     /// The edges' broker lease.
     pub lease: Duration,
+    /// The longest stall (window without an acknowledged publish, or one publish's latency)
+    /// the liveness verdict accepts; majority-loss scenarios are exempt.
+    pub liveness_bound: Duration,
+    /// The edges' config file with `[webhooks]` (set by [`run`] on both backends, where a
+    /// real receiver checks the webhook invariants).
+    pub edge_config: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -106,6 +112,8 @@ impl Default for Options {
             duration: Duration::from_secs(20),
             seed: 1,
             lease: Duration::from_secs(3),
+            liveness_bound: Duration::from_secs(3),
+            edge_config: None,
         }
     }
 }
@@ -138,8 +146,10 @@ pub(super) enum System {
 }
 
 /// Runs one scenario and checks every invariant.
-pub async fn run(options: Options) -> Report {
+pub async fn run(mut options: Options) -> Report {
     let mut rng = StdRng::seed_from_u64(options.seed);
+    let webhooks = Some(super::webhooks::Webhooks::start().await);
+    options.edge_config = webhooks.as_ref().map(|w| w.edge_config.clone());
     let (mut system, mut edges) = start_system(&options);
     let urls: Arc<Mutex<Vec<String>>> =
         Arc::new(Mutex::new(edges.iter().map(EdgeProcess::ws_url).collect()));
@@ -164,6 +174,14 @@ pub async fn run(options: Options) -> Report {
             Arc::clone(&stopping),
         )));
     }
+    let finish_watch = Arc::new(AtomicBool::new(false));
+    let mut watcher = tokio::spawn(super::presence_watch::watch(
+        Arc::clone(&urls),
+        rooms.clone(),
+        recorder.clone(),
+        Arc::clone(&finish_watch),
+        Instant::now() + options.duration + options.lease + Duration::from_secs(60),
+    ));
     let leaders = match &system {
         System::Raft { cluster } => Some(tokio::spawn(watch_leaders(
             cluster.slots.iter().map(|s| (s.id, s.http)).collect(),
@@ -190,15 +208,28 @@ pub async fn run(options: Options) -> Report {
 
     // Let retries finish and deliveries catch up, then read presence.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let published_until = recorder.now();
     publishing.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(4)).await;
     tokio::time::sleep(options.lease + Duration::from_secs(2)).await;
     let healed_at = recorder.now();
     observe_presence(&urls, &rooms, options.clients, &recorder, healed_at).await;
+    finish_watch.store(true, Ordering::Relaxed);
+    if tokio::time::timeout(Duration::from_secs(30), &mut watcher)
+        .await
+        .is_err()
+    {
+        watcher.abort();
+        eprintln!("the presence watcher did not finish");
+    }
     stopping.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.await;
     }
+    let webhook_results = match &webhooks {
+        Some(w) => w.check(&edges).await,
+        None => Vec::new(),
+    };
     if let Some(l) = leaders {
         let _ = l.await;
     }
@@ -210,7 +241,17 @@ pub async fn run(options: Options) -> Report {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    summarize(options, &history, faults, &fault_starts)
+    let mut report = summarize(options, &history, faults, &fault_starts, published_until);
+    report.invariants.extend(webhook_results);
+    report
+}
+
+/// The extra flags of a workload edge: its config file, when there is one.
+pub(super) fn edge_extra(options: &Options) -> Vec<String> {
+    match &options.edge_config {
+        Some(path) => vec!["--config".into(), path.display().to_string()],
+        None => Vec::new(),
+    }
 }
 
 pub(super) fn start_system(options: &Options) -> (System, Vec<EdgeProcess>) {
@@ -221,8 +262,10 @@ pub(super) fn start_system(options: &Options) -> (System, Vec<EdgeProcess>) {
             let mut cluster = BrokerCluster::start_with(options.brokers, config, true);
             cluster.wait_leader(Duration::from_secs(30));
             let ids: Vec<u64> = (1..=options.brokers as u64).collect();
+            let extra = edge_extra(options);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             let edges = (1..=options.edges.min(crate::EDGE_CERTS))
-                .map(|n| EdgeProcess::start(&cluster, n, &ids, SECRET, options.lease, &[]))
+                .map(|n| EdgeProcess::start(&cluster, n, &ids, SECRET, options.lease, &extra))
                 .collect();
             (
                 System::Raft {
@@ -235,7 +278,7 @@ pub(super) fn start_system(options: &Options) -> (System, Vec<EdgeProcess>) {
             let nats = NatsCluster::start(options.brokers.max(1));
             let replicas = if options.brokers >= 3 { 3 } else { 1 };
             let edges = (0..options.edges)
-                .map(|n| nats_edge(&nats, n, replicas, options.lease))
+                .map(|n| nats_edge(&nats, n, replicas, options))
                 .collect();
             (System::Nats { nats }, edges)
         }
@@ -246,20 +289,21 @@ pub(super) fn nats_edge(
     nats: &NatsCluster,
     n: usize,
     replicas: usize,
-    lease: Duration,
+    options: &Options,
 ) -> EdgeProcess {
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "--backend".into(),
         "nats".into(),
         "--nats".into(),
         nats.urls().join(","),
     ];
+    args.extend(edge_extra(options));
     let edge = EdgeProcess::spawn_with_env(
         nats.dir(),
         &format!("edge-{n}-{}", rand::random::<u16>()),
         &args,
         SECRET,
-        lease,
+        options.lease,
         &[
             ("PLAZA_NATS__REPLICAS", replicas.to_string()),
             ("PLAZA_NATS__REAP_EVERY", "300ms".into()),

@@ -5,18 +5,22 @@
 //! of a wrong key was right (only whether its length equals a configured key's, which is not
 //! secret). Several keys may be configured at once, which is how keys are rotated: add the new
 //! key, move the callers over, remove the old one. Keys are never logged; failures are counted
-//! in `plaza_auth_failures_total{reason}`.
+//! in `plaza_auth_failures_total{reason}`. A client address with too many failures in a window
+//! (`api.max_failed_auth_per_ip`) is answered 429 without its key being looked at until the
+//! window ends ([`crate::limits::FailedAuth`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use plaza_backend::EdgeLink;
 use subtle::{Choice, ConstantTimeEq};
 
 use super::error::ApiCode;
+use crate::client_ip::client_ip;
 use crate::config::Secret;
 use crate::metrics as m;
 use crate::node::Node;
@@ -34,6 +38,32 @@ pub(super) async fn require_key<L: EdgeLink>(
             .with("the server API is disabled: no keys are configured in [api] keys")
             .into_response();
     }
+    let http = &node.config.http;
+    // Requests always carry the peer address (the listener adds it); a router driven without
+    // one (in-process tests) is keyed by the unspecified address.
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    let ip = client_ip(
+        peer,
+        request.headers(),
+        &http.trusted_proxies,
+        http.cf_connecting_ip,
+    );
+    if let Err(wait) = node.failed_auth.admit(ip) {
+        let mut response = ApiCode::TooManyFailedAttempts
+            .with(format!(
+                "too many failed API key attempts from {ip}; retry in {} s",
+                wait.as_secs().max(1)
+            ))
+            .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+        return response;
+    }
     let refusal = match bearer(request.headers()) {
         None => Some((
             "missing",
@@ -44,6 +74,7 @@ pub(super) async fn require_key<L: EdgeLink>(
     };
     if let Some((reason, message)) = refusal {
         metrics::counter!(m::AUTH_FAILURES, "reason" => format!("api_key_{reason}")).increment(1);
+        node.failed_auth.failed(ip);
         return ApiCode::Unauthorized.with(message).into_response();
     }
     next.run(request).await

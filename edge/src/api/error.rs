@@ -32,21 +32,35 @@ pub enum ApiCode {
     MethodNotAllowed,
     /// The room's namespace does not offer this kind of presence (409).
     PresenceDisabled,
+    /// The room's namespace does not allow this kind of publication (ephemeral off) (409).
+    PublishDisabled,
+    /// A rate limit of the edge is exceeded (the room's ephemeral rate); retry later (429).
+    RateLimited,
     /// The request body is larger than `http.max_body_bytes` (413).
     TooLarge,
     /// `data` is larger than the namespace's `max_message_bytes` (413).
     MessageTooLarge,
     /// A request with a body did not declare `Content-Type: application/json` (415).
     UnsupportedMediaType,
+    /// This client address made too many failed key attempts; retry after `Retry-After` (429).
+    TooManyFailedAttempts,
     /// The broker tier is unavailable or did not answer in time; retry after `Retry-After` (503).
     BackendUnavailable,
     /// The edge hit an unexpected error handling the request; it was logged (500).
     Internal,
+    /// The broker tier does not offer this endpoint (501).
+    NotSupported,
+    /// A state call on a room that is not a live-state room, or a publish on one (409).
+    NotStateRoom,
+    /// A compare-and-set found another version; the message names the current one (409).
+    StateConflict,
+    /// A state room holds as many keys as its namespace allows (409).
+    LimitExceeded,
 }
 
 impl ApiCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ApiCode; 12] = [
+    pub const ALL: [ApiCode; 19] = [
         Self::BadRequest,
         Self::InvalidRoom,
         Self::Unauthorized,
@@ -54,11 +68,18 @@ impl ApiCode {
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::PresenceDisabled,
+        Self::PublishDisabled,
+        Self::RateLimited,
         Self::TooLarge,
         Self::MessageTooLarge,
         Self::UnsupportedMediaType,
+        Self::TooManyFailedAttempts,
         Self::BackendUnavailable,
         Self::Internal,
+        Self::NotSupported,
+        Self::NotStateRoom,
+        Self::StateConflict,
+        Self::LimitExceeded,
     ];
 
     /// The code's stable snake_case name.
@@ -71,11 +92,18 @@ impl ApiCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PresenceDisabled => ErrorCode::PresenceDisabled.name(),
+            Self::PublishDisabled => ErrorCode::PublishDisabled.name(),
+            Self::RateLimited => ErrorCode::RateLimited.name(),
             Self::TooLarge => "too_large",
             Self::MessageTooLarge => ErrorCode::MessageTooLarge.name(),
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::TooManyFailedAttempts => "too_many_failed_attempts",
             Self::BackendUnavailable => ErrorCode::BackendUnavailable.name(),
             Self::Internal => ErrorCode::Internal.name(),
+            Self::NotSupported => "not_supported",
+            Self::NotStateRoom => ErrorCode::NotStateRoom.name(),
+            Self::StateConflict => ErrorCode::StateConflict.name(),
+            Self::LimitExceeded => ErrorCode::LimitExceeded.name(),
         }
     }
 
@@ -86,11 +114,18 @@ impl ApiCode {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ApiDisabled | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PresenceDisabled => StatusCode::CONFLICT,
+            Self::PresenceDisabled
+            | Self::PublishDisabled
+            | Self::NotStateRoom
+            | Self::StateConflict
+            | Self::LimitExceeded => StatusCode::CONFLICT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge | Self::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyFailedAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotSupported => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -144,8 +179,13 @@ impl From<ErrorBody> for ApiError {
         let code = match e.code {
             ErrorCode::BackendUnavailable => ApiCode::BackendUnavailable,
             ErrorCode::PresenceDisabled => ApiCode::PresenceDisabled,
+            ErrorCode::PublishDisabled => ApiCode::PublishDisabled,
+            ErrorCode::RateLimited => ApiCode::RateLimited,
             ErrorCode::MessageTooLarge => ApiCode::MessageTooLarge,
             ErrorCode::InvalidRoom => ApiCode::InvalidRoom,
+            ErrorCode::NotStateRoom => ApiCode::NotStateRoom,
+            ErrorCode::StateConflict => ApiCode::StateConflict,
+            ErrorCode::LimitExceeded => ApiCode::LimitExceeded,
             // The node's calls produce no other codes; anything else is the request's fault.
             _ => ApiCode::BadRequest,
         };
@@ -163,7 +203,7 @@ impl IntoResponse for ApiError {
             ApiCode::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiCode::BackendUnavailable => {
+            ApiCode::BackendUnavailable | ApiCode::RateLimited => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             _ => {}
@@ -193,7 +233,8 @@ mod tests {
             assert!(
                 status.is_client_error()
                     || status == StatusCode::SERVICE_UNAVAILABLE
-                    || (code == ApiCode::Internal && status == StatusCode::INTERNAL_SERVER_ERROR),
+                    || (code == ApiCode::Internal && status == StatusCode::INTERNAL_SERVER_ERROR)
+                    || (code == ApiCode::NotSupported && status == StatusCode::NOT_IMPLEMENTED),
                 "{code:?}"
             );
         }

@@ -10,17 +10,21 @@
 //!
 //! - `auth.rs`: API keys; [`error`]: the codes and statuses; `extract.rs`: bodies, queries and
 //!   paths with the API's errors.
-//! - [`publish`]: `publish`, `broadcast`; [`rooms`]: `rooms`, `presence`, `presence_stats`,
-//!   `history`; [`users`]: `disconnect`.
+//! - [`publish`]: `publish`, `broadcast`; `ephemeral.rs`: `publish_ephemeral`; [`rooms`]:
+//!   `rooms`, `presence`, `presence_stats`, `history`; [`users`]: `disconnect`; [`events`]: the
+//!   lifecycle event feed.
 //!
 //! Every handler is one or a few broker calls: the API holds no state and works on any edge,
 //! so a load balancer may send each request anywhere.
 
 mod auth;
+mod ephemeral;
 pub mod error;
+pub mod events;
 mod extract;
 pub mod publish;
 pub mod rooms;
+mod state;
 pub mod users;
 
 use std::sync::Arc;
@@ -47,6 +51,10 @@ pub fn router<L: EdgeLink>(node: &Arc<Node<L>>) -> Router<Arc<Node<L>>> {
     Router::new()
         .route("/v1/api/publish", post(publish::publish::<L>))
         .route("/v1/api/broadcast", post(publish::broadcast::<L>))
+        .route(
+            "/v1/api/publish_ephemeral",
+            post(ephemeral::publish_ephemeral::<L>),
+        )
         .route("/v1/api/disconnect", post(users::disconnect::<L>))
         .route("/v1/api/rooms", get(rooms::list::<L>))
         .route("/v1/api/rooms/{room}/presence", get(rooms::presence::<L>))
@@ -55,6 +63,10 @@ pub fn router<L: EdgeLink>(node: &Arc<Node<L>>) -> Router<Arc<Node<L>>> {
             get(rooms::presence_stats::<L>),
         )
         .route("/v1/api/rooms/{room}/history", get(rooms::history::<L>))
+        .route("/v1/api/events", get(events::events::<L>))
+        .route("/v1/api/state/set", post(state::set::<L>))
+        .route("/v1/api/state/delete", post(state::delete::<L>))
+        .route("/v1/api/rooms/{room}/state", get(state::read::<L>))
         .route("/v1/api", any(not_found))
         .route("/v1/api/", any(not_found))
         .route("/v1/api/{*rest}", any(not_found))

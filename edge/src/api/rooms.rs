@@ -9,10 +9,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use plaza_backend::EdgeLink;
-use plaza_proto::Position;
-use plaza_proto::client::{HistoryOk, PresenceOk, PresenceStatsOk};
+use plaza_proto::client::{HistoryOk, PresenceOk, PresenceStatsOk, PresenceUsersOk};
 use plaza_proto::cluster::RoomsPage;
-use serde::Deserialize;
+use plaza_proto::{ClientId, Position, UserId};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiCode, ApiError};
 use super::extract::{self, ApiQuery, RoomPath};
@@ -63,12 +63,59 @@ pub(super) async fn list<L: EdgeLink>(
     Ok(Json(page))
 }
 
+/// `GET /v1/api/rooms/{room}/presence` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PresenceQuery {
+    /// The previous page's `next`; empty or absent for the first page.
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    /// `clients` (default) or `users`: one entry per user, paged by user id.
+    #[serde(default)]
+    mode: Option<PresenceMode>,
+}
+
+/// `mode` of the presence query.
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum PresenceMode {
+    Clients,
+    Users,
+}
+
+/// A presence page: per connection, or per user with `mode=users`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum PresenceReply {
+    Clients(PresenceOk),
+    Users(PresenceUsersOk),
+}
+
+/// Same semantics as the WebSocket `presence` command; `limit` defaults to and is clamped at
+/// `client.max_presence_page`.
 pub(super) async fn presence<L: EdgeLink>(
     State(node): State<Arc<Node<L>>>,
     RoomPath(room): RoomPath,
-) -> Result<Json<PresenceOk>, ApiError> {
-    let members = node.presence(room).await?;
-    Ok(Json(PresenceOk { members }))
+    ApiQuery(q): ApiQuery<PresenceQuery>,
+) -> Result<Json<PresenceReply>, ApiError> {
+    let after = q.after.filter(|a| !a.is_empty());
+    let max = node.config.client.max_presence_page;
+    let limit = match q.limit {
+        Some(0) => return Err(ApiCode::BadRequest.with("`limit` must be at least 1")),
+        limit => limit.unwrap_or(max).min(max),
+    };
+    if q.mode == Some(PresenceMode::Users) {
+        let after = after.map(UserId::new);
+        let (users, next) = node.presence_users(&room, after, limit).await?;
+        return Ok(Json(PresenceReply::Users(PresenceUsersOk { users, next })));
+    }
+    let page = node.presence(room, after.map(ClientId::new), limit).await?;
+    Ok(Json(PresenceReply::Clients(PresenceOk {
+        members: page.members,
+        next: page.next,
+    })))
 }
 
 pub(super) async fn presence_stats<L: EdgeLink>(

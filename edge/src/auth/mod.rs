@@ -193,9 +193,10 @@ fn jwks_issuer(config: &JwksConfig, leeway: Duration) -> Result<JwksIssuer, Auth
         validations.push((alg, rules.validation(&[alg])));
     }
     if config.audience.is_none() {
+        // Only with `allow_any_audience` (validation refuses it otherwise).
         tracing::warn!(
             issuer = %config.issuer,
-            "no audience configured: tokens this provider issued for any application are accepted"
+            "allow_any_audience: tokens this provider issued for any application are accepted"
         );
     }
     Ok(JwksIssuer {

@@ -49,6 +49,8 @@ pub struct EdgeConfig {
     pub api: ApiConfig,
     /// Room namespaces.
     pub rooms: RoomsConfig,
+    /// Lifecycle event webhooks.
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for EdgeConfig {
@@ -67,6 +69,7 @@ impl Default for EdgeConfig {
             http: HttpConfig::default(),
             api: ApiConfig::default(),
             rooms: RoomsConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -96,8 +99,10 @@ impl fmt::Debug for Secret {
 
 mod sections;
 mod validate;
+mod webhooks;
 
 pub use sections::*;
+pub use webhooks::{WebhookEndpoint, WebhooksConfig};
 
 /// A configuration error, naming the key (shared with `plaza-broker`).
 pub use plaza_process::ConfigError;

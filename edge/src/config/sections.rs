@@ -39,8 +39,13 @@ pub struct AuthConfig {
 pub struct JwksConfig {
     /// The provider's `iss`; tokens are routed to this key set by their `iss` claim.
     pub issuer: String,
-    /// Accepted `aud` values (one of), if set.
+    /// Accepted `aud` values (one of). Required unless `allow_any_audience`: one provider
+    /// issues tokens for many applications, and without an audience check a token minted for
+    /// any of them (another team's app, a test tenant) would be accepted here.
     pub audience: Option<Vec<String>>,
+    /// Accept this provider's tokens whatever their `aud` (only for a provider tenant that
+    /// issues tokens for this application alone). Off by default.
+    pub allow_any_audience: bool,
     /// Where to fetch the JWKS (HTTPS unless `allow_http`).
     pub url: Option<String>,
     /// A JWKS file to load instead of fetching (re-read on refresh).
@@ -75,6 +80,7 @@ impl Default for JwksConfig {
         Self {
             issuer: String::new(),
             audience: None,
+            allow_any_audience: false,
             url: None,
             file: None,
             allow_http: false,
@@ -103,6 +109,12 @@ pub struct LimitsConfig {
     pub connection_burst_per_ip: u32,
     /// Open connections per user on this edge (4008 beyond).
     pub connections_per_user: u32,
+    /// Publication bytes (data + idempotency key + 256 per publication) per second one user may
+    /// publish through this edge, over all of its connections; beyond: error 112. Bounds the
+    /// state one user can make the broker tier keep. 0 = no limit.
+    pub publish_bytes_per_second_per_user: u32,
+    /// Burst of `publish_bytes_per_second_per_user` (at least the largest publication).
+    pub publish_burst_bytes_per_user: u32,
     /// Open TCP connections per client address (IPv6: per prefix), counted at accept, before
     /// any request is read; beyond it a connection is closed at once. 0 = no limit. Proxies in
     /// `http.trusted_proxies` are exempt (their clients share their address).
@@ -110,6 +122,27 @@ pub struct LimitsConfig {
     /// IPv6 clients are limited per prefix of this length (one host usually holds a whole
     /// /64, so per-address limits would not limit it at all).
     pub ipv6_prefix: u8,
+    /// Sustained ephemeral publications per second per connection (error 112 beyond).
+    pub ephemeral_per_second: u32,
+    /// Burst of `ephemeral_per_second`.
+    pub ephemeral_burst: u32,
+    /// Sustained ephemeral publications per second per room through this edge, from all of its
+    /// clients and the server API together (error 112 beyond): one room's typing storm cannot
+    /// take the edge's or the broker tier's capacity from other rooms.
+    pub ephemeral_per_second_per_room: u32,
+    /// Burst of `ephemeral_per_second_per_room`.
+    pub ephemeral_burst_per_room: u32,
+    /// Sustained `presence_update`s per second per connection (error 112 beyond): each one is
+    /// a write to the broker tier and a push to every presence subscriber of the room.
+    pub presence_updates_per_second: u32,
+    /// Burst of `presence_updates_per_second`.
+    pub presence_update_burst: u32,
+    /// Sustained state room `set`/`delete` commands per second per connection (error 112
+    /// beyond). They are durable writes, so their bytes also count against the user's
+    /// publish budget.
+    pub state_writes_per_second: u32,
+    /// Burst of `state_writes_per_second`.
+    pub state_writes_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -121,8 +154,18 @@ impl Default for LimitsConfig {
             connections_per_second_per_ip: 20,
             connection_burst_per_ip: 50,
             connections_per_user: 50,
+            publish_bytes_per_second_per_user: 256 * 1024,
+            publish_burst_bytes_per_user: 1024 * 1024,
             max_connections_per_ip: 1000,
             ipv6_prefix: 64,
+            ephemeral_per_second: 20,
+            ephemeral_burst: 40,
+            ephemeral_per_second_per_room: 500,
+            ephemeral_burst_per_room: 1000,
+            presence_updates_per_second: 2,
+            presence_update_burst: 10,
+            state_writes_per_second: 20,
+            state_writes_burst: 40,
         }
     }
 }
@@ -151,6 +194,11 @@ pub struct HttpConfig {
     /// (the kernel caps it at `net.core.somaxconn`); a connect storm beyond it sees SYN
     /// retries of a second or more.
     pub listen_backlog: u32,
+    /// Serve `/metrics` to requests that came through a proxy (those carrying `Forwarded`,
+    /// `X-Forwarded-For`, `X-Real-IP` or `CF-Connecting-IP`). Off: metrics are for scrapers
+    /// that reach the edge directly, and a public proxy route to them would expose room
+    /// counts, client counts and error rates to anyone.
+    pub metrics_through_proxies: bool,
 }
 
 impl Default for HttpConfig {
@@ -162,17 +210,46 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             listen_backlog: 4096,
+            metrics_through_proxies: false,
         }
     }
 }
 
 /// `[api]`: the server HTTP API under `/v1/api/`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Accepted API keys (`Authorization: Bearer <key>`); several allow rotation. Empty
     /// disables the API.
     pub keys: Vec<Secret>,
+    /// Failed key attempts one client address (IPv6: per `limits.ipv6_prefix`) may make within
+    /// `failed_auth_window`; beyond, its API requests get 429 until the window ends. 0 = off.
+    pub max_failed_auth_per_ip: u32,
+    /// The window of `max_failed_auth_per_ip`, from an address's first failure.
+    #[serde(with = "duration")]
+    pub failed_auth_window: Duration,
+    /// Most events one `GET /v1/api/events` may ask for (`limit`); larger is a 400. Also the
+    /// default `limit`.
+    pub max_events_limit: u32,
+    /// Longest `wait` (long-poll) of `GET /v1/api/events`; longer is a 400.
+    #[serde(with = "duration")]
+    pub max_events_wait: Duration,
+    /// How often a long-polling `GET /v1/api/events` reads the feed again while it waits.
+    #[serde(with = "duration")]
+    pub events_poll_interval: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_failed_auth_per_ip: 20,
+            failed_auth_window: Duration::from_secs(60),
+            max_events_limit: 1000,
+            max_events_wait: Duration::from_secs(30),
+            events_poll_interval: Duration::from_millis(250),
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -216,6 +293,17 @@ pub struct ClientConfig {
     pub refresh_ahead: Duration,
     /// Most publications one `history` call returns.
     pub max_history_limit: u32,
+    /// Most members one `presence` call returns (a page; `next` leads to the rest).
+    pub max_presence_page: u32,
+    /// Largest presence `info` a `presence_update` may set, in bytes of JSON (error 109).
+    pub max_presence_info_bytes: usize,
+    /// User-level presence (`presence: "users"`): how long a user's last leave waits for a
+    /// re-join (a page reload) before `user_leave` is pushed; zero pushes it at once.
+    #[serde(with = "duration")]
+    pub user_presence_debounce: Duration,
+    /// Most members a room may have for user-level presence (`presence: "users"` and
+    /// `presence` with `mode: "users"` read them all; beyond: error 117).
+    pub max_user_presence_members: usize,
     /// Most bytes of publication data one reply carries (`history`; a `subscribe` recovery
     /// larger than this answers `recovered: false` and the client pages through `history`).
     pub max_reply_bytes: usize,
@@ -230,6 +318,24 @@ pub struct ClientConfig {
     pub read_buffer_bytes: usize,
     /// WebSocket write buffer per connection, in bytes, before a write is pushed to the socket.
     pub write_buffer_bytes: usize,
+    /// Which WebSocket implementation serves clients (`read_buffer_bytes` and
+    /// `write_buffer_bytes` apply to `tungstenite` only; `lean` holds no buffer while idle).
+    pub websocket: WebSocketImpl,
+    /// Negotiate permessage-deflate (RFC 7692, no context takeover; `lean` only) with clients
+    /// that offer it.
+    pub permessage_deflate: bool,
+}
+
+/// `client.websocket`: the WebSocket implementation behind `/v1/ws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebSocketImpl {
+    /// tokio-tungstenite through axum (a read buffer per connection, no compression).
+    #[default]
+    Tungstenite,
+    /// Plaza's own layer (`plaza_edge::ws`): no per-connection buffers while idle, frames
+    /// written with `writev`, optional permessage-deflate.
+    Lean,
 }
 
 impl Default for ClientConfig {
@@ -243,11 +349,17 @@ impl Default for ClientConfig {
             max_rooms: 512,
             refresh_ahead: Duration::from_secs(30),
             max_history_limit: 1000,
+            max_presence_page: 1000,
+            max_presence_info_bytes: 1024,
+            user_presence_debounce: Duration::from_secs(2),
+            max_user_presence_members: 10_000,
             max_reply_bytes: 4 * 1024 * 1024,
             max_pending_reply_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(30),
             read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
+            websocket: WebSocketImpl::default(),
+            permessage_deflate: false,
         }
     }
 }
@@ -270,6 +382,10 @@ pub struct BrokerLinkConfig {
     /// `backend = "cluster"`: longest a dial to one broker may take.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
+    /// `backend = "cluster"`: move to another broker once the current one has left calls
+    /// unanswered, or answered only "cannot commit", for this long (failover re-route).
+    #[serde(with = "duration")]
+    pub reroute_after: Duration,
     /// `backend = "cluster"`: the edge's TLS identity towards the brokers (mutual TLS with
     /// the cluster CA; `plaza-broker cert` makes one per edge).
     pub tls: BrokerTlsConfig,
@@ -283,6 +399,7 @@ impl Default for BrokerLinkConfig {
             event_queue: 65_536,
             brokers: Vec::new(),
             connect_timeout: Duration::from_secs(1),
+            reroute_after: Duration::from_millis(600),
             tls: BrokerTlsConfig::default(),
         }
     }

@@ -68,6 +68,12 @@ impl EdgeConfig {
                 "must be at least 512",
             ));
         }
+        if c.permessage_deflate && c.websocket != WebSocketImpl::Lean {
+            return Err(ConfigError::new(
+                "client.permessage_deflate",
+                "needs client.websocket = \"lean\" (tungstenite has no permessage-deflate)",
+            ));
+        }
         if self.broker.lease < Duration::from_millis(100) {
             return Err(ConfigError::new("broker.lease", "must be at least 100ms"));
         }
@@ -178,6 +184,23 @@ impl EdgeConfig {
                     "equals auth.issuer; HMAC tokens naming a JWKS issuer are refused",
                 ));
             }
+            match &j.audience {
+                None if !j.allow_any_audience => {
+                    return Err(ConfigError::new(
+                        key("audience"),
+                        "required: the `aud` value(s) your provider puts in tokens for this \
+                         application (or allow_any_audience = true to accept tokens it issued \
+                         for any application)",
+                    ));
+                }
+                Some(list) if list.is_empty() || list.iter().any(String::is_empty) => {
+                    return Err(ConfigError::new(
+                        key("audience"),
+                        "must list at least one non-empty value",
+                    ));
+                }
+                _ => {}
+            }
             if let Some(p) = &j.user_prefix
                 && plaza_proto::RoomName::new(&format!("{p}x")).is_err()
             {
@@ -239,10 +262,42 @@ impl EdgeConfig {
             ),
             ("limits.connection_burst_per_ip", l.connection_burst_per_ip),
             ("limits.connections_per_user", l.connections_per_user),
+            ("limits.ephemeral_per_second", l.ephemeral_per_second),
+            ("limits.ephemeral_burst", l.ephemeral_burst),
+            (
+                "limits.presence_updates_per_second",
+                l.presence_updates_per_second,
+            ),
+            ("limits.presence_update_burst", l.presence_update_burst),
+            (
+                "limits.ephemeral_per_second_per_room",
+                l.ephemeral_per_second_per_room,
+            ),
+            (
+                "limits.ephemeral_burst_per_room",
+                l.ephemeral_burst_per_room,
+            ),
+            ("limits.state_writes_per_second", l.state_writes_per_second),
+            ("limits.state_writes_burst", l.state_writes_burst),
         ] {
             if v == 0 {
                 return Err(ConfigError::new(k, "must be at least 1"));
             }
+        }
+        let largest = self.rooms.largest_message_bytes()
+            + plaza_rooms::MAX_IDEM_LEN
+            + crate::limits::PUBLISH_OVERHEAD_BYTES;
+        if l.publish_bytes_per_second_per_user > 0
+            && (l.publish_burst_bytes_per_user as usize) < largest
+        {
+            return Err(ConfigError::new(
+                "limits.publish_burst_bytes_per_user",
+                format!(
+                    "must be at least {largest} (the largest max_message_bytes + the longest \
+                     idempotency key + {} bytes), or no publication of that size could pass",
+                    crate::limits::PUBLISH_OVERHEAD_BYTES
+                ),
+            ));
         }
         for (i, o) in self.http.allowed_origins.iter().enumerate() {
             if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
@@ -260,6 +315,26 @@ impl EdgeConfig {
                 "must be at least 1024",
             ));
         }
+        if self.client.max_user_presence_members == 0 {
+            return Err(ConfigError::new(
+                "client.max_user_presence_members",
+                "must be at least 1",
+            ));
+        }
+        if self.client.max_presence_info_bytes == 0 {
+            return Err(ConfigError::new(
+                "client.max_presence_info_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.client.max_presence_page == 0
+            || self.client.max_presence_page > plaza_proto::cluster::MAX_PRESENCE_PAGE
+        {
+            return Err(ConfigError::new(
+                "client.max_presence_page",
+                format!("must be 1 to {}", plaza_proto::cluster::MAX_PRESENCE_PAGE),
+            ));
+        }
         if self.http.listen_backlog == 0 {
             return Err(ConfigError::new(
                 "http.listen_backlog",
@@ -272,6 +347,19 @@ impl EdgeConfig {
                 "must be at least 16 bytes",
             ));
         }
+        if self.api.max_events_limit == 0 {
+            return Err(ConfigError::new(
+                "api.max_events_limit",
+                "must be at least 1",
+            ));
+        }
+        if self.api.events_poll_interval.is_zero() {
+            return Err(ConfigError::new(
+                "api.events_poll_interval",
+                "must be positive",
+            ));
+        }
+        self.webhooks.validate()?;
         self.rooms.validate().map_err(|m| {
             let (key, message) = m.split_once(": ").unwrap_or(("rooms", &m));
             ConfigError::new(key, message)

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!   LinkEvents ─▶ Room(event) ─▶ Hub::dispatch      DisconnectUser ─▶ Users::disconnect
+//!                 (a presence resync is cut to `client.max_presence_page` first)
 //!            └─ None (link lost) ─▶ detached ─▶ attach (backoff 100 ms … 5 s) ─▶ reattached
 //! ```
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plaza_backend::{AttachOptions, Backend, LinkEvents};
-use plaza_proto::cluster::LinkEvent;
+use plaza_proto::cluster::{LinkEvent, PresencePage, RoomEventKind};
 use tokio_util::sync::CancellationToken;
 
 use super::Node;
@@ -29,7 +30,13 @@ pub(crate) async fn supervise<B: Backend>(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 event = events.recv() => match event {
-                    Some(LinkEvent::Room(event)) => node.hub.dispatch(event),
+                    Some(LinkEvent::Room(mut event)) => {
+                        if let RoomEventKind::PresenceResync(page) = &mut event.kind {
+                            cut_resync(page, node.config.client.max_presence_page);
+                        }
+                        node.dispatch(event);
+                    }
+                    Some(LinkEvent::Ephemeral(e)) => node.hub.dispatch_ephemeral(e),
                     Some(LinkEvent::DisconnectUser { user, reason }) => {
                         // Server API `disconnect`, sent to every edge by the broker tier.
                         let code = plaza_proto::CloseCode::Kicked;
@@ -62,5 +69,46 @@ pub(crate) async fn supervise<B: Backend>(
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// Cuts a link's presence resync to the edge's page size (`client.max_presence_page`): the
+/// push then names the last member it carries as `next`, and clients page on with `presence`.
+fn cut_resync(page: &mut PresencePage, max: u32) {
+    metrics::counter!(crate::metrics::PRESENCE_RESYNCS).increment(1);
+    let max = max.max(1) as usize;
+    if page.members.len() > max {
+        page.members.truncate(max);
+        page.next = page.members.last().map(|m| m.client.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plaza_proto::{ClientId, Member, UserId};
+
+    fn page(n: usize, next: Option<&str>) -> PresencePage {
+        PresencePage {
+            members: (0..n)
+                .map(|i| Member {
+                    client: ClientId::new(format!("c{i:02}")),
+                    user: UserId::new("u"),
+                    info: None,
+                })
+                .collect(),
+            next: next.map(ClientId::new),
+        }
+    }
+
+    #[test]
+    fn a_resync_longer_than_a_page_is_cut_and_names_where_to_go_on() {
+        let mut p = page(10, None);
+        cut_resync(&mut p, 4);
+        assert_eq!(p.members.len(), 4);
+        assert_eq!(p.next, Some(ClientId::new("c03")));
+        let mut p = page(3, Some("c02"));
+        cut_resync(&mut p, 4);
+        assert_eq!((p.members.len(), p.next), (3, Some(ClientId::new("c02"))));
     }
 }

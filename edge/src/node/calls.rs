@@ -9,7 +9,10 @@
 use std::future::Future;
 
 use plaza_backend::EdgeLink;
-use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck, RoomsPage};
+use plaza_proto::cluster::{
+    BrokerError, HistoryPage, PresencePage, PresenceStats, PublishAck, RoomsPage,
+};
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
 use plaza_proto::{
     ClientId, ErrorBody, ErrorCode, Member, Payload, Position, Publication, RoomName, Sender,
     UserId,
@@ -29,18 +32,27 @@ impl<L: EdgeLink> Node<L> {
         name: &'static str,
         f: impl Future<Output = Result<T, BrokerError>>,
     ) -> CallResult<T> {
+        self.call_raw(name, f).await.map_err(broker_error)
+    }
+
+    /// [`Self::call`] keeping the broker's error (a timeout is [`BrokerError::Unavailable`]),
+    /// for a front end that answers some broker errors its own way.
+    pub(super) async fn call_raw<T>(
+        &self,
+        name: &'static str,
+        f: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
         let start = std::time::Instant::now();
         let limit = self.config.broker.call_timeout;
         let result = tokio::time::timeout(limit, f).await;
         metrics::histogram!(m::BROKER_CALL_SECONDS, "call" => name)
             .record(start.elapsed().as_secs_f64());
-        match result {
-            Ok(r) => r.map_err(broker_error),
-            Err(_) => Err(ErrorCode::BackendUnavailable.with(format!(
+        result.unwrap_or_else(|_| {
+            Err(BrokerError::Unavailable(format!(
                 "broker call {name} timed out after {}",
                 humantime::format_duration(limit)
-            ))),
-        }
+            )))
+        })
     }
 
     /// Fails with `message_too_large` if `len` bytes of data exceed `room`'s namespace limit.
@@ -66,8 +78,34 @@ impl<L: EdgeLink> Node<L> {
         idem: Option<String>,
     ) -> CallResult<PublishAck> {
         self.check_message_size(&room, data.len())?;
+        if self.namespaces.of(&room).state.enabled {
+            crate::state::refused("publish_in_state_room");
+            return Err(ErrorCode::NotStateRoom.with(format!(
+                "room {room} is a live-state room: its publications are its map's changes;                  use `set` and `delete`"
+            )));
+        }
         self.call("publish", self.link().publish(room, data, from, idem))
             .await
+    }
+
+    /// Hands an ephemeral publication to the broker tier (after the size check and the
+    /// room's ephemeral rate): delivered at most once to whoever is subscribed now, no offset.
+    /// `from` is `None` for the server API. The namespace's ephemeral mode is the caller's.
+    pub async fn publish_ephemeral(
+        &self,
+        room: RoomName,
+        data: Payload,
+        from: Option<Sender>,
+    ) -> CallResult<()> {
+        self.check_message_size(&room, data.len())?;
+        self.ephemeral_rooms.check(&room)?;
+        self.call(
+            "publish_ephemeral",
+            self.link().publish_ephemeral(room, data, from),
+        )
+        .await?;
+        metrics::counter!(m::EPHEMERAL_IN).increment(1);
+        Ok(())
     }
 
     /// Makes sure `room` is subscribed upstream (once per room per edge; see the hub's
@@ -98,9 +136,15 @@ impl<L: EdgeLink> Node<L> {
         self.call("leave", self.link().leave(room, client)).await
     }
 
-    /// The members of `room`.
-    pub async fn presence(&self, room: RoomName) -> CallResult<Vec<Member>> {
-        self.call("presence", self.link().presence(room)).await
+    /// One page of `room`'s members after `after`, in client id order.
+    pub async fn presence(
+        &self,
+        room: RoomName,
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> CallResult<PresencePage> {
+        self.call("presence", self.link().presence(room, after, limit))
+            .await
     }
 
     /// Member and distinct-user counts of `room`.
@@ -147,6 +191,34 @@ impl<L: EdgeLink> Node<L> {
     /// One page of the active rooms.
     pub async fn rooms(&self, after: Option<RoomName>, limit: u32) -> CallResult<RoomsPage> {
         self.call("rooms", self.link().rooms(after, limit)).await
+    }
+
+    /// One page of the lifecycle event feed (see `EdgeLink::events`). Errors stay broker errors:
+    /// the server API answers `Unsupported` (NATS) with its own code; the rest go through
+    /// [`broker_error`].
+    pub async fn events(
+        &self,
+        since: Option<FeedPosition>,
+        limit: u32,
+        filter: EventFilter,
+    ) -> Result<EventsPage, BrokerError> {
+        self.call_raw("events", self.link().events(since, limit, filter))
+            .await
+    }
+
+    /// Claims or renews this edge's webhook sender lease (see `EdgeLink::claim_webhooks`).
+    pub async fn claim_webhooks(
+        &self,
+        lease: std::time::Duration,
+    ) -> Result<WebhookClaim, BrokerError> {
+        self.call_raw("claim_webhooks", self.link().claim_webhooks(lease))
+            .await
+    }
+
+    /// Records an endpoint's delivery cursor (see `EdgeLink::ack_webhooks`).
+    pub async fn ack_webhooks(&self, endpoint: String, through: u64) -> Result<(), BrokerError> {
+        self.call_raw("ack_webhooks", self.link().ack_webhooks(endpoint, through))
+            .await
     }
 
     /// Asks every edge to close every connection of `user`.
@@ -211,7 +283,10 @@ pub(crate) fn broker_error(e: BrokerError) -> ErrorBody {
     let code = match &e {
         BrokerError::Unavailable(_) | BrokerError::LeaseExpired(_) => ErrorCode::BackendUnavailable,
         BrokerError::PresenceDisabled { .. } => ErrorCode::PresenceDisabled,
-        BrokerError::Invalid(_) => ErrorCode::BadRequest,
+        BrokerError::Invalid(_) | BrokerError::Unsupported(_) => ErrorCode::BadRequest,
+        BrokerError::NotStateRoom { .. } => ErrorCode::NotStateRoom,
+        BrokerError::StateConflict { .. } => ErrorCode::StateConflict,
+        BrokerError::StateLimit(_) => ErrorCode::LimitExceeded,
     };
     code.with(e.to_string())
 }

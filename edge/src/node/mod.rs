@@ -16,6 +16,8 @@
 
 mod attach;
 pub(crate) mod calls;
+pub(crate) mod state;
+mod users;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -30,8 +32,9 @@ pub(crate) use attach::supervise;
 
 use crate::auth::Verifier;
 use crate::config::EdgeConfig;
+use crate::ephemeral::RoomEphemeralRate;
 use crate::hub::Hub;
-use crate::limits::{ConnectionRate, OriginPolicy};
+use crate::limits::{ConnectionRate, FailedAuth, OriginPolicy, PublishBudget};
 use crate::users::Users;
 
 /// What every request and session of one edge shares. Held in an `Arc`.
@@ -50,6 +53,14 @@ pub struct Node<L: EdgeLink> {
     pub origins: OriginPolicy,
     /// New connections per client IP.
     pub connection_rate: ConnectionRate,
+    /// Publication bytes per second per user.
+    pub publish_budget: PublishBudget,
+    /// Ephemeral publications per second per room.
+    pub ephemeral_rooms: RoomEphemeralRate,
+    /// Conflation of state rooms' changes (namespaces with `state.conflate_per_second`).
+    pub(crate) conflator: crate::state::Conflator,
+    /// Failed server API key attempts per client IP.
+    pub failed_auth: FailedAuth,
     /// This edge's id (prefix of client ids).
     pub edge_id: String,
     /// Cancelled when the edge starts draining: sessions disconnect over the drain window.
@@ -79,10 +90,18 @@ impl<L: EdgeLink> Node<L> {
         Self {
             namespaces: config.rooms.namespaces(),
             verifier,
-            hub: Hub::new(),
+            hub: Hub::with_user_debounce(config.client.user_presence_debounce),
             users: Default::default(),
             origins: OriginPolicy::new(&config.http.allowed_origins),
             connection_rate: ConnectionRate::new(&config.limits),
+            publish_budget: PublishBudget::new(&config.limits),
+            ephemeral_rooms: RoomEphemeralRate::new(&config.limits),
+            conflator: Default::default(),
+            failed_auth: FailedAuth::new(
+                config.api.max_failed_auth_per_ip,
+                config.api.failed_auth_window,
+                config.limits.ipv6_prefix,
+            ),
             edge_id,
             drain: CancellationToken::new(),
             sessions: TaskTracker::new(),

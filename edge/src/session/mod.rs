@@ -15,19 +15,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes};
 use std::panic::AssertUnwindSafe;
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, StreamExt};
 use plaza_backend::EdgeLink;
 use plaza_proto::client::{
-    Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceStatsOk,
-    Publish, PublishOk, RefreshOk, RefreshPush, Subscribe, SubscribeOk, UnsubscribedPush,
+    Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceQuery,
+    PresenceStatsOk, PresenceUpdate, PresenceUsersOk, Publish, PublishOk, RefreshOk, RefreshPush,
+    Subscribe, SubscribeOk, UnsubscribedPush,
 };
 use plaza_proto::{
     ClientFrame, ClientId, CloseCode, Command, ErrorBody, ErrorCode, Member, Position, Push, Reply,
-    ReplyOk, RoomName, Sender, ServerFrame,
+    ReplyOk, RoomName, Sender, ServerFrame, UserId,
 };
 use plaza_rooms::config::PresenceMode;
 use tokio::task::JoinHandle;
@@ -40,11 +40,15 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::{Closer, Outbox, write_loop};
 use crate::users::UserSlot;
+use crate::ws::compat::{Reader, Socket, Writer};
 use guard::ConnectionGuard;
 
 mod auth;
+mod ephemeral;
 mod guard;
+mod presence_update;
 mod rooms;
+mod state;
 
 type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
 
@@ -71,6 +75,13 @@ struct Session<L: EdgeLink> {
     /// Since when replies over `client.max_pending_reply_bytes` have waited without the writer
     /// making progress (commands are not read meanwhile).
     stalled_since: Option<Instant>,
+    /// Ephemeral publications per second; boxed and made on the first one, so an idle
+    /// connection pays one pointer for it.
+    ephemeral: Option<Box<crate::ephemeral::EphemeralRate>>,
+    /// `presence_update`s per second; made on the first one, like `ephemeral`.
+    presence_updates: Option<Box<presence_update::PresenceUpdateRate>>,
+    /// State writes per second; made on the first one.
+    state_rate: Option<Box<crate::state::StateRate>>,
 }
 
 struct Connected {
@@ -87,6 +98,8 @@ struct Sub {
     joined: bool,
     /// Whether it receives join/leave pushes (needs the `presence` capability).
     presence: bool,
+    /// Whether it set keys tied to the connection (released when the subscription ends).
+    tied: bool,
 }
 
 /// Runs a client connection to its end, then removes its subscriptions and presence.
@@ -95,12 +108,12 @@ struct Sub {
 /// long as the connection — only holds what the read loop needs (an async fn would also keep
 /// room for its arguments).
 pub(crate) fn run<L: EdgeLink>(
-    socket: WebSocket,
+    socket: Socket,
     node: Arc<Node<L>>,
     handshake_token: Option<String>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(node.config.client.outbound_queue_bytes);
+    let (sink, mut stream) = socket.split(&outbox);
     let writer = tokio::spawn(guarded_writer(sink, outbox.clone()));
     let ping_interval = node.config.client.ping_interval;
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
@@ -126,6 +139,9 @@ pub(crate) fn run<L: EdgeLink>(
         next_ping: now + ping_interval,
         drain_at: None,
         stalled_since: None,
+        ephemeral: None,
+        presence_updates: None,
+        state_rate: None,
     };
     // An `async move` block rather than an async fn: its captures are used in place, where an
     // async fn would also keep a copy of its arguments for the connection's whole life.
@@ -183,7 +199,7 @@ pub(crate) fn run<L: EdgeLink>(
 /// Leaves every room, completes a server-initiated closing handshake and waits for the writer.
 async fn finish<L: EdgeLink>(
     mut session: Session<L>,
-    mut stream: SplitStream<WebSocket>,
+    mut stream: Reader,
     closer: Closer,
     writer: JoinHandle<()>,
 ) {
@@ -205,7 +221,7 @@ async fn finish<L: EdgeLink>(
 
 /// The connection's writer, with a panic in it caught: the connection is then closed (4003), so
 /// the session ends instead of reading for a client nobody writes to any more.
-async fn guarded_writer(sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) {
+async fn guarded_writer(sink: Writer, outbox: Arc<Outbox>) {
     let closer = outbox.closer().clone();
     if AssertUnwindSafe(write_loop(sink, outbox))
         .catch_unwind()
@@ -311,6 +327,17 @@ impl<L: EdgeLink> Session<L> {
     fn on_read_error(&self, e: axum::Error) {
         use tokio_tungstenite::tungstenite::Error as WsError;
         let inner = e.into_inner();
+        if let Some(e) = inner.downcast_ref::<crate::ws::WsError>() {
+            let max = self.node.config.client.max_frame_bytes;
+            match crate::ws::compat::read_error_close(e, max) {
+                Some((kind, code, reason)) => {
+                    metrics::counter!(m::BAD_FRAMES, "kind" => kind).increment(1);
+                    self.close(code, reason);
+                }
+                None => self.outbox.closer().close_quietly(),
+            }
+            return;
+        }
         match inner.downcast_ref::<WsError>() {
             Some(WsError::Capacity(_)) => {
                 metrics::counter!(m::BAD_FRAMES, "kind" => "too_large").increment(1);
@@ -404,15 +431,18 @@ impl<L: EdgeLink> Session<L> {
                 .unsubscribe(r.room)
                 .await
                 .map(|()| Some(ReplyOk::Empty(Empty {}))),
-            Command::Publish(p) => self.publish(p).await.map(|ok| Some(ReplyOk::Publish(ok))),
-            Command::Presence(r) => self.presence(r.room).await.map(Some),
+            Command::Publish(p) => self.publish(p).await.map(Some),
+            Command::Presence(q) => self.presence(q).await.map(Some),
             Command::PresenceStats(r) => self.presence_stats(r.room).await.map(Some),
+            Command::PresenceUpdate(u) => self.presence_update(u).await.map(Some),
             Command::History(h) => self.history(h).await.map(|ok| Some(ReplyOk::History(ok))),
             Command::Refresh(r) => self
                 .refresh(&r.token)
                 .await
                 .map(|ok| Some(ReplyOk::Refresh(ok))),
             Command::Ping => Ok(Some(ReplyOk::Empty(Empty {}))),
+            Command::Set(set) => self.set(set).await.map(Some),
+            Command::Delete(delete) => self.delete(delete).await.map(Some),
         }
     }
 

@@ -17,7 +17,7 @@ impl<L: EdgeLink> Session<L> {
         let room = s.room;
         self.check(&room, Capability::Subscribe)?;
         let ns = self.node.namespaces.of(&room).clone();
-        if s.presence {
+        if s.presence || s.presence_users {
             self.check(&room, Capability::Presence)?;
             if ns.presence != PresenceMode::Full || !ns.join_leave {
                 return Err(ErrorCode::PresenceDisabled.with(format!(
@@ -38,13 +38,26 @@ impl<L: EdgeLink> Session<L> {
         }
         let node = self.node.clone();
         let hub = &node.hub;
-        let snapshot = hub.register(&room, self.id, self.outbox.clone(), s.presence);
+        let snapshot = hub.register(
+            &room,
+            self.id,
+            self.outbox.clone(),
+            s.presence,
+            s.presence_users,
+        );
         let mut joined = false;
         let outcome: Result<(SubscribeOk, Position), ErrorBody> = async {
             let at = node.subscribe_upstream(&room).await?;
             if ns.presence != PresenceMode::Off {
                 node.join(room.clone(), self.member()).await?;
                 joined = true;
+            }
+            if s.presence_users && hub.users_loading(&room) {
+                let members = node.all_members(&room).await?;
+                if !hub.load_users(&room, members) {
+                    return Err(ErrorCode::BackendUnavailable
+                        .with("the room's presence changed too fast to read; retry"));
+                }
             }
             // The later of "last event dispatched before we registered" and "where the
             // upstream subscription began": events after it are all buffered for us, so the
@@ -54,22 +67,30 @@ impl<L: EdgeLink> Session<L> {
                 _ => at,
             };
             let Some(recover) = s.recover else {
+                if ns.state.enabled {
+                    return node.state_subscribe_reply(&room).await;
+                }
                 let ok = SubscribeOk {
                     epoch: base.epoch.clone(),
                     offset: base.offset,
                     recovered: false,
                     publications: Vec::new(),
+                    state: None,
                 };
                 return Ok((ok, base));
             };
             let page = node.missed_since(room.clone(), recover.clone()).await?;
             let position = page.position;
             if !page.complete {
+                if ns.state.enabled {
+                    return node.state_subscribe_reply(&room).await;
+                }
                 let ok = SubscribeOk {
                     epoch: position.epoch.clone(),
                     offset: position.offset,
                     recovered: false,
                     publications: Vec::new(),
+                    state: None,
                 };
                 return Ok((ok, position));
             }
@@ -86,6 +107,7 @@ impl<L: EdgeLink> Session<L> {
                 offset: position.offset.max(last),
                 recovered: true,
                 publications: page.publications,
+                state: None,
             };
             Ok((ok, delivered))
         }
@@ -102,6 +124,7 @@ impl<L: EdgeLink> Session<L> {
                     Sub {
                         joined,
                         presence: s.presence,
+                        tied: false,
                     },
                 );
                 Ok(None)
@@ -127,16 +150,19 @@ impl<L: EdgeLink> Session<L> {
 
     pub(super) async fn drop_sub(&self, room: RoomName, sub: Sub) {
         self.node.unsubscribe_local(&room, self.id).await;
+        if sub.tied {
+            self.release_tied(room.clone()).await;
+        }
         if sub.joined {
             let client = self.connected().client.clone();
             if let Err(e) = self.node.leave(room.clone(), client).await {
-                tracing::warn!(room = %room, error = %e.message, "leave failed; the lease will remove the member");
+                tracing::warn!(room = %room, error = %e.message, "leave failed; the backend link retries it");
             }
         }
     }
 
-    pub(super) async fn publish(&mut self, p: Publish) -> Result<PublishOk, ErrorBody> {
-        let room = p.room;
+    pub(super) async fn publish(&mut self, p: Publish) -> Result<ReplyOk, ErrorBody> {
+        let room = p.room.clone();
         if !self.subs.contains_key(&room) {
             return Err(ErrorCode::NotSubscribed
                 .with(format!("subscribe to {room} before publishing to it")));
@@ -149,23 +175,66 @@ impl<L: EdgeLink> Session<L> {
                 room.namespace()
             )));
         }
+        match ns.ephemeral.resolve(p.ephemeral) {
+            None => {
+                return Err(ErrorCode::PublishDisabled.with(format!(
+                    "namespace {:?} has no ephemeral publications (its `ephemeral` is off)",
+                    room.namespace()
+                )));
+            }
+            Some(true) if p.idem.is_some() => {
+                return Err(ErrorCode::BadRequest.with(format!(
+                    "namespace {:?} publishes ephemerally by default, which `idem` cannot be \
+                     combined with: send `ephemeral: false` for a durable publication",
+                    room.namespace()
+                )));
+            }
+            Some(true) => return self.publish_ephemeral(p).await,
+            Some(false) => {}
+        }
         let conn = self.connected();
+        let bytes = p.data.len() + p.idem.as_ref().map_or(0, String::len);
+        if let Err(wait) = self.node.publish_budget.charge(&conn.identity.user, bytes) {
+            let limits = &self.node.config.limits;
+            let retry = if wait == Duration::MAX {
+                "it is larger than the budget's burst".to_owned()
+            } else {
+                format!("retry in {} ms", wait.as_millis().max(1))
+            };
+            return Err(ErrorCode::RateLimited.with(format!(
+                "user's publish budget ({} bytes/s, burst {}) is spent; {retry}",
+                limits.publish_bytes_per_second_per_user, limits.publish_burst_bytes_per_user
+            )));
+        }
         let from = Sender {
             user: conn.identity.user.clone(),
             client: conn.client.clone(),
         };
         let ack = self.node.publish(room, p.data, Some(from), p.idem).await?;
         metrics::counter!(m::PUBLICATIONS_IN).increment(1);
-        Ok(PublishOk {
+        Ok(ReplyOk::Publish(PublishOk {
             epoch: ack.position.epoch,
             offset: ack.position.offset,
-        })
+        }))
     }
 
-    pub(super) async fn presence(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {
-        self.check(&room, Capability::Presence)?;
-        let members = self.node.presence(room).await?;
-        Ok(ReplyOk::Presence(PresenceOk { members }))
+    pub(super) async fn presence(&self, q: PresenceQuery) -> Result<ReplyOk, ErrorBody> {
+        self.check(&q.room, Capability::Presence)?;
+        let max = self.node.config.client.max_presence_page;
+        let limit = match q.limit {
+            Some(0) => return Err(ErrorCode::BadRequest.with("`limit` must be at least 1")),
+            limit => limit.unwrap_or(max).min(max),
+        };
+        if q.users {
+            let after = q.after.map(|a| UserId::new(a.as_str()));
+            let (users, next) = self.node.presence_users(&q.room, after, limit).await?;
+            return Ok(ReplyOk::PresenceUsers(PresenceUsersOk { users, next }));
+        }
+        let page = self.node.presence(q.room, q.after, limit).await?;
+        Ok(ReplyOk::Presence(PresenceOk {
+            members: page.members,
+            next: page.next,
+        }))
     }
 
     pub(super) async fn presence_stats(&self, room: RoomName) -> Result<ReplyOk, ErrorBody> {

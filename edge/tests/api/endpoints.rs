@@ -185,8 +185,52 @@ async fn presence_stats_and_history_reflect_websocket_clients() {
     for m in members["members"].as_array().unwrap() {
         assert_eq!(m["info"]["name"], m["user"], "{m}");
     }
+    assert!(
+        members.get("next").is_none(),
+        "one page holds three members"
+    );
+    // Paged: two members and `next`, then the third and no `next`.
+    let page = api.get(&format!("{}?limit=2", path("presence"))).await.ok();
+    assert_eq!(page["members"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().expect("a next cursor").to_owned();
+    let rest = api
+        .get(&format!("{}?limit=2&after={next}", path("presence")))
+        .await
+        .ok();
+    assert_eq!(rest["members"].as_array().unwrap().len(), 1);
+    assert!(rest.get("next").is_none());
+    assert!(rest["members"][0]["client"].as_str().unwrap() > next.as_str());
+    api.get(&format!("{}?limit=0", path("presence")))
+        .await
+        .error(ApiCode::BadRequest);
     let stats = api.get(&path("presence_stats")).await.ok();
     assert_eq!(stats, json!({"clients": 3, "users": 2}));
+    // User-level: one entry per user, paged by user id; an unknown mode is refused.
+    let users = api
+        .get(&format!("{}?mode=users", path("presence")))
+        .await
+        .ok();
+    assert_eq!(
+        users,
+        json!({"users": [
+            {"user": "ann", "connections": 2, "info": {"name": "ann"}},
+            {"user": "bob", "connections": 1, "info": {"name": "bob"}},
+        ]})
+    );
+    let page = api
+        .get(&format!("{}?mode=users&limit=1", path("presence")))
+        .await
+        .ok();
+    assert_eq!(page["next"], "ann");
+    let rest = api
+        .get(&format!("{}?mode=users&after=ann", path("presence")))
+        .await
+        .ok();
+    assert_eq!(rest["users"][0]["user"], "bob");
+    assert!(rest.get("next").is_none());
+    api.get(&format!("{}?mode=everyone", path("presence")))
+        .await
+        .error(ApiCode::BadRequest);
 
     let first = clients[0].publish(room, json!("one")).await;
     let second = clients[2].publish(room, json!("two")).await;

@@ -11,9 +11,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod endpoints;
+mod ephemeral;
+mod events;
 mod http;
 mod outage;
 mod refusals;
+mod state;
 
 use common::{config, start};
 use plaza_edge::RunningEdge;
@@ -29,6 +32,8 @@ fn api_config() -> EdgeConfig {
     let mut c = config();
     c.api.keys = vec![Secret(KEY.into()), Secret(OLD_KEY.into())];
     c.http.max_body_bytes = 4096;
+    // The refusal tests make dozens of failed attempts from one address on purpose.
+    c.api.max_failed_auth_per_ip = 10_000;
     c
 }
 

@@ -29,6 +29,17 @@ fn every_endpoint() -> Vec<(&'static str, &'static str, Value)> {
         ("GET", "/v1/api/rooms/chat:x/presence", Value::Null),
         ("GET", "/v1/api/rooms/chat:x/presence_stats", Value::Null),
         ("GET", "/v1/api/rooms/chat:x/history", Value::Null),
+        (
+            "POST",
+            "/v1/api/state/set",
+            json!({"room": "chat:x", "key": "k", "value": 1}),
+        ),
+        (
+            "POST",
+            "/v1/api/state/delete",
+            json!({"room": "chat:x", "key": "k"}),
+        ),
+        ("GET", "/v1/api/rooms/chat:x/state", Value::Null),
         ("GET", "/v1/api/no/such/route", Value::Null),
     ]
 }
@@ -81,6 +92,63 @@ async fn every_endpoint_refuses_a_missing_malformed_or_wrong_key() {
     edge.shutdown().await;
 }
 
+/// Finding 11 of the hostile-client review: failed API keys were not throttled, so keys could be
+/// guessed at the API's request rate. After `api.max_failed_auth_per_ip` failures an address is
+/// refused with 429, its key unchecked, until the window ends; other addresses are unaffected.
+#[tokio::test]
+async fn guessing_api_keys_is_throttled_per_client_address() {
+    let mut config = super::api_config();
+    config.api.max_failed_auth_per_ip = 5;
+    config.api.failed_auth_window = Duration::from_secs(2);
+    config.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let edge = start(config).await;
+    let addr = edge.local_addr();
+    let wrong = format!("Bearer {KEY}x");
+    let right = format!("Bearer {KEY}");
+    let get = |auth: String, from: &'static str| async move {
+        send(
+            addr,
+            "GET",
+            "/v1/api/rooms",
+            &[("Authorization", &auth), ("X-Forwarded-For", from)],
+            b"",
+        )
+        .await
+    };
+    for _ in 0..5 {
+        get(wrong.clone(), "198.51.100.7")
+            .await
+            .error(ApiCode::Unauthorized);
+    }
+    let locked = get(wrong.clone(), "198.51.100.7").await;
+    locked.error(ApiCode::TooManyFailedAttempts);
+    let retry: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // Locked out: even the right key is not looked at.
+    get(right.clone(), "198.51.100.7")
+        .await
+        .error(ApiCode::TooManyFailedAttempts);
+    // Another address is not affected.
+    get(wrong.clone(), "198.51.100.8")
+        .await
+        .error(ApiCode::Unauthorized);
+    assert_eq!(get(right.clone(), "198.51.100.8").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        get(right, "198.51.100.7").await.status,
+        200,
+        "the window ended"
+    );
+    let metrics = super::http::Api::new(addr).get("/metrics").await.body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("plaza_limit_hits_total{limit=\"api_failed_auth\"} 2")),
+        "{metrics}"
+    );
+    edge.shutdown().await;
+}
+
 #[tokio::test]
 async fn both_keys_of_a_rotation_are_accepted() {
     let edge = api_edge().await;
@@ -90,6 +158,9 @@ async fn both_keys_of_a_rotation_are_accepted() {
             let r = call_with(edge.local_addr(), Some(&auth), method, path, &body).await;
             if path.contains("no/such") {
                 r.error(ApiCode::NotFound);
+            } else if path.contains("state") {
+                // Authenticated, then refused: `chat` has no state rooms.
+                r.error(ApiCode::NotStateRoom);
             } else {
                 assert_eq!(r.status, 200, "{method} {path} with key {key:.8}…: {r:?}");
             }
@@ -254,11 +325,16 @@ fn the_openapi_document_lists_every_route_and_error_code() {
     for route in [
         "/v1/api/publish:",
         "/v1/api/broadcast:",
+        "/v1/api/publish_ephemeral:",
         "/v1/api/disconnect:",
         "/v1/api/rooms:",
         "/v1/api/rooms/{room}/presence:",
         "/v1/api/rooms/{room}/presence_stats:",
         "/v1/api/rooms/{room}/history:",
+        "/v1/api/events:",
+        "/v1/api/state/set:",
+        "/v1/api/state/delete:",
+        "/v1/api/rooms/{room}/state:",
     ] {
         assert!(doc.contains(route), "{route} is not documented");
     }

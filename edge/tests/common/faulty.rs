@@ -2,7 +2,10 @@
 
 use plaza_backend::memory::{MemoryBackend, MemoryLink};
 use plaza_backend::{AttachOptions, Backend, EdgeLink, LinkEvents};
-use plaza_proto::cluster::{BrokerError, HistoryPage, PresenceStats, PublishAck, RoomsPage};
+use plaza_proto::cluster::{
+    BrokerError, HistoryPage, PresencePage, PresenceStats, PublishAck, RoomsPage,
+};
+use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
 use plaza_proto::{ClientId, Member, Payload, Position, RoomName, Sender, UserId};
 
 /// A broker tier whose rooms in namespace `down` fail as unavailable, in namespace `slow`
@@ -46,17 +49,49 @@ impl EdgeLink for FlakyLink {
         self.0.publish(room, data, from, idem).await
     }
 
+    async fn publish_ephemeral(
+        &self,
+        room: RoomName,
+        data: Payload,
+        from: Option<Sender>,
+    ) -> Result<(), BrokerError> {
+        Self::outage(&room).await?;
+        self.0.publish_ephemeral(room, data, from).await
+    }
+
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
         self.0.join(room, member).await
+    }
+
+    async fn state_write(
+        &self,
+        room: RoomName,
+        write: plaza_proto::state::StateWrite,
+    ) -> Result<plaza_proto::state::StateAck, BrokerError> {
+        Self::outage(&room).await?;
+        self.0.state_write(room, write).await
+    }
+
+    async fn state_read(
+        &self,
+        room: RoomName,
+    ) -> Result<plaza_proto::state::StateSnapshot, BrokerError> {
+        Self::outage(&room).await?;
+        self.0.state_read(room).await
     }
 
     async fn leave(&self, room: RoomName, client: ClientId) -> Result<(), BrokerError> {
         self.0.leave(room, client).await
     }
 
-    async fn presence(&self, room: RoomName) -> Result<Vec<Member>, BrokerError> {
+    async fn presence(
+        &self,
+        room: RoomName,
+        after: Option<ClientId>,
+        limit: u32,
+    ) -> Result<PresencePage, BrokerError> {
         Self::outage(&room).await?;
-        self.0.presence(room).await
+        self.0.presence(room, after, limit).await
     }
 
     async fn presence_stats(&self, room: RoomName) -> Result<PresenceStats, BrokerError> {
@@ -91,6 +126,26 @@ impl EdgeLink for FlakyLink {
             Self::outage(room).await?;
         }
         self.0.rooms(after, limit).await
+    }
+
+    async fn events(
+        &self,
+        since: Option<FeedPosition>,
+        limit: u32,
+        filter: EventFilter,
+    ) -> Result<EventsPage, BrokerError> {
+        self.0.events(since, limit, filter).await
+    }
+
+    async fn claim_webhooks(
+        &self,
+        lease: std::time::Duration,
+    ) -> Result<WebhookClaim, BrokerError> {
+        self.0.claim_webhooks(lease).await
+    }
+
+    async fn ack_webhooks(&self, endpoint: String, through: u64) -> Result<(), BrokerError> {
+        self.0.ack_webhooks(endpoint, through).await
     }
 
     async fn close(&self) {

@@ -1,12 +1,15 @@
 "use client";
 // The chat UI: one PlazaProvider (one WebSocket), the room's messages via useRoom, the member
-// list via usePresence, the connection badge via useConnectionState. Sending goes through the
+// list via usePresence, "… is typing" via useTyping (ephemeral publications in TYPING_ROOM),
+// a live counter via useRoomState (a live-state room, COUNTER_ROOM, incremented with a
+// compare-and-set), the connection badge via useConnectionState. Sending goes through the
 // `sendMessage` server action, which publishes with the edge's HTTP API: this page's token only
 // lets it read the room. Everything that arrives is checked by app/message.ts before rendering.
 import { useCallback, useRef, useState, type FormEvent } from "react";
-import type { Publication } from "@plaza/client";
-import { PlazaProvider, useConnectionState, usePresence, useRoom } from "@plaza/client/react";
-import { ROOM_NAME } from "./room";
+import type { Member, Publication } from "@plaza/client";
+import { ErrorCode, PlazaError } from "@plaza/client";
+import { PlazaProvider, useConnectionState, usePresence, useRoom, useRoomState, useTyping } from "@plaza/client/react";
+import { COUNTER_ROOM, ROOM_NAME, TYPING_ROOM } from "./room";
 import { sendMessage } from "./actions";
 import { MAX_TEXT, chatMessageFrom, memberName, type ChatMessage } from "./message";
 
@@ -37,7 +40,10 @@ export function Chat({ wsUrl, me }: { wsUrl: string; me: string }) {
       <ConnectionBadge />
       <div className="layout">
         <Messages me={me} />
-        <Members me={me} />
+        <aside>
+          <Members me={me} />
+          <Counter />
+        </aside>
       </div>
     </PlazaProvider>
   );
@@ -57,6 +63,8 @@ function Messages({ me }: { me: string }) {
   const [draft, setDraft] = useState("");
   const [error, setError] = useState<string | null>(null);
   const seen = useRef(new Set<number>());
+  const { typing, notifyTyping, stopTyping } = useTyping(TYPING_ROOM);
+  const { members } = usePresence(ROOM_NAME);
 
   const add = useCallback((p: Publication) => {
     if (seen.current.has(p.offset)) return;
@@ -82,6 +90,7 @@ function Messages({ me }: { me: string }) {
     const text = draft.trim();
     if (!text) return;
     setDraft("");
+    stopTyping();
     const r = await sendMessage(text, crypto.randomUUID ? crypto.randomUUID() : undefined);
     setError(r.ok ? null : r.error);
   }
@@ -98,16 +107,33 @@ function Messages({ me }: { me: string }) {
       <form onSubmit={onSubmit}>
         <input
           value={draft}
-          onChange={(e) => setDraft(e.target.value)}
+          onChange={(e) => {
+            setDraft(e.target.value);
+            if (e.target.value) notifyTyping();
+            else stopTyping();
+          }}
           placeholder="Say something"
           data-testid="draft"
           maxLength={MAX_TEXT}
         />
         <button type="submit" data-testid="send">Send</button>
       </form>
+      <p className="typing" data-testid="typing">
+        {typingLine(typing, members)}
+      </p>
       {error && <p className="error">{error}</p>}
     </section>
   );
+}
+
+/** "Ann is typing…" for the users in `typing`, named from their presence info (checked). */
+function typingLine(typing: string[], members: Member[]): string {
+  if (typing.length === 0) return "";
+  const names = typing.map((user) => {
+    const m = members.find((x) => x.user === user);
+    return m ? memberName(m) : user;
+  });
+  return `${names.slice(0, 3).join(", ")}${names.length > 3 ? " and others" : ""} ${names.length === 1 ? "is" : "are"} typing…`;
 }
 
 function Members({ me }: { me: string }) {
@@ -128,5 +154,46 @@ function Members({ me }: { me: string }) {
         ))}
       </ul>
     </aside>
+  );
+}
+
+/**
+ * A shared counter: one key of a live-state room. "+1" sets count + 1 on condition that the
+ * count is still at the version this page saw (compare-and-set); when another page won the race
+ * (error 119), it retries with the value its map has by then, so no click is lost.
+ */
+function Counter() {
+  const { state, set, ready } = useRoomState<number>(COUNTER_ROOM);
+  const [busy, setBusy] = useState(false);
+  const entry = state.get("count");
+  const count = typeof entry?.value === "number" ? entry.value : 0;
+  const latest = useRef(state);
+  latest.current = state;
+  async function increment() {
+    setBusy(true);
+    try {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const current = latest.current.get("count");
+        const value = typeof current?.value === "number" ? current.value : 0;
+        try {
+          await set("count", value + 1, { version: current?.version ?? 0 });
+          return;
+        } catch (err) {
+          if (!(err instanceof PlazaError) || err.code !== ErrorCode.stateConflict) throw err;
+          await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
+        }
+      }
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <section className="counter">
+      <h2>Counter</h2>
+      <p data-testid="counter">{ready ? count : "…"}</p>
+      <button type="button" data-testid="increment" disabled={!ready || busy} onClick={() => void increment()}>
+        +1
+      </button>
+    </section>
   );
 }

@@ -17,13 +17,38 @@ after(() => stopStack(stack));
 
 const signIn = (name, url) => signInTo(stack, name, url);
 
-test("two browser pages chat through the Next.js example and see each other's presence", async () => {
+test("two browser pages chat through the Next.js example, see each other's presence, typing and a live counter", async () => {
   const ann = await signIn("Ann");
   const bob = await signIn("Bob");
 
   await until("Ann sees Bob present", async () => (await memberNames(ann.page)).some((n) => n.startsWith("Bob")));
   await until("Bob sees Ann present", async () => (await memberNames(bob.page)).some((n) => n.startsWith("Ann")));
   assert.deepEqual((await memberNames(ann.page)).sort(), ["Ann (you)", "Bob"]);
+
+  // "Bob is typing…": ephemeral signals (useTyping) through the typing room. A signal sent
+  // before Bob's typing subscription is live is dropped (at most once), so keep typing.
+  const typingLine = (page) => page.getByTestId("typing").innerText();
+  let keys = 0;
+  await until("Ann sees Bob typing", async () => {
+    await bob.page.getByTestId("draft").fill(`hel${"l".repeat(keys++ % 5)}`);
+    return (await typingLine(ann.page)).includes("Bob is typing");
+  });
+  assert.equal(await typingLine(bob.page), "", "Bob does not see himself typing");
+  await bob.page.getByTestId("draft").fill("");
+  await until("Bob's stop reaches Ann", async () => (await typingLine(ann.page)) === "");
+
+  // The live counter (useRoomState, a compare-and-set per click): clicks on both pages, some
+  // racing each other, all count, and both pages end on the same value.
+  const counter = (page) => page.getByTestId("counter").innerText();
+  await until("the counter is loaded", async () => /^\d+$/.test(await counter(ann.page)));
+  const start = Number(await counter(ann.page));
+  for (let i = 0; i < 3; i++) {
+    await Promise.all([ann.page.getByTestId("increment").click(), bob.page.getByTestId("increment").click()]);
+    await until("the clicks are done", async () =>
+      (await ann.page.getByTestId("increment").isEnabled()) && (await bob.page.getByTestId("increment").isEnabled()));
+  }
+  await until("both pages show six more", async () =>
+    Number(await counter(ann.page)) === start + 6 && Number(await counter(bob.page)) === start + 6);
 
   await send(ann, "hello Bob");
   await until("Bob receives Ann's message", async () => (await messageTexts(bob.page)).some((t) => t.includes("hello Bob")));

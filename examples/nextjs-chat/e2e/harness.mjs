@@ -90,7 +90,13 @@ export async function startStack() {
   const secret = randomBytes(32).toString("hex");
   const apiKey = randomBytes(24).toString("hex");
   const edge = await run(edgeBin, ["--dev", "--listen", "127.0.0.1:0"], {
-    env: { PLAZA_AUTH__HMAC_SECRET: secret, PLAZA_API__KEYS: JSON.stringify([apiKey]), PLAZA_LOG: "warn" },
+    env: {
+      PLAZA_AUTH__HMAC_SECRET: secret,
+      PLAZA_API__KEYS: JSON.stringify([apiKey]),
+      PLAZA_LOG: "warn",
+      // The live counter's namespace: live-state rooms (see the example's README).
+      PLAZA_ROOMS__NAMESPACES__COUNTER__STATE__ENABLED: "true",
+    },
     ready: /websocket:\s+ws:\/\/([^/\s]+)\/v1\/ws/,
     what: "plaza-edge",
   });

@@ -7,10 +7,13 @@ const b64url = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64ur
 
 /**
  * An HS256 token for `user`, valid `ttlSeconds`: read the chat rooms and their presence, plus a
- * personal notification room `user:<id>`. No `publish` anywhere: messages go through the
- * `sendMessage` server action, which takes the sender from the session, so a browser holding
- * this token cannot put anything in a room (error 106), let alone a message under another
- * user's name. The client fetches a new token before expiry.
+ * personal notification room `user:<id>`. No `publish` on the chat rooms: messages go through
+ * the `sendMessage` server action, which takes the sender from the session, so a browser holding
+ * this token cannot put anything in a chat room (error 106), let alone a message under another
+ * user's name. It may publish to the typing room only, whose ephemeral "typing" signals carry
+ * the sender the edge sets (`from`), so they cannot name anyone else either — and it may set
+ * the live counter's keys in `counter:lobby` (a state room: `set` only, no messages). The client fetches
+ * a new token before expiry.
  */
 export function mintToken(user: User, ttlSeconds = 15 * 60): string {
   const now = Math.floor(Date.now() / 1000);
@@ -19,7 +22,12 @@ export function mintToken(user: User, ttlSeconds = 15 * 60): string {
     iat: now,
     exp: now + ttlSeconds,
     plaza: {
-      rooms: { "chat:*": ["subscribe", "presence"], "user:{sub}": ["subscribe"] },
+      rooms: {
+        "chat:*": ["subscribe", "presence"],
+        "typing:lobby": ["subscribe", "publish"],
+        "counter:lobby": ["subscribe", "publish"],
+        "user:{sub}": ["subscribe"],
+      },
       info: { name: user.name },
     },
   };

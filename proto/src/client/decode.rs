@@ -10,6 +10,17 @@ use serde_json::value::RawValue;
 use super::*;
 use crate::close::ErrorCode;
 
+/// The `presence` field of `subscribe`: a flag or a mode name.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "true, false, \"clients\", \"users\" or \"both\""
+)]
+enum PresenceOption {
+    Flag(bool),
+    Mode(String),
+}
+
 impl ClientFrame {
     /// Decodes one text frame.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
@@ -65,11 +76,31 @@ impl ClientFrame {
                 name: fields.optional("name").map_err(bad)?,
                 version: fields.optional("version").map_err(bad)?,
             }),
-            "subscribe" => Command::Subscribe(Subscribe {
-                room: room()?,
-                recover: fields.optional("recover").map_err(bad)?,
-                presence: fields.optional("presence").map_err(bad)?.unwrap_or(false),
-            }),
+            "subscribe" => {
+                let (presence, presence_users) = match fields
+                    .optional::<PresenceOption>("presence")
+                    .map_err(bad)?
+                {
+                    None | Some(PresenceOption::Flag(false)) => (false, false),
+                    Some(PresenceOption::Flag(true)) => (true, false),
+                    Some(PresenceOption::Mode(m)) if m == "clients" => (true, false),
+                    Some(PresenceOption::Mode(m)) if m == "users" => (false, true),
+                    Some(PresenceOption::Mode(m)) if m == "both" => (true, true),
+                    Some(PresenceOption::Mode(_)) => {
+                        return Err(fail(
+                                ErrorCode::BadRequest,
+                                "field `presence`: expected true, false, \"clients\", \"users\" or \"both\""
+                                    .into(),
+                            ));
+                    }
+                };
+                Command::Subscribe(Subscribe {
+                    room: room()?,
+                    recover: fields.optional("recover").map_err(bad)?,
+                    presence,
+                    presence_users,
+                })
+            }
             "unsubscribe" => Command::Unsubscribe(RoomRef { room: room()? }),
             "publish" => {
                 let data = match fields.raw("data") {
@@ -80,14 +111,53 @@ impl ClientFrame {
                 if let Some(Err(why)) = idem.as_deref().map(check_idem) {
                     return Err(fail(ErrorCode::BadRequest, why));
                 }
+                let ephemeral: Option<bool> = fields.optional("ephemeral").map_err(bad)?;
+                if ephemeral == Some(true) && idem.is_some() {
+                    return Err(fail(
+                        ErrorCode::BadRequest,
+                        "`idem` cannot be combined with `ephemeral: true` (ephemeral \
+                         publications are never stored, so there is nothing to deduplicate)"
+                            .into(),
+                    ));
+                }
                 Command::Publish(Publish {
                     room: room()?,
                     data,
                     idem,
+                    ephemeral,
                 })
             }
-            "presence" => Command::Presence(RoomRef { room: room()? }),
+            "presence" => {
+                let mode: Option<String> = fields.optional("mode").map_err(bad)?;
+                let users = match mode.as_deref() {
+                    None | Some("clients") => false,
+                    Some("users") => true,
+                    Some(_) => {
+                        return Err(fail(
+                            ErrorCode::BadRequest,
+                            "field `mode`: expected \"clients\" or \"users\"".into(),
+                        ));
+                    }
+                };
+                Command::Presence(PresenceQuery {
+                    room: room()?,
+                    after: fields.optional("after").map_err(bad)?,
+                    limit: fields.optional("limit").map_err(bad)?,
+                    users,
+                })
+            }
             "presence_stats" => Command::PresenceStats(RoomRef { room: room()? }),
+            "presence_update" => {
+                let info = match fields.raw("info") {
+                    Some(raw) if raw.get() == "null" => None,
+                    Some(raw) => Some(Payload::from_raw(raw)),
+                    None => return Err(fail(ErrorCode::BadRequest, "missing field `info`".into())),
+                };
+                Command::PresenceUpdate(PresenceUpdate {
+                    room: room()?,
+                    info,
+                })
+            }
             "history" => Command::History(History {
                 room: room()?,
                 since: fields.optional("since").map_err(bad)?,
@@ -97,6 +167,35 @@ impl ClientFrame {
                 token: fields.required("token").map_err(bad)?,
             }),
             "ping" => Command::Ping,
+            "set" => {
+                let value = match fields.raw("value") {
+                    Some(raw) => Payload::from_raw(raw),
+                    None => {
+                        return Err(fail(ErrorCode::BadRequest, "missing field `value`".into()));
+                    }
+                };
+                let key: String = fields.required("key").map_err(bad)?;
+                crate::state::check_state_key(&key)
+                    .map_err(|why| fail(ErrorCode::BadRequest, why))?;
+                Command::Set(StateSet {
+                    room: room()?,
+                    key,
+                    value,
+                    version: fields.optional("version").map_err(bad)?,
+                    ttl: fields.optional("ttl").map_err(bad)?,
+                    tied: fields.optional("tied").map_err(bad)?.unwrap_or(false),
+                })
+            }
+            "delete" => {
+                let key: String = fields.required("key").map_err(bad)?;
+                crate::state::check_state_key(&key)
+                    .map_err(|why| fail(ErrorCode::BadRequest, why))?;
+                Command::Delete(StateDelete {
+                    room: room()?,
+                    key,
+                    version: fields.optional("version").map_err(bad)?,
+                })
+            }
             other => {
                 let shown: String = other.chars().take(64).collect();
                 return Err(fail(ErrorCode::UnknownOp, format!("unknown op {shown:?}")));

@@ -16,7 +16,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::close::{CloseCode, ErrorBody};
-use crate::model::{Payload, Position, RoomName};
+use crate::model::{ClientId, Payload, Position, RoomName};
 
 mod decode;
 mod server;
@@ -27,16 +27,19 @@ pub use server::*;
 pub const SUBPROTOCOL: &str = "plaza.v1";
 
 /// Every op of protocol v1.
-const KNOWN_OPS: [&str; 9] = [
+const KNOWN_OPS: [&str; 12] = [
     "connect",
     "subscribe",
     "unsubscribe",
     "publish",
     "presence",
     "presence_stats",
+    "presence_update",
     "history",
     "refresh",
     "ping",
+    "set",
+    "delete",
 ];
 
 /// Longest accepted `idem` key, in bytes.
@@ -82,16 +85,22 @@ pub enum Command {
     Unsubscribe(RoomRef),
     /// Publish a JSON value to a room.
     Publish(Publish),
-    /// List a room's members.
-    Presence(RoomRef),
+    /// List a room's members, one page at a time.
+    Presence(PresenceQuery),
     /// Count a room's clients and distinct users.
     PresenceStats(RoomRef),
+    /// Replace this connection's presence `info` in a room it is a member of.
+    PresenceUpdate(PresenceUpdate),
     /// Read a room's recent publications.
     History(History),
     /// Replace the connection's token before it expires.
     Refresh(Refresh),
     /// Application-level ping (browsers cannot send WebSocket pings).
     Ping,
+    /// Set a key of a live-state room.
+    Set(StateSet),
+    /// Delete a key of a live-state room.
+    Delete(StateDelete),
 }
 
 impl Command {
@@ -104,9 +113,12 @@ impl Command {
             Self::Publish(_) => "publish",
             Self::Presence(_) => "presence",
             Self::PresenceStats(_) => "presence_stats",
+            Self::PresenceUpdate(_) => "presence_update",
             Self::History(_) => "history",
             Self::Refresh(_) => "refresh",
             Self::Ping => "ping",
+            Self::Set(_) => "set",
+            Self::Delete(_) => "delete",
         }
     }
 }
@@ -144,9 +156,13 @@ pub struct Subscribe {
     /// Resume after this position: missed publications come in the reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recover: Option<Position>,
-    /// Also receive `join`/`leave` pushes.
+    /// Also receive `join`/`leave` pushes (`"presence": true` or `"clients"`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub presence: bool,
+    /// Receive user-level `user_join`/`user_leave`/`user_update` pushes (`"presence": "users"`,
+    /// or `"both"` together with `presence`).
+    #[serde(skip)]
+    pub presence_users: bool,
 }
 
 /// A command whose only field is `room`.
@@ -167,6 +183,68 @@ pub struct Publish {
     /// again and gets the original offset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idem: Option<String>,
+    /// `true`: an ephemeral publication (delivered at most once to whoever is subscribed now,
+    /// never stored, no offset; the reply is `{}`); `false`: durable; absent: the namespace's
+    /// default. Cannot be combined with `idem`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+}
+
+/// `set` fields (live-state rooms; see [`crate::state`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateSet {
+    /// The room.
+    pub room: RoomName,
+    /// The key ([`crate::state::check_state_key`]).
+    pub key: String,
+    /// Any JSON value.
+    pub value: Payload,
+    /// Compare-and-set: only if the key's current version is this (0: only if absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Delete the key this many seconds after this set (1..=the namespace's `state.max_ttl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// Tie the key to this connection: it is deleted when the connection ends.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tied: bool,
+}
+
+/// `delete` fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateDelete {
+    /// The room.
+    pub room: RoomName,
+    /// The key.
+    pub key: String,
+    /// Compare-and-delete: only if the key's current version is this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// `presence` fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PresenceQuery {
+    /// The room.
+    pub room: RoomName,
+    /// Start after this client id (the previous page's `next`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<ClientId>,
+    /// At most this many members (the edge clamps it to `client.max_presence_page`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// `"mode": "users"`: one entry per user, paged by user id (`after` is then a user id).
+    #[serde(skip)]
+    pub users: bool,
+}
+
+/// `presence_update` fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PresenceUpdate {
+    /// The room.
+    pub room: RoomName,
+    /// The new `info` (any JSON value; `null` clears it).
+    pub info: Option<Payload>,
 }
 
 /// `history` fields.

@@ -131,6 +131,8 @@ pub enum ReplyOk {
     Publish(PublishOk),
     /// `presence`.
     Presence(PresenceOk),
+    /// `presence` with `mode: "users"`.
+    PresenceUsers(PresenceUsersOk),
     /// `presence_stats`.
     PresenceStats(PresenceStatsOk),
     /// `history`.
@@ -168,6 +170,11 @@ pub struct SubscribeOk {
     pub recovered: bool,
     /// With `recover`: the missed publications, in offset order.
     pub publications: Vec<Publication>,
+    /// Live-state rooms only, when the client's map must be replaced (no `recover`, or
+    /// `recovered: false`): every key with its value and version, at `offset`. Later
+    /// changes arrive as `pub` pushes with offsets above `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Vec<crate::state::StateEntry>>,
 }
 
 /// `publish` reply.
@@ -182,8 +189,33 @@ pub struct PublishOk {
 /// `presence` reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PresenceOk {
-    /// Every member, one per connection.
+    /// One page of members, one per connection, in client id order.
     pub members: Vec<Member>,
+    /// When more members follow: pass it as `after` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<ClientId>,
+}
+
+/// `presence` reply in `mode: "users"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceUsersOk {
+    /// One page of users, in user id order.
+    pub users: Vec<UserMember>,
+    /// When more users follow: pass it as `after` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<UserId>,
+}
+
+/// One user in a room's user-level presence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserMember {
+    /// The user.
+    pub user: UserId,
+    /// How many of the user's connections are members of the room (0 in `user_leave`).
+    pub connections: u32,
+    /// The `info` of the user's member connection with the smallest client id (`null` if
+    /// none).
+    pub info: Option<Payload>,
 }
 
 /// `presence_stats` reply.
@@ -230,12 +262,27 @@ pub enum Push {
     Join(MemberPush),
     /// A member left such a room.
     Leave(MemberPush),
+    /// A member of such a room changed its presence `info` (`presence_update`).
+    Update(MemberPush),
     /// The server ended a subscription (e.g. the refreshed token no longer allows the room).
     Unsubscribed(UnsubscribedPush),
     /// The token expires soon: send `refresh` with a new one.
     Refresh(RefreshPush),
     /// The connection is about to close with this code.
     Disconnect(DisconnectPush),
+    /// An ephemeral publication in a subscribed room: no offset, not recoverable.
+    Ephemeral(EphemeralPush),
+    /// Join/leave pushes of a room subscribed with `presence: true` may have been missed (the
+    /// edge re-attached to the broker tier): the room's members now, replacing the client's
+    /// list.
+    PresenceResync(PresenceResyncPush),
+    /// A user's first connection joined a room subscribed with `presence: "users"`.
+    UserJoin(UserPush),
+    /// A user's last connection left such a room (debounced: a re-join within
+    /// `client.user_presence_debounce_ms` cancels it).
+    UserLeave(UserPush),
+    /// A user's connection count or info changed in such a room.
+    UserUpdate(UserPush),
 }
 
 impl Push {
@@ -244,9 +291,15 @@ impl Push {
             "pub" => Push::Pub(serde_json::from_str(text)?),
             "join" => Push::Join(serde_json::from_str(text)?),
             "leave" => Push::Leave(serde_json::from_str(text)?),
+            "update" => Push::Update(serde_json::from_str(text)?),
             "unsubscribed" => Push::Unsubscribed(serde_json::from_str(text)?),
             "refresh" => Push::Refresh(serde_json::from_str(text)?),
             "disconnect" => Push::Disconnect(serde_json::from_str(text)?),
+            "ephemeral" => Push::Ephemeral(serde_json::from_str(text)?),
+            "presence_resync" => Push::PresenceResync(serde_json::from_str(text)?),
+            "user_join" => Push::UserJoin(serde_json::from_str(text)?),
+            "user_leave" => Push::UserLeave(serde_json::from_str(text)?),
+            "user_update" => Push::UserUpdate(serde_json::from_str(text)?),
             other => return Err(de::Error::custom(format!("unknown push {other:?}"))),
         })
     }
@@ -266,6 +319,18 @@ pub struct PubPush {
     pub from: Option<Sender>,
 }
 
+/// `ephemeral` push: like `pub` but without an offset; it is never in `history` or recovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EphemeralPush {
+    /// The room.
+    pub room: RoomName,
+    /// The published value.
+    pub data: Payload,
+    /// The publisher, if a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Sender>,
+}
+
 /// `join` and `leave` pushes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberPush {
@@ -273,6 +338,30 @@ pub struct MemberPush {
     pub room: RoomName,
     /// Who joined or left.
     pub member: Member,
+}
+
+/// `user_join`, `user_leave` and `user_update` pushes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserPush {
+    /// The room.
+    pub room: RoomName,
+    /// The user as it is now (`connections: 0` in `user_leave`).
+    pub user: UserMember,
+}
+
+/// `presence_resync` push: the room's members now, one per connection in client id order.
+/// A client replaces its member list with `members`; if `next` is set the room has more, and
+/// the client reads the rest with `presence` (`after: next`, and so on), adding them; join and
+/// leave pushes after this one apply on top as usual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceResyncPush {
+    /// The room.
+    pub room: RoomName,
+    /// The first members, in client id order.
+    pub members: Vec<Member>,
+    /// When more members follow: pass it as `after` to `presence` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<ClientId>,
 }
 
 /// `unsubscribed` push.

@@ -38,19 +38,33 @@ fn every_command_round_trips_through_json() {
             room: room.clone(),
             recover: Some(pos.clone()),
             presence: true,
+            presence_users: false,
         }),
         Command::Subscribe(Subscribe {
             room: room.clone(),
             recover: None,
             presence: false,
+            presence_users: false,
         }),
         Command::Unsubscribe(RoomRef { room: room.clone() }),
         Command::Publish(Publish {
             room: room.clone(),
             data: Payload::from_json(r#"{"text":"hi","n":[1,2.5,null]}"#).unwrap(),
             idem: Some("k1".into()),
+            ephemeral: None,
         }),
-        Command::Presence(RoomRef { room: room.clone() }),
+        Command::Publish(Publish {
+            room: room.clone(),
+            data: Payload::from_json(r#"{"typing":true}"#).unwrap(),
+            idem: None,
+            ephemeral: Some(true),
+        }),
+        Command::Presence(PresenceQuery {
+            room: room.clone(),
+            after: None,
+            limit: None,
+            users: false,
+        }),
         Command::PresenceStats(RoomRef { room: room.clone() }),
         Command::History(History {
             room: room.clone(),
@@ -256,6 +270,30 @@ fn golden_server_frames_encode_as_documented() {
 }
 
 #[test]
+fn ephemeral_publish_decodes_and_refuses_an_idempotency_key() {
+    let f = ClientFrame::decode(r#"{"op":"publish","id":4,"room":"r","data":1,"ephemeral":true}"#)
+        .unwrap();
+    let Command::Publish(p) = f.command else {
+        panic!("not publish")
+    };
+    assert_eq!(p.ephemeral, Some(true));
+    let err = ClientFrame::decode(
+        r#"{"op":"publish","id":5,"room":"r","data":1,"ephemeral":true,"idem":"k"}"#,
+    )
+    .unwrap_err();
+    let DecodeError::Command { id, error } = err else {
+        panic!("not a command error: {err:?}")
+    };
+    assert_eq!(id, 5);
+    assert_eq!(error.code, ErrorCode::BadRequest);
+    assert!(error.message.contains("ephemeral"), "{}", error.message);
+    let err =
+        ClientFrame::decode(r#"{"op":"publish","id":6,"room":"r","data":1,"ephemeral":"yes"}"#)
+            .unwrap_err();
+    assert!(matches!(err, DecodeError::Command { id: 6, .. }), "{err:?}");
+}
+
+#[test]
 fn server_frames_round_trip_through_the_client_decoder() {
     let member = Member {
         client: ClientId::new("c"),
@@ -270,13 +308,30 @@ fn server_frames_round_trip_through_the_client_decoder() {
             data: Payload::from_json("[1]").unwrap(),
             from: None,
         }),
+        Push::Ephemeral(EphemeralPush {
+            room: room.clone(),
+            data: Payload::from_json(r#"{"typing":true}"#).unwrap(),
+            from: Some(Sender {
+                user: UserId::new("u"),
+                client: ClientId::new("c"),
+            }),
+        }),
         Push::Join(MemberPush {
             room: room.clone(),
             member: member.clone(),
         }),
         Push::Leave(MemberPush {
             room: room.clone(),
-            member,
+            member: member.clone(),
+        }),
+        Push::Update(MemberPush {
+            room: room.clone(),
+            member: member.clone(),
+        }),
+        Push::PresenceResync(PresenceResyncPush {
+            room: room.clone(),
+            members: vec![member],
+            next: Some(ClientId::new("c")),
         }),
         Push::Unsubscribed(UnsubscribedPush {
             room,
@@ -302,6 +357,7 @@ fn server_frames_round_trip_through_the_client_decoder() {
             data: Payload::from_json("\"x\"").unwrap(),
             from: None,
         }],
+        state: None,
     };
     let text = ServerFrame::Reply(Reply {
         id: 7,
@@ -325,4 +381,35 @@ fn tokens_never_appear_in_debug_output() {
         token: "secret.jwt.value".into(),
     });
     assert!(!format!("{c:?}{r:?}").contains("secret"));
+}
+
+#[test]
+fn set_and_delete_decode_with_their_options_and_refuse_bad_keys() {
+    let frame = ClientFrame::decode(
+        r#"{"id":1,"op":"set","room":"s:r","key":"k","value":{"x":1},"version":0,"ttl":5,"tied":true}"#,
+    )
+    .unwrap();
+    match frame.command {
+        Command::Set(s) => {
+            assert_eq!(s.key, "k");
+            assert_eq!(s.value.as_str(), r#"{"x":1}"#);
+            assert_eq!((s.version, s.ttl, s.tied), (Some(0), Some(5), true));
+        }
+        other => panic!("{other:?}"),
+    }
+    let frame = ClientFrame::decode(r#"{"id":2,"op":"delete","room":"s:r","key":"k"}"#).unwrap();
+    assert!(matches!(frame.command, Command::Delete(d) if d.version.is_none()));
+    for bad in [
+        r#"{"id":3,"op":"set","room":"s:r","key":"","value":1}"#,
+        r#"{"id":3,"op":"set","room":"s:r","key":"k"}"#,
+        r#"{"id":3,"op":"set","room":"s:r","key":"k","value":1,"ttl":-1}"#,
+        r#"{"id":3,"op":"delete","room":"s:r"}"#,
+    ] {
+        match ClientFrame::decode(bad) {
+            Err(DecodeError::Command { id: 3, error }) => {
+                assert_eq!(error.code, ErrorCode::BadRequest, "{bad}")
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! same kind of traffic (joins, leaves, leases, publishes with and without idem keys, ticks and
 //! reads, in namespaces with every history and presence option, across room collections).
 
+mod lifecycle;
 mod ops;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,7 @@ enum Check {
     Presence,
     Idempotency,
     Recovery,
+    Lifecycle,
 }
 
 /// The state machine and the models it is compared against.
@@ -67,6 +69,9 @@ impl Driver {
         for op in ops {
             d.step(op)?;
             d.after_step()?;
+        }
+        if check == Check::Lifecycle {
+            lifecycle::check_feed(&mut d.sim)?;
         }
         Ok(())
     }
@@ -321,6 +326,17 @@ impl Driver {
                     };
                     prop_assert!(changed, "join/leave events alternate per member: {:?}", e);
                 }
+                RoomEventKind::PresenceUpdate(m) => {
+                    let key = (e.room.clone(), m.client.clone());
+                    prop_assert!(
+                        self.announced.contains(&key),
+                        "update of a non-member: {:?}",
+                        e
+                    );
+                }
+                RoomEventKind::PresenceResync(_) => {
+                    prop_assert!(false, "the state machine made a link's resync: {:?}", e);
+                }
             }
         }
         Ok(())
@@ -397,10 +413,13 @@ impl Driver {
             let listed = self
                 .sim
                 .rooms
-                .presence(name)
+                .presence(name, None, u32::MAX)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let listed: Vec<(&ClientId, &UserId)> =
-                listed.iter().map(|m| (&m.client, &m.user)).collect();
+            let listed: Vec<(&ClientId, &UserId)> = listed
+                .members
+                .iter()
+                .map(|m| (&m.client, &m.user))
+                .collect();
             prop_assert_eq!(&listed, &members);
             if join_leave {
                 let announced: Vec<&ClientId> = self
@@ -443,5 +462,10 @@ proptest! {
     #[test]
     fn complete_history_never_misses_a_publication(ops in ops()) {
         Driver::run(&ops, Check::Recovery)?;
+    }
+
+    #[test]
+    fn lifecycle_events_alternate_per_user_and_room_and_end_absent(ops in ops()) {
+        Driver::run(&ops, Check::Lifecycle)?;
     }
 }

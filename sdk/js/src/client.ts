@@ -18,6 +18,7 @@ import { Backoff } from "./backoff.js";
 import { CallQueue } from "./calls.js";
 import { Emitter } from "./emitter.js";
 import { Rooms } from "./rooms.js";
+import type { DeleteOptions, RoomStateMap, SetOptions } from "./room-state.js";
 import { watchEnvironment } from "./environment.js";
 import {
   ErrorCode,
@@ -28,7 +29,7 @@ import {
   isTerminalCloseCode,
 } from "./errors.js";
 import { assertTransition, type ConnectionState } from "./state.js";
-import type { Subscription, SubscribeOptions } from "./subscription.js";
+import type { PresenceUserEntry, Subscription, SubscribeOptions } from "./subscription.js";
 import type {
   ConnectionInfo,
   HistoryOptions,
@@ -154,11 +155,14 @@ export class PlazaClient extends Emitter<ClientEvents> {
       subscriptionHost: {
         release: (sub) => this.rooms.release(sub),
         publish: (room, data, o) => this.publish(room, data, o),
+        publishEphemeral: (room, data) => this.publishEphemeral(room, data),
         presence: (room, o) => this.presence(room, o),
         presenceStats: (room, o) => this.presenceStats(room, o),
+        updatePresence: (room, info, o) => this.updatePresence(room, info, o),
         history: (room, o) => this.history(room, o),
         roomState: (room) => this.rooms.state(room),
         roomPosition: (room) => this.rooms.position(room),
+        roomStateMap: (room) => this.rooms.stateMap(room),
       },
       requestTimeoutMs: this.requestTimeoutMs,
       unsubscribeDelayMs: this.unsubscribeDelayMs,
@@ -255,17 +259,116 @@ export class PlazaClient extends Emitter<ClientEvents> {
     });
   }
 
-  /** The room's members, one per connection, ordered by client id (§5.5). */
+  /**
+   * Publishes an ephemeral message to `room` (protocol §11a): delivered at most once to the
+   * room's current subscribers as an `ephemeral` event, never stored, no offset. Sent only if
+   * the connection is up and this client's subscription to the room is live — never queued
+   * or resent after a reconnect (a stale typing indicator is worse than none). Resolves `true`
+   * once the edge accepted it, `false` if it was not sent; rejects with the edge's error
+   * (e.g. 112 when its ephemeral rate is exceeded, 115 where the namespace forbids it).
+   */
+  async publishEphemeral(room: string, data: unknown, options: { timeoutMs?: number } = {}): Promise<boolean> {
+    if (this.currentState !== "connected" || this.rooms.state(room) !== "subscribed") return false;
+    const fields = { room, data: data === undefined ? null : data, ephemeral: true };
+    try {
+      await this.request("publish", fields, options.timeoutMs ?? this.requestTimeoutMs);
+      return true;
+    } catch (err) {
+      if (err instanceof ConnectionLost) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Sets `key` of a live-state room this client is subscribed to (protocol §5.10). Resolves
+   * with the key's new version; rejects with a `PlazaError` (code 119 `stateConflict` when a
+   * `version` compare-and-set lost: re-read `roomState(room)` and retry).
+   */
+  async set(room: string, key: string, value: unknown, options: SetOptions = {}): Promise<number> {
+    const fields: Record<string, unknown> = { room, key, value: value === undefined ? null : value };
+    if (options.version !== undefined) fields.version = options.version;
+    if (options.ttl !== undefined) fields.ttl = options.ttl;
+    if (options.tied) fields.tied = true;
+    const ok = await this.request<{ offset: number }>("set", fields, options.timeoutMs ?? this.requestTimeoutMs);
+    return ok.offset;
+  }
+
+  /** Deletes `key` of a live-state room (protocol §5.11). */
+  async delete(room: string, key: string, options: DeleteOptions = {}): Promise<number> {
+    const fields: Record<string, unknown> = { room, key };
+    if (options.version !== undefined) fields.version = options.version;
+    const ok = await this.request<{ offset: number }>("delete", fields, options.timeoutMs ?? this.requestTimeoutMs);
+    return ok.offset;
+  }
+
+  /** A subscribed live-state room's map as this client holds it (`undefined` before the first reply). */
+  roomState(room: string): RoomStateMap | undefined {
+    return this.rooms.stateMap(room);
+  }
+
+  /**
+   * All of the room's members, one per connection, ordered by client id (§5.5): reads every
+   * page (the edge returns at most `client.max_presence_page` members per call).
+   */
   async presence(room: string, options: { timeoutMs?: number } = {}): Promise<Member[]> {
-    const ok = await this.queued<{ members: Member[] }>("presence", { room }, {
+    const members: Member[] = [];
+    let after: string | undefined;
+    do {
+      const page = await this.presencePage(room, { ...options, after });
+      members.push(...page.members);
+      after = page.next;
+    } while (after !== undefined);
+    return members;
+  }
+
+  /** One page of the room's members after client id `after`, at most `limit` long (§5.5). */
+  async presencePage(
+    room: string,
+    options: { after?: string; limit?: number; timeoutMs?: number } = {},
+  ): Promise<{ members: Member[]; next?: string }> {
+    const fields: Record<string, unknown> = { room };
+    if (options.after !== undefined) fields.after = options.after;
+    if (options.limit !== undefined) fields.limit = options.limit;
+    const ok = await this.queued<{ members: Member[]; next?: string | null }>("presence", fields, {
       timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
     });
-    return ok.members;
+    return ok.next == null ? { members: ok.members } : { members: ok.members, next: ok.next };
+  }
+
+  /**
+   * All of the room's users, one entry per user with its connection count, ordered by user id
+   * (§5.5 `mode: "users"`, §12.1): reads every page.
+   */
+  async presenceUsers(room: string, options: { timeoutMs?: number } = {}): Promise<PresenceUserEntry[]> {
+    const users: PresenceUserEntry[] = [];
+    let after: string | undefined;
+    do {
+      const fields: Record<string, unknown> = { room, mode: "users" };
+      if (after !== undefined) fields.after = after;
+      const ok = await this.queued<{ users: PresenceUserEntry[]; next?: string | null }>("presence", fields, {
+        timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
+      });
+      users.push(...ok.users);
+      after = ok.next ?? undefined;
+    } while (after !== undefined);
+    return users;
   }
 
   /** Counts of the room's member connections and distinct users (§5.6). */
   presenceStats(room: string, options: { timeoutMs?: number } = {}): Promise<PresenceStats> {
     return this.queued<PresenceStats>("presence_stats", { room }, {
+      timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
+    });
+  }
+
+  /**
+   * Replaces this connection's presence `info` in `room` (§5.6a; needs `publish` on the room):
+   * presence subscribers get an `update` event. Remembered and set again after every
+   * resubscribe, so it survives reconnects; sent once the room is live if it is not yet.
+   */
+  async updatePresence(room: string, info: unknown, options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!this.rooms.setPresenceInfo(room, info)) return;
+    await this.queued<Record<string, never>>("presence_update", { room, info: info ?? null }, {
       timeoutMs: options.timeoutMs ?? this.requestTimeoutMs,
     });
   }
@@ -608,8 +711,14 @@ export class PlazaClient extends Emitter<ClientEvents> {
     const room = typeof msg.room === "string" ? msg.room : undefined;
     switch (msg.push) {
       case "pub":
+      case "ephemeral":
       case "join":
       case "leave":
+      case "update":
+      case "presence_resync":
+      case "user_join":
+      case "user_update":
+      case "user_leave":
       case "unsubscribed":
         if (room !== undefined) this.rooms.onPush(msg.push, room, msg);
         return;

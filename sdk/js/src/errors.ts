@@ -24,6 +24,8 @@ export const ErrorCode = {
   publishDisabled: 115,
   wrongUser: 116,
   limitExceeded: 117,
+  notStateRoom: 118,
+  stateConflict: 119,
 } as const;
 
 /** WebSocket close codes the edge uses (protocol §8). */

@@ -25,6 +25,8 @@ export type {
 } from "./client.js";
 export { Subscription } from "./subscription.js";
 export type {
+  PresenceResync,
+  PresenceUserEntry,
   SubscribeOptions,
   SubscribedEvent,
   SubscriptionEvents,
@@ -47,6 +49,7 @@ export {
 } from "./errors.js";
 export type {
   ConnectionInfo,
+  EphemeralMessage,
   HistoryOptions,
   HistoryResult,
   Member,
@@ -57,3 +60,5 @@ export type {
   PublishResult,
   Sender,
 } from "./types.js";
+export { diffUsers, groupMembersByUser, type PresenceUser } from "./presence-users.js";
+export type { DeleteOptions, RoomStateMap, SetOptions, StateValue } from "./room-state.js";

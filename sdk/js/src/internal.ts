@@ -32,12 +32,18 @@ export interface RoomEntry {
   scheduled: boolean;
   /** Whether the live protocol subscription has `presence: true`. */
   presence: boolean;
+  /** Whether the live protocol subscription has user-level presence (`"users"`/`"both"`). */
+  presenceUsers: boolean;
   /** The last processed position (§10.3). */
   position: Position | undefined;
   endError: PlazaError | undefined;
   lingerTimer: ReturnType<typeof setTimeout> | undefined;
   retryTimer: ReturnType<typeof setTimeout> | undefined;
   retries: number;
+  /** This connection's presence info set with `updatePresence`, sent again after every (re)subscribe. */
+  info: { value: unknown } | undefined;
+  /** Live-state rooms: the map, once a `subscribe` reply carried one. */
+  map?: Map<string, import("./room-state.js").StateValue>;
 }
 
 export interface ConnectOk {
@@ -52,6 +58,8 @@ export interface SubscribeOk {
   offset: number;
   recovered: boolean;
   publications: { offset: number; data: unknown; from: { user: string; client: string } | null }[];
+  /** Live-state rooms: the whole map, when the client must replace its own. */
+  state?: { key: string; value: unknown; version: number }[];
 }
 
 export const OPEN = 1;

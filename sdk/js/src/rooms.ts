@@ -16,13 +16,15 @@
 import { ErrorCode, PlazaError, PlazaTimeoutError } from "./errors.js";
 import { ConnectionLost, type RoomEntry, type SubscribeOk } from "./internal.js";
 import {
+  type PresenceUserEntry,
   Subscription,
   type SubscribeOptions,
   type SubscribedEvent,
   type SubscriptionHost,
   type SubscriptionState,
 } from "./subscription.js";
-import type { Member, Position, Publication } from "./types.js";
+import type { EphemeralMessage, Member, Position, Publication } from "./types.js";
+import { applyChange, mapOf, type RoomStateMap } from "./room-state.js";
 
 /** What the rooms need from the client's connection. */
 export interface RoomsHost {
@@ -63,11 +65,13 @@ export class Rooms {
         inflight: false,
         scheduled: false,
         presence: false,
+        presenceUsers: false,
         position: undefined,
         endError: undefined,
         lingerTimer: undefined,
         retryTimer: undefined,
         retries: 0,
+        info: undefined,
       };
       this.entries.set(room, e);
     }
@@ -82,7 +86,7 @@ export class Rooms {
       entry.endError = undefined;
       this.schedule(entry);
     } else if (entry.status === "active") {
-      if (sub.presence && !entry.presence) {
+      if ((sub.presence && !entry.presence) || (sub.presenceUsers && !entry.presenceUsers)) {
         this.resubscribeWithPresence(entry);
       } else {
         const position = entry.position!;
@@ -106,6 +110,18 @@ export class Rooms {
     return sub;
   }
 
+  /**
+   * Remembers `info` as this connection's presence info in `room` (sent again after every
+   * resubscribe). True when it should be sent now: the room is live, or not subscribed at all
+   * (the server then answers 108); false while the subscribe is on its way (sent once it is live).
+   */
+  setPresenceInfo(room: string, info: unknown): boolean {
+    const entry = this.entries.get(room);
+    if (!entry || entry.status === "ended") return true;
+    entry.info = { value: info };
+    return entry.status === "active";
+  }
+
   /** Number of live handles on a room. */
   refCount(room: string): number {
     return this.entries.get(room)?.handles.size ?? 0;
@@ -124,6 +140,12 @@ export class Rooms {
   position(room: string): Position | undefined {
     const p = this.entries.get(room)?.position;
     return p ? { ...p } : undefined;
+  }
+
+  /** The map of a live-state room, once its subscribe reply carried one. */
+  stateMap(room: string): RoomStateMap | undefined {
+    const map = this.entries.get(room)?.map;
+    return map ? new Map(map) : undefined;
   }
 
   /** Whether calls for `room` must wait: this client holds a subscription being (re)made. */
@@ -153,6 +175,7 @@ export class Rooms {
     for (const entry of this.entries.values()) {
       entry.inflight = false;
       entry.presence = false;
+      entry.presenceUsers = false;
       if (entry.retryTimer !== undefined) clearTimeout(entry.retryTimer);
       entry.retryTimer = undefined;
       if (entry.status === "active") {
@@ -162,7 +185,7 @@ export class Rooms {
     }
   }
 
-  /** Room pushes: `pub`, `join`, `leave`, `unsubscribed` (protocol §6). */
+  /** Room pushes: `pub`, `ephemeral`, `join`, `leave`, `unsubscribed` (protocol §6). */
   onPush(kind: string, room: string, msg: Record<string, unknown>): void {
     const entry = this.entries.get(room);
     if (!entry) return;
@@ -171,6 +194,7 @@ export class Rooms {
       const err = new PlazaError(code, String(msg.reason ?? "unsubscribed by the server"), false, "subscribe");
       entry.status = "ended";
       entry.presence = false;
+      entry.presenceUsers = false;
       entry.endError = err;
       for (const h of entry.handles) h.deliver("state", { state: "unsubscribed", error: err });
       return;
@@ -184,9 +208,22 @@ export class Rooms {
         data: msg.data,
         from: (msg.from as Publication["from"]) ?? null,
       });
-    } else if (kind === "join" || kind === "leave") {
+    } else if (kind === "ephemeral") {
+      const message = { room, data: msg.data, from: (msg.from as EphemeralMessage["from"]) ?? null };
+      for (const h of entry.handles) h.deliver("ephemeral", message);
+    } else if (kind === "join" || kind === "leave" || kind === "update") {
       const member = msg.member as Member;
       for (const h of entry.handles) if (h.presence) h.deliver(kind, member);
+    } else if (kind === "presence_resync") {
+      const resync = {
+        members: Array.isArray(msg.members) ? (msg.members as Member[]) : [],
+        next: typeof msg.next === "string" ? msg.next : undefined,
+      };
+      for (const h of entry.handles) if (h.presence) h.deliver("presenceResync", resync);
+    } else if (kind === "user_join" || kind === "user_update" || kind === "user_leave") {
+      const user = msg.user as PresenceUserEntry;
+      const event = kind === "user_join" ? "userJoin" : kind === "user_update" ? "userUpdate" : "userLeave";
+      for (const h of entry.handles) if (h.presenceUsers) h.deliver(event, user);
     }
   }
 
@@ -224,12 +261,24 @@ export class Rooms {
     return false;
   }
 
+  private wantsPresenceUsers(entry: RoomEntry): boolean {
+    for (const h of entry.handles) if (h.presenceUsers) return true;
+    return false;
+  }
+
   /** Delivers one publication once: offsets only grow within an epoch (§9), so older ones are duplicates. */
   private deliver(entry: RoomEntry, publication: Publication): boolean {
     if (entry.position && publication.offset <= entry.position.offset) return false;
     entry.position = { epoch: entry.position?.epoch ?? "", offset: publication.offset };
     for (const h of entry.handles) h.deliver("publication", publication);
+    if (entry.map && applyChange(entry.map, publication.offset, publication.data)) this.emitMap(entry);
     return true;
+  }
+
+  private emitMap(entry: RoomEntry): void {
+    if (!entry.map) return;
+    const map: RoomStateMap = new Map(entry.map);
+    for (const h of entry.handles) h.deliver("roomState", map);
   }
 
   /** Sends `subscribe` (with `recover` from the last position) when connected. */
@@ -239,24 +288,34 @@ export class Rooms {
     entry.inflight = true;
     entry.status = "subscribing";
     const presence = this.wantsPresence(entry);
+    const users = this.wantsPresenceUsers(entry);
     const recover = entry.position ? { ...entry.position } : undefined;
     const fields: Record<string, unknown> = { room: entry.room };
-    if (presence) fields.presence = true;
+    if (presence || users) fields.presence = presence && users ? "both" : users ? "users" : true;
     if (recover) fields.recover = recover;
     this.host.request<SubscribeOk>("subscribe", fields, this.host.requestTimeoutMs).then(
-      (ok) => this.onSubscribed(entry, gen, ok, presence, recover),
+      (ok) => this.onSubscribed(entry, gen, ok, presence, users, recover),
       (err: Error) => this.onSubscribeFailed(entry, gen, err),
     );
   }
 
-  private onSubscribed(entry: RoomEntry, gen: number, ok: SubscribeOk, presence: boolean, recover: Position | undefined): void {
+  private onSubscribed(
+    entry: RoomEntry,
+    gen: number,
+    ok: SubscribeOk,
+    presence: boolean,
+    users: boolean,
+    recover: Position | undefined,
+  ): void {
     if (gen !== this.host.generation()) return;
     entry.inflight = false;
     if (this.entries.get(entry.room) !== entry) return; // Released meanwhile; drop() sent `unsubscribe`.
     entry.presence = presence;
+    entry.presenceUsers = users;
     entry.retries = 0;
     const previousEpoch = entry.position?.epoch;
     let recoveredCount = 0;
+    if (ok.state) entry.map = mapOf(ok.state);
     if (ok.recovered) {
       for (const p of ok.publications ?? []) {
         if (this.deliver(entry, { room: entry.room, offset: p.offset, data: p.data, from: p.from ?? null })) {
@@ -279,7 +338,17 @@ export class Rooms {
       h.deliver("state", { state: "subscribed" });
       h.deliver("subscribed", event);
     }
-    if (this.wantsPresence(entry) && !presence) this.resubscribeWithPresence(entry);
+    if (entry.info !== undefined) {
+      // A new subscription starts from the token's info: set ours again (protocol §5.6a).
+      const fields = { room: entry.room, info: entry.info.value ?? null };
+      this.host.request("presence_update", fields, this.host.requestTimeoutMs).catch((e: Error) => {
+        if (!(e instanceof ConnectionLost)) this.host.error(e);
+      });
+    }
+    if (ok.state) this.emitMap(entry);
+    if ((this.wantsPresence(entry) && !presence) || (this.wantsPresenceUsers(entry) && !users)) {
+      this.resubscribeWithPresence(entry);
+    }
     this.host.live();
   }
 

@@ -8,8 +8,10 @@
  */
 
 import { Emitter } from "./emitter.js";
+import type { RoomStateMap } from "./room-state.js";
 import type { PlazaError } from "./errors.js";
 import type {
+  EphemeralMessage,
   HistoryOptions,
   HistoryResult,
   Member,
@@ -62,27 +64,69 @@ export interface SubscribedEvent {
 /** Events of a subscription handle. */
 export type SubscriptionEvents = {
   publication: Publication;
+  /** An ephemeral publication (typing, cursors): at most once, no offset. */
+  ephemeral: EphemeralMessage;
   join: Member;
   leave: Member;
+  /** A member changed its presence `info` (protocol §5.6a): replace it by `client`. */
+  update: Member;
+  /**
+   * Join/leave pushes may have been missed (the edge re-attached to the broker tier after a
+   * failover): `members` is the room's list now and replaces yours; if `next` is set more
+   * members follow (read them with `presence`). Later join/leave events apply on top.
+   */
+  presenceResync: PresenceResync;
+  /** `presence: "users"`: a user's first connection joined (protocol §12.1). */
+  userJoin: PresenceUserEntry;
+  /** `presence: "users"`: a user's connection count or info changed; replace it by `user`. */
+  userUpdate: PresenceUserEntry;
+  /** `presence: "users"`: a user's last connection left (debounced by the server). */
+  userLeave: PresenceUserEntry;
   state: SubscriptionStateEvent;
   subscribed: SubscribedEvent;
+  /** Live-state rooms: the whole map, after the subscribe reply and after every change. */
+  roomState: RoomStateMap;
 };
+
+/** A `presence_resync` push: the room's members now (the first page when `next` is set). */
+export interface PresenceResync {
+  /** Members, one per connection, in client id order. */
+  members: Member[];
+  /** When more members follow: the `after` of the next `presence` page. */
+  next?: string;
+}
+
+/** One user in a room's user-level presence (protocol §12.1). */
+export interface PresenceUserEntry<Info = unknown> {
+  user: string;
+  /** How many of the user's connections are members (0 in `userLeave`). */
+  connections: number;
+  /** The `info` of the user's member connection with the smallest client id. */
+  info: Info | null;
+}
 
 /** Options of `client.subscribe`. */
 export interface SubscribeOptions {
-  /** Receive `join`/`leave` events (needs the `presence` capability). */
-  presence?: boolean;
+  /**
+   * `true`: receive `join`/`leave`/`update` events, one member per connection; `"users"`:
+   * receive `userJoin`/`userUpdate`/`userLeave`, one entry per user, leaves debounced by the
+   * server (both need the `presence` capability).
+   */
+  presence?: boolean | "users";
 }
 
 /** What a handle needs from the client (kept narrow so handles stay simple). */
 export interface SubscriptionHost {
   release(sub: Subscription): void;
   publish(room: string, data: unknown, options?: PublishOptions): Promise<PublishResult>;
+  publishEphemeral(room: string, data: unknown): Promise<boolean>;
   presence(room: string, options?: { timeoutMs?: number }): Promise<Member[]>;
   presenceStats(room: string, options?: { timeoutMs?: number }): Promise<PresenceStats>;
+  updatePresence(room: string, info: unknown, options?: { timeoutMs?: number }): Promise<void>;
   history(room: string, options?: HistoryOptions): Promise<HistoryResult>;
   roomState(room: string): SubscriptionState;
   roomPosition(room: string): Position | undefined;
+  roomStateMap(room: string): RoomStateMap | undefined;
 }
 
 /** One caller's handle on a room. Call `unsubscribe()` when done. */
@@ -91,6 +135,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   readonly room: string;
   /** Whether this handle asked for join/leave events. */
   readonly presence: boolean;
+  /** Whether this handle asked for user-level events (`presence: "users"`). */
+  readonly presenceUsers: boolean;
   private released = false;
   private ended: SubscriptionStateEvent | undefined;
 
@@ -103,6 +149,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     super();
     this.room = room;
     this.presence = options.presence === true;
+    this.presenceUsers = options.presence === "users";
   }
 
   /** The current state. */
@@ -116,6 +163,11 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     return this.host.roomPosition(this.room);
   }
 
+  /** Live-state rooms: the map (`undefined` until the first subscribe reply, or in other rooms). */
+  get map(): RoomStateMap | undefined {
+    return this.host.roomStateMap(this.room);
+  }
+
   /** Whether `unsubscribe()` was called. */
   get isReleased(): boolean {
     return this.released;
@@ -126,9 +178,19 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     return this.host.publish(this.room, data, options);
   }
 
+  /** Publishes an ephemeral message to this room (see `PlazaClient.publishEphemeral`). */
+  publishEphemeral(data: unknown): Promise<boolean> {
+    return this.host.publishEphemeral(this.room, data);
+  }
+
   /** The room's members (see `PlazaClient.presence`). */
   presenceMembers(options?: { timeoutMs?: number }): Promise<Member[]> {
     return this.host.presence(this.room, options);
+  }
+
+  /** Sets this connection's presence info in the room (see `PlazaClient.updatePresence`). */
+  updatePresence(info: unknown, options?: { timeoutMs?: number }): Promise<void> {
+    return this.host.updatePresence(this.room, info, options);
   }
 
   /** The room's presence counts (see `PlazaClient.presenceStats`). */

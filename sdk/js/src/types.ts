@@ -20,6 +20,16 @@ export interface Publication<T = unknown> {
   from: Sender | null;
 }
 
+/**
+ * An ephemeral publication (protocol §11a): delivered at most once to whoever is subscribed,
+ * in its publisher's order; no offset, never in history or recovery.
+ */
+export interface EphemeralMessage<T = unknown> {
+  room: string;
+  data: T;
+  from: Sender | null;
+}
+
 /** One connection in a room's presence. */
 export interface Member<Info = unknown> {
   client: string;

@@ -9,7 +9,9 @@
 //! | [`phantom`] | `no-phantom`: everything received was sent, at its acknowledged offset |
 //! | [`recovered`] | `recovered-is-true`: a `recovered: true` reply lists every publication it owes |
 //! | [`presence`] | `presence-converges`: presence readings after healing match reality |
+//! | [`presence_tracked`] | `presence-tracked`: a member list kept from pushes through the faults equals presence |
 //! | [`leader`] | `one-leader-per-term`: at most one node leads each Raft term |
+//! | [`webhooks`] | `webhook-*`: a real receiver's deliveries against the event feed (Raft runs) |
 //!
 //! Several checkers reason about a client's *segments* of continuous coverage of a room. A
 //! segment starts at a `Subscribed` reply and continues through later replies of the same
@@ -31,7 +33,9 @@ pub mod lost;
 pub mod order;
 pub mod phantom;
 pub mod presence;
+pub mod presence_tracked;
 pub mod recovered;
+pub mod webhooks;
 
 /// One checker.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +72,10 @@ pub fn all() -> Vec<Checker> {
         Checker {
             name: presence::NAME,
             check: presence::check,
+        },
+        Checker {
+            name: presence_tracked::NAME,
+            check: presence_tracked::check,
         },
         Checker {
             name: leader::NAME,
@@ -480,7 +488,7 @@ mod tests {
     #[test]
     fn a_correct_history_passes_every_checker() {
         let results = check_all(&good());
-        assert_eq!(results.len(), 7);
+        assert_eq!(results.len(), 8);
         for (name, result) in results {
             assert_eq!(result, Ok(()), "{name}");
         }
@@ -498,6 +506,7 @@ mod tests {
                 "no-phantom",
                 "recovered-is-true",
                 "presence-converges",
+                "presence-tracked",
                 "one-leader-per-term",
             ]
         );

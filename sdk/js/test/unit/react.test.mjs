@@ -4,13 +4,14 @@ import { test } from "node:test";
 import { createElement as h, StrictMode } from "react";
 import { renderToString } from "react-dom/server";
 import { PlazaClient } from "../../dist/index.js";
-import { PlazaProvider, useConnectionState, usePlaza, usePresence, useRoom } from "../../dist/react.js";
+import { PlazaProvider, useConnectionState, usePlaza, usePresence, useRoom, useTyping } from "../../dist/react.js";
 
 function Probe() {
   const state = useConnectionState();
   const { state: roomState } = useRoom("chat:ssr", () => {});
   const { members, ready } = usePresence("chat:ssr");
-  return h("p", null, `${state}/${roomState}/${members.length}/${ready}`);
+  const { typing } = useTyping("typing:ssr");
+  return h("p", null, `${state}/${roomState}/${members.length}/${ready}/${typing.length}`);
 }
 
 test("server rendering opens no connection and asks for no token", () => {
@@ -28,7 +29,7 @@ test("server rendering opens no connection and asks for no token", () => {
       h(PlazaProvider, { url: "ws://edge.test/v1/ws", getToken: () => (tokens++, "t"), WebSocket: CountingSocket }, h(Probe)),
     ),
   );
-  assert.match(html, /disconnected\/subscribing\/0\/false/);
+  assert.match(html, /disconnected\/subscribing\/0\/false\/0/);
   assert.equal(sockets, 0);
   assert.equal(tokens, 0);
 });

@@ -214,6 +214,58 @@ test("a handle asking for presence upgrades a room subscribed without it", async
   c.close();
 });
 
+test("updatePresence is sent once the room is live, again after every resubscribe, and update pushes reach presence handles", async () => {
+  const c = connected();
+  const s1 = await ready(c);
+  const h = c.subscribe("chat:up", { presence: true });
+  await h.updatePresence({ status: "away" }); // still subscribing: remembered, sent when live
+  await flush();
+  assert.equal(s1.ops("presence_update").length, 0);
+  s1.reply(s1.ops("subscribe")[0], { epoch: "e1", offset: 0, recovered: false, publications: [] });
+  await flush();
+  assert.deepEqual(
+    s1.ops("presence_update").map((o) => [o.room, o.info]),
+    [["chat:up", { status: "away" }]],
+  );
+  const updates = [];
+  h.on("update", (m) => updates.push(m.info));
+  s1.push({ push: "update", room: "chat:up", member: { client: "x", user: "bob", info: { status: "busy" } } });
+  assert.deepEqual(updates, [{ status: "busy" }]);
+  s1.drop(1006);
+  await sleep(30);
+  const s2 = FakeSocket.last;
+  await s2.accept();
+  s2.reply(s2.ops("subscribe")[0], { epoch: "e1", offset: 0, recovered: true, publications: [] });
+  await flush();
+  assert.deepEqual(
+    s2.ops("presence_update").map((o) => o.info),
+    [{ status: "away" }],
+    "a new subscription starts from the token's info: ours is set again",
+  );
+  c.close();
+});
+
+test("a presence_resync push reaches presence handles only, with its members and next", async () => {
+  const c = connected();
+  const s = await ready(c);
+  const withPresence = c.subscribe("chat:rs", { presence: true });
+  const plain = c.subscribe("chat:rs");
+  await flush();
+  s.reply(s.ops("subscribe")[0], { epoch: "e1", offset: 0, recovered: false, publications: [] });
+  await flush();
+  const got = [];
+  withPresence.on("presenceResync", (r) => got.push(r));
+  plain.on("presenceResync", (r) => got.push({ plain: r }));
+  const member = { client: "x", user: "bob", info: null };
+  s.push({ push: "presence_resync", room: "chat:rs", members: [member], next: "x" });
+  s.push({ push: "presence_resync", room: "chat:rs", members: [] });
+  assert.deepEqual(got, [
+    { members: [member], next: "x" },
+    { members: [], next: undefined },
+  ]);
+  c.close();
+});
+
 test("handles made in the same task share one subscribe with the union of their options", async () => {
   const c = connected();
   const s = await ready(c);
