@@ -21,6 +21,8 @@ async fn run_suite(nats: &NatsCluster, replicas: usize) {
     suite.await.expect("the suite finishes in time");
     let events = tokio::time::timeout(Duration::from_secs(90), conformance::run_events(&backend));
     events.await.expect("the event checks finish in time");
+    let state = tokio::time::timeout(Duration::from_secs(90), conformance::run_state(&backend));
+    state.await.expect("the state room checks finish in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

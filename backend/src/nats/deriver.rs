@@ -101,22 +101,35 @@ pub(super) async fn run(shared: Arc<Shared>, term: String) {
     }
 }
 
-/// Takes or renews the lease: `Some(revision)` when held. `renewing`: the revision this term
-/// wrote last (a renewal fails if anyone wrote since).
+/// Takes or renews the deriver's lease: `Some(revision)` when held. `renewing`: the revision
+/// this term wrote last (a renewal fails if anyone wrote since).
 async fn claim(
     shared: &Shared,
+    term: &str,
+    renewing: Option<u64>,
+) -> Result<Option<u64>, BrokerError> {
+    claim_role(shared, LEASE_KEY, DERIVER_LEASE, term, renewing).await
+}
+
+/// Takes or renews the lease of a cluster-wide role kept under `key` in the event state
+/// bucket (the deriver, the state keeper): `Some(revision)` when `term` holds it. A lease
+/// nobody renewed for `lease` may be taken over.
+pub(super) async fn claim_role(
+    shared: &Shared,
+    key: &str,
+    lease: Duration,
     term: &str,
     renewing: Option<u64>,
 ) -> Result<Option<u64>, BrokerError> {
     let state = &shared.setup()?.events.state;
     let lease = Lease {
         term: term.to_owned(),
-        lease_ms: u64::try_from(DERIVER_LEASE.as_millis()).unwrap_or(u64::MAX),
+        lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
     };
     if let Some(revision) = renewing {
-        return write_state(state, LEASE_KEY, &lease, Some(revision)).await;
+        return write_state(state, key, &lease, Some(revision)).await;
     }
-    let entry = state.entry(LEASE_KEY).await.map_err(unavailable)?;
+    let entry = state.entry(key).await.map_err(unavailable)?;
     let revision = match entry {
         None => None,
         Some(entry) if entry.operation != async_nats::jetstream::kv::Operation::Put => {
@@ -134,19 +147,24 @@ async fn claim(
             Some(entry.revision)
         }
     };
-    write_state(state, LEASE_KEY, &lease, revision).await
+    write_state(state, key, &lease, revision).await
 }
 
-/// Gives the lease up at once (a closing link), if `term` holds it.
+/// Gives the deriver's lease up at once (a closing link), if `term` holds it.
 pub(super) async fn release(shared: &Shared, term: &str) {
+    release_role(shared, LEASE_KEY, term).await;
+}
+
+/// Gives up the role kept under `key` at once, if `term` holds it.
+pub(super) async fn release_role(shared: &Shared, key: &str, term: &str) {
     let Ok(setup) = shared.setup() else { return };
-    if let Ok(Some((lease, revision))) = read_state::<Lease>(&setup.events.state, LEASE_KEY).await
+    if let Ok(Some((lease, revision))) = read_state::<Lease>(&setup.events.state, key).await
         && lease.term == term
     {
         let _ = setup
             .events
             .state
-            .delete_expect_revision(LEASE_KEY, Some(revision))
+            .delete_expect_revision(key, Some(revision))
             .await;
     }
 }

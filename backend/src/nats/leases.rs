@@ -1,5 +1,6 @@
 //! Edge leases in the `PLAZA_EDGES` bucket: renewing this edge's, and reaping edges whose
-//! lease ran out (exactly once, by compare-and-set on the lease entry).
+//! lease ran out (exactly once, by compare-and-set on the lease entry): their members and
+//! their tied state keys.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -156,6 +157,7 @@ pub(super) async fn reap_once(inner: &LinkInner) -> Result<(), BrokerError> {
             let subjects = RoomSubjects::new(ns, room.as_str());
             remove_member(shared, &room, &subjects, &member_key).await?;
         }
+        super::state_keys::release_dead_edge(shared, key).await?;
         let _ = shared.setup()?.edges.delete(key).await;
     }
     Ok(())

@@ -14,6 +14,9 @@
 //!   (so exactly one edge reaps), removes the dead edge's members and publishes their leaves.
 //! - **Lifecycle events**: every link competes for the one deriver role (`deriver.rs`); any
 //!   link reads the feed (`events.rs`) and may hold the webhook sender's claim.
+//! - **State rooms** (`state.rs`): the link writes and reads maps, deletes the keys it wrote
+//!   when their TTL runs out or their connection releases them, and competes for the one
+//!   state keeper role (orphaned TTLs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,10 +36,7 @@ use super::Shared;
 use super::leases::{LeaseEntry, keep_lease, reap};
 use super::live::{Disconnect, follow, forward_disconnects};
 use super::names::{DISCONNECT_SUBJECT, RoomSubjects, token};
-use super::presence::{
-    MemberEntry, members, presence_event, presence_page, presence_update_event, remove_member,
-    rooms_page,
-};
+use super::presence::{members, presence_page, remove_member, rooms_page};
 use crate::{AttachOptions, EdgeLink, LinkEvents, send_or_end};
 use plaza_rooms::config::PresenceMode;
 
@@ -90,6 +90,8 @@ pub(super) struct LinkState {
     /// unavailable, e.g. during a stream-leader election): the lease task retries them until
     /// they are gone or join again. At most one entry per member this link ever held.
     pub(super) failed_leaves: HashSet<(RoomName, ClientId)>,
+    /// State keys this link must delete later (TTLs, tied keys): see `state.rs`.
+    pub(super) own_keys: super::state_keys::OwnKeys,
 }
 
 impl NatsLink {
@@ -124,6 +126,7 @@ pub(super) async fn attach(
             rooms: HashMap::new(),
             members: HashMap::new(),
             failed_leaves: HashSet::new(),
+            own_keys: super::state_keys::OwnKeys::default(),
         }),
         publishing: Mutex::new(HashMap::new()),
         closed: AtomicBool::new(false),
@@ -152,8 +155,13 @@ pub(super) async fn attach(
     let tasks = vec![
         tokio::spawn(forward_disconnects(weak.clone(), disconnects)),
         tokio::spawn(keep_lease(weak.clone())),
-        tokio::spawn(reap(weak)),
+        tokio::spawn(reap(weak.clone())),
+        tokio::spawn(super::state_keys::sweep(weak)),
         tokio::spawn(super::deriver::run(
+            Arc::clone(&inner.shared),
+            inner.deriver_term.clone(),
+        )),
+        tokio::spawn(super::state_keys::keep(
             Arc::clone(&inner.shared),
             inner.deriver_term.clone(),
         )),
@@ -270,16 +278,31 @@ impl LinkInner {
         )
     }
 
+    /// The lock that serializes this link's publishes (and state writes) to `room`, holding
+    /// the room's last offset as this link knows it (0: unknown).
+    pub(super) fn room_lock(&self, room: &RoomName) -> Arc<tokio::sync::Mutex<u64>> {
+        let mut publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if publishing.len() >= PUBLISHING_CACHE && !publishing.contains_key(room) {
+            // Forget rooms no publish is using right now (their next publish asks the
+            // stream once): one user spraying publishes over new rooms must not grow this
+            // map without bound.
+            publishing.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        Arc::clone(publishing.entry(room.clone()).or_default())
+    }
+
     /// The room's latest publication offset (0 if it has none held).
     pub(super) async fn last_offset(&self, room: &RoomName) -> Result<u64, BrokerError> {
         let (ns, subjects, _) = self.shared.room(room)?;
-        last_sequence(&ns.stream, &subjects.publications).await
+        last_sequence(&ns.stream, &subjects.chain).await
     }
 }
 
 pub(super) use super::room_log::{
-    header_u64, incomplete, last_sequence, publication, publications_after, stats,
-    while_stream_unknown,
+    header_u64, last_sequence, publication, publications_after, stats, while_stream_unknown,
 };
 
 impl EdgeLink for NatsLink {
@@ -294,67 +317,8 @@ impl EdgeLink for NatsLink {
     }
 
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
-        let inner = &self.inner;
-        inner.check_open()?;
-        let (_, subjects, ns) = inner.shared.room(&room)?;
-        if ns.presence == PresenceMode::Off {
-            return Err(BrokerError::PresenceDisabled {
-                namespace: room.namespace().to_owned(),
-            });
-        }
-        let events = ns.presence == PresenceMode::Full && ns.join_leave;
-        // This member's earlier leave is still being retried: take it out of the retries
-        // first, so a retry cannot remove the entry this join writes.
-        let retried = {
-            let state = inner.state();
-            !state.failed_leaves.is_empty()
-                && state
-                    .failed_leaves
-                    .contains(&(room.clone(), member.client.clone()))
-        };
-        let _retry = if retried {
-            let guard = inner.leave_retry.lock().await;
-            inner
-                .state()
-                .failed_leaves
-                .remove(&(room.clone(), member.client.clone()));
-            Some(guard)
-        } else {
-            None
-        };
-        let key = inner.member_key(&subjects, &member.client);
-        let value = Bytes::from(
-            serde_json::to_vec(&MemberEntry {
-                member: member.clone(),
-            })
-            .map_err(unavailable)?,
-        );
-        let store = &inner.shared.setup()?.presence;
-        let changed = inner
-            .state()
-            .members
-            .get(&(room.clone(), member.client.clone()))
-            .is_some_and(|known| known.info != member.info);
-        let created = match while_stream_unknown(|| store.create(&key, value.clone())).await {
-            Ok(_) => true,
-            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
-                store.put(&key, value).await.map_err(unavailable)?;
-                false
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
-        inner
-            .state()
-            .members
-            .insert((room.clone(), member.client.clone()), member.clone());
-        let update = changed && !created;
-        super::events::record_membership(&inner.shared, (true, update), &room, &member).await?;
-        if created && events {
-            presence_event(&inner.shared, &subjects, true, member).await?;
-        } else if changed && events {
-            presence_update_event(&inner.shared, &subjects, member).await?;
-        }
-        Ok(())
+        self.inner.check_open()?;
+        super::presence::join(&self.inner, room, member).await
     }
 
     async fn leave(&self, room: RoomName, client: ClientId) -> Result<(), BrokerError> {
@@ -404,55 +368,8 @@ impl EdgeLink for NatsLink {
         since: Option<Position>,
         limit: Option<u32>,
     ) -> Result<HistoryPage, BrokerError> {
-        let inner = &self.inner;
-        inner.check_open()?;
-        let (ns, _, options) = inner.shared.room(&room)?;
-        let epoch = ns.epoch.clone();
-        let limit = limit.map_or(usize::MAX, |l| l as usize);
-        let keeps_history = options.history_size > 0;
-        match since {
-            Some(since) => {
-                let latest = inner.last_offset(&room).await?;
-                let position = Position {
-                    epoch: epoch.clone(),
-                    offset: latest,
-                };
-                if since.epoch != epoch || since.offset > latest {
-                    return Ok(incomplete(position));
-                }
-                let (mut publications, complete, latest) =
-                    publications_after(inner, &room, since.offset).await?;
-                let position = Position {
-                    epoch,
-                    offset: latest,
-                };
-                if !complete || (!keeps_history && !publications.is_empty()) {
-                    return Ok(incomplete(position));
-                }
-                publications.truncate(limit);
-                Ok(HistoryPage {
-                    position,
-                    publications,
-                    complete: true,
-                })
-            }
-            None => {
-                let (mut publications, _, latest) = publications_after(inner, &room, 0).await?;
-                if !keeps_history {
-                    publications.clear();
-                }
-                let skip = publications.len().saturating_sub(limit);
-                publications.drain(..skip);
-                Ok(HistoryPage {
-                    position: Position {
-                        epoch,
-                        offset: latest,
-                    },
-                    publications,
-                    complete: true,
-                })
-            }
-        }
+        self.inner.check_open()?;
+        super::room_log::history(&self.inner, &room, since, limit).await
     }
 
     async fn subscribe(&self, room: RoomName) -> Result<Position, BrokerError> {
@@ -547,17 +464,18 @@ impl EdgeLink for NatsLink {
 
     async fn state_write(
         &self,
-        _room: RoomName,
-        _write: plaza_proto::state::StateWrite,
+        room: RoomName,
+        write: plaza_proto::state::StateWrite,
     ) -> Result<plaza_proto::state::StateAck, BrokerError> {
-        Err(no_state_rooms())
+        super::state_keys::state_write(&self.inner, room, write).await
     }
 
     async fn state_read(
         &self,
-        _room: RoomName,
+        room: RoomName,
     ) -> Result<plaza_proto::state::StateSnapshot, BrokerError> {
-        Err(no_state_rooms())
+        self.inner.check_open()?;
+        super::state::read(&self.inner.shared, &room).await
     }
 
     fn ready(&self) -> bool {
@@ -588,15 +506,14 @@ impl EdgeLink for NatsLink {
                 tracing::warn!(error = %e, "could not remove a member on detach");
             }
         }
+        if inner.shared.setup().is_ok() {
+            super::state_keys::release_all(inner).await;
+        }
         if let Ok(setup) = inner.shared.setup() {
             let _ = setup.edges.delete(&inner.edge_token).await;
         }
         super::deriver::release(&inner.shared, &inner.deriver_term).await;
+        super::state_keys::release_keeper(&inner.shared, &inner.deriver_term).await;
         inner.end("detached");
     }
-}
-
-/// Live-state rooms are not implemented on the NATS backend yet.
-fn no_state_rooms() -> BrokerError {
-    BrokerError::Unsupported("live-state rooms are not available on the NATS backend yet".into())
 }

@@ -5,10 +5,11 @@
 //!   publish ─▶ JetStream (expected last subject sequence = previous offset) ─▶ stream per ns
 //!                   │ republish (stream order, with Nats-Sequence)          (history limits)
 //!                   ▼
-//!   plaza.l.<ns>.<room>.* ─▶ core NATS ─▶ only edges with local subscribers ─▶ LinkEvents
+//!   plaza.l.<ns>.<room>.> ─▶ core NATS ─▶ only edges with local subscribers ─▶ LinkEvents
 //!   presence ─▶ KV PLAZA_PRESENCE (+ join/leave events in the room's stream)
 //!   leases   ─▶ KV PLAZA_EDGES (renewed by each edge; expired ones reaped by any live edge)
 //!   events   ─▶ one deriver (KV lease) follows PLAZA_PRESENCE ─▶ stream PLAZA_EVENTS (the feed)
+//!   state    ─▶ a state room's changes on one subject per key (last per key = the map)
 //! ```
 //!
 //! **Offsets** are JetStream stream sequences: one sequence per namespace stream, so a room's
@@ -31,6 +32,8 @@ mod presence;
 mod publish;
 mod read;
 mod room_log;
+mod state;
+mod state_keys;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -188,8 +191,14 @@ impl Shared {
     ) -> Result<(&NsStream, RoomSubjects, &NamespaceOptions), BrokerError> {
         let key = stream_name(self.namespace_of(room));
         let stream = &self.setup()?.streams[&key];
+        let options = self.namespaces.of(room);
         let subjects = RoomSubjects::new(&stream.token, room.as_str());
-        Ok((stream, subjects, self.namespaces.of(room)))
+        let subjects = if options.state.enabled {
+            subjects.for_state()
+        } else {
+            subjects
+        };
+        Ok((stream, subjects, options))
     }
 
     /// Creates or checks the streams and buckets (once; later calls return at once).
@@ -414,10 +423,16 @@ fn stream_config(
     // room's last publication must outlive its TTL so its offset (the room's position) stays.
     // Rooms idle for `room_idle_ttl` are forgotten (their position then reads as 0, and any
     // recovery from before is reported incomplete).
-    let max_age = ns
-        .history_ttl
-        .max(room_idle_ttl)
-        .max(Duration::from_secs(1));
+    // A state room's keys stay until deleted (the last change per key is the map), so a
+    // state namespace's stream has no age limit; history reads still skip changes older than
+    // the history TTL.
+    let max_age = if ns.state.enabled {
+        Duration::ZERO
+    } else {
+        ns.history_ttl
+            .max(room_idle_ttl)
+            .max(Duration::from_secs(1))
+    };
     stream::Config {
         name: name.to_owned(),
         description: Some("Plaza room logs (publications and join/leave events)".into()),
@@ -425,7 +440,11 @@ fn stream_config(
         max_messages_per_subject: per_subject,
         max_age,
         // JetStream refuses a dedupe window longer than max_age.
-        duplicate_window: idempotency_window.min(max_age),
+        duplicate_window: if max_age.is_zero() {
+            idempotency_window
+        } else {
+            idempotency_window.min(max_age)
+        },
         storage: stream::StorageType::File,
         num_replicas: options.replicas,
         discard: stream::DiscardPolicy::Old,

@@ -4,7 +4,8 @@
 //!   stream per namespace   PLAZA_NS_<hex(namespace)>   (PLAZA_DEFAULT for the defaults)
 //!   publications           plaza.r.<ns>.<room>.m       (history: per-subject limit and max age)
 //!   join/leave events      plaza.r.<ns>.<room>.p       (same stream: ordered with publications)
-//!   live (republished)     plaza.l.<ns>.<room>.{m,p}   (what edges subscribe to, per room)
+//!   state-room changes     plaza.r.<ns>.<room>.s.<key> (instead of .m: the last per key is the map)
+//!   live (republished)     plaza.l.<ns>.<room>.>       (what edges subscribe to, per room)
 //!   ephemeral (core only)  plaza.l.<ns>.<room>.e       (no stream: matched by the live subscription)
 //!   user disconnects       plaza.ctl.disconnect
 //!   presence (KV)          PLAZA_PRESENCE  <ns>.<room>.<edge>.<client> = member
@@ -15,7 +16,7 @@
 //! ```
 //!
 //! `<ns>` is `d` for the default namespace or `n` + hex of the name; `<room>`, `<edge>` and
-//! `<client>` are unpadded base64url of the id, so every token is valid in subjects and KV keys
+//! `<client>` (and a state room's `<key>`) are unpadded base64url of the id, so every token is valid in subjects and KV keys
 //! whatever characters the id holds, and decodes back.
 
 use base64::Engine;
@@ -74,6 +75,11 @@ fn hex(s: &str) -> String {
 pub struct RoomSubjects {
     /// Publications.
     pub publications: String,
+    /// The room's log as a filter: `publications`, or in a state room every key's change
+    /// subject (`….s.*`). Offsets chain along it (`Plaza-Prev`), and history reads it.
+    pub chain: String,
+    /// A state room's key subjects' prefix (`….s`).
+    pub state_prefix: String,
     /// Join/leave events.
     pub presence_events: String,
     /// What an edge subscribes to for live events (both kinds, and ephemeral publications).
@@ -91,12 +97,30 @@ impl RoomSubjects {
         let room = token(room);
         Self {
             publications: format!("plaza.r.{ns}.{room}.m"),
+            chain: format!("plaza.r.{ns}.{room}.m"),
+            state_prefix: format!("plaza.r.{ns}.{room}.s"),
             presence_events: format!("plaza.r.{ns}.{room}.p"),
-            live: format!("plaza.l.{ns}.{room}.*"),
+            live: format!("plaza.l.{ns}.{room}.>"),
             ephemeral: format!("plaza.l.{ns}.{room}.e"),
             presence_prefix: format!("{ns}.{room}"),
         }
     }
+
+    /// The same room as a state room: its log is the change subjects of its keys.
+    pub fn for_state(mut self) -> Self {
+        self.chain = format!("{}.*", self.state_prefix);
+        self
+    }
+
+    /// The subject of one key's changes in a state room.
+    pub fn state_key(&self, key: &str) -> String {
+        format!("{}.{}", self.state_prefix, token(key))
+    }
+}
+
+/// Every state room's key subjects in the namespace with token `ns`.
+pub fn state_keys_filter(ns: &str) -> String {
+    format!("plaza.r.{ns}.*.s.*")
 }
 
 #[cfg(test)]
@@ -118,7 +142,15 @@ mod tests {
         assert_eq!(ns_token(None), "d");
         let s = RoomSubjects::new("d", "chat:x");
         assert!(s.publications.starts_with("plaza.r.d."));
-        assert!(s.live.ends_with(".*"));
+        assert!(s.live.ends_with(".>"));
+        assert_eq!(s.chain, s.publications);
+        let state = s.for_state();
+        assert!(state.chain.ends_with(".s.*"));
+        assert!(
+            state
+                .state_key("cursor:ann")
+                .starts_with(&state.chain[..state.chain.len() - 1])
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use plaza_proto::cluster::{BrokerError, PresencePage, RoomInfo, RoomsPage};
 use plaza_proto::{ClientId, Member, RoomName, UserId};
@@ -229,7 +230,7 @@ pub(super) async fn rooms_page(
         .filter_map(|(name, v)| RoomName::new(&name).ok().map(|r| (r, v)));
     for (room, (clients, _, users)) in remaining.by_ref().take(limit) {
         let (ns, subjects, options) = shared.room(&room)?;
-        let offset = last_sequence(&ns.stream, &subjects.publications).await?;
+        let offset = last_sequence(&ns.stream, &subjects.chain).await?;
         let (clients, users) = if options.presence == PresenceMode::Off {
             (0, 0)
         } else {
@@ -248,4 +249,72 @@ pub(super) async fn rooms_page(
         None
     };
     Ok(RoomsPage { rooms: page, next })
+}
+
+/// Adds (or updates) this edge's `member` of `room` (see `EdgeLink::join`): the presence
+/// entry, its membership-log record and the join or update event.
+pub(super) async fn join(
+    inner: &LinkInner,
+    room: RoomName,
+    member: Member,
+) -> Result<(), BrokerError> {
+    let (_, subjects, ns) = inner.shared.room(&room)?;
+    if ns.presence == PresenceMode::Off {
+        return Err(BrokerError::PresenceDisabled {
+            namespace: room.namespace().to_owned(),
+        });
+    }
+    let events = ns.presence == PresenceMode::Full && ns.join_leave;
+    // This member's earlier leave is still being retried: take it out of the retries
+    // first, so a retry cannot remove the entry this join writes.
+    let retried = {
+        let state = inner.state();
+        !state.failed_leaves.is_empty()
+            && state
+                .failed_leaves
+                .contains(&(room.clone(), member.client.clone()))
+    };
+    let _retry = if retried {
+        let guard = inner.leave_retry.lock().await;
+        inner
+            .state()
+            .failed_leaves
+            .remove(&(room.clone(), member.client.clone()));
+        Some(guard)
+    } else {
+        None
+    };
+    let key = inner.member_key(&subjects, &member.client);
+    let value = Bytes::from(
+        serde_json::to_vec(&MemberEntry {
+            member: member.clone(),
+        })
+        .map_err(unavailable)?,
+    );
+    let store = &inner.shared.setup()?.presence;
+    let changed = inner
+        .state()
+        .members
+        .get(&(room.clone(), member.client.clone()))
+        .is_some_and(|known| known.info != member.info);
+    let created = match while_stream_unknown(|| store.create(&key, value.clone())).await {
+        Ok(_) => true,
+        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+            store.put(&key, value).await.map_err(unavailable)?;
+            false
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    inner
+        .state()
+        .members
+        .insert((room.clone(), member.client.clone()), member.clone());
+    let update = changed && !created;
+    super::events::record_membership(&inner.shared, (true, update), &room, &member).await?;
+    if created && events {
+        presence_event(&inner.shared, &subjects, true, member).await?;
+    } else if changed && events {
+        presence_update_event(&inner.shared, &subjects, member).await?;
+    }
+    Ok(())
 }

@@ -4,7 +4,6 @@
 //! conflict refreshes the expectation and retries. The link remembers the last offset of at
 //! most [`PUBLISHING_CACHE`] rooms besides those being published to.
 
-use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -14,8 +13,7 @@ use plaza_proto::cluster::{BrokerError, PublishAck};
 use plaza_proto::{Payload, Position, RoomName, Sender};
 
 use super::link::{
-    ACK_ATTEMPT, FROM, LinkInner, MAX_PUBLISH_ATTEMPTS, PREV, PUBLISHING_CACHE, last_sequence,
-    unavailable,
+    ACK_ATTEMPT, FROM, LinkInner, MAX_PUBLISH_ATTEMPTS, PREV, last_sequence, unavailable,
 };
 use super::names::token;
 
@@ -33,24 +31,18 @@ pub(super) async fn publish(
     if let Some(Err(why)) = idem.as_deref().map(check_idem) {
         return Err(BrokerError::Invalid(format!("room {room}: {why}")));
     }
-    let (ns, subjects, _) = inner.shared.room(&room)?;
-    let lock = {
-        let mut publishing = inner
-            .publishing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if publishing.len() >= PUBLISHING_CACHE && !publishing.contains_key(&room) {
-            // Forget rooms no publish is using right now (their next publish asks the
-            // stream once): one user spraying publishes over new rooms must not grow this
-            // map without bound.
-            publishing.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        Arc::clone(publishing.entry(room.clone()).or_default())
-    };
+    let (ns, subjects, options) = inner.shared.room(&room)?;
+    if options.state.enabled {
+        // A state room's log is its map's changes (`state.rs`).
+        return Err(BrokerError::Invalid(format!(
+            "room {room} is a live-state room: change its map with state writes"
+        )));
+    }
+    let lock = inner.room_lock(&room);
     let mut known = lock.lock().await;
     if *known == 0 {
         // Unknown (or a new room): ask the stream once; conflicts below refresh it.
-        *known = last_sequence(&ns.stream, &subjects.publications).await?;
+        *known = last_sequence(&ns.stream, &subjects.chain).await?;
     }
     let mut unknown_retries = 30;
     let started = std::time::Instant::now();
@@ -112,7 +104,7 @@ pub(super) async fn publish(
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 // Another edge published to the room first: learn its offset, retry.
-                *known = last_sequence(&ns.stream, &subjects.publications).await?;
+                *known = last_sequence(&ns.stream, &subjects.chain).await?;
             }
             // No stream answered (its interest has not reached this server yet on a fresh
             // cluster): nothing was stored, so try again shortly.

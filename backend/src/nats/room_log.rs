@@ -91,13 +91,13 @@ pub(super) async fn publications_after(
     after: u64,
 ) -> Result<(Vec<Publication>, bool, u64), BrokerError> {
     let (ns, subjects, options) = link.shared.room(room)?;
-    let latest = last_sequence(&ns.stream, &subjects.publications).await?;
+    let latest = last_sequence(&ns.stream, &subjects.chain).await?;
     if after >= latest {
         return Ok((Vec::new(), after == latest, latest));
     }
     let stored = read_all(
         &ns.stream,
-        subjects.publications.clone(),
+        subjects.chain.clone(),
         DeliverPolicy::ByStartSequence {
             start_sequence: after + 1,
         },
@@ -119,6 +119,63 @@ pub(super) async fn publications_after(
         }
     }
     Ok((out, complete, latest))
+}
+
+/// A page of `room`'s history (see `EdgeLink::history`): since a position (or incomplete if
+/// that position's successors are gone), or the newest `limit` oldest first.
+pub(super) async fn history(
+    inner: &LinkInner,
+    room: &RoomName,
+    since: Option<Position>,
+    limit: Option<u32>,
+) -> Result<HistoryPage, BrokerError> {
+    let (ns, _, options) = inner.shared.room(room)?;
+    let epoch = ns.epoch.clone();
+    let limit = limit.map_or(usize::MAX, |l| l as usize);
+    let keeps_history = options.history_size > 0;
+    match since {
+        Some(since) => {
+            let latest = inner.last_offset(room).await?;
+            let position = Position {
+                epoch: epoch.clone(),
+                offset: latest,
+            };
+            if since.epoch != epoch || since.offset > latest {
+                return Ok(incomplete(position));
+            }
+            let (mut publications, complete, latest) =
+                publications_after(inner, room, since.offset).await?;
+            let position = Position {
+                epoch,
+                offset: latest,
+            };
+            if !complete || (!keeps_history && !publications.is_empty()) {
+                return Ok(incomplete(position));
+            }
+            publications.truncate(limit);
+            Ok(HistoryPage {
+                position,
+                publications,
+                complete: true,
+            })
+        }
+        None => {
+            let (mut publications, _, latest) = publications_after(inner, room, 0).await?;
+            if !keeps_history {
+                publications.clear();
+            }
+            let skip = publications.len().saturating_sub(limit);
+            publications.drain(..skip);
+            Ok(HistoryPage {
+                position: Position {
+                    epoch,
+                    offset: latest,
+                },
+                publications,
+                complete: true,
+            })
+        }
+    }
 }
 
 pub(super) fn incomplete(position: Position) -> HistoryPage {
