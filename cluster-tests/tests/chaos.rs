@@ -36,6 +36,10 @@ async fn check(backend: Backend, scenario: Scenario, seed: u64, seconds: u64) {
         report.counts.acked > 20,
         "too little work was done:\n{report}"
     );
+    assert!(
+        report.counts.state_writes > 10,
+        "the state-room writer did too little:\n{report}"
+    );
     assert!(report.safe(), "an invariant failed:\n{report}");
     assert!(
         report.liveness.passed(),

@@ -130,6 +130,27 @@ pub enum Event {
         /// When.
         at: u64,
     },
+    /// The state watcher's final reading (`state_watch.rs`): the map it kept from a state
+    /// room's snapshot and change pushes through every fault, and the room's map read on a
+    /// fresh subscription once the pushes went quiet (`None`: it never got through).
+    StateTracked {
+        /// Room name.
+        room: String,
+        /// The kept map: (key, value as JSON text, version), sorted by key.
+        tracked: Vec<(String, String, u64)>,
+        /// The offset the kept map is at.
+        tracked_offset: u64,
+        /// The room's map read at the end, like `tracked`.
+        actual: Option<Vec<(String, String, u64)>>,
+        /// The offset of that reading.
+        actual_offset: u64,
+        /// Subscriptions the watcher made (the first, then one per replaced connection).
+        subscribes: u64,
+        /// How many of them answered with a fresh snapshot.
+        snapshots: u64,
+        /// When.
+        at: u64,
+    },
     /// A broker's `/status` said it leads in `term` (Raft backend only).
     LeaderObserved {
         /// The broker id.

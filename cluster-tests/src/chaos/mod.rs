@@ -11,4 +11,5 @@ mod presence_watch;
 pub mod proxy;
 mod report;
 pub mod runner;
+pub mod state_watch;
 mod webhooks;

@@ -41,6 +41,8 @@ pub struct Counts {
     pub recovered: usize,
     /// Client disconnects.
     pub disconnects: usize,
+    /// State-room writes the state writer got acknowledged (`state_watch.rs`).
+    pub state_writes: u64,
 }
 
 impl Report {
@@ -80,8 +82,8 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  operations: {} publications acknowledged, {} failed attempts (retried), {} live \
-             deliveries, {} disconnects, {} recoveries",
-            c.acked, c.failed, c.delivered, c.disconnects, c.recovered
+             deliveries, {} disconnects, {} recoveries, {} state-room writes",
+            c.acked, c.failed, c.delivered, c.disconnects, c.recovered, c.state_writes
         )?;
         writeln!(f, "  faults ({}):", self.faults.len())?;
         for fault in &self.faults {

@@ -182,6 +182,18 @@ pub async fn run(mut options: Options) -> Report {
         Arc::clone(&finish_watch),
         Instant::now() + options.duration + options.lease + Duration::from_secs(60),
     ));
+    let writing = Arc::new(AtomicBool::new(true));
+    let state_writer = tokio::spawn(super::state_watch::write(
+        Arc::clone(&urls),
+        options.seed ^ 0x5747,
+        Arc::clone(&writing),
+    ));
+    let mut state_watcher = tokio::spawn(super::state_watch::watch(
+        Arc::clone(&urls),
+        recorder.clone(),
+        Arc::clone(&finish_watch),
+        Instant::now() + options.duration + options.lease + Duration::from_secs(60),
+    ));
     let leaders = match &system {
         System::Raft { cluster } => Some(tokio::spawn(watch_leaders(
             cluster.slots.iter().map(|s| (s.id, s.http)).collect(),
@@ -210,6 +222,7 @@ pub async fn run(mut options: Options) -> Report {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let published_until = recorder.now();
     publishing.store(false, Ordering::Relaxed);
+    writing.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(4)).await;
     tokio::time::sleep(options.lease + Duration::from_secs(2)).await;
     let healed_at = recorder.now();
@@ -222,6 +235,14 @@ pub async fn run(mut options: Options) -> Report {
         watcher.abort();
         eprintln!("the presence watcher did not finish");
     }
+    if tokio::time::timeout(Duration::from_secs(30), &mut state_watcher)
+        .await
+        .is_err()
+    {
+        state_watcher.abort();
+        eprintln!("the state watcher did not finish");
+    }
+    let state_writes = state_writer.await.unwrap_or(0);
     stopping.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.await;
@@ -242,6 +263,7 @@ pub async fn run(mut options: Options) -> Report {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     let mut report = summarize(options, &history, faults, &fault_starts, published_until);
+    report.counts.state_writes = state_writes;
     report.invariants.extend(webhook_results);
     report
 }
@@ -259,6 +281,18 @@ pub(super) fn start_system(options: &Options) -> (System, Vec<EdgeProcess>) {
         Backend::Cluster => {
             let mut config = BrokerConfig::default();
             config.raft.tick = Duration::from_millis(200);
+            config.rooms.namespaces.insert(
+                super::state_watch::STATE_NAMESPACE.to_owned(),
+                plaza_rooms::config::NamespaceOverrides {
+                    state: Some(plaza_rooms::config::StateOptions {
+                        enabled: true,
+                        max_keys: 100,
+                        max_ttl: Duration::from_secs(10),
+                        ..plaza_rooms::config::StateOptions::default()
+                    }),
+                    ..plaza_rooms::config::NamespaceOverrides::default()
+                },
+            );
             let mut cluster = BrokerCluster::start_with(options.brokers, config, true);
             cluster.wait_leader(Duration::from_secs(30));
             let ids: Vec<u64> = (1..=options.brokers as u64).collect();

@@ -1,5 +1,5 @@
 //! Webhooks in a chaos run (Raft and NATS backends): every workload edge gets `[webhooks]` pointing at a
-//! real receiver; after healing, the event feed is read back from a live edge and the
+//! real receiver (and the state namespace of `state_watch.rs`); after healing, the event feed is read back from a live edge and the
 //! receiver's deliveries are checked against it (`invariants::webhooks`).
 
 use std::path::PathBuf;
@@ -32,8 +32,10 @@ impl Webhooks {
         let text = format!(
             "[api]\nkeys = [\"{API_KEY}\"]\n\n[webhooks]\nsecret = \"plaza-chaos-webhook-secret\"\n\
              lease = \"2s\"\npoll_interval = \"100ms\"\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n\n\
-             [[webhooks.endpoints]]\nname = \"chaos\"\nurl = \"{}\"\n",
-            receiver.url
+             [[webhooks.endpoints]]\nname = \"chaos\"\nurl = \"{}\"\n\n\
+             [rooms.namespaces.{}.state]\nenabled = true\nmax_keys = 100\nmax_ttl = \"10s\"\n",
+            receiver.url,
+            super::state_watch::STATE_NAMESPACE,
         );
         std::fs::write(&edge_config, text).expect("write the edge config");
         Self {

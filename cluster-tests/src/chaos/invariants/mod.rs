@@ -10,6 +10,7 @@
 //! | [`recovered`] | `recovered-is-true`: a `recovered: true` reply lists every publication it owes |
 //! | [`presence`] | `presence-converges`: presence readings after healing match reality |
 //! | [`presence_tracked`] | `presence-tracked`: a member list kept from pushes through the faults equals presence |
+//! | [`state_tracked`] | `state-tracked`: a state room's map kept from snapshots and change pushes through the faults equals the broker tier's |
 //! | [`leader`] | `one-leader-per-term`: at most one node leads each Raft term |
 //! | [`webhooks`] | `webhook-*`: a real receiver's deliveries against the event feed (Raft runs) |
 //!
@@ -35,6 +36,7 @@ pub mod phantom;
 pub mod presence;
 pub mod presence_tracked;
 pub mod recovered;
+pub mod state_tracked;
 pub mod webhooks;
 
 /// One checker.
@@ -76,6 +78,10 @@ pub fn all() -> Vec<Checker> {
         Checker {
             name: presence_tracked::NAME,
             check: presence_tracked::check,
+        },
+        Checker {
+            name: state_tracked::NAME,
+            check: state_tracked::check,
         },
         Checker {
             name: leader::NAME,
