@@ -10,8 +10,10 @@
 //! `suite` starts the servers itself (plaza-edge, nats-server, Socket.IO + redis-server,
 //! uWebSockets.js, Sockudo), runs a
 //! scenario against each several times and prints medians and per-CPU-second ratios.
+//! `deflate` measures permessage-deflate on the wire with its own raw-socket clients.
 //! See `docs/benchmarks.md`.
 
+mod deflate;
 mod plot;
 mod procstat;
 mod pusher;
@@ -52,6 +54,9 @@ enum Cmd {
     Suite(suite::SuiteArgs),
     /// Draw SVG charts from `suite --json` reports (see `docs/benchmarks.md`).
     Plot(plot::PlotArgs),
+    /// Measure permessage-deflate on the wire: bytes and edge CPU per delivery, with and
+    /// without compression (starts its own edge).
+    Deflate(deflate::DeflateArgs),
     /// Print the JWKS (public key) for an RS256 private key file (PKCS#1 DER).
     Jwks {
         /// The private key file.
@@ -73,6 +78,14 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Worker => worker::main(),
         Cmd::Plot(args) => plot::plot(&args),
+        Cmd::Deflate(args) => {
+            raise_nofile();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(deflate::deflate(&args))
+        }
         Cmd::Jwks { key } => {
             let der = std::fs::read(&key)?;
             println!("{}", serde_json::to_string_pretty(&tokens::jwks(&der)?)?);

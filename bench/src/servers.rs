@@ -351,6 +351,36 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// One plaza-edge (memory backend) with the lean WebSocket layer and permessage-deflate on,
+/// for `plaza-bench deflate`.
+pub(crate) fn start_deflate_edge(
+    edge_bin: Option<&PathBuf>,
+    dir: &Path,
+    secret: &str,
+) -> Result<Server> {
+    let edge_bin = sibling(&edge_bin.cloned(), "plaza-edge")?;
+    let config = dir.join("plaza-edge.toml");
+    std::fs::write(&config, edge_config(None))?;
+    let port = free_port()?;
+    let log = dir.join("plaza-edge.log");
+    let mut command = Command::new(&edge_bin);
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("PLAZA_AUTH__HMAC_SECRET", secret)
+        .env("PLAZA_CLIENT__WEBSOCKET", PlazaWs::Lean.name())
+        .env("PLAZA_CLIENT__PERMESSAGE_DEFLATE", "true")
+        .env("PLAZA_LOG", "warn");
+    let mut edge = Proc::spawn(&mut command, &log)?;
+    wait_ready(port, &mut edge, &log)?;
+    Ok(Server {
+        procs: vec![edge],
+        urls: vec![format!("ws://127.0.0.1:{port}/v1/ws")],
+        nats_token: None,
+    })
+}
+
 /// The plaza-edge bench configuration: limits that would throttle a load generator on one
 /// host raised, everything else at its default. `jwks` adds the RS256 bench key's provider.
 pub(crate) fn edge_config(jwks: Option<&Path>) -> String {
