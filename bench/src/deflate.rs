@@ -14,7 +14,6 @@
 //! the cost of compression itself: one deflate per publication per edge, the same frame bytes
 //! to every subscriber that negotiated it.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +33,8 @@ pub(crate) struct DeflateArgs {
     /// Subscribers per phase.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// Publications per phase.
+    /// Publications per phase (at most a few hundred: the publisher does not read its own
+    /// pushes).
     #[arg(long, default_value_t = 100)]
     messages: usize,
     /// Publications per second.
@@ -159,12 +159,26 @@ async fn phase(
             .await?;
         let (counters, expected) = (Arc::clone(&counters), Arc::clone(&expected));
         subscribers.push(tokio::spawn(async move {
-            socket.receive(&counters, &expected).await
+            if let Err(e) = socket.receive(&counters, &expected).await {
+                let mut first = counters.error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| format!("{e:#}"));
+            }
         }));
     }
     let mut publisher = Socket::open(url, &token("publisher")?, false).await?;
     publisher.call(json!({"id": 1, "op": "connect"})).await?;
+    // Publishing needs a subscription; the publisher never reads its own pushes (a few
+    // hundred KiB at most sit in socket buffers and its outbound queue).
+    publisher
+        .call(json!({"id": 3, "op": "subscribe", "room": ROOM}))
+        .await?;
+    // One publication answered before timing starts: a refused publish stops the run here.
+    publisher
+        .call(json!({"id": 2, "op": "publish", "room": ROOM, "data": {"warm": true}}))
+        .await
+        .context("publish")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    counters.counting.store(true, Ordering::Relaxed);
     let before = procstat::sample(pids);
     let wire_before = counters.wire.load(Ordering::Relaxed);
     let every = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
@@ -185,6 +199,14 @@ async fn phase(
     let after = procstat::sample(pids);
     for s in subscribers {
         s.abort();
+    }
+    if let Some(why) = counters
+        .error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        eprintln!("phase {name}: a subscriber failed: {why}");
     }
     Ok(Phase {
         name,
@@ -213,6 +235,10 @@ fn token(user: &str) -> Result<String> {
 
 #[derive(Default)]
 struct Counters {
+    /// The first subscriber that failed, and why.
+    error: std::sync::Mutex<Option<String>>,
+    /// Deliveries are counted once this is set (after the warm-up publication).
+    counting: std::sync::atomic::AtomicBool,
     deliveries: AtomicU64,
     wire: AtomicU64,
     compressed: AtomicU64,
@@ -345,10 +371,7 @@ impl Socket {
             }
         }
         if compressed {
-            message.extend_from_slice(&[0, 0, 0xff, 0xff]);
-            let mut out = Vec::with_capacity(message.len() * 3);
-            flate2::read::DeflateDecoder::new(&message[..]).read_to_end(&mut out)?;
-            message = out;
+            message = inflate(&message)?;
         }
         Ok((message, wire, compressed))
     }
@@ -363,6 +386,9 @@ impl Socket {
             if push.get("push").and_then(Value::as_str) != Some("pub") {
                 continue;
             }
+            if !counters.counting.load(Ordering::Relaxed) {
+                continue;
+            }
             counters.deliveries.fetch_add(1, Ordering::Relaxed);
             counters
                 .compressed
@@ -372,4 +398,29 @@ impl Socket {
             }
         }
     }
+}
+
+/// Inflates one message compressed with no context takeover (RFC 7692 §7.2.2: the sender
+/// dropped the trailing `00 00 ff ff`, which is put back).
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>> {
+    let mut input = compressed.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut inflater = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(input.len() * 4);
+    while (inflater.total_in() as usize) < input.len() {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(1024));
+        }
+        let read = inflater.total_in();
+        let written = inflater.total_out();
+        let rest = &input[read as usize..];
+        inflater.decompress_vec(rest, &mut out, flate2::FlushDecompress::Sync)?;
+        if inflater.total_in() == read && inflater.total_out() == written {
+            bail!("the deflate stream stopped making progress");
+        }
+        if out.len() > 64 * 1024 * 1024 {
+            bail!("inflated past 64 MiB");
+        }
+    }
+    Ok(out)
 }
