@@ -148,25 +148,33 @@ pub(super) async fn remove_member(
     subjects: &RoomSubjects,
     key: &str,
 ) -> Result<(), BrokerError> {
-    let Some(entry) = shared
-        .setup()?
-        .presence
-        .entry(key)
-        .await
-        .map_err(unavailable)?
-    else {
-        return Ok(());
+    // Read from the stream leader: the bucket's `entry` may be served by any replica (direct
+    // get), and a follower that has not applied a just-made join would make this leave a
+    // no-op — a ghost member on a 3-replica bucket.
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("$KV.{}.{key}", names::PRESENCE_BUCKET);
+    let setup = shared.setup()?;
+    let last = while_stream_unknown(|| {
+        setup
+            .presence_stream
+            .get_last_raw_message_by_subject(&subject)
+    })
+    .await;
+    let entry = match last {
+        Ok(entry) => entry,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+        Err(e) => return Err(unavailable(e)),
     };
-    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+    let operation = entry.headers.get("KV-Operation").map(|v| v.as_str());
+    if operation.is_some_and(|op| op == "DEL" || op == "PURGE") {
         return Ok(());
     }
-    let Ok(value) = serde_json::from_slice::<MemberEntry>(&entry.value) else {
+    let Ok(value) = serde_json::from_slice::<MemberEntry>(&entry.payload) else {
         return Ok(());
     };
-    match shared
-        .setup()?
+    match setup
         .presence
-        .delete_expect_revision(key, Some(entry.revision))
+        .delete_expect_revision(key, Some(entry.sequence))
         .await
     {
         Ok(()) => {}
@@ -185,8 +193,8 @@ pub(super) async fn remove_member(
     Ok(())
 }
 
-/// A page of active rooms: rooms with held publications (from the streams' subject lists)
-/// or members (from the presence bucket).
+/// A page of active rooms: rooms with held publications or state keys (from the streams'
+/// subject lists) or members (from the presence bucket).
 pub(super) async fn rooms_page(
     shared: &Shared,
     after: Option<RoomName>,
@@ -195,22 +203,27 @@ pub(super) async fn rooms_page(
     let mut rooms: std::collections::BTreeMap<String, (u64, u64, HashSet<UserId>)> =
         std::collections::BTreeMap::new();
     for ns in shared.setup()?.streams.values() {
-        let stream = ns.stream.clone();
-        let filter = format!("plaza.r.{}.*.m", ns.token);
-        let info = stream
-            .info_with_subjects(filter)
-            .await
-            .map_err(unavailable)?;
-        let subjects: Vec<String> = info
-            .map(|s| s.map(|(subject, _)| subject))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        for subject in subjects {
-            if let Some(name) = subject.split('.').nth(3).and_then(untoken) {
-                rooms.entry(name).or_default();
+        // Plain rooms' publications, and state rooms' key subjects.
+        for filter in [
+            format!("plaza.r.{}.*.m", ns.token),
+            names::state_keys_filter(&ns.token),
+        ] {
+            let stream = ns.stream.clone();
+            let info = stream
+                .info_with_subjects(filter)
+                .await
+                .map_err(unavailable)?;
+            let subjects: Vec<String> = info
+                .map(|s| s.map(|(subject, _)| subject))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            for subject in subjects {
+                if let Some(name) = subject.split('.').nth(3).and_then(untoken) {
+                    rooms.entry(name).or_default();
+                }
             }
         }
     }
