@@ -37,7 +37,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::PublishErrorKind;
 use plaza_proto::cluster::BrokerError;
-use plaza_proto::state::{StateAck, StateChange, StateEntry, StateSnapshot};
+use plaza_proto::state::{StateAck, StateChange, StateEntry, StateSnapshot, StateWrite};
 use plaza_proto::{ClientId, Payload, Position, RoomName, Sender};
 
 use super::Shared;
@@ -171,45 +171,12 @@ async fn last_change(
     }
 }
 
-/// A set or delete as [`write`] carries it out.
-pub(super) enum Change {
-    /// Set `key` (see `StateWrite::Set`); `tied` names the connection on the writing edge.
-    Set {
-        key: String,
-        value: Payload,
-        expect: Option<u64>,
-        ttl_ms: Option<u64>,
-        tied: Option<ClientId>,
-        from: Option<Sender>,
-    },
-    /// Delete `key` (see `StateWrite::Delete`).
-    Delete {
-        key: String,
-        expect: Option<u64>,
-        from: Option<Sender>,
-    },
-}
-
-impl Change {
-    pub(super) fn key(&self) -> &str {
-        match self {
-            Self::Set { key, .. } | Self::Delete { key, .. } => key,
-        }
-    }
-
-    fn expect(&self) -> Option<u64> {
-        match self {
-            Self::Set { expect, .. } | Self::Delete { expect, .. } => *expect,
-        }
-    }
-
-    /// A compare-and-delete of `version`.
-    pub(super) fn delete(key: String, version: u64) -> Self {
-        Self::Delete {
-            key,
-            expect: Some(version),
-            from: None,
-        }
+/// A compare-and-delete of `key` at `version` (a deletion the tier makes itself).
+pub(super) fn compare_and_delete(key: String, version: u64) -> StateWrite {
+    StateWrite::Delete {
+        key,
+        expect: Some(version),
+        from: None,
     }
 }
 
@@ -257,20 +224,29 @@ pub(super) async fn write(
     edge: &str,
     lock: Option<Arc<tokio::sync::Mutex<u64>>>,
     room: &RoomName,
-    change: Change,
+    change: StateWrite,
 ) -> Result<(StateAck, Option<Written>), BrokerError> {
     let (ns, subjects, options) = state_room(shared, room)?;
     let limits = &options.state;
-    if let Change::Set {
-        key, value, ttl_ms, ..
-    } = &change
-    {
+    let (key, expect, from) = match &change {
+        StateWrite::Set {
+            key, expect, from, ..
+        }
+        | StateWrite::Delete { key, expect, from } => (key.as_str(), *expect, from.as_ref()),
+        // A connection's keys are known to its link only (`state_keys::release`).
+        StateWrite::Release { .. } => {
+            return Err(BrokerError::Invalid(
+                "a release is carried out by the link that wrote the keys".into(),
+            ));
+        }
+    };
+    if let StateWrite::Set { value, ttl_ms, .. } = &change {
         check_set(limits, key, value, *ttl_ms)?;
-    } else if plaza_proto::state::check_state_key(change.key()).is_err() {
+    } else if plaza_proto::state::check_state_key(key).is_err() {
         // No such key can exist.
-        return match change.expect() {
+        return match expect {
             Some(expected) if expected != 0 => Err(BrokerError::StateConflict {
-                key: change.key().to_owned(),
+                key: key.to_owned(),
                 expected,
                 current: 0,
             }),
@@ -280,7 +256,7 @@ pub(super) async fn write(
             }
         };
     }
-    let subject = subjects.state_key(change.key());
+    let subject = subjects.state_key(key);
     let _serialized = match &lock {
         Some(lock) => Some(lock.lock().await),
         None => None,
@@ -293,11 +269,11 @@ pub(super) async fn write(
         if last.as_ref().is_some_and(|c| c.version > known) {
             continue; // the key changed between the two reads
         }
-        if let Some(expected) = change.expect()
+        if let Some(expected) = expect
             && expected != current
         {
             return Err(BrokerError::StateConflict {
-                key: change.key().to_owned(),
+                key: key.to_owned(),
                 expected,
                 current,
             });
@@ -309,20 +285,12 @@ pub(super) async fn write(
             known.to_string().as_str(),
         );
         headers.insert(EXPECTED_SUBJECT, subjects.chain.as_str());
+        add_from(&mut headers, from)?;
         let (record, written) = match &change {
-            Change::Delete { key, from, .. } => {
-                if current == 0 {
-                    return Ok((ack(&ns.epoch, known), None));
-                }
-                add_from(&mut headers, from.as_ref())?;
-                (StateChange::Deleted { key: key.clone() }, None)
-            }
-            Change::Set {
-                key,
+            StateWrite::Set {
                 value,
                 ttl_ms,
                 tied,
-                from,
                 ..
             } => {
                 if current == 0 {
@@ -338,7 +306,6 @@ pub(super) async fn write(
                         )));
                     }
                 }
-                add_from(&mut headers, from.as_ref())?;
                 let expires = ttl_ms.map(|t| now_ms().saturating_add(t));
                 if let Some(at) = expires {
                     headers.insert(EXPIRES, at.to_string().as_str());
@@ -347,17 +314,26 @@ pub(super) async fn write(
                     headers.insert(TIED, tie(edge, client).as_str());
                 }
                 let record = StateChange::Set {
-                    key: key.clone(),
+                    key: key.to_owned(),
                     value: value.clone(),
                 };
                 let written = Written {
                     room: room.clone(),
-                    key: key.clone(),
+                    key: key.to_owned(),
                     version: 0,
                     expires,
                     tied: tied.clone(),
                 };
                 (record, Some(written))
+            }
+            _ => {
+                if current == 0 {
+                    return Ok((ack(&ns.epoch, known), None));
+                }
+                let record = StateChange::Deleted {
+                    key: key.to_owned(),
+                };
+                (record, None)
             }
         };
         let sent = shared

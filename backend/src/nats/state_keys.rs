@@ -17,7 +17,7 @@ use super::events::now_ms;
 use super::link::{LinkInner, last_sequence};
 use super::names::{state_keys_filter, untoken};
 use super::read::{Stored, read_all, read_some};
-use super::state::{Change, KeyChange, Written, ack, state_room, write};
+use super::state::{KeyChange, Written, ack, compare_and_delete, state_room, write};
 
 /// How often a link deletes its keys whose TTL ran out.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -140,7 +140,7 @@ async fn delete_own(
             &inner.edge_token,
             Some(lock),
             &room,
-            Change::delete(key.clone(), version),
+            compare_and_delete(key.clone(), version),
         )
         .await
         {
@@ -282,7 +282,7 @@ pub(super) async fn release_dead_edge(shared: &Shared, edge: &str) -> Result<(),
                 edge,
                 None,
                 &room,
-                Change::delete(key, change.version),
+                compare_and_delete(key, change.version),
             )
             .await
             {
@@ -419,7 +419,7 @@ impl Keeper {
                 let Some((_, version, room, key)) = self.keys.remove(&(stream, subject)) else {
                     continue;
                 };
-                match write(shared, "", None, &room, Change::delete(key, version)).await {
+                match write(shared, "", None, &room, compare_and_delete(key, version)).await {
                     Ok(_) => metrics::counter!(EXPIRED).increment(1),
                     Err(BrokerError::StateConflict { .. }) => {}
                     Err(e) => return Err(e),
@@ -437,31 +437,15 @@ pub(super) async fn state_write(
     w: StateWrite,
 ) -> Result<StateAck, BrokerError> {
     inner.check_open()?;
-    let change = match w {
+    let key = match &w {
         StateWrite::Release { client } => {
             state_room(&inner.shared, &room)?;
-            return release(inner, &room, &client).await;
+            return release(inner, &room, client).await;
         }
-        StateWrite::Set {
-            key,
-            value,
-            expect,
-            ttl_ms,
-            tied,
-            from,
-        } => Change::Set {
-            key,
-            value,
-            expect,
-            ttl_ms,
-            tied,
-            from,
-        },
-        StateWrite::Delete { key, expect, from } => Change::Delete { key, expect, from },
+        StateWrite::Set { key, .. } | StateWrite::Delete { key, .. } => key.clone(),
     };
-    let key = change.key().to_owned();
     let lock = inner.room_lock(&room);
-    let (ack, written) = write(&inner.shared, &inner.edge_token, Some(lock), &room, change).await?;
+    let (ack, written) = write(&inner.shared, &inner.edge_token, Some(lock), &room, w).await?;
     inner.state().own_keys.wrote(&room, &key, written);
     Ok(ack)
 }
