@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn a_correct_history_passes_every_checker() {
         let results = check_all(&good());
-        assert_eq!(results.len(), 8);
+        assert_eq!(results.len(), 9);
         for (name, result) in results {
             assert_eq!(result, Ok(()), "{name}");
         }
@@ -513,6 +513,7 @@ mod tests {
                 "recovered-is-true",
                 "presence-converges",
                 "presence-tracked",
+                "state-tracked",
                 "one-leader-per-term",
             ]
         );
