@@ -139,7 +139,16 @@ async fn webhooks_survive_leader_and_sender_kills_with_every_event_delivered_in_
         tokio::time::sleep(Duration::from_millis(500)).await;
         let feed = read_feed(survivor);
         let verdict = webhook_receiver::check(&receiver.received(), &feed);
-        let settled = feed.iter().filter(|e| e["type"] == "user.offline").count() >= 6;
+        // Settled: every user's last presence event is `user.offline` (a user who reconnected
+        // outside the debounce has several online/offline pairs, so a count is not enough).
+        let settled = (0..6).all(|i| {
+            let user = format!("user-{i}");
+            feed.iter()
+                .filter(|e| e["user"] == user.as_str())
+                .filter_map(|e| e["type"].as_str())
+                .rfind(|t| *t == "user.online" || *t == "user.offline")
+                == Some("user.offline")
+        });
         if (verdict.is_ok() && settled) || Instant::now() > deadline {
             break (feed, verdict);
         }

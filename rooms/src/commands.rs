@@ -103,9 +103,6 @@ impl Rooms {
                 max: MAX_IDEM_LEN,
             });
         }
-        if self.settings.namespaces.of(&name).state.enabled {
-            return Err(RoomsError::PublishInStateRoom { room: name });
-        }
         let idem_window = self.settings.idem_window;
         let state = &mut self.state;
         let room = room_entry(&mut state.rooms, &state.watermarks, state.seq, &name, now);

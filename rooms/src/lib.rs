@@ -273,12 +273,6 @@ pub enum RoomsError {
     /// A state room limit: value size, keys per room, TTL range, key shape.
     #[error("{0}")]
     StateLimit(String),
-    /// A plain publication into a live-state room, whose log holds only its map's changes.
-    #[error("room {room} is a live-state room: change its map with state writes")]
-    PublishInStateRoom {
-        /// The room.
-        room: RoomName,
-    },
 }
 
 impl From<RoomsError> for BrokerError {
@@ -299,8 +293,7 @@ impl From<RoomsError> for BrokerError {
             RoomsError::StateLimit(why) => Self::StateLimit(why),
             e @ (RoomsError::IdemTooLong { .. }
             | RoomsError::FutureEventPosition { .. }
-            | RoomsError::NotWebhookSender { .. }
-            | RoomsError::PublishInStateRoom { .. }) => Self::Invalid(e.to_string()),
+            | RoomsError::NotWebhookSender { .. }) => Self::Invalid(e.to_string()),
         }
     }
 }
