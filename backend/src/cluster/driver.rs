@@ -2,7 +2,8 @@
 //! is lost dials another broker and resumes every subscribed room gap-free.
 //!
 //! ```text
-//!   drive ─▶ read_frames (events, results) + keep_alive ─▶ lost ─▶ dial ─▶ resume ─▶ drive …
+//!   drive ─▶ read_frames (events, results) + keep_alive + retry_leaves ─▶ lost ─▶ dial
+//!         ─▶ resume ─▶ drive …
 //!   resume: finish failed leaves ─▶ re-join members ─▶ resume_room × N (≤ RESUME_CONCURRENCY)
 //!   resume_room: subscribe ─▶ presence snapshot ─▶ missed publications ─▶ presence resync ─▶ held
 //! ```
@@ -33,6 +34,7 @@ pub(super) async fn drive(
         let Some(inner) = link.upgrade() else { return };
         inner.current.send_replace(Some(session.clone()));
         let keepalive = tokio::spawn(keep_alive(session.clone(), inner.lease));
+        let leaves = tokio::spawn(retry_leaves(link.clone(), session.clone()));
         let watchdog = tokio::spawn(watchdog(
             session.clone(),
             inner.backend.inner.options.reroute_after,
@@ -41,6 +43,7 @@ pub(super) async fn drive(
         drop(inner);
         read_frames(&link, &session, &mut reader).await;
         keepalive.abort();
+        leaves.abort();
         watchdog.abort();
         if let Some(resume) = resume {
             resume.abort();
@@ -127,6 +130,49 @@ pub(super) async fn read_frames(
             BrokerEvent::Welcome { .. } | BrokerEvent::Incompatible { .. } => {
                 tracing::warn!("unexpected handshake frame from the broker");
                 return;
+            }
+        }
+    }
+}
+
+/// How often a live session retries leaves whose call failed.
+const LEAVE_RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Retries, on the live session, leaves whose call failed. `resume` sends the ones that failed
+/// before a switch; a leave can also fail *after* it ran (its call was in flight on the lost
+/// session, or no broker answered in time), and without this it would wait for the next broker
+/// switch — a member whose client is gone, kept for as long as the edge lives. A member that
+/// joined again meanwhile is not left (its join superseded the failed leave).
+pub(super) async fn retry_leaves(link: std::sync::Weak<LinkInner>, session: BrokerConn) {
+    let mut interval = tokio::time::interval(LEAVE_RETRY_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = link.upgrade() else { return };
+        let pending: Vec<(RoomName, ClientId)> = {
+            let mut state = inner.state();
+            if state.unfinished_leaves.is_empty() {
+                continue;
+            }
+            let taken: Vec<(RoomName, ClientId)> = state.unfinished_leaves.drain().collect();
+            taken
+                .into_iter()
+                .filter(|key| !state.members.contains_key(key))
+                .collect()
+        };
+        for chunk in pending.chunks(RESUME_CONCURRENCY) {
+            let calls = chunk.iter().map(|(room, client)| {
+                session.call(Call::Leave {
+                    room: room.clone(),
+                    client: client.clone(),
+                })
+            });
+            let results = futures_util::future::join_all(calls).await;
+            let mut state = inner.state();
+            for (key, result) in chunk.iter().zip(results) {
+                if !matches!(result, Ok(Ok(_))) && !state.members.contains_key(key) {
+                    state.unfinished_leaves.insert(key.clone());
+                }
             }
         }
     }

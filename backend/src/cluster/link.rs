@@ -43,8 +43,9 @@ pub(super) struct LinkState {
     pub(super) rooms: HashMap<RoomName, Track>,
     /// Members joined through this link, re-joined after a reconnect.
     pub(super) members: HashMap<(RoomName, ClientId), Member>,
-    /// Leaves whose call failed (no broker reachable in time): sent again on the next session,
-    /// so a member whose client is gone does not stay while the edge keeps its lease.
+    /// Leaves whose call failed (no broker reachable in time): sent again when a session is up
+    /// (`driver::resume`, `driver::retry_leaves`), so a member whose client is gone does not
+    /// stay while the edge keeps its lease. A later join of the same member removes it.
     pub(super) unfinished_leaves: HashSet<(RoomName, ClientId)>,
 }
 
@@ -235,6 +236,8 @@ impl EdgeLink for ClusterLink {
 
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
         let key = (room.clone(), member.client.clone());
+        // A leave of this member still waiting to be retried is superseded by this join.
+        self.inner.state().unfinished_leaves.remove(&key);
         // A member already joined (a `presence_update`) is recorded with its new info before
         // the call: a resume meanwhile re-joins it with that info, never the old one (which
         // would announce a change back).
