@@ -506,10 +506,11 @@ impl EdgeLink for NatsLink {
                 tracing::warn!(error = %e, "could not remove a member on detach");
             }
         }
-        if inner.shared.setup().is_ok() {
-            super::state_keys::release_all(inner).await;
-        }
-        if let Ok(setup) = inner.shared.setup() {
+        let released = inner.shared.setup().is_err() || super::state_keys::release_all(inner).await;
+        if let Ok(setup) = inner.shared.setup()
+            && released
+        {
+            // (Tied keys left behind: the lease runs out and its reaper deletes them.)
             let _ = setup.edges.delete(&inner.edge_token).await;
         }
         super::deriver::release(&inner.shared, &inner.deriver_term).await;

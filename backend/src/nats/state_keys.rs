@@ -155,8 +155,10 @@ async fn delete_own(
     (last, failed)
 }
 
-/// Deletes every key tied to a connection of `inner`'s edge (the link closes).
-pub(super) async fn release_all(inner: &LinkInner) {
+/// Deletes every key tied to a connection of `inner`'s edge (the link closes). False if some
+/// could not be deleted now: the caller then leaves the edge's lease to run out, so the edge
+/// that reaps it deletes them (`release_dead_edge`).
+pub(super) async fn release_all(inner: &LinkInner) -> bool {
     let keys = inner.state().own_keys.take_tied(None);
     let count = keys.len();
     let (_, failed) = delete_own(inner, keys).await;
@@ -167,6 +169,7 @@ pub(super) async fn release_all(inner: &LinkInner) {
             "tied state keys not deleted on close; they go when this edge's lease runs out"
         );
     }
+    failed.is_empty()
 }
 
 /// Deletes the keys tied to `client` of `inner`'s edge and answers with `room`'s position
