@@ -185,13 +185,40 @@ pub(super) async fn remove_member(
         // JetStream unavailable (a stream-leader election): the caller retries.
         Err(e) => return Err(unavailable(e)),
     }
-    super::events::record_membership(shared, (false, false), room, &value.member).await?;
+    // The entry is gone now, so a retried leave would find nothing to announce: the record
+    // and the leave event are retried here until they are stored (a stream-leader election
+    // takes NATS 4–9 s), or subscribers would keep the member forever.
+    let deadline = tokio::time::Instant::now() + LEAVE_EVENT_PATIENCE;
+    let mut recorded = false;
     let ns = shared.namespaces.of(room);
-    if ns.presence == PresenceMode::Full && ns.join_leave {
-        presence_event(shared, subjects, false, value.member).await?;
+    let announce = ns.presence == PresenceMode::Full && ns.join_leave;
+    loop {
+        if !recorded {
+            let record = (false, false);
+            recorded = super::events::record_membership(shared, record, room, &value.member)
+                .await
+                .is_ok();
+        }
+        let announced = recorded
+            && (!announce
+                || presence_event(shared, subjects, false, value.member.clone())
+                    .await
+                    .is_ok());
+        if announced {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::Unavailable(format!(
+                "room {room}: the member left, but its leave could not be announced within \
+                 {LEAVE_EVENT_PATIENCE:?}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    Ok(())
 }
+
+/// How long a leave keeps trying to record and announce a removed member.
+const LEAVE_EVENT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A page of active rooms: rooms with held publications or state keys (from the streams'
 /// subject lists) or members (from the presence bucket).
