@@ -14,7 +14,8 @@
 //! the cost of compression itself: one deflate per publication per edge, the same frame bytes
 //! to every subscriber that negotiated it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::procstat;
+use crate::servers::{PlazaWs, Proc, Server, edge_config, free_port, sibling, wait_ready};
 
 /// Arguments of `plaza-bench deflate`.
 #[derive(clap::Args, Debug)]
@@ -92,7 +94,7 @@ pub(crate) async fn deflate(args: &DeflateArgs) -> Result<()> {
     let text = data.to_string();
     let dir = std::env::temp_dir().join(format!("plaza-bench-deflate-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let edge = crate::servers::start_deflate_edge(args.edge_bin.as_ref(), &dir, SECRET)?;
+    let edge = start_edge(args.edge_bin.as_ref(), &dir, SECRET)?;
     let url = edge.urls[0].clone();
     let pids = edge.pids();
     println!(
@@ -423,4 +425,30 @@ fn inflate(compressed: &[u8]) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// One plaza-edge (memory backend) with the lean WebSocket layer and permessage-deflate on,
+/// for `plaza-bench deflate`.
+fn start_edge(edge_bin: Option<&PathBuf>, dir: &Path, secret: &str) -> Result<Server> {
+    let edge_bin = sibling(&edge_bin.cloned(), "plaza-edge")?;
+    let config = dir.join("plaza-edge.toml");
+    std::fs::write(&config, edge_config(None))?;
+    let port = free_port()?;
+    let log = dir.join("plaza-edge.log");
+    let mut command = Command::new(&edge_bin);
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("PLAZA_AUTH__HMAC_SECRET", secret)
+        .env("PLAZA_CLIENT__WEBSOCKET", PlazaWs::Lean.name())
+        .env("PLAZA_CLIENT__PERMESSAGE_DEFLATE", "true")
+        .env("PLAZA_LOG", "warn");
+    let mut edge = Proc::spawn(&mut command, &log)?;
+    wait_ready(port, &mut edge, &log)?;
+    Ok(Server {
+        procs: vec![edge],
+        urls: vec![format!("ws://127.0.0.1:{port}/v1/ws")],
+        nats_token: None,
+    })
 }

@@ -90,7 +90,7 @@ impl PlazaWs {
 pub(crate) struct Proc(Child);
 
 impl Proc {
-    fn spawn(command: &mut Command, log: &Path) -> Result<Self> {
+    pub(crate) fn spawn(command: &mut Command, log: &Path) -> Result<Self> {
         let out = File::create(log)?;
         let child = command
             .stdin(Stdio::null())
@@ -144,7 +144,7 @@ fn free_udp_port() -> Result<u16> {
 }
 
 /// A binary next to this executable (the workspace's own), unless `given`.
-fn sibling(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+pub(crate) fn sibling(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
     let bin = match given {
         Some(b) => b.clone(),
         None => std::env::current_exe()?
@@ -162,7 +162,7 @@ fn sibling(given: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
 }
 
 /// Waits until `GET /readyz` on `port` answers 200.
-fn wait_ready(port: u16, proc: &mut Proc, log: &Path) -> Result<()> {
+pub(crate) fn wait_ready(port: u16, proc: &mut Proc, log: &Path) -> Result<()> {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(60);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -349,36 +349,6 @@ fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// One plaza-edge (memory backend) with the lean WebSocket layer and permessage-deflate on,
-/// for `plaza-bench deflate`.
-pub(crate) fn start_deflate_edge(
-    edge_bin: Option<&PathBuf>,
-    dir: &Path,
-    secret: &str,
-) -> Result<Server> {
-    let edge_bin = sibling(&edge_bin.cloned(), "plaza-edge")?;
-    let config = dir.join("plaza-edge.toml");
-    std::fs::write(&config, edge_config(None))?;
-    let port = free_port()?;
-    let log = dir.join("plaza-edge.log");
-    let mut command = Command::new(&edge_bin);
-    command
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("PLAZA_AUTH__HMAC_SECRET", secret)
-        .env("PLAZA_CLIENT__WEBSOCKET", PlazaWs::Lean.name())
-        .env("PLAZA_CLIENT__PERMESSAGE_DEFLATE", "true")
-        .env("PLAZA_LOG", "warn");
-    let mut edge = Proc::spawn(&mut command, &log)?;
-    wait_ready(port, &mut edge, &log)?;
-    Ok(Server {
-        procs: vec![edge],
-        urls: vec![format!("ws://127.0.0.1:{port}/v1/ws")],
-        nats_token: None,
-    })
 }
 
 /// The plaza-edge bench configuration: limits that would throttle a load generator on one
