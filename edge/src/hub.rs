@@ -114,6 +114,8 @@ enum SubState {
 /// An event encoded once for every subscriber.
 struct Encoded {
     frame: Utf8Bytes,
+    /// The complete WebSocket frame for lean connections, made when the first one is reached.
+    framed: std::sync::OnceLock<bytes::Bytes>,
     /// The frame compressed once (permessage-deflate), made when the first subscriber that
     /// negotiated it is reached; `None` inside when compression would not make it smaller.
     deflated: std::sync::OnceLock<Option<bytes::Bytes>>,
@@ -161,6 +163,7 @@ impl Encoded {
     fn of(push: Push, epoch: String, offset: Option<u64>, audience: Audience) -> Self {
         Self {
             frame: Utf8Bytes::from(ServerFrame::Push(push).encode()),
+            framed: std::sync::OnceLock::new(),
             deflated: std::sync::OnceLock::new(),
             epoch,
             offset,
@@ -182,25 +185,28 @@ impl Encoded {
         Self::of(push, String::new(), None, Audience::Users)
     }
 
-    /// Queues the event in `outbox`: the shared compressed frame if the client negotiated
-    /// permessage-deflate and compression helps, else the shared text.
+    /// Queues the event in `outbox`: for a lean connection the shared complete frame
+    /// (compressed if the client negotiated permessage-deflate and compression helps), else
+    /// the shared text, which tungstenite frames.
     fn push_to(&self, outbox: &Outbox) -> bool {
+        use crate::ws::{deflate, frame};
+        if !outbox.frames() {
+            return outbox.push(self.frame.clone());
+        }
         if outbox.deflate() {
             let deflated = self.deflated.get_or_init(|| {
-                (self.frame.len() >= crate::ws::deflate::MIN_BYTES)
-                    .then(|| {
-                        crate::ws::deflate::deflated_frame(
-                            crate::ws::frame::OpCode::Text,
-                            self.frame.as_bytes(),
-                        )
-                    })
+                (self.frame.len() >= deflate::MIN_BYTES)
+                    .then(|| deflate::deflated_frame(frame::OpCode::Text, self.frame.as_bytes()))
                     .flatten()
             });
             if let Some(frame) = deflated {
-                return outbox.push_compressed(frame.clone());
+                return outbox.push_prepared(frame.clone());
             }
         }
-        outbox.push(self.frame.clone())
+        let framed = self
+            .framed
+            .get_or_init(|| frame::encode(frame::OpCode::Text, false, self.frame.as_bytes()));
+        outbox.push_prepared(framed.clone())
     }
 }
 

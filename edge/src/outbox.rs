@@ -1,14 +1,19 @@
-//! A connection's outbound side: a byte-bounded queue and the task that drains it into the
-//! socket, with WebSocket pings and the closing handshake.
+//! A connection's outbound side: a byte-bounded queue, drained into the socket with WebSocket
+//! pings and the closing handshake.
 //!
 //! Everything a client receives — replies and pushes — goes through its [`Outbox`], so their
 //! order is the order they were queued. The hub queues without waiting; when the bytes
 //! queued but not yet written exceed the limit, the client is a slow consumer: it is closed
-//! with 4001 and the queue stops growing (DESIGN §2.6). Frames are `Utf8Bytes`, so a
-//! publication encoded once is shared by every subscriber's queue.
+//! with 4001 and the queue stops growing (DESIGN §2.6). A publication encoded once is shared
+//! by every subscriber's queue: as its text (`Utf8Bytes`) for tungstenite, which frames it per
+//! connection, or as one complete frame (`Bytes`, compressed or not) for the lean layer.
+//!
+//! Who drains it depends on the WebSocket layer (`client.websocket`): on tungstenite, the
+//! connection's writer task ([`write_loop`]); on the lean layer, the session's own task
+//! (`session::transport`, through [`Outbox::take_batch`] and [`Outbox::settle`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,12 +26,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
-use crate::ws::compat::{Writer, WsOut};
+use crate::ws::compat::Writer;
+use crate::ws::frame::{self, OpCode};
+use crate::ws::OutQueue;
 
 /// Most frames written between two flushes.
 const MAX_BATCH: usize = 256;
 /// How long the closing handshake may take before the socket is dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The sending half of a connection, shared by its session and the hub.
 ///
@@ -48,10 +55,15 @@ pub struct Outbox {
     /// Signalled when the writer has written replies.
     replies_written: Notify,
     closer: Closer,
-    /// The client negotiated permessage-deflate: pushes may be queued as shared compressed
-    /// frames ([`Outbox::push_compressed`]).
-    deflate: std::sync::atomic::AtomicBool,
+    /// The connection takes complete frames ([`Outbox::push_prepared`]): it is on the lean
+    /// layer, which writes them as they are.
+    frames: AtomicBool,
+    /// The client negotiated permessage-deflate: pushes may be compressed frames.
+    deflate: AtomicBool,
 }
+
+/// An empty WebSocket ping, as the server sends it.
+const PING_FRAME: &[u8] = &[0x89, 0x00];
 
 /// Capacity a drained queue may keep; beyond it the buffer is released.
 const KEEP_CAPACITY: usize = 8;
@@ -112,7 +124,8 @@ impl Outbox {
             replies: AtomicUsize::new(0),
             replies_written: Notify::new(),
             closer: Closer::default(),
-            deflate: std::sync::atomic::AtomicBool::new(false),
+            frames: AtomicBool::new(false),
+            deflate: AtomicBool::new(false),
         })
     }
 
@@ -145,19 +158,27 @@ impl Outbox {
         true
     }
 
-    /// Marks the connection as having negotiated permessage-deflate.
-    pub(crate) fn enable_deflate(&self) {
-        self.deflate.store(true, Ordering::Relaxed);
+    /// Marks the connection as one on the lean layer, which takes complete frames;
+    /// `deflate`: it negotiated permessage-deflate.
+    pub(crate) fn enable_frames(&self, deflate: bool) {
+        self.frames.store(true, Ordering::Relaxed);
+        self.deflate.store(deflate, Ordering::Relaxed);
     }
 
-    /// Whether the client takes compressed frames ([`Outbox::push_compressed`]).
+    /// Whether the connection takes complete frames ([`Outbox::push_prepared`]).
+    pub fn frames(&self) -> bool {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client takes compressed frames.
     pub fn deflate(&self) -> bool {
         self.deflate.load(Ordering::Relaxed)
     }
 
-    /// Queues a push as a complete compressed frame shared with other connections (only for a
-    /// connection with [`Outbox::deflate`]); counted against the limit like [`Outbox::push`].
-    pub fn push_compressed(&self, frame: Bytes) -> bool {
+    /// Queues a push as a complete frame (compressed only if [`Outbox::deflate`]) shared with
+    /// other connections — only for a connection with [`Outbox::frames`]; counted against the
+    /// limit like [`Outbox::push`].
+    pub fn push_prepared(&self, frame: Bytes) -> bool {
         if !self.admit(frame.len()) {
             return false;
         }
@@ -203,8 +224,8 @@ impl Outbox {
         !self.closer.is_closed() && self.enqueue(Outgoing::Ping)
     }
 
-    /// Queues the pong answering a client's ping (the lean WebSocket layer's reader cannot
-    /// write; tungstenite answers pings itself).
+    /// Queues the pong answering a client's ping (on the lean layer; tungstenite answers pings
+    /// itself).
     pub fn push_pong(&self, payload: Bytes) -> bool {
         !self.closer.is_closed() && self.enqueue(Outgoing::Pong(payload))
     }
@@ -223,24 +244,84 @@ impl Outbox {
         true
     }
 
-    /// The next queued item, if any. A drained queue keeps at most [`KEEP_CAPACITY`] slots,
-    /// and none after a ping (the connection is quiet at least until the next one).
+    /// Moves up to [`MAX_BATCH`] queued items into `out` as encoded frames (the lean layer's
+    /// writer, `session::transport`); returns what they hold by account, `None` if nothing was
+    /// queued. Settle the accounts with [`Outbox::settle`] once `out` is written.
+    pub(crate) fn take_batch(&self, out: &mut OutQueue) -> Option<Written> {
+        let mut queue = self.queue.lock().ok()?;
+        if queue.is_empty() {
+            return None;
+        }
+        let mut bytes = Written::default();
+        let mut last_was_ping = false;
+        let n = queue.len().min(MAX_BATCH);
+        for item in queue.drain(..n) {
+            bytes += item.budget();
+            last_was_ping = matches!(item, Outgoing::Ping);
+            out.push(item.into_frame());
+        }
+        if queue.is_empty() {
+            Self::release(&mut queue, last_was_ping);
+        }
+        Some(bytes)
+    }
+
+    /// Gives back the queue's storage if nothing is queued (the lean layer's writer calls it
+    /// when the connection goes quiet).
+    pub(crate) fn release_idle(&self) {
+        if let Ok(mut queue) = self.queue.lock()
+            && queue.is_empty()
+        {
+            Self::release(&mut queue, true);
+        }
+    }
+
+    /// Resolves when something may have been queued since the last look (cancel-safe: a
+    /// notification is kept for the next call if none is waiting).
+    pub(crate) async fn queued(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Queues the end of the connection in `out` (the lean layer): on a close with a reason,
+    /// what is queued (unless the client is a slow consumer), the `disconnect` push and the
+    /// close frame with the same code; otherwise a plain close frame.
+    pub(crate) fn take_closing(&self, out: &mut OutQueue) {
+        let Some((code, reason)) = self.closer.reason() else {
+            out.push_close(1000, "");
+            return;
+        };
+        if code != CloseCode::SlowConsumer {
+            while let Some(bytes) = self.take_batch(out) {
+                self.settle(bytes);
+            }
+        }
+        let push = ServerFrame::Push(Push::Disconnect(DisconnectPush::new(code, reason.clone())));
+        out.push(frame::encode(OpCode::Text, false, push.encode().as_bytes()));
+        out.push_close(code.code(), &truncate_reason(reason));
+    }
+
+    /// The next queued item, if any (see [`Outbox::release`]).
     fn pop(&self) -> Option<Outgoing> {
         let mut queue = self.queue.lock().ok()?;
         let next = queue.pop_front();
         if queue.is_empty() {
-            let keep = match next {
-                Some(Outgoing::Ping) => 0,
-                _ => KEEP_CAPACITY,
-            };
-            if queue.capacity() > keep {
-                queue.shrink_to(keep);
-            }
+            Self::release(&mut queue, matches!(next, Some(Outgoing::Ping)));
         }
         next
     }
 
-    fn written(&self, bytes: Written) {
+    /// A drained queue keeps at most [`KEEP_CAPACITY`] slots, and none after a ping (the
+    /// connection is quiet at least until the next one).
+    fn release(queue: &mut VecDeque<Outgoing>, after_ping: bool) {
+        let keep = if after_ping { 0 } else { KEEP_CAPACITY };
+        if queue.capacity() > keep {
+            queue.shrink_to(keep);
+        }
+    }
+
+    /// Takes written bytes off their accounts (and wakes a session waiting for replies to be
+    /// written).
+    pub(crate) fn settle(&self, bytes: Written) {
         self.queued.fetch_sub(bytes.pushes, Ordering::AcqRel);
         if bytes.replies > 0 {
             self.replies.fetch_sub(bytes.replies, Ordering::AcqRel);
@@ -251,13 +332,12 @@ impl Outbox {
 
 /// What a batch wrote, by account.
 #[derive(Debug, Default, Clone, Copy)]
-struct Written {
+pub(crate) struct Written {
     /// Push bytes (the slow-consumer budget).
     pushes: usize,
     /// Reply bytes.
     replies: usize,
 }
-
 impl std::ops::AddAssign for Written {
     fn add_assign(&mut self, other: Self) {
         self.pushes += other.pushes;
@@ -304,19 +384,31 @@ impl Outgoing {
         }
     }
 
-    fn into_message(self) -> WsOut {
-        WsOut::Message(match self {
+    /// The message for tungstenite, which frames it; `None` for a complete frame, which is
+    /// only ever queued for a lean connection ([`Outbox::frames`]).
+    fn into_message(self) -> Option<Message> {
+        Some(match self {
             Outgoing::Text { frame, .. } => Message::Text(frame),
             Outgoing::Ping => Message::Ping(Default::default()),
             Outgoing::Pong(payload) => Message::Pong(payload),
-            Outgoing::Frame(frame) => return WsOut::Frame(frame),
+            Outgoing::Frame(_) => return None,
         })
+    }
+
+    /// The encoded frame for the lean layer (a shared frame as it is, uncopied).
+    fn into_frame(self) -> Bytes {
+        match self {
+            Outgoing::Text { frame, .. } => frame::encode(OpCode::Text, false, frame.as_bytes()),
+            Outgoing::Ping => Bytes::from_static(PING_FRAME),
+            Outgoing::Pong(payload) => frame::encode(OpCode::Pong, false, &payload),
+            Outgoing::Frame(frame) => frame,
+        }
     }
 }
 
-/// Drains the outbox into the socket until the connection closes. On close with a reason,
-/// flushes what is queued (unless the client is a slow consumer), then sends the `disconnect`
-/// push and the close frame with the same code.
+/// Drains the outbox into a tungstenite socket until the connection closes (its writer task).
+/// On close with a reason, flushes what is queued (unless the client is a slow consumer), then
+/// sends the `disconnect` push and the close frame with the same code.
 #[allow(clippy::manual_async_fn)] // deliberate, see the comment in the body
 pub(crate) fn write_loop(
     mut sink: Writer,
@@ -340,7 +432,7 @@ pub(crate) fn write_loop(
                 _ = outbox.closer.closed() => break,
             };
             match written {
-                Ok(bytes) => outbox.written(bytes),
+                Ok(bytes) => outbox.settle(bytes),
                 Err(()) => {
                     outbox.closer.close_quietly();
                     break;
@@ -357,7 +449,7 @@ pub(crate) fn write_loop(
 /// Returns the bytes the written frames held, by account.
 async fn write_batch(sink: &mut Writer, first: Outgoing, outbox: &Outbox) -> Result<Written, ()> {
     let mut bytes = first.budget();
-    sink.feed(first.into_message()).await.map_err(|_| ())?;
+    feed(sink, first).await?;
     let mut drained = false;
     for _ in 1..MAX_BATCH {
         let Some(next) = outbox.pop() else {
@@ -365,7 +457,7 @@ async fn write_batch(sink: &mut Writer, first: Outgoing, outbox: &Outbox) -> Res
             break;
         };
         bytes += next.budget();
-        sink.feed(next.into_message()).await.map_err(|_| ())?;
+        feed(sink, next).await?;
     }
     sink.flush().await.map_err(|_| ())?;
     if !drained {
@@ -373,6 +465,14 @@ async fn write_batch(sink: &mut Writer, first: Outgoing, outbox: &Outbox) -> Res
         outbox.ready.notify_one();
     }
     Ok(bytes)
+}
+
+/// Feeds one queued item to tungstenite.
+async fn feed(sink: &mut Writer, item: Outgoing) -> Result<(), ()> {
+    match item.into_message() {
+        Some(message) => sink.feed(message).await.map_err(|_| ()),
+        None => Ok(()),
+    }
 }
 
 async fn finish(sink: &mut Writer, outbox: &Outbox, reason: Option<(CloseCode, String)>) {
@@ -383,22 +483,18 @@ async fn finish(sink: &mut Writer, outbox: &Outbox, reason: Option<(CloseCode, S
     if code != CloseCode::SlowConsumer {
         // Deliver what was queued before the close, e.g. the error reply that caused it.
         while let Some(next) = outbox.pop() {
-            if sink.feed(next.into_message()).await.is_err() {
+            if feed(sink, next).await.is_err() {
                 return;
             }
         }
     }
     let push = ServerFrame::Push(Push::Disconnect(DisconnectPush::new(code, reason.clone())));
-    let _ = sink
-        .feed(WsOut::Message(Message::Text(Utf8Bytes::from(
-            push.encode(),
-        ))))
-        .await;
+    let _ = sink.feed(Message::Text(Utf8Bytes::from(push.encode()))).await;
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from(truncate_reason(reason)),
     };
-    let _ = sink.send(WsOut::Message(Message::Close(Some(frame)))).await;
+    let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
 }
 

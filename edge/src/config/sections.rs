@@ -331,10 +331,10 @@ pub struct ClientConfig {
 #[serde(rename_all = "lowercase")]
 pub enum WebSocketImpl {
     /// tokio-tungstenite through axum (a read buffer per connection, no compression).
-    #[default]
     Tungstenite,
     /// Plaza's own layer (`plaza_edge::ws`): no per-connection buffers while idle, frames
     /// written with `writev`, optional permessage-deflate.
+    #[default]
     Lean,
 }
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   run: read loop ─(panic caught)─▶ close 4003 ─▶ finish: leave rooms, presence, slot ─▶ guard
-//!   guard (Drop): gauge −1 · if finish did not complete: close 4003, hub.forget, abort writer
+//!   guard (Drop): gauge −1 · if finish did not complete: close 4003, hub.forget, abort writer task
 //! ```
 
 use std::any::Any;
@@ -21,14 +21,20 @@ pub(super) struct ConnectionGuard {
     hub: Hub,
     session: SessionId,
     closer: Closer,
-    writer: AbortHandle,
+    /// The writer task, where the connection has one (tungstenite).
+    writer: Option<AbortHandle>,
     /// Set once `finish` has left every room and the writer has ended.
     finished: bool,
 }
 
 impl ConnectionGuard {
     /// Guards a connection that was just counted in `plaza_connections`.
-    pub(super) fn new(hub: Hub, session: SessionId, closer: Closer, writer: AbortHandle) -> Self {
+    pub(super) fn new(
+        hub: Hub,
+        session: SessionId,
+        closer: Closer,
+        writer: Option<AbortHandle>,
+    ) -> Self {
         metrics::gauge!(m::CONNECTIONS).increment(1);
         Self {
             hub,
@@ -73,7 +79,9 @@ impl Drop for ConnectionGuard {
         // edge itself goes away; `leave` needs an async call that cannot run here.
         self.closer
             .close(CloseCode::ServerError, "internal error; reconnect");
-        self.writer.abort();
+        if let Some(writer) = &self.writer {
+            writer.abort();
+        }
         let rooms = self.hub.forget_session(self.session);
         tracing::warn!(
             session = self.session,

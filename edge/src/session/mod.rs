@@ -1,10 +1,14 @@
 //! One task per client connection: reads frames, runs commands, keeps the connection's
-//! deadlines (connect, idle, token refresh and expiry, drain).
+//! deadlines (connect, idle, token refresh and expiry, drain) — and on the lean WebSocket
+//! layer also writes the connection's socket ([`transport`]).
 //!
 //! ```text
 //!  socket ──text frame──▶ ClientFrame::decode ──Command──▶ Session::handle ──▶ Node (calls) / Hub
-//!  socket ◀──write_loop── Outbox ◀── replies (here) and pushes (Hub::dispatch)
+//!  socket ◀──Transport::pump (lean) / write_loop task (tungstenite)── Outbox ◀── replies, pushes
 //! ```
+//!
+//! The deadlines need no timer of their own: the read loop sleeps until the earliest of them
+//! (one entry in tokio's shared timer wheel, inside the connection's task).
 //!
 //! Commands of one connection run one at a time, in order, so a client's publications keep
 //! their order. A `publish` reply and the `pub` push of the same publication travel different
@@ -15,10 +19,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::ws::Utf8Bytes;
 use std::panic::AssertUnwindSafe;
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use plaza_backend::EdgeLink;
 use plaza_proto::client::{
     Connect, ConnectOk, DecodeError, Empty, History, HistoryOk, PresenceOk, PresenceQuery,
@@ -30,7 +34,6 @@ use plaza_proto::{
     ReplyOk, RoomName, Sender, ServerFrame, UserId,
 };
 use plaza_rooms::config::PresenceMode;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Capability, Identity, unix_now};
@@ -38,10 +41,11 @@ use crate::hub::SessionId;
 use crate::limits::{CommandRate, CommandVerdict};
 use crate::metrics as m;
 use crate::node::Node;
-use crate::outbox::{Closer, Outbox, write_loop};
+use crate::outbox::Outbox;
 use crate::users::UserSlot;
-use crate::ws::compat::{Reader, Socket, Writer};
+use crate::ws::compat::Socket;
 use guard::ConnectionGuard;
+use transport::{Incoming, Step, Transport};
 
 mod auth;
 mod ephemeral;
@@ -49,11 +53,9 @@ mod guard;
 mod presence_update;
 mod rooms;
 mod state;
+mod transport;
 
 type CommandResult = Result<Option<ReplyOk>, ErrorBody>;
-
-/// How long a server-initiated close waits for the client's close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 struct Session<L: EdgeLink> {
     node: Arc<Node<L>>,
@@ -113,18 +115,12 @@ pub(crate) fn run<L: EdgeLink>(
     handshake_token: Option<String>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let outbox = Outbox::new(node.config.client.outbound_queue_bytes);
-    let (sink, mut stream) = socket.split(&outbox);
-    let writer = tokio::spawn(guarded_writer(sink, outbox.clone()));
+    let (mut transport, writer) = Transport::new(socket, &outbox);
     let ping_interval = node.config.client.ping_interval;
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let now = Instant::now();
     let id = node.hub.next_session();
-    let mut guard = ConnectionGuard::new(
-        node.hub.clone(),
-        id,
-        outbox.closer().clone(),
-        writer.abort_handle(),
-    );
+    let mut guard = ConnectionGuard::new(node.hub.clone(), id, outbox.closer().clone(), writer);
     let mut session = Session {
         rate: CommandRate::new(&node.config.limits),
         id,
@@ -146,7 +142,8 @@ pub(crate) fn run<L: EdgeLink>(
     // An `async move` block rather than an async fn: its captures are used in place, where an
     // async fn would also keep a copy of its arguments for the connection's whole life.
     async move {
-        let closer = session.outbox.closer().clone();
+        let outbox = session.outbox.clone();
+        let closer = outbox.closer().clone();
         let drain = session.node.drain.clone();
         // A panic anywhere in the read loop (a command handler included) is caught here: the
         // connection is closed with 4003 and ends through `finish` like any other.
@@ -156,29 +153,45 @@ pub(crate) fn run<L: EdgeLink>(
                 // (TCP backpressure) until the writer makes progress.
                 let backlogged = session.replies_backlogged();
                 let deadline = session.next_deadline();
-                // Every arm is cancel-safe: `next()` on a split stream, the notification and
-                // the timers lose nothing.
-                tokio::select! {
+                let writes = transport.writes();
+                // Every arm is cancel-safe: reading and writing keep their progress in the
+                // transport, and the notifications and the timer lose nothing.
+                let incoming = tokio::select! {
                     biased;
                     _ = closer.closed() => break,
-                    _ = drain.cancelled(), if session.drain_at.is_none() => session.start_drain(),
-                    _ = tokio::time::sleep_until(deadline) => session.on_deadline(),
-                    _ = session.outbox.replies_written(), if backlogged => session.stalled_since = None,
-                    frame = stream.next(), if !backlogged => match frame {
-                        None | Some(Ok(Message::Close(_))) => { closer.close_quietly(); break; }
-                        Some(Err(e)) => { session.on_read_error(e); break; }
-                        Some(Ok(Message::Text(text))) => {
-                            session.last_seen = Instant::now();
-                            // Boxed: a command's future is large (history pages, nested broker calls) and
-                            // exists only while it runs; inline it would sit in every idle connection.
-                            Box::pin(session.on_text(&text)).await;
-                        }
-                        Some(Ok(Message::Binary(_))) => {
-                            metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
-                            closer.close(CloseCode::BadRequest, "binary frames are not supported; send JSON text frames");
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.last_seen = Instant::now(),
+                    _ = drain.cancelled(), if session.drain_at.is_none() => { session.start_drain(); continue }
+                    _ = tokio::time::sleep_until(deadline) => { session.on_deadline(); continue }
+                    _ = outbox.replies_written(), if backlogged && !writes => { session.stalled_since = None; continue }
+                    step = transport.step(&outbox, !backlogged), if writes || !backlogged => match step {
+                        Step::Read(incoming) => incoming,
+                        Step::Wrote(_) => continue,
                     },
+                };
+                match incoming {
+                    Incoming::End => {
+                        closer.close_quietly();
+                        break;
+                    }
+                    Incoming::Error(e) => {
+                        session.on_read_error(e);
+                        break;
+                    }
+                    Incoming::Text(text) => {
+                        session.last_seen = Instant::now();
+                        // Boxed: a command's future is large (history pages, nested broker
+                        // calls) and exists only while it runs; inline it would sit in every
+                        // idle connection.
+                        let command = Box::pin(session.on_text(&text));
+                        transport.drive(&outbox, command).await;
+                    }
+                    Incoming::Binary => {
+                        metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
+                        closer.close(
+                            CloseCode::BadRequest,
+                            "binary frames are not supported; send JSON text frames",
+                        );
+                    }
+                    Incoming::Control => session.last_seen = Instant::now(),
                 }
             }
         };
@@ -187,50 +200,13 @@ pub(crate) fn run<L: EdgeLink>(
         }
         // The end of a connection is boxed like a command: it runs once, and inline its futures
         // would be part of every connection's footprint.
-        let end =
-            Box::pin(AssertUnwindSafe(finish(session, stream, closer, writer)).catch_unwind());
+        let end = Box::pin(
+            AssertUnwindSafe(transport.finish(&outbox, session.cleanup())).catch_unwind(),
+        );
         match end.await {
             Ok(()) => guard.finished(),
             Err(panic) => guard.panicked("cleanup", panic),
         }
-    }
-}
-
-/// Leaves every room, completes a server-initiated closing handshake and waits for the writer.
-async fn finish<L: EdgeLink>(
-    mut session: Session<L>,
-    mut stream: Reader,
-    closer: Closer,
-    writer: JoinHandle<()>,
-) {
-    session.cleanup().await;
-    if closer.initiated_by_server() {
-        // Complete the closing handshake: read (and discard) until the client's close frame,
-        // so the socket is not torn down under frames the client has yet to read.
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            while let Some(Ok(frame)) = stream.next().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    let _ = writer.await;
-}
-
-/// The connection's writer, with a panic in it caught: the connection is then closed (4003), so
-/// the session ends instead of reading for a client nobody writes to any more.
-async fn guarded_writer(sink: Writer, outbox: Arc<Outbox>) {
-    let closer = outbox.closer().clone();
-    if AssertUnwindSafe(write_loop(sink, outbox))
-        .catch_unwind()
-        .await
-        .is_err()
-    {
-        metrics::counter!(m::HANDLER_PANICS, "stage" => "writer").increment(1);
-        tracing::error!("a connection writer panicked; closing the connection");
-        closer.close(CloseCode::ServerError, "internal error; reconnect");
     }
 }
 

@@ -288,6 +288,13 @@ impl OutQueue {
         self.frames.is_empty()
     }
 
+    /// Gives back the queue's storage if nothing waits to be written.
+    pub fn release(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+    }
+
     /// Writes queued frames, up to [`MAX_IOV`] per vectored write, until all are written.
     pub fn poll_flush<W: AsyncWrite + Unpin>(
         &mut self,

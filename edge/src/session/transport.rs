@@ -1,0 +1,263 @@
+//! The session's socket, on either WebSocket layer (`client.websocket`).
+//!
+//! ```text
+//!   tungstenite: Reader (the session's task) ─ split ─ Writer (writer task, outbox::write_loop)
+//!   lean:        one task: TcpStream ─▶ Decoder ─▶ session     Outbox ─take_batch─▶ OutQueue ─writev─▶ TcpStream
+//! ```
+//!
+//! On the lean layer a connection is a single task over an unsplit socket: the session's read
+//! loop also writes (its `pump` arm), and while a command runs, [`Transport::drive`] keeps
+//! writing beside it, so pushes are not held up behind a slow broker call. Nothing is buffered
+//! while the connection is idle: the decoder reads into its worker thread's scratch buffer, and
+//! the write queues give their storage back once they are drained and the connection goes quiet.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::{FutureExt, StreamExt};
+use plaza_proto::CloseCode;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::WriteHalf;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::metrics as m;
+use crate::outbox::{CLOSE_TIMEOUT, Outbox, Written, write_loop};
+use crate::ws::compat::{Reader, Socket, Writer};
+use crate::ws::{Decoder, Event, OutQueue, WsError};
+
+/// How long a server-initiated close waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// A client connection's socket as the session drives it.
+pub(super) enum Transport {
+    /// tokio-tungstenite: the session reads, the writer task writes.
+    Split {
+        reader: Reader,
+        writer: JoinHandle<()>,
+    },
+    /// The lean layer: the session's task reads and writes.
+    Lean(LeanIo),
+}
+
+/// What [`Transport::step`] did.
+pub(super) enum Step {
+    /// The client sent something.
+    Read(Incoming),
+    /// A batch of the outbox was written (or the write failed, and the connection is closing).
+    Wrote(io::Result<()>),
+}
+
+/// What the client sent, as the session sees it.
+pub(super) enum Incoming {
+    /// A text message.
+    Text(Utf8Bytes),
+    /// A binary message (refused by the protocol).
+    Binary,
+    /// A ping or pong: the client is alive.
+    Control,
+    /// The client closed the connection or went away.
+    End,
+    /// The client broke the WebSocket protocol or the socket failed.
+    Error(axum::Error),
+}
+
+/// The lean layer's connection state, all of it in the session's task.
+pub(super) struct LeanIo {
+    io: TcpStream,
+    decoder: Decoder,
+    /// Frames taken from the outbox and not yet written.
+    out: OutQueue,
+    /// The accounts of the frames in `out`, settled with the outbox once they are written.
+    in_flight: Written,
+    /// A write failed: nothing more is written.
+    failed: bool,
+}
+
+impl Transport {
+    /// Takes over an upgraded socket; for tungstenite, starts the writer task (whose abort
+    /// handle is returned).
+    pub(super) fn new(socket: Socket, outbox: &Arc<Outbox>) -> (Self, Option<AbortHandle>) {
+        match socket {
+            Socket::Tungstenite(ws) => {
+                let (sink, reader) = ws.split();
+                let writer = tokio::spawn(guarded_writer(sink, outbox.clone()));
+                let abort = writer.abort_handle();
+                (Transport::Split { reader, writer }, Some(abort))
+            }
+            Socket::Lean(s) => {
+                outbox.enable_frames(s.deflate);
+                let lean = LeanIo {
+                    io: s.tcp,
+                    decoder: Decoder::new(s.limits, s.deflate, &s.read_buf),
+                    out: OutQueue::default(),
+                    in_flight: Written::default(),
+                    failed: false,
+                };
+                (Transport::Lean(lean), None)
+            }
+        }
+    }
+
+    /// The next thing the client sent (if `read`), or one batch of the outbox written (lean:
+    /// waiting for something to be queued first; on tungstenite the writer task writes). A
+    /// failed write closes the connection quietly. Cancel-safe: the decoder keeps a partly
+    /// read frame, and what was taken from the outbox stays in the connection's queue until
+    /// written.
+    pub(super) async fn step(&mut self, outbox: &Outbox, read: bool) -> Step {
+        match self {
+            Transport::Split { reader, .. } if read => Step::Read(match reader.next().await {
+                None | Some(Ok(Message::Close(_))) => Incoming::End,
+                Some(Err(e)) => Incoming::Error(e),
+                Some(Ok(Message::Text(text))) => Incoming::Text(text),
+                Some(Ok(Message::Binary(_))) => Incoming::Binary,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+            }),
+            Transport::Split { .. } => std::future::pending().await,
+            Transport::Lean(lean) => lean.step(outbox, read).await,
+        }
+    }
+
+    /// Whether this task writes the socket (lean) and still can.
+    pub(super) fn writes(&self) -> bool {
+        matches!(self, Transport::Lean(lean) if !lean.failed)
+    }
+
+    /// Runs `work` (a command) to its end while writing what is queued meanwhile.
+    pub(super) async fn drive<T>(&mut self, outbox: &Outbox, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                _ = self.step(outbox, false), if self.writes() => {}
+            }
+        }
+    }
+
+    /// Ends the connection: runs `cleanup` (leaving every room) while the closing frames are
+    /// written, completes a server-initiated closing handshake, and closes the socket.
+    pub(super) async fn finish(self, outbox: &Outbox, cleanup: impl Future<Output = ()>) {
+        let server_initiated = outbox.closer().initiated_by_server();
+        match self {
+            Transport::Split { mut reader, writer } => {
+                cleanup.await;
+                if server_initiated {
+                    // Read (and discard) until the client's close frame, so the socket is not
+                    // torn down under frames the client has yet to read.
+                    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                        while let Some(Ok(frame)) = reader.next().await {
+                            if matches!(frame, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+                let _ = writer.await;
+            }
+            Transport::Lean(mut lean) => {
+                outbox.take_closing(&mut lean.out);
+                let write = async {
+                    if !lean.failed {
+                        let flush = poll_fn(|cx| lean.out.poll_flush(&mut lean.io, cx));
+                        lean.failed = !matches!(
+                            tokio::time::timeout(CLOSE_TIMEOUT, flush).await,
+                            Ok(Ok(()))
+                        );
+                    }
+                };
+                tokio::join!(cleanup, write);
+                if server_initiated && !lean.failed && !lean.decoder.close_received() {
+                    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                        while let Ok(Some(event)) = lean.decoder.read(&mut lean.io).await {
+                            if matches!(event, Event::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+                let _ = lean.io.shutdown().await;
+            }
+        }
+    }
+}
+
+impl LeanIo {
+    /// See [`Transport::step`]; the socket is split into borrowed halves, so reading and
+    /// writing wait side by side.
+    async fn step(&mut self, outbox: &Outbox, read: bool) -> Step {
+        let (mut rx, mut tx) = self.io.split();
+        let write = !self.failed;
+        let step = tokio::select! {
+            biased;
+            written = write_batch(&mut tx, &mut self.out, &mut self.in_flight, outbox), if write => {
+                Step::Wrote(written)
+            }
+            event = self.decoder.read(&mut rx), if read => Step::Read(match event {
+                Ok(None | Some(Event::Close(_))) => Incoming::End,
+                Err(e) => Incoming::Error(axum::Error::new(e)),
+                // The decoder checked the UTF-8 already; this only changes the type.
+                Ok(Some(Event::Text(text))) => match Utf8Bytes::try_from(text) {
+                    Ok(text) => Incoming::Text(text),
+                    Err(_) => Incoming::Error(axum::Error::new(WsError::Utf8)),
+                },
+                Ok(Some(Event::Binary(_))) => Incoming::Binary,
+                Ok(Some(Event::Ping(payload))) => {
+                    outbox.push_pong(payload);
+                    Incoming::Control
+                }
+                Ok(Some(Event::Pong)) => Incoming::Control,
+            }),
+        };
+        if let Step::Wrote(Err(e)) = &step {
+            tracing::trace!(error = %e, "a connection's write failed");
+            self.failed = true;
+            outbox.closer().close_quietly();
+        }
+        step
+    }
+}
+
+/// Takes a batch from the outbox (waiting for one if nothing is left to write) and writes it
+/// with vectored writes; settles its accounts once it is written.
+async fn write_batch(
+    io: &mut WriteHalf<'_>,
+    out: &mut OutQueue,
+    in_flight: &mut Written,
+    outbox: &Outbox,
+) -> io::Result<()> {
+    while out.is_empty() {
+        match outbox.take_batch(out) {
+            Some(bytes) => *in_flight += bytes,
+            None => {
+                // Quiet: hold no queue storage while waiting.
+                out.release();
+                outbox.release_idle();
+                outbox.queued().await;
+            }
+        }
+    }
+    poll_fn(|cx| out.poll_flush(io, cx)).await?;
+    outbox.settle(std::mem::take(in_flight));
+    Ok(())
+}
+
+/// The tungstenite connection's writer, with a panic in it caught: the connection is then
+/// closed (4003), so the session ends instead of reading for a client nobody writes to.
+async fn guarded_writer(sink: Writer, outbox: Arc<Outbox>) {
+    let closer = outbox.closer().clone();
+    if std::panic::AssertUnwindSafe(write_loop(sink, outbox))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        metrics::counter!(m::HANDLER_PANICS, "stage" => "writer").increment(1);
+        tracing::error!("a connection writer panicked; closing the connection");
+        closer.close(CloseCode::ServerError, "internal error; reconnect");
+    }
+}
