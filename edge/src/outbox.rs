@@ -15,20 +15,22 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_util::SinkExt;
+use futures_util::task::AtomicWaker;
 use plaza_proto::client::DisconnectPush;
 use plaza_proto::{CloseCode, Push, ServerFrame};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
+use crate::ws::OutQueue;
 use crate::ws::compat::Writer;
 use crate::ws::frame::{self, OpCode};
-use crate::ws::OutQueue;
 
 /// Most frames written between two flushes.
 const MAX_BATCH: usize = 256;
@@ -43,8 +45,12 @@ pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<VecDeque<Outgoing>>,
-    /// Signalled when a frame is queued (a stored permit if the writer is busy).
+    /// Signalled when a frame is queued (a stored permit if the writer is busy), for a
+    /// tungstenite connection's writer task.
     ready: Notify,
+    /// Woken when a frame is queued, for a lean connection's task (it registers on every
+    /// poll, so no future is kept for it).
+    waker: AtomicWaker,
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
     limit: usize,
@@ -119,6 +125,7 @@ impl Outbox {
         Arc::new(Self {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
+            waker: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
             limit,
             replies: AtomicUsize::new(0),
@@ -240,16 +247,24 @@ impl Outbox {
             Ok(mut queue) => queue.push_back(frame),
             Err(_) => return false,
         }
-        self.ready.notify_one();
+        if self.frames() {
+            self.waker.wake();
+        } else {
+            self.ready.notify_one();
+        }
         true
     }
 
     /// Moves up to [`MAX_BATCH`] queued items into `out` as encoded frames (the lean layer's
-    /// writer, `session::transport`); returns what they hold by account, `None` if nothing was
-    /// queued. Settle the accounts with [`Outbox::settle`] once `out` is written.
-    pub(crate) fn take_batch(&self, out: &mut OutQueue) -> Option<Written> {
+    /// writer, `session::transport`); returns what they hold by account. `None` if nothing was
+    /// queued: then `waker` is woken by the next push, and the queue's storage is given back
+    /// (the connection is quiet). Settle the accounts with [`Outbox::settle`] once `out` is
+    /// written.
+    pub(crate) fn take_batch(&self, out: &mut OutQueue, waker: &Waker) -> Option<Written> {
+        self.waker.register(waker);
         let mut queue = self.queue.lock().ok()?;
         if queue.is_empty() {
+            Self::release(&mut queue, true);
             return None;
         }
         let mut bytes = Written::default();
@@ -266,22 +281,6 @@ impl Outbox {
         Some(bytes)
     }
 
-    /// Gives back the queue's storage if nothing is queued (the lean layer's writer calls it
-    /// when the connection goes quiet).
-    pub(crate) fn release_idle(&self) {
-        if let Ok(mut queue) = self.queue.lock()
-            && queue.is_empty()
-        {
-            Self::release(&mut queue, true);
-        }
-    }
-
-    /// Resolves when something may have been queued since the last look (cancel-safe: a
-    /// notification is kept for the next call if none is waiting).
-    pub(crate) async fn queued(&self) {
-        self.ready.notified().await;
-    }
-
     /// Queues the end of the connection in `out` (the lean layer): on a close with a reason,
     /// what is queued (unless the client is a slow consumer), the `disconnect` push and the
     /// close frame with the same code; otherwise a plain close frame.
@@ -291,7 +290,7 @@ impl Outbox {
             return;
         };
         if code != CloseCode::SlowConsumer {
-            while let Some(bytes) = self.take_batch(out) {
+            while let Some(bytes) = self.take_batch(out, Waker::noop()) {
                 self.settle(bytes);
             }
         }
@@ -489,7 +488,9 @@ async fn finish(sink: &mut Writer, outbox: &Outbox, reason: Option<(CloseCode, S
         }
     }
     let push = ServerFrame::Push(Push::Disconnect(DisconnectPush::new(code, reason.clone())));
-    let _ = sink.feed(Message::Text(Utf8Bytes::from(push.encode()))).await;
+    let _ = sink
+        .feed(Message::Text(Utf8Bytes::from(push.encode())))
+        .await;
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from(truncate_reason(reason)),

@@ -7,8 +7,9 @@
 //!  socket ◀──Transport::pump (lean) / write_loop task (tungstenite)── Outbox ◀── replies, pushes
 //! ```
 //!
-//! The deadlines need no timer of their own: the read loop sleeps until the earliest of them
-//! (one entry in tokio's shared timer wheel, inside the connection's task).
+//! The deadlines need no timer task of their own: the read loop sleeps until the earliest of
+//! them (one entry in tokio's shared timer wheel, kept inside the connection's task and moved
+//! only when the earliest deadline changes).
 //!
 //! Commands of one connection run one at a time, in order, so a client's publications keep
 //! their order. A `publish` reply and the `pub` push of the same publication travel different
@@ -148,23 +149,31 @@ pub(crate) fn run<L: EdgeLink>(
         // A panic anywhere in the read loop (a command handler included) is caught here: the
         // connection is closed with 4003 and ends through `finish` like any other.
         let read_loop = async {
+            // Kept across rounds, so waiting costs no new timer entry or waiter registration
+            // per round (a round per delivery on the lean layer).
+            let mut closed = std::pin::pin!(closer.closed());
+            let mut drained = std::pin::pin!(drain.cancelled());
+            let mut sleep = std::pin::pin!(tokio::time::sleep_until(session.next_deadline()));
             loop {
                 // While the client leaves too many replies unread, its commands are not read
                 // (TCP backpressure) until the writer makes progress.
                 let backlogged = session.replies_backlogged();
                 let deadline = session.next_deadline();
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
                 let writes = transport.writes();
                 // Every arm is cancel-safe: reading and writing keep their progress in the
                 // transport, and the notifications and the timer lose nothing.
                 let incoming = tokio::select! {
                     biased;
-                    _ = closer.closed() => break,
-                    _ = drain.cancelled(), if session.drain_at.is_none() => { session.start_drain(); continue }
-                    _ = tokio::time::sleep_until(deadline) => { session.on_deadline(); continue }
+                    _ = &mut closed => break,
+                    _ = &mut drained, if session.drain_at.is_none() => { session.start_drain(); continue }
+                    _ = &mut sleep => { session.on_deadline(); continue }
                     _ = outbox.replies_written(), if backlogged && !writes => { session.stalled_since = None; continue }
                     step = transport.step(&outbox, !backlogged), if writes || !backlogged => match step {
                         Step::Read(incoming) => incoming,
-                        Step::Wrote(_) => continue,
+                        Step::Wrote => continue,
                     },
                 };
                 match incoming {
@@ -200,9 +209,8 @@ pub(crate) fn run<L: EdgeLink>(
         }
         // The end of a connection is boxed like a command: it runs once, and inline its futures
         // would be part of every connection's footprint.
-        let end = Box::pin(
-            AssertUnwindSafe(transport.finish(&outbox, session.cleanup())).catch_unwind(),
-        );
+        let end =
+            Box::pin(AssertUnwindSafe(transport.finish(&outbox, session.cleanup())).catch_unwind());
         match end.await {
             Ok(()) => guard.finished(),
             Err(panic) => guard.panicked("cleanup", panic),

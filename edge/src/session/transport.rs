@@ -6,14 +6,16 @@
 //! ```
 //!
 //! On the lean layer a connection is a single task over an unsplit socket: the session's read
-//! loop also writes (its `pump` arm), and while a command runs, [`Transport::drive`] keeps
-//! writing beside it, so pushes are not held up behind a slow broker call. Nothing is buffered
-//! while the connection is idle: the decoder reads into its worker thread's scratch buffer, and
-//! the write queues give their storage back once they are drained and the connection goes quiet.
+//! loop also writes ([`Transport::step`]), and while a command runs, [`Transport::drive`] keeps
+//! writing beside it, so pushes are not held up behind a slow broker call. The writer keeps no
+//! future: the outbox wakes the task through its waker when something is queued. Nothing is
+//! buffered while the connection is idle: the decoder reads into its worker thread's scratch
+//! buffer, and the write queues give their storage back once the connection goes quiet.
 
 use std::future::{Future, poll_fn};
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -21,7 +23,6 @@ use futures_util::{FutureExt, StreamExt};
 use plaza_proto::CloseCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::WriteHalf;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::metrics as m;
@@ -48,7 +49,7 @@ pub(super) enum Step {
     /// The client sent something.
     Read(Incoming),
     /// A batch of the outbox was written (or the write failed, and the connection is closing).
-    Wrote(io::Result<()>),
+    Wrote,
 }
 
 /// What the client sent, as the session sees it.
@@ -117,7 +118,7 @@ impl Transport {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
             }),
             Transport::Split { .. } => std::future::pending().await,
-            Transport::Lean(lean) => lean.step(outbox, read).await,
+            Transport::Lean(lean) => poll_fn(|cx| lean.poll_step(outbox, read, cx)).await,
         }
     }
 
@@ -129,13 +130,16 @@ impl Transport {
     /// Runs `work` (a command) to its end while writing what is queued meanwhile.
     pub(super) async fn drive<T>(&mut self, outbox: &Outbox, work: impl Future<Output = T>) -> T {
         let mut work = std::pin::pin!(work);
-        loop {
-            tokio::select! {
-                biased;
-                out = &mut work => return out,
-                _ = self.step(outbox, false), if self.writes() => {}
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                return Poll::Ready(out);
             }
-        }
+            if let Transport::Lean(lean) = self {
+                while !lean.failed && lean.poll_write(outbox, cx).is_ready() {}
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Ends the connection: runs `cleanup` (leaving every room) while the closing frames are
@@ -164,10 +168,8 @@ impl Transport {
                 let write = async {
                     if !lean.failed {
                         let flush = poll_fn(|cx| lean.out.poll_flush(&mut lean.io, cx));
-                        lean.failed = !matches!(
-                            tokio::time::timeout(CLOSE_TIMEOUT, flush).await,
-                            Ok(Ok(()))
-                        );
+                        lean.failed =
+                            !matches!(tokio::time::timeout(CLOSE_TIMEOUT, flush).await, Ok(Ok(())));
                     }
                 };
                 tokio::join!(cleanup, write);
@@ -188,63 +190,55 @@ impl Transport {
 }
 
 impl LeanIo {
-    /// See [`Transport::step`]; the socket is split into borrowed halves, so reading and
-    /// writing wait side by side.
-    async fn step(&mut self, outbox: &Outbox, read: bool) -> Step {
-        let (mut rx, mut tx) = self.io.split();
-        let write = !self.failed;
-        let step = tokio::select! {
-            biased;
-            written = write_batch(&mut tx, &mut self.out, &mut self.in_flight, outbox), if write => {
-                Step::Wrote(written)
+    /// See [`Transport::step`].
+    fn poll_step(&mut self, outbox: &Outbox, read: bool, cx: &mut Context<'_>) -> Poll<Step> {
+        if !self.failed && self.poll_write(outbox, cx).is_ready() {
+            return Poll::Ready(Step::Wrote);
+        }
+        if !read {
+            return Poll::Pending;
+        }
+        let event = ready!(self.decoder.poll_event(&mut self.io, cx));
+        Poll::Ready(Step::Read(match event {
+            Ok(None | Some(Event::Close(_))) => Incoming::End,
+            Err(e) => Incoming::Error(axum::Error::new(e)),
+            // The decoder checked the UTF-8 already; this only changes the type.
+            Ok(Some(Event::Text(text))) => match Utf8Bytes::try_from(text) {
+                Ok(text) => Incoming::Text(text),
+                Err(_) => Incoming::Error(axum::Error::new(WsError::Utf8)),
+            },
+            Ok(Some(Event::Binary(_))) => Incoming::Binary,
+            Ok(Some(Event::Ping(payload))) => {
+                outbox.push_pong(payload);
+                Incoming::Control
             }
-            event = self.decoder.read(&mut rx), if read => Step::Read(match event {
-                Ok(None | Some(Event::Close(_))) => Incoming::End,
-                Err(e) => Incoming::Error(axum::Error::new(e)),
-                // The decoder checked the UTF-8 already; this only changes the type.
-                Ok(Some(Event::Text(text))) => match Utf8Bytes::try_from(text) {
-                    Ok(text) => Incoming::Text(text),
-                    Err(_) => Incoming::Error(axum::Error::new(WsError::Utf8)),
-                },
-                Ok(Some(Event::Binary(_))) => Incoming::Binary,
-                Ok(Some(Event::Ping(payload))) => {
-                    outbox.push_pong(payload);
-                    Incoming::Control
+            Ok(Some(Event::Pong)) => Incoming::Control,
+        }))
+    }
+
+    /// Writes one batch: what is left of the last one, else the next taken from the outbox
+    /// (`Pending` if it has none: the outbox wakes this task on the next push). Settles the
+    /// batch's accounts once it is written. A failed write closes the connection quietly.
+    fn poll_write(&mut self, outbox: &Outbox, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.out.is_empty() {
+            match outbox.take_batch(&mut self.out, cx.waker()) {
+                Some(bytes) => self.in_flight += bytes,
+                None => {
+                    // Quiet: hold no queue storage while waiting.
+                    self.out.release();
+                    return Poll::Pending;
                 }
-                Ok(Some(Event::Pong)) => Incoming::Control,
-            }),
-        };
-        if let Step::Wrote(Err(e)) = &step {
+            }
+        }
+        if let Err(e) = ready!(self.out.poll_flush(&mut self.io, cx)) {
             tracing::trace!(error = %e, "a connection's write failed");
             self.failed = true;
             outbox.closer().close_quietly();
+            return Poll::Ready(Err(e));
         }
-        step
+        outbox.settle(std::mem::take(&mut self.in_flight));
+        Poll::Ready(Ok(()))
     }
-}
-
-/// Takes a batch from the outbox (waiting for one if nothing is left to write) and writes it
-/// with vectored writes; settles its accounts once it is written.
-async fn write_batch(
-    io: &mut WriteHalf<'_>,
-    out: &mut OutQueue,
-    in_flight: &mut Written,
-    outbox: &Outbox,
-) -> io::Result<()> {
-    while out.is_empty() {
-        match outbox.take_batch(out) {
-            Some(bytes) => *in_flight += bytes,
-            None => {
-                // Quiet: hold no queue storage while waiting.
-                out.release();
-                outbox.release_idle();
-                outbox.queued().await;
-            }
-        }
-    }
-    poll_fn(|cx| out.poll_flush(io, cx)).await?;
-    outbox.settle(std::mem::take(in_flight));
-    Ok(())
 }
 
 /// The tungstenite connection's writer, with a panic in it caught: the connection is then
