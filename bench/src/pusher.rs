@@ -67,7 +67,19 @@ pub(crate) fn events_request(secret: &str, host: &str, channel: &str, data: &str
     .into_bytes()
 }
 
-/// Sends publications to Sockudo's HTTP API without waiting for them: each goes to one of
+/// Plaza's `POST /v1/api/publish` of `data` (a JSON string) to `room` with `key`.
+pub(crate) fn plaza_publish_request(key: &str, host: &str, room: &str, data: &str) -> Vec<u8> {
+    let body = serde_json::json!({"room": room, "data": data}).to_string();
+    format!(
+        "POST /v1/api/publish HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends publications to an HTTP API (Sockudo's, or Plaza's with `--plaza-api`) without
+/// waiting for them: each goes to one of
 /// [`CONNECTIONS`] poster tasks, which send one request at a time and read its response.
 /// A failed request is reported and the next one dials again.
 pub(crate) struct Publisher {
@@ -129,7 +141,7 @@ async fn poster(
         .await;
         match result {
             Ok(conn) => io = conn,
-            Err(e) => on_error(format!("sockudo events API: {e:#}")),
+            Err(e) => on_error(format!("publishing over HTTP: {e:#}")),
         }
     }
 }

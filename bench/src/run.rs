@@ -92,6 +92,10 @@ pub(crate) struct Load {
     /// the conflated change pushes, so "delivered" is far below "expected" by design.
     #[arg(long, conflicts_with = "ephemeral")]
     pub state: bool,
+    /// Plaza: publish through the server HTTP API (`POST /v1/api/publish`, keep-alive
+    /// connections to the first edge) instead of from a client's WebSocket.
+    #[arg(long, conflicts_with = "state")]
+    pub plaza_api: bool,
     /// Token algorithm (Plaza; Socket.IO always HS256).
     #[arg(long, value_enum, default_value = "hs256")]
     pub alg: Alg,
@@ -169,6 +173,7 @@ pub(crate) fn plan(args: &RunArgs) -> Result<Plan> {
         reconnect_pct: args.load.reconnect_pct,
         ephemeral: args.load.ephemeral,
         state: args.load.state,
+        api: args.load.plaza_api,
         alg: args.load.alg,
         secret,
         rs_key,

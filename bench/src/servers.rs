@@ -351,8 +351,12 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// The server API key of bench edges (`--plaza-api`): loopback-only throwaway servers.
+pub(crate) const BENCH_API_KEY: &str = "plaza-bench-api-key-for-loopback-only";
+
 /// The plaza-edge bench configuration: limits that would throttle a load generator on one
-/// host raised, everything else at its default. `jwks` adds the RS256 bench key's provider.
+/// host raised, the server API on with [`BENCH_API_KEY`], everything else at its default.
+/// `jwks` adds the RS256 bench key's provider.
 pub(crate) fn edge_config(jwks: Option<&Path>) -> String {
     let mut toml = String::from(
         "# plaza-bench: every load generator connection comes from 127.0.0.x, so the per-IP\n\
@@ -381,6 +385,7 @@ pub(crate) fn edge_config(jwks: Option<&Path>) -> String {
          max_keys = 100\n\
          conflate_per_second = 10\n",
     );
+    toml.push_str(&format!("\n[api]\nkeys = [\"{BENCH_API_KEY}\"]\n"));
     if let Some(file) = jwks {
         toml.push_str(&format!(
             "\n[[auth.jwks]]\nissuer = \"{RS_ISSUER}\"\nfile = \"{}\"\nalgorithms = [\"RS256\"]\nallow_any_audience = true\n",

@@ -114,6 +114,9 @@ pub(crate) struct Plan {
     /// Plaza, fan-out: `set` in a live-state room (`sfan:all`) instead of publishing.
     #[serde(default)]
     pub state: bool,
+    /// Plaza: publish through the server HTTP API instead of a WebSocket.
+    #[serde(default)]
+    pub api: bool,
     /// Token algorithm.
     pub alg: Alg,
     /// HS256 secret (Plaza, Socket.IO).
@@ -337,6 +340,7 @@ mod tests {
             reconnect_pct: 0.0,
             ephemeral: false,
             state: false,
+            api: false,
             alg: Alg::Hs256,
             secret: String::new(),
             rs_key: None,

@@ -305,9 +305,10 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
     let (mut scheduled, mut sent, mut expected, mut id) = (0u64, 0u64, 0u64, 1u32);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let total = (p.secs * rate).round() as u64;
-    // Sockudo takes publications over its HTTP API, not the WebSocket.
+    // Sockudo takes publications over its HTTP API, not the WebSocket; so does Plaza with
+    // `--plaza-api`.
     let mut http = None;
-    if target == Target::Sockudo {
+    if target == Target::Sockudo || target == Target::Plaza && plan.api {
         let errors = shared.clone();
         let on_error: Arc<dyn Fn(String) + Send + Sync> =
             Arc::new(move |e| errors.acc.lock().expect("lock").error(e));
@@ -343,8 +344,13 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
                 _ => (0, plan.fan_room().to_owned()),
             };
             let handed = if let Some((publisher, host)) = &mut http {
-                let channel = pusher::channel(&room);
-                publisher.send(pusher::events_request(&plan.secret, host, &channel, &body))
+                let request = if target == Target::Plaza {
+                    let key = crate::servers::BENCH_API_KEY;
+                    pusher::plaza_publish_request(key, host, &room, &body)
+                } else {
+                    pusher::events_request(&plan.secret, host, &pusher::channel(&room), &body)
+                };
+                publisher.send(request)
             } else {
                 let msg = if plan.state {
                     wire::state_set(id, &room, scheduled % wire::STATE_KEYS, &body)

@@ -53,7 +53,9 @@ pub struct Hub {
 
 #[derive(Default)]
 struct Shared {
-    rooms: Mutex<HashMap<RoomName, RoomEntry>>,
+    /// Entries are boxed: the table keeps spare slots, and a spare slot then costs a pointer
+    /// instead of a whole entry.
+    rooms: Mutex<HashMap<RoomName, Box<RoomEntry>>>,
     next_session: AtomicU64,
     /// `client.user_presence_debounce`: how long a user's last leave waits for a re-join.
     debounce: Duration,
@@ -111,14 +113,54 @@ enum SubState {
     Live { epoch: String, last: u64 },
 }
 
-/// An event encoded once for every subscriber.
-struct Encoded {
-    frame: Utf8Bytes,
+/// A push encoded once for every subscriber, in each form a connection may take it.
+struct SharedPush {
+    /// The JSON text, which tungstenite frames per connection.
+    text: Utf8Bytes,
     /// The complete WebSocket frame for lean connections, made when the first one is reached.
     framed: std::sync::OnceLock<bytes::Bytes>,
     /// The frame compressed once (permessage-deflate), made when the first subscriber that
     /// negotiated it is reached; `None` inside when compression would not make it smaller.
     deflated: std::sync::OnceLock<Option<bytes::Bytes>>,
+}
+
+impl SharedPush {
+    fn new(text: Utf8Bytes) -> Self {
+        Self {
+            text,
+            framed: std::sync::OnceLock::new(),
+            deflated: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Queues the push in `outbox`: for a lean connection the shared complete frame
+    /// (compressed if the client negotiated permessage-deflate and compression helps), else
+    /// the shared text.
+    fn push_to(&self, outbox: &Outbox) -> bool {
+        use crate::ws::{deflate, frame};
+        if !outbox.frames() {
+            return outbox.push(self.text.clone());
+        }
+        if outbox.deflate() {
+            let deflated = self.deflated.get_or_init(|| {
+                (self.text.len() >= deflate::MIN_BYTES)
+                    .then(|| deflate::deflated_frame(frame::OpCode::Text, self.text.as_bytes()))
+                    .flatten()
+            });
+            if let Some(frame) = deflated {
+                return outbox.push_prepared(frame.clone());
+            }
+        }
+        let framed = self
+            .framed
+            .get_or_init(|| frame::encode(frame::OpCode::Text, false, self.text.as_bytes()));
+        outbox.push_prepared(framed.clone())
+    }
+}
+
+/// An event encoded once for every subscriber.
+struct Encoded {
+    frame: SharedPush,
     epoch: String,
     /// The publication's offset; `None` for join/leave.
     offset: Option<u64>,
@@ -162,9 +204,7 @@ impl Encoded {
 
     fn of(push: Push, epoch: String, offset: Option<u64>, audience: Audience) -> Self {
         Self {
-            frame: Utf8Bytes::from(ServerFrame::Push(push).encode()),
-            framed: std::sync::OnceLock::new(),
-            deflated: std::sync::OnceLock::new(),
+            frame: SharedPush::new(Utf8Bytes::from(ServerFrame::Push(push).encode())),
             epoch,
             offset,
             audience,
@@ -185,34 +225,16 @@ impl Encoded {
         Self::of(push, String::new(), None, Audience::Users)
     }
 
-    /// Queues the event in `outbox`: for a lean connection the shared complete frame
-    /// (compressed if the client negotiated permessage-deflate and compression helps), else
-    /// the shared text, which tungstenite frames.
+    /// Queues the event in `outbox` (see [`SharedPush::push_to`]).
     fn push_to(&self, outbox: &Outbox) -> bool {
-        use crate::ws::{deflate, frame};
-        if !outbox.frames() {
-            return outbox.push(self.frame.clone());
-        }
-        if outbox.deflate() {
-            let deflated = self.deflated.get_or_init(|| {
-                (self.frame.len() >= deflate::MIN_BYTES)
-                    .then(|| deflate::deflated_frame(frame::OpCode::Text, self.frame.as_bytes()))
-                    .flatten()
-            });
-            if let Some(frame) = deflated {
-                return outbox.push_prepared(frame.clone());
-            }
-        }
-        let framed = self
-            .framed
-            .get_or_init(|| frame::encode(frame::OpCode::Text, false, self.frame.as_bytes()));
-        outbox.push_prepared(framed.clone())
+        self.frame.push_to(outbox)
     }
 }
 
 impl LocalSub {
-    /// Queues `event` if this subscriber wants it and has not seen it.
-    fn deliver(&mut self, event: &Arc<Encoded>) {
+    /// Queues `event` if this subscriber wants it and has not seen it; true if it queued a
+    /// publication (counted in `plaza_publications_out_total` by the caller, once per event).
+    fn deliver(&mut self, event: &Arc<Encoded>) -> bool {
         match &mut self.state {
             SubState::Buffering(buffer) => {
                 if buffer.len() >= MAX_BUFFERED {
@@ -222,6 +244,7 @@ impl LocalSub {
                 } else {
                     buffer.push(event.clone());
                 }
+                false
             }
             SubState::Live { epoch, last } => match event.offset {
                 Some(offset) => {
@@ -232,10 +255,9 @@ impl LocalSub {
                     }
                     if offset > *last {
                         *last = offset;
-                        if event.push_to(&self.outbox) {
-                            metrics::counter!(m::PUBLICATIONS_OUT).increment(1);
-                        }
+                        return event.push_to(&self.outbox);
                     }
+                    false
                 }
                 None => {
                     let wanted = match event.audience {
@@ -246,6 +268,7 @@ impl LocalSub {
                     if wanted {
                         event.push_to(&self.outbox);
                     }
+                    false
                 }
             },
         }
@@ -274,7 +297,7 @@ impl Hub {
         self.shared.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, RoomEntry>> {
+    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Box<RoomEntry>>> {
         // A panic while holding the lock leaves the map consistent (every update is a single
         // insert/remove/push), so a poisoned lock is safe to keep using.
         self.shared.rooms.lock().unwrap_or_else(|p| p.into_inner())
@@ -295,14 +318,14 @@ impl Hub {
         let mut rooms = self.rooms();
         let entry = rooms.entry(room.clone()).or_insert_with(|| {
             metrics::gauge!(m::HUB_ROOMS).increment(1);
-            RoomEntry {
+            Box::new(RoomEntry {
                 subs: HashMap::new(),
                 active: false,
                 position: None,
                 subscribed_at: None,
                 upstream: Arc::new(tokio::sync::Mutex::new(())),
                 users: None,
-            }
+            })
         });
         entry.subs.insert(
             session,
@@ -386,9 +409,8 @@ impl Hub {
         );
         sub.outbox.push_reply(reply);
         if let SubState::Buffering(events) = buffered {
-            for event in &events {
-                sub.deliver(event);
-            }
+            let delivered = events.iter().filter(|event| sub.deliver(event)).count();
+            metrics::counter!(m::PUBLICATIONS_OUT).increment(delivered as u64);
         }
         true
     }
@@ -463,8 +485,14 @@ impl Hub {
                 offset,
             });
         }
-        for sub in entry.subs.values_mut() {
-            sub.deliver(&encoded);
+        // Counted once per event: a metric lookup per delivery costs more than the push.
+        let delivered = entry
+            .subs
+            .values_mut()
+            .filter_map(|sub| sub.deliver(&encoded).then_some(()))
+            .count();
+        if delivered > 0 {
+            metrics::counter!(m::PUBLICATIONS_OUT).increment(delivered as u64);
         }
         let Some(table) = &mut entry.users else {
             return;
@@ -494,15 +522,19 @@ impl Hub {
         let Some(entry) = rooms.get(&room) else {
             return;
         };
+        let mut delivered = 0;
         for sub in entry.subs.values() {
             if let SubState::Live { .. } = sub.state {
                 let frame = frame.get_or_insert_with(|| {
-                    Utf8Bytes::from(crate::ephemeral::encode(ephemeral.clone()))
+                    SharedPush::new(Utf8Bytes::from(crate::ephemeral::encode(ephemeral.clone())))
                 });
-                if sub.outbox.push(frame.clone()) {
-                    metrics::counter!(m::EPHEMERAL_OUT).increment(1);
+                if frame.push_to(&sub.outbox) {
+                    delivered += 1;
                 }
             }
+        }
+        if delivered > 0 {
+            metrics::counter!(m::EPHEMERAL_OUT).increment(delivered);
         }
     }
 

@@ -76,46 +76,53 @@ const KEEP_CAPACITY: usize = 8;
 
 /// Ends a connection, once, with a reason the writer announces before the close frame.
 #[derive(Debug, Clone, Default)]
-pub struct Closer {
+pub struct Closer(Arc<CloserState>);
+
+#[derive(Debug, Default)]
+struct CloserState {
     token: CancellationToken,
-    reason: Arc<Mutex<Option<(CloseCode, String)>>>,
+    /// Mirrors the token: every push asks whether the connection is closing, and the token
+    /// answers under a lock.
+    closed: AtomicBool,
+    reason: Mutex<Option<(CloseCode, String)>>,
 }
 
 impl Closer {
     /// Closes with `code`; the first reason given wins.
     pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
-        if let Ok(mut r) = self.reason.lock()
+        if let Ok(mut r) = self.0.reason.lock()
             && r.is_none()
-            && !self.token.is_cancelled()
+            && !self.is_closed()
         {
             *r = Some((code, reason.into()));
             metrics::counter!(m::DISCONNECTS, "code" => code.name()).increment(1);
         }
-        self.token.cancel();
+        self.close_quietly();
     }
 
     /// Ends the connection without a disconnect push (the client went away).
     pub fn close_quietly(&self) {
-        self.token.cancel();
+        self.0.closed.store(true, Ordering::Release);
+        self.0.token.cancel();
     }
 
     /// Resolves once the connection is closing.
     pub async fn closed(&self) {
-        self.token.cancelled().await;
+        self.0.token.cancelled().await;
     }
 
     /// Whether the edge closed the connection with a reason (rather than the client leaving).
     pub fn initiated_by_server(&self) -> bool {
-        self.reason.lock().is_ok_and(|r| r.is_some())
+        self.0.reason.lock().is_ok_and(|r| r.is_some())
     }
 
     /// Whether the connection is closing.
     pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.0.closed.load(Ordering::Acquire)
     }
 
     fn reason(&self) -> Option<(CloseCode, String)> {
-        self.reason.lock().ok().and_then(|r| r.clone())
+        self.0.reason.lock().ok().and_then(|r| r.clone())
     }
 }
 

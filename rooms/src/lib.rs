@@ -43,6 +43,7 @@ mod lifecycle;
 mod listing;
 mod presence;
 mod room;
+mod small_map;
 mod state;
 mod webhooks;
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EventsConfig, Namespaces};
 use crate::millis;
+use crate::small_map::SmallMap;
 
 /// A debounced event waiting for its deadline. Variant order is the order of events due at
 /// the same moment: a user leaves the room, then the room empties, then the user goes offline.
@@ -41,7 +42,7 @@ pub(super) struct Lifecycle {
     feed: VecDeque<LifecycleEvent>,
     /// Each user's connections that are members of any room with presence, with the number of
     /// rooms each is a member of. A user is online while present here.
-    online: BTreeMap<UserId, BTreeMap<ClientId, u32>>,
+    online: BTreeMap<UserId, SmallMap<ClientId, u32>>,
     /// `(deadline, event)` of every scheduled event.
     pending: BTreeSet<(u64, Pending)>,
     /// The deadline of every scheduled event, to cancel it by key.
@@ -97,7 +98,7 @@ impl Lifecycle {
         let user = &member.user;
         let clients = self.online.entry(user.clone()).or_default();
         let came_online = clients.is_empty();
-        *clients.entry(member.client.clone()).or_default() += 1;
+        *clients.get_or_default(member.client.clone()) += 1;
         if came_online && !self.cancel(&Pending::Offline(user.clone())) {
             self.emit(ctx, EventType::UserOnline, None, Some(user), None);
         }

@@ -2,11 +2,11 @@
 //! per-user connection counts so `presence_stats` is exact without scanning (two tabs of one
 //! user are two clients but one user).
 
-use std::collections::BTreeMap;
-
 use plaza_proto::cluster::{PresencePage, PresenceStats};
 use plaza_proto::{ClientId, EdgeId, Member, UserId};
 use serde::{Deserialize, Serialize};
+
+use crate::small_map::SmallMap;
 
 /// A member and the edge whose lease keeps it alive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,9 +34,9 @@ pub(super) enum JoinOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Presence {
     /// Ordered by client id, so listings and leave events never depend on hashing.
-    members: BTreeMap<ClientId, Joined>,
+    members: SmallMap<ClientId, Joined>,
     /// Connections per user; a user is present while their count is above zero.
-    users: BTreeMap<UserId, u64>,
+    users: SmallMap<UserId, u64>,
 }
 
 impl Presence {
@@ -48,13 +48,13 @@ impl Presence {
             .insert(member.client.clone(), Joined { member, edge })
         {
             None => {
-                *self.users.entry(user).or_default() += 1;
+                *self.users.get_or_default(user) += 1;
                 JoinOutcome::New
             }
             Some(previous) => {
                 if previous.member.user != user {
                     self.forget_user(&previous.member.user);
-                    *self.users.entry(user).or_default() += 1;
+                    *self.users.get_or_default(user) += 1;
                 }
                 JoinOutcome::Replaced {
                     previous_edge: previous.edge,
@@ -79,17 +79,13 @@ impl Presence {
     /// Every member, ordered by client id.
     #[cfg(test)]
     pub(super) fn members(&self) -> Vec<Member> {
-        self.members.values().map(|j| j.member.clone()).collect()
+        self.members.iter().map(|(_, j)| j.member.clone()).collect()
     }
 
     /// One page of members after `after`, ordered by client id: costs the page, not the room.
     pub(super) fn page(&self, after: Option<&ClientId>, limit: u32) -> PresencePage {
-        use std::ops::Bound;
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         PresencePage::of_sorted(
-            self.members
-                .range((from, Bound::Unbounded))
-                .map(|(_, j)| &j.member),
+            self.members.after(after).map(|(_, j)| &j.member),
             None,
             limit,
         )

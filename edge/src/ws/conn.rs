@@ -6,10 +6,11 @@
 //!   write: Outgoing frames (shared Bytes, never copied) ─▶ poll_write_vectored, many per call
 //! ```
 //!
-//! [`WsConn`] drives both on one unsplit `TcpStream` from one task and answers pings and close
-//! frames itself. [`Decoder`] and [`OutQueue`] are the two halves' state, also used by
-//! `super::compat` on a split socket. Progress is kept in this state, never in a future, so
-//! every method is cancel-safe.
+//! [`Decoder`] and [`OutQueue`] are the two halves' state; the edge's session drives both on
+//! one unsplit `TcpStream` from the connection's one task (`session::transport`). [`WsConn`]
+//! does the same for a plain echo server (the Autobahn conformance runs) and answers pings and
+//! close frames itself. Progress is kept in this state, never in a future, so every method is
+//! cancel-safe.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -1,11 +1,15 @@
-//! Plaza's own WebSocket layer on tokio's `TcpStream`: frame codec, opening handshake,
-//! permessage-deflate compressed once per message, and a connection type driven by one task.
+//! Plaza's own WebSocket layer on tokio's `TcpStream` (the edge's default,
+//! `client.websocket = "lean"`): frame codec, opening handshake, permessage-deflate compressed
+//! once per message, and the read and write state of a connection driven by one task.
 //!
 //! ```text
-//!   HTTP upgrade (hyper) ─▶ handshake::accept ─▶ 101 ─▶ WsConn::new(TcpStream, leftover bytes)
-//!   WsConn::recv ─▶ frame::parse_header ─▶ unmask ─▶ reassemble ─▶ deflate::inflate ─▶ Incoming
-//!   deflate::Prepared (one per message) ─▶ WsConn::queue(shared Bytes) ─▶ flush (writev)
+//!   HTTP upgrade (hyper) ─▶ handshake::accept ─▶ 101 ─▶ (TcpStream, leftover bytes)
+//!   Decoder::poll_event ─▶ frame::parse_header ─▶ unmask ─▶ reassemble ─▶ deflate::inflate ─▶ Event
+//!   a frame encoded (and compressed) once per message ─▶ OutQueue (shared Bytes) ─▶ writev
 //! ```
+//!
+//! The edge's session drives a [`Decoder`] and an [`OutQueue`] from its one task
+//! (`session::transport`); [`WsConn`] wraps the same two for a plain echo server.
 //!
 //! Conformance is checked with the Autobahn cases (`scripts/test-autobahn.sh`, driving the
 //! `autobahn_echo` example).
