@@ -214,7 +214,7 @@ async fn drain<L: EdgeLink>(node: &Node<L>) {
     let started = tokio::time::Instant::now();
     tracing::info!(window = ?node.config.drain.window, "draining");
     ::metrics::gauge!(crate::metrics::DRAINING).set(1.0);
-    node.drain.cancel();
+    node.drain.start();
     node.sessions.close();
     let grace = node.config.drain.grace;
     if tokio::time::timeout(grace, node.sessions.wait())

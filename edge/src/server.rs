@@ -85,7 +85,7 @@ async fn ws<L: EdgeLink>(
         )
             .into_response();
     }
-    if node.drain.is_cancelled() {
+    if node.drain.started() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "edge is draining; try another edge\n",
@@ -124,7 +124,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 async fn readyz<L: EdgeLink>(State(node): State<Arc<Node<L>>>) -> Response {
     if node.ready() {
         (StatusCode::OK, "ready\n").into_response()
-    } else if node.drain.is_cancelled() {
+    } else if node.drain.started() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "broker tier unavailable\n").into_response()

@@ -63,8 +63,8 @@ pub struct Node<L: EdgeLink> {
     pub failed_auth: FailedAuth,
     /// This edge's id (prefix of client ids).
     pub edge_id: String,
-    /// Cancelled when the edge starts draining: sessions disconnect over the drain window.
-    pub drain: CancellationToken,
+    /// Set when the edge starts draining: sessions disconnect over the drain window.
+    pub drain: Drain,
     /// Tracks session tasks so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Renders `/metrics`.
@@ -103,7 +103,7 @@ impl<L: EdgeLink> Node<L> {
                 config.limits.ipv6_prefix,
             ),
             edge_id,
-            drain: CancellationToken::new(),
+            drain: Drain::default(),
             sessions: TaskTracker::new(),
             metrics,
             dev_secret,
@@ -125,7 +125,7 @@ impl<L: EdgeLink> Node<L> {
 
     /// Whether the edge accepts new connections.
     pub fn ready(&self) -> bool {
-        !self.drain.is_cancelled() && self.backend_up()
+        !self.drain.started() && self.backend_up()
     }
 
     /// Whether the broker tier is usable: attached, and the link itself ready.
@@ -145,5 +145,32 @@ impl<L: EdgeLink> Node<L> {
         self.hub.reset();
         *self.link.write().unwrap_or_else(PoisonError::into_inner) = link;
         self.attached.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The edge's drain signal: a token sessions wait on, and a flag read without its lock (every
+/// session looks at it on every wake-up).
+#[derive(Debug, Default)]
+pub struct Drain {
+    token: CancellationToken,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Drain {
+    /// Starts draining (once; later calls change nothing).
+    pub fn start(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether draining has started.
+    pub fn started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once draining has started.
+    pub async fn wait(&self) {
+        self.token.cancelled().await;
     }
 }

@@ -145,14 +145,16 @@ pub(crate) fn run<L: EdgeLink>(
     async move {
         let outbox = session.outbox.clone();
         let closer = outbox.closer().clone();
-        let drain = session.node.drain.clone();
+        let node = session.node.clone();
         // A panic anywhere in the read loop (a command handler included) is caught here: the
         // connection is closed with 4003 and ends through `finish` like any other.
         let read_loop = async {
             // Kept across rounds, so waiting costs no new timer entry or waiter registration
             // per round (a round per delivery on the lean layer).
             let mut closed = std::pin::pin!(closer.closed());
-            let mut drained = std::pin::pin!(drain.cancelled());
+            let mut closed = Registered::new(closed.as_mut());
+            let mut drained = std::pin::pin!(node.drain.wait());
+            let mut drained = Registered::new(drained.as_mut());
             let mut sleep = std::pin::pin!(tokio::time::sleep_until(session.next_deadline()));
             loop {
                 // While the client leaves too many replies unread, its commands are not read
@@ -167,8 +169,8 @@ pub(crate) fn run<L: EdgeLink>(
                 // transport, and the notifications and the timer lose nothing.
                 let incoming = tokio::select! {
                     biased;
-                    _ = &mut closed => break,
-                    _ = &mut drained, if session.drain_at.is_none() => { session.start_drain(); continue }
+                    _ = closed.wait(|| closer.is_closed()) => break,
+                    _ = drained.wait(|| node.drain.started()), if session.drain_at.is_none() => { session.start_drain(); continue }
                     _ = &mut sleep => { session.on_deadline(); continue }
                     _ = outbox.replies_written(), if backlogged && !writes => { session.stalled_since = None; continue }
                     step = transport.step(&outbox, !backlogged), if writes || !backlogged => match step {
@@ -215,6 +217,36 @@ pub(crate) fn run<L: EdgeLink>(
             Ok(()) => guard.finished(),
             Err(panic) => guard.panicked("cleanup", panic),
         }
+    }
+}
+
+/// A wait on a token (the connection's close, the edge's drain) that polls the token's future
+/// only to register the task and once a lock-free flag says it fired: polling it takes the
+/// token's lock, and the read loop polls every arm on every wake-up — one per delivery on the
+/// lean layer, and the drain token is shared by every connection. One registration is enough:
+/// a task's waker never changes.
+struct Registered<'f, F> {
+    future: std::pin::Pin<&'f mut F>,
+    registered: bool,
+}
+
+impl<'f, F: Future> Registered<'f, F> {
+    fn new(future: std::pin::Pin<&'f mut F>) -> Self {
+        Self {
+            future,
+            registered: false,
+        }
+    }
+
+    /// Resolves when the wait does; `fired` is the flag.
+    fn wait<'a>(&'a mut self, fired: impl Fn() -> bool + 'a) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if self.registered && !fired() {
+                return std::task::Poll::Pending;
+            }
+            self.registered = true;
+            self.future.as_mut().poll(cx).map(|_| ())
+        })
     }
 }
 
