@@ -42,6 +42,8 @@ impl<K: Ord, V> SmallMap<K, V> {
             SmallMap::Small(v) => match v.binary_search_by(|(k, _)| k.cmp(&key)) {
                 Ok(i) => Some(std::mem::replace(&mut v[i].1, value)),
                 Err(i) => {
+                    // Grown one slot at a time: a `Vec` would otherwise start at four.
+                    v.reserve_exact(1);
                     v.insert(i, (key, value));
                     if v.len() > PROMOTE {
                         *self = SmallMap::Large(std::mem::take(v).into_iter().collect());
@@ -112,6 +114,7 @@ impl<K: Ord, V> SmallMap<K, V> {
                 let i = match v.binary_search_by(|(k, _)| k.cmp(&key)) {
                     Ok(i) => i,
                     Err(i) => {
+                        v.reserve_exact(1);
                         v.insert(i, (key, V::default()));
                         i
                     }
