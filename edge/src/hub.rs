@@ -489,7 +489,8 @@ impl Hub {
         let delivered = entry
             .subs
             .values_mut()
-            .filter_map(|sub| sub.deliver(&encoded).then_some(()))
+            .map(|sub| sub.deliver(&encoded))
+            .filter(|&delivered| delivered)
             .count();
         if delivered > 0 {
             metrics::counter!(m::PUBLICATIONS_OUT).increment(delivered as u64);
