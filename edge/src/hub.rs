@@ -33,7 +33,7 @@ use plaza_proto::cluster::{BrokerError, Ephemeral, RoomEvent, RoomEventKind};
 use plaza_proto::{CloseCode, Position, Push, RoomName, ServerFrame, UserId};
 
 use crate::metrics as m;
-use crate::outbox::Outbox;
+use crate::outbox::{Flushes, Outbox};
 use crate::user_presence::{Op, UserChange, UserTable};
 
 mod users;
@@ -134,9 +134,10 @@ impl SharedPush {
     }
 
     /// Queues the push in `outbox`: for a lean connection the shared complete frame
-    /// (compressed if the client negotiated permessage-deflate and compression helps), else
-    /// the shared text.
-    fn push_to(&self, outbox: &Outbox) -> bool {
+    /// (compressed if the client negotiated permessage-deflate and compression helps, and
+    /// written directly by [`Flushes::run`] if its task has nothing in flight), else the
+    /// shared text.
+    fn push_to(&self, outbox: &Arc<Outbox>, flushes: &mut Flushes) -> bool {
         use crate::ws::{deflate, frame};
         if !outbox.frames() {
             return outbox.push(self.text.clone());
@@ -148,13 +149,13 @@ impl SharedPush {
                     .flatten()
             });
             if let Some(frame) = deflated {
-                return outbox.push_prepared(frame.clone());
+                return outbox.push_shared(frame.clone(), flushes);
             }
         }
         let framed = self
             .framed
             .get_or_init(|| frame::encode(frame::OpCode::Text, false, self.text.as_bytes()));
-        outbox.push_prepared(framed.clone())
+        outbox.push_shared(framed.clone(), flushes)
     }
 }
 
@@ -226,15 +227,16 @@ impl Encoded {
     }
 
     /// Queues the event in `outbox` (see [`SharedPush::push_to`]).
-    fn push_to(&self, outbox: &Outbox) -> bool {
-        self.frame.push_to(outbox)
+    fn push_to(&self, outbox: &Arc<Outbox>, flushes: &mut Flushes) -> bool {
+        self.frame.push_to(outbox, flushes)
     }
 }
 
 impl LocalSub {
     /// Queues `event` if this subscriber wants it and has not seen it; true if it queued a
     /// publication (counted in `plaza_publications_out_total` by the caller, once per event).
-    fn deliver(&mut self, event: &Arc<Encoded>) -> bool {
+    /// Run `flushes` once the hub's lock is released.
+    fn deliver(&mut self, event: &Arc<Encoded>, flushes: &mut Flushes) -> bool {
         match &mut self.state {
             SubState::Buffering(buffer) => {
                 if buffer.len() >= MAX_BUFFERED {
@@ -255,7 +257,7 @@ impl LocalSub {
                     }
                     if offset > *last {
                         *last = offset;
-                        return event.push_to(&self.outbox);
+                        return event.push_to(&self.outbox, flushes);
                     }
                     false
                 }
@@ -266,7 +268,7 @@ impl LocalSub {
                         Audience::Users => self.users,
                     };
                     if wanted {
-                        event.push_to(&self.outbox);
+                        event.push_to(&self.outbox, flushes);
                     }
                     false
                 }
@@ -409,8 +411,14 @@ impl Hub {
         );
         sub.outbox.push_reply(reply);
         if let SubState::Buffering(events) = buffered {
-            let delivered = events.iter().filter(|event| sub.deliver(event)).count();
+            let mut flushes = Flushes::default();
+            let delivered = events
+                .iter()
+                .filter(|event| sub.deliver(event, &mut flushes))
+                .count();
             metrics::counter!(m::PUBLICATIONS_OUT).increment(delivered as u64);
+            drop(rooms);
+            flushes.run();
         }
         true
     }
@@ -463,6 +471,13 @@ impl Hub {
 
     /// Fans one event out to the room's local subscribers, encoding it once.
     pub fn dispatch(&self, event: RoomEvent) {
+        self.dispatch_into(event, &mut Flushes::default());
+    }
+
+    /// [`Hub::dispatch`], leaving the direct writes to lean connections in `flushes`: a batch
+    /// of events that shares one writes each connection's share of the batch with one
+    /// `writev`. Run it soon, and with no lock held.
+    pub fn dispatch_into(&self, event: RoomEvent, flushes: &mut Flushes) {
         metrics::counter!(m::BROKER_EVENTS).increment(1);
         let room = event.room.clone();
         let kind = match &event.kind {
@@ -475,9 +490,24 @@ impl Hub {
             RoomEventKind::Publication(_) => None,
         };
         let encoded = Arc::new(Encoded::new(event));
+        // Written outside the hub's lock (by the caller): other rooms' events and subscribes
+        // do not wait for this fan-out's socket writes.
+        let due = self.fan_out(&room, kind, &encoded, flushes);
+        self.schedule(&room, due);
+    }
+
+    /// Queues `encoded` for the room's subscribers (and the user-level changes `kind` makes);
+    /// returns the debounced user leaves to schedule.
+    fn fan_out(
+        &self,
+        room: &RoomName,
+        kind: Option<Op>,
+        encoded: &Arc<Encoded>,
+        flushes: &mut Flushes,
+    ) -> Vec<(UserId, Instant)> {
         let mut rooms = self.rooms();
-        let Some(entry) = rooms.get_mut(&room) else {
-            return;
+        let Some(entry) = rooms.get_mut(room) else {
+            return Vec::new();
         };
         if let Some(offset) = encoded.offset {
             entry.position = Some(Position {
@@ -489,34 +519,35 @@ impl Hub {
         let delivered = entry
             .subs
             .values_mut()
-            .map(|sub| sub.deliver(&encoded))
+            .map(|sub| sub.deliver(encoded, flushes))
             .filter(|&delivered| delivered)
             .count();
         if delivered > 0 {
             metrics::counter!(m::PUBLICATIONS_OUT).increment(delivered as u64);
         }
-        let Some(table) = &mut entry.users else {
-            return;
-        };
-        let op = match kind {
-            Some(op) => op,
-            None => return,
+        let (Some(table), Some(op)) = (entry.users.as_mut(), kind) else {
+            return Vec::new();
         };
         let (changes, due) = table.apply(op, self.shared.debounce);
         for change in changes {
-            let encoded = Arc::new(Encoded::user(&room, change));
+            let encoded = Arc::new(Encoded::user(room, change));
             for sub in entry.subs.values_mut() {
-                sub.deliver(&encoded);
+                sub.deliver(&encoded, flushes);
             }
         }
-        drop(rooms);
-        self.schedule(&room, due);
+        due
     }
 
     /// Fans an ephemeral publication out to the room's live local subscribers, encoding it
     /// once. Subscribers still in their subscribe handshake miss it: ephemeral publications
     /// go to whoever is subscribed now and are never buffered or recovered.
     pub fn dispatch_ephemeral(&self, ephemeral: Ephemeral) {
+        self.dispatch_ephemeral_into(ephemeral, &mut Flushes::default());
+    }
+
+    /// [`Hub::dispatch_ephemeral`], leaving the direct writes in `flushes` (see
+    /// [`Hub::dispatch_into`]).
+    pub fn dispatch_ephemeral_into(&self, ephemeral: Ephemeral, flushes: &mut Flushes) {
         let room = ephemeral.room.clone();
         let mut frame = None;
         let rooms = self.rooms();
@@ -529,11 +560,12 @@ impl Hub {
                 let frame = frame.get_or_insert_with(|| {
                     SharedPush::new(Utf8Bytes::from(crate::ephemeral::encode(ephemeral.clone())))
                 });
-                if frame.push_to(&sub.outbox) {
+                if frame.push_to(&sub.outbox, flushes) {
                     delivered += 1;
                 }
             }
         }
+        drop(rooms);
         if delivered > 0 {
             metrics::counter!(m::EPHEMERAL_OUT).increment(delivered);
         }

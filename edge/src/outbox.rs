@@ -10,11 +10,18 @@
 //!
 //! Who drains it depends on the WebSocket layer (`client.websocket`): on tungstenite, the
 //! connection's writer task ([`write_loop`]); on the lean layer, the session's own task
-//! (`session::transport`, through [`Outbox::take_batch`] and [`Outbox::settle`]).
+//! (`session::transport`, through [`Outbox::take_batch`] and [`Outbox::settle`]) — or, for
+//! the hub's fan-out to a lean connection whose task has nothing in flight, the publishing
+//! thread itself: [`Outbox::push_shared`] queues without waking the task, and once the hub's
+//! lock is released [`Flushes::run`] writes the queue's head straight into the socket
+//! (`try_write`, never waiting). Only what the socket does not take wakes the task. Either
+//! way the bytes leave in queue order: whoever writes takes them from the queue's head, under
+//! its lock, and only one of the two writes at a time ([`WriteState`]).
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -24,6 +31,7 @@ use futures_util::SinkExt;
 use futures_util::task::AtomicWaker;
 use plaza_proto::client::DisconnectPush;
 use plaza_proto::{CloseCode, Push, ServerFrame};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +52,10 @@ pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// connection), and a drained queue gives back what a burst made it grow to.
 #[derive(Debug)]
 pub struct Outbox {
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<Queue>,
+    /// A lean connection's socket (shared with its task, which reads it and writes its
+    /// batches), for writes from the pushing thread ([`Flushes::run`]).
+    socket: OnceLock<TcpStream>,
     /// Signalled when a frame is queued (a stored permit if the writer is busy), for a
     /// tungstenite connection's writer task.
     ready: Notify,
@@ -66,6 +77,50 @@ pub struct Outbox {
     frames: AtomicBool,
     /// The client negotiated permessage-deflate: pushes may be compressed frames.
     deflate: AtomicBool,
+    /// The outbox is in a [`Flushes`] that has not run yet.
+    flush_pending: AtomicBool,
+}
+
+/// The queued items and who may write them.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    /// Bytes of the front item (a [`Outgoing::Frame`]) already written by a direct write.
+    front_written: usize,
+    state: WriteState,
+}
+
+/// Who writes a lean connection's socket next.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum WriteState {
+    /// The connection's task has nothing in flight: a pushing thread may write the queue's
+    /// head directly.
+    #[default]
+    Idle,
+    /// The task took a batch and is writing it; pushes wake it.
+    Busy,
+    /// The connection is closing (or not lean): only the task writes.
+    Sealed,
+}
+
+/// Lean connections that were pushed to without waking their task, to be written directly
+/// once the pusher holds no lock ([`Outbox::push_shared`]).
+#[derive(Debug, Default)]
+pub struct Flushes(Vec<Arc<Outbox>>);
+
+impl Flushes {
+    /// Writes what each connection has queued straight into its socket, as much as the socket
+    /// takes now; wakes the connection's task for the rest. (Dropping does the same, so a
+    /// panic between the pushes and this cannot leave a connection's queue unattended.)
+    pub fn run(self) {}
+}
+
+impl Drop for Flushes {
+    fn drop(&mut self) {
+        for outbox in self.0.drain(..) {
+            outbox.flush_direct();
+        }
+    }
 }
 
 /// An empty WebSocket ping, as the server sends it.
@@ -130,7 +185,8 @@ impl Outbox {
     /// A queue allowing `limit` bytes in flight; [`write_loop`] drains it.
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
+            socket: OnceLock::new(),
             ready: Notify::new(),
             waker: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
@@ -140,6 +196,7 @@ impl Outbox {
             closer: Closer::default(),
             frames: AtomicBool::new(false),
             deflate: AtomicBool::new(false),
+            flush_pending: AtomicBool::new(false),
         })
     }
 
@@ -172,11 +229,17 @@ impl Outbox {
         true
     }
 
-    /// Marks the connection as one on the lean layer, which takes complete frames;
-    /// `deflate`: it negotiated permessage-deflate.
-    pub(crate) fn enable_frames(&self, deflate: bool) {
+    /// Marks the connection as one on the lean layer, which takes complete frames, over
+    /// `socket`; `deflate`: it negotiated permessage-deflate.
+    pub(crate) fn enable_frames(&self, socket: TcpStream, deflate: bool) {
+        let _ = self.socket.set(socket);
         self.frames.store(true, Ordering::Relaxed);
         self.deflate.store(deflate, Ordering::Relaxed);
+    }
+
+    /// The lean connection's socket (see [`Outbox::enable_frames`]).
+    pub(crate) fn socket(&self) -> Option<&TcpStream> {
+        self.socket.get()
     }
 
     /// Whether the connection takes complete frames ([`Outbox::push_prepared`]).
@@ -197,6 +260,103 @@ impl Outbox {
             return false;
         }
         self.enqueue(Outgoing::Frame(frame))
+    }
+
+    /// Like [`Outbox::push_prepared`], for a fan-out: if the connection's task has nothing in
+    /// flight, the frame is queued without waking it and the outbox joins `flushes`, whose
+    /// [`Flushes::run`] (called once the caller holds no lock) writes it directly.
+    pub fn push_shared(self: &Arc<Self>, frame: Bytes, flushes: &mut Flushes) -> bool {
+        if !self.admit(frame.len()) {
+            return false;
+        }
+        let state = match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.items.push_back(Outgoing::Frame(frame));
+                queue.state
+            }
+            Err(_) => return false,
+        };
+        match state {
+            // Joins `flushes` with its first queued frame. With more, a flush is pending
+            // already (a batch of events shares one), or what was queued woke the task.
+            WriteState::Idle if self.socket.get().is_some() => {
+                if self.flush_pending.swap(true, Ordering::AcqRel) {
+                    return true;
+                }
+                flushes.0.push(self.clone());
+            }
+            _ => self.waker.wake(),
+        }
+        true
+    }
+
+    /// Writes the queue's head into the socket without waiting, if the connection's task has
+    /// nothing in flight; wakes the task for whatever is left.
+    fn flush_direct(&self) {
+        let Ok(mut queue) = self.queue.lock() else {
+            return;
+        };
+        self.flush_pending.store(false, Ordering::Release);
+        let mut written = Written::default();
+        if queue.state == WriteState::Idle
+            && let Some(socket) = self.socket.get()
+        {
+            Self::write_head(&mut queue, socket, &mut written);
+        }
+        let rest = !queue.items.is_empty();
+        if !rest {
+            Self::release(&mut queue, false);
+        }
+        drop(queue);
+        if rest {
+            self.waker.wake();
+        }
+        self.settle(written);
+    }
+
+    /// Writes complete frames from the queue's head with vectored `try_write`s until the
+    /// socket would block, the head is not a complete frame, or the queue is empty; adds what
+    /// was fully written to `written`.
+    fn write_head(queue: &mut MutexGuard<'_, Queue>, socket: &TcpStream, written: &mut Written) {
+        const MAX_IOV: usize = 64;
+        loop {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            let mut skip = queue.front_written;
+            for (slot, item) in slices.iter_mut().zip(queue.items.iter()) {
+                let Outgoing::Frame(frame) = item else { break };
+                *slot = IoSlice::new(&frame[skip..]);
+                skip = 0;
+                n += 1;
+            }
+            if n == 0 {
+                return;
+            }
+            let Ok(mut done) = socket.try_write_vectored(&slices[..n]) else {
+                // Would block (the caller wakes the task for the rest) or failed (the task's
+                // own write will see it and close the connection).
+                return;
+            };
+            if done == 0 {
+                return;
+            }
+            while done > 0 {
+                let Some(Outgoing::Frame(front)) = queue.items.front() else {
+                    return;
+                };
+                let left = front.len() - queue.front_written;
+                if done < left {
+                    // The socket took part of a frame: it is full.
+                    queue.front_written += done;
+                    return;
+                }
+                done -= left;
+                queue.front_written = 0;
+                if let Some(item) = queue.items.pop_front() {
+                    *written += item.budget();
+                }
+            }
+        }
     }
 
     /// Queues a command's reply. Replies do not count towards the slow-consumer limit (a
@@ -251,7 +411,7 @@ impl Outbox {
 
     fn enqueue(&self, frame: Outgoing) -> bool {
         match self.queue.lock() {
-            Ok(mut queue) => queue.push_back(frame),
+            Ok(mut queue) => queue.items.push_back(frame),
             Err(_) => return false,
         }
         if self.frames() {
@@ -267,22 +427,37 @@ impl Outbox {
     /// queued: then `waker` is woken by the next push, and the queue's storage is given back
     /// (the connection is quiet). Settle the accounts with [`Outbox::settle`] once `out` is
     /// written.
+    /// While the task has a batch in flight, pushes wake it and nobody else writes the
+    /// socket; once it finds the queue empty, pushes from the hub may be written directly
+    /// again ([`Outbox::push_shared`]).
     pub(crate) fn take_batch(&self, out: &mut OutQueue, waker: &Waker) -> Option<Written> {
         self.waker.register(waker);
         let mut queue = self.queue.lock().ok()?;
-        if queue.is_empty() {
+        if queue.items.is_empty() {
+            if queue.state == WriteState::Busy {
+                queue.state = WriteState::Idle;
+            }
             Self::release(&mut queue, true);
             return None;
         }
+        if queue.state == WriteState::Idle {
+            queue.state = WriteState::Busy;
+        }
+        // Whatever flush is pending finds the task busy and only wakes it.
+        self.flush_pending.store(false, Ordering::Release);
         let mut bytes = Written::default();
         let mut last_was_ping = false;
-        let n = queue.len().min(MAX_BATCH);
-        for item in queue.drain(..n) {
+        let n = queue.items.len().min(MAX_BATCH);
+        let mut skip = std::mem::take(&mut queue.front_written);
+        for item in queue.items.drain(..n) {
             bytes += item.budget();
             last_was_ping = matches!(item, Outgoing::Ping);
-            out.push(item.into_frame());
+            let mut frame = item.into_frame();
+            // The part of the head a direct write sent already.
+            bytes::Buf::advance(&mut frame, std::mem::take(&mut skip));
+            out.push(frame);
         }
-        if queue.is_empty() {
+        if queue.items.is_empty() {
             Self::release(&mut queue, last_was_ping);
         }
         Some(bytes)
@@ -292,6 +467,9 @@ impl Outbox {
     /// what is queued (unless the client is a slow consumer), the `disconnect` push and the
     /// close frame with the same code; otherwise a plain close frame.
     pub(crate) fn take_closing(&self, out: &mut OutQueue) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.state = WriteState::Sealed;
+        }
         let Some((code, reason)) = self.closer.reason() else {
             out.push_close(1000, "");
             return;
@@ -309,8 +487,8 @@ impl Outbox {
     /// The next queued item, if any (see [`Outbox::release`]).
     fn pop(&self) -> Option<Outgoing> {
         let mut queue = self.queue.lock().ok()?;
-        let next = queue.pop_front();
-        if queue.is_empty() {
+        let next = queue.items.pop_front();
+        if queue.items.is_empty() {
             Self::release(&mut queue, matches!(next, Some(Outgoing::Ping)));
         }
         next
@@ -318,10 +496,10 @@ impl Outbox {
 
     /// A drained queue keeps at most [`KEEP_CAPACITY`] slots, and none after a ping (the
     /// connection is quiet at least until the next one).
-    fn release(queue: &mut VecDeque<Outgoing>, after_ping: bool) {
+    fn release(queue: &mut Queue, after_ping: bool) {
         let keep = if after_ping { 0 } else { KEEP_CAPACITY };
-        if queue.capacity() > keep {
-            queue.shrink_to(keep);
+        if queue.items.capacity() > keep {
+            queue.items.shrink_to(keep);
         }
     }
 

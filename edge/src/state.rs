@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::config::LimitsConfig;
 use crate::hub::Hub;
 use crate::metrics as m;
+use crate::outbox::Flushes;
 
 /// One connection's state writes per second. Made on its first write.
 pub(crate) struct StateRate(DefaultDirectRateLimiter);
@@ -77,7 +78,13 @@ struct Pending {
 impl Conflator {
     /// Dispatches `event` of a room conflated to `per_second` now or at the end of the room's
     /// interval.
-    pub(crate) fn dispatch(&self, hub: &Hub, event: RoomEvent, per_second: u32) {
+    pub(crate) fn dispatch(
+        &self,
+        hub: &Hub,
+        event: RoomEvent,
+        per_second: u32,
+        flushes: &mut Flushes,
+    ) {
         let key = match &event.kind {
             RoomEventKind::Publication(p) => {
                 StateChange::decode(&p.data).map(|c| c.key().to_owned())
@@ -85,7 +92,7 @@ impl Conflator {
             _ => None,
         };
         let Some(key) = key else {
-            hub.dispatch(event);
+            hub.dispatch_into(event, flushes);
             return;
         };
         let interval = Duration::from_secs(1) / per_second.max(1);
@@ -100,7 +107,7 @@ impl Conflator {
         if pending.changes.is_empty() && now >= pending.next_at {
             pending.next_at = now + interval;
             drop(rooms);
-            hub.dispatch(event);
+            hub.dispatch_into(event, flushes);
             return;
         }
         if pending.changes.insert(key, event).is_some() {
@@ -141,9 +148,12 @@ impl Conflator {
             RoomEventKind::Publication(p) => p.offset,
             _ => 0,
         });
+        let mut flushes = Flushes::default();
         for event in changes {
-            hub.dispatch(event);
+            hub.dispatch_into(event, &mut flushes);
         }
+        drop(rooms);
+        flushes.run();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Pending>> {

@@ -9,6 +9,7 @@ use plaza_proto::client::UserMember;
 use plaza_proto::{Member, RoomName, UserId};
 
 use super::{Encoded, Hub, Shared};
+use crate::outbox::Flushes;
 
 impl Hub {
     /// Whether `room` has a user table waiting for its first presence read.
@@ -83,9 +84,12 @@ impl Hub {
                 continue;
             };
             let encoded = Arc::new(Encoded::user(&room, change));
+            let mut flushes = Flushes::default();
             for sub in entry.subs.values_mut() {
-                sub.deliver(&encoded);
+                sub.deliver(&encoded, &mut flushes);
             }
+            drop(rooms);
+            flushes.run();
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The node's side of the link's life: events in, and re-attaching when the link is lost.
 //!
 //! ```text
-//!   LinkEvents ─▶ Room(event) ─▶ Hub::dispatch      DisconnectUser ─▶ Users::disconnect
+//!   LinkEvents (up to 64 at a time) ─▶ Room(event) ─▶ Hub::dispatch_into ─▶ Flushes::run
+//!                                                    DisconnectUser ─▶ Users::disconnect
 //!                 (a presence resync is cut to `client.max_presence_page` first)
 //!            └─ None (link lost) ─▶ detached ─▶ attach (backoff 100 ms … 5 s) ─▶ reattached
 //! ```
@@ -14,6 +15,7 @@ use plaza_proto::cluster::{LinkEvent, PresencePage, RoomEventKind};
 use tokio_util::sync::CancellationToken;
 
 use super::Node;
+use crate::outbox::Flushes;
 
 /// Feeds broker events to the hub; when the link is lost, closes the affected clients and
 /// re-attaches with backoff until `shutdown`.
@@ -24,28 +26,23 @@ pub(crate) async fn supervise<B: Backend>(
     mut events: LinkEvents,
     shutdown: CancellationToken,
 ) {
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         loop {
-            // `recv` is cancel-safe.
-            tokio::select! {
+            // `recv_many` is cancel-safe.
+            let got = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                event = events.recv() => match event {
-                    Some(LinkEvent::Room(mut event)) => {
-                        if let RoomEventKind::PresenceResync(page) = &mut event.kind {
-                            cut_resync(page, node.config.client.max_presence_page);
-                        }
-                        node.dispatch(event);
-                    }
-                    Some(LinkEvent::Ephemeral(e)) => node.hub.dispatch_ephemeral(e),
-                    Some(LinkEvent::DisconnectUser { user, reason }) => {
-                        // Server API `disconnect`, sent to every edge by the broker tier.
-                        let code = plaza_proto::CloseCode::Kicked;
-                        let closed = node.users.disconnect(&user, code, &reason);
-                        tracing::debug!(user = %user, closed, "disconnected a user on request");
-                    }
-                    None => break,
-                },
+                got = events.recv_many(&mut batch, BATCH) => got,
+            };
+            if got == 0 {
+                break;
             }
+            // The batch's pushes to each lean connection leave in one write.
+            let mut flushes = Flushes::default();
+            for event in batch.drain(..) {
+                handle(&node, event, &mut flushes);
+            }
+            flushes.run();
         }
         node.detached();
         tracing::warn!("lost the broker tier; re-attaching");
@@ -68,6 +65,28 @@ pub(crate) async fn supervise<B: Backend>(
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Most link events fanned out before their writes are flushed.
+const BATCH: usize = 64;
+
+/// Hands one link event to the hub (or, for a server API `disconnect`, to the users).
+fn handle<L: plaza_backend::EdgeLink>(node: &Node<L>, event: LinkEvent, flushes: &mut Flushes) {
+    match event {
+        LinkEvent::Room(mut event) => {
+            if let RoomEventKind::PresenceResync(page) = &mut event.kind {
+                cut_resync(page, node.config.client.max_presence_page);
+            }
+            node.dispatch(event, flushes);
+        }
+        LinkEvent::Ephemeral(e) => node.hub.dispatch_ephemeral_into(e, flushes),
+        LinkEvent::DisconnectUser { user, reason } => {
+            // Server API `disconnect`, sent to every edge by the broker tier.
+            let code = plaza_proto::CloseCode::Kicked;
+            let closed = node.users.disconnect(&user, code, &reason);
+            tracing::debug!(user = %user, closed, "disconnected a user on request");
         }
     }
 }

@@ -11,6 +11,7 @@ use plaza_rooms::config::StateOptions;
 use super::Node;
 use super::calls::{CallResult, broker_error};
 use crate::metrics as m;
+use crate::outbox::Flushes;
 use crate::state::refused;
 
 /// A `set` as the front ends ask for it.
@@ -29,13 +30,14 @@ pub(crate) struct SetRequest {
 impl<L: EdgeLink> Node<L> {
     /// Hands a room event to the local fan-out, through the conflator in state namespaces
     /// with `state.conflate_per_second`.
-    pub(crate) fn dispatch(&self, event: plaza_proto::cluster::RoomEvent) {
+    /// Direct writes to lean connections are left in `flushes` (see `Hub::dispatch_into`).
+    pub(crate) fn dispatch(&self, event: plaza_proto::cluster::RoomEvent, flushes: &mut Flushes) {
         let state = &self.namespaces.of(&event.room).state;
         if state.enabled && state.conflate_per_second > 0 {
             self.conflator
-                .dispatch(&self.hub, event, state.conflate_per_second);
+                .dispatch(&self.hub, event, state.conflate_per_second, flushes);
         } else {
-            self.hub.dispatch(event);
+            self.hub.dispatch_into(event, flushes);
         }
     }
 

@@ -3,12 +3,16 @@
 //! ```text
 //!   tungstenite: Reader (the session's task) ─ split ─ Writer (writer task, outbox::write_loop)
 //!   lean:        one task: TcpStream ─▶ Decoder ─▶ session     Outbox ─take_batch─▶ OutQueue ─writev─▶ TcpStream
+//!                the hub's fan-out, while the task has nothing in flight:  Outbox ─try_write─▶ TcpStream
 //! ```
 //!
 //! On the lean layer a connection is a single task over an unsplit socket: the session's read
 //! loop also writes ([`Transport::step`]), and while a command runs, [`Transport::drive`] keeps
 //! writing beside it, so pushes are not held up behind a slow broker call. The writer keeps no
-//! future: the outbox wakes the task through its waker when something is queued. Nothing is
+//! future: the outbox wakes the task through its waker when something is queued — except for
+//! the hub's fan-out to a connection whose task has nothing in flight, which the publishing
+//! thread writes into the socket itself (`outbox::Flushes`): a publication then costs the
+//! subscriber one `writev` and no wake-up of its task. Nothing is
 //! buffered while the connection is idle: the decoder reads into its worker thread's scratch
 //! buffer, and the write queues give their storage back once the connection goes quiet.
 
@@ -22,12 +26,12 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::{FutureExt, StreamExt};
 use plaza_proto::CloseCode;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::metrics as m;
 use crate::outbox::{CLOSE_TIMEOUT, Outbox, Written, write_loop};
 use crate::ws::compat::{Reader, Socket, Writer};
+use crate::ws::conn::SharedTcp;
 use crate::ws::{Decoder, Event, OutQueue, WsError};
 
 /// How long a server-initiated close waits for the client's close frame.
@@ -66,9 +70,9 @@ pub(super) enum Incoming {
     Error(axum::Error),
 }
 
-/// The lean layer's connection state, all of it in the session's task.
+/// The lean layer's connection state, all of it in the session's task (the socket is in the
+/// outbox, which the hub's fan-out may write directly while this task has nothing in flight).
 pub(super) struct LeanIo {
-    io: TcpStream,
     decoder: Decoder,
     /// Frames taken from the outbox and not yet written.
     out: OutQueue,
@@ -90,9 +94,8 @@ impl Transport {
                 (Transport::Split { reader, writer }, Some(abort))
             }
             Socket::Lean(s) => {
-                outbox.enable_frames(s.deflate);
+                outbox.enable_frames(s.tcp, s.deflate);
                 let lean = LeanIo {
-                    io: s.tcp,
                     decoder: Decoder::new(s.limits, s.deflate, &s.read_buf),
                     out: OutQueue::default(),
                     in_flight: Written::default(),
@@ -165,9 +168,14 @@ impl Transport {
             }
             Transport::Lean(mut lean) => {
                 outbox.take_closing(&mut lean.out);
+                let Some(socket) = outbox.socket() else {
+                    cleanup.await;
+                    return;
+                };
+                let mut io = SharedTcp(socket);
                 let write = async {
                     if !lean.failed {
-                        let flush = poll_fn(|cx| lean.out.poll_flush(&mut lean.io, cx));
+                        let flush = poll_fn(|cx| lean.out.poll_flush(&mut io, cx));
                         lean.failed =
                             !matches!(tokio::time::timeout(CLOSE_TIMEOUT, flush).await, Ok(Ok(())));
                     }
@@ -175,7 +183,7 @@ impl Transport {
                 tokio::join!(cleanup, write);
                 if server_initiated && !lean.failed && !lean.decoder.close_received() {
                     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-                        while let Ok(Some(event)) = lean.decoder.read(&mut lean.io).await {
+                        while let Ok(Some(event)) = lean.decoder.read(&mut io).await {
                             if matches!(event, Event::Close(_)) {
                                 break;
                             }
@@ -183,7 +191,7 @@ impl Transport {
                     })
                     .await;
                 }
-                let _ = lean.io.shutdown().await;
+                let _ = io.shutdown().await;
             }
         }
     }
@@ -198,7 +206,10 @@ impl LeanIo {
         if !read {
             return Poll::Pending;
         }
-        let event = ready!(self.decoder.poll_event(&mut self.io, cx));
+        let Some(socket) = outbox.socket() else {
+            return Poll::Ready(Step::Read(Incoming::End));
+        };
+        let event = ready!(self.decoder.poll_event(&mut SharedTcp(socket), cx));
         Poll::Ready(Step::Read(match event {
             Ok(None | Some(Event::Close(_))) => Incoming::End,
             Err(e) => Incoming::Error(axum::Error::new(e)),
@@ -230,7 +241,10 @@ impl LeanIo {
                 }
             }
         }
-        if let Err(e) = ready!(self.out.poll_flush(&mut self.io, cx)) {
+        let Some(socket) = outbox.socket() else {
+            return Poll::Pending;
+        };
+        if let Err(e) = ready!(self.out.poll_flush(&mut SharedTcp(socket), cx)) {
             tracing::trace!(error = %e, "a connection's write failed");
             self.failed = true;
             outbox.closer().close_quietly();
