@@ -29,6 +29,10 @@ pub(crate) const READ_BARRIERS: &str = "plaza_broker_read_barriers_total";
 /// Counter: times this node, leading, lost contact with a majority and fenced itself
 /// (check-quorum: heartbeats off, writes refused, so the others elect a new leader).
 pub(crate) const CHECK_QUORUM_FENCED: &str = "plaza_broker_check_quorum_fenced_total";
+/// Counter: writes and reads refused because this node could not commit (no recent round trip
+/// to the leader, or a leader without a recent quorum ack) even after waiting one more health
+/// window; the edge answers them with the temporary 113 and re-attaches if it persists.
+pub(crate) const UNHEALTHY_REFUSALS: &str = "plaza_broker_unhealthy_refusals_total";
 /// Histogram: seconds each failover phase took as this node saw it, by `phase` (`detection`:
 /// last round trip to the old leader until this node stopped following it; `election`: until
 /// a new leader was known; `first_commit`: until an entry of the new term was applied here;

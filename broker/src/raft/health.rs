@@ -9,8 +9,9 @@
 //!
 //! A node that only *hears* the cluster (its outbound traffic lost) still receives
 //! AppendEntries and would look healthy to itself; only an answered round trip proves that a
-//! write it forwards can reach the leader. A write on an unhealthy node is answered at once
-//! with "cannot reach the leader" instead of waiting out the propose timeout, so the edge
+//! write it forwards can reach the leader. A write on an unhealthy node waits one more window
+//! for an answered ping (a CPU-starved machine answers late, not never) and is then answered
+//! "cannot reach the leader" instead of waiting out the propose timeout, so the edge
 //! re-attaches elsewhere (`plaza_backend::cluster`).
 //!
 //! openraft 0.9 never steps a leader down by itself: a leader that can send but not receive
@@ -102,6 +103,11 @@ impl Health {
     fn silent_for(&self, leader: NodeId) -> Option<Duration> {
         let c = self.contact();
         (c.leader == Some(leader)).then(|| c.last_round_trip.unwrap_or(c.since).elapsed())
+    }
+
+    /// How old the last round trip (or quorum ack) may be before a write here is refused.
+    pub(crate) fn window(&self) -> Duration {
+        self.stale_after
     }
 
     /// Whether a graceful stop is handing leadership over.

@@ -42,7 +42,9 @@ impl RaftNode {
                     node: None,
                 });
             }
-            self.can_commit().map_err(ProposeError::Unavailable)?;
+            self.can_commit_soon()
+                .await
+                .map_err(ProposeError::Unavailable)?;
         }
         let (reply, rx) = oneshot::channel();
         let proposal = Proposal { commands, reply };
@@ -111,6 +113,29 @@ impl RaftNode {
         self.inner.health.check(&m)
     }
 
+    /// [`Self::can_commit`], given one more health window to come right before refusing. On a
+    /// CPU-starved machine the pinger's answer (or the leader's quorum ack) can arrive a little
+    /// past the window while the cluster is fine, and refusing then fails writes that would
+    /// have committed (clients see the temporary 113 and retry). A node that really lost its
+    /// leader refuses one window later, still well inside the edge's `reroute_after`; a write
+    /// that arrives during an election waits for the new leader's first round trip instead of
+    /// failing.
+    async fn can_commit_soon(&self) -> Result<(), String> {
+        let Err(mut why) = self.can_commit() else {
+            return Ok(());
+        };
+        let until = Instant::now() + self.inner.health.window();
+        while Instant::now() < until {
+            tokio::time::sleep(HEALTH_RECHECK).await;
+            match self.can_commit() {
+                Ok(()) => return Ok(()),
+                Err(again) => why = again,
+            }
+        }
+        metrics::counter!(crate::metrics::UNHEALTHY_REFUSALS).increment(1);
+        Err(why)
+    }
+
     /// Runs one operation on the leader — `here` when this node leads, else `rpc` sent to the
     /// leader and its reply read with `reply` — retrying while `retry` says a failure was
     /// harmless (no leader yet, leader unreachable) until the propose timeout. Each success
@@ -129,14 +154,23 @@ impl RaftNode {
             let attempt = match self.current_leader() {
                 Some((leader, _)) if leader == self.inner.id => here().await,
                 Some((leader, Some(node))) => {
-                    // No recent round trip to the leader: say so at once, so the edge
-                    // re-attaches to a broker that can commit instead of waiting here.
-                    if let Err(why) = self.can_commit() {
+                    // No recent round trip to the leader (not even after one more window):
+                    // say so, so the edge re-attaches to a broker that can commit instead of
+                    // waiting here.
+                    if let Err(why) = self.can_commit_soon().await {
                         return Err(ProposeError::Unavailable(why));
                     }
-                    self.forward(leader, &node, rpc(), deadline)
-                        .await
-                        .and_then(&reply)
+                    // The leader may have changed meanwhile: look again (as after a retry).
+                    if self.current_leader().map(|(l, _)| l) != Some(leader) {
+                        Err(ProposeError::NotLeader {
+                            leader: None,
+                            node: None,
+                        })
+                    } else {
+                        self.forward(leader, &node, rpc(), deadline)
+                            .await
+                            .and_then(&reply)
+                    }
                 }
                 // An election is under way: wait for it, but not longer than an election
                 // should take (2 × election_timeout_max).
@@ -200,11 +234,12 @@ impl RaftNode {
         // give up as soon as this node stops following it.
         let mut metrics = self.inner.raft.metrics();
         let deposed = metrics.wait_for(|m| m.current_leader != Some(leader));
-        // Nor wait on a leader this node has lost contact with (no answered ping lately).
+        // Nor wait on a leader this node has lost contact with (no answered ping lately, and
+        // none in one more window: a late answer on a busy machine is not a lost leader).
         let unreachable = async {
             loop {
                 tokio::time::sleep(FORWARD_HEALTH_CHECK).await;
-                if let Err(why) = self.can_commit() {
+                if let Err(why) = self.can_commit_soon().await {
                     return why;
                 }
             }
@@ -361,6 +396,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// How often a forward in flight checks that the leader is still reachable.
 const FORWARD_HEALTH_CHECK: Duration = Duration::from_millis(50);
+/// How often [`RaftNode::can_commit_soon`] looks again during its extra window.
+const HEALTH_RECHECK: Duration = Duration::from_millis(10);
 
 fn unexpected(reply: &RaftRpcReply) -> ProposeError {
     match reply {
