@@ -67,23 +67,57 @@ pub(crate) fn events_request(secret: &str, host: &str, channel: &str, data: &str
     .into_bytes()
 }
 
-/// Plaza's `POST /v1/api/publish` of `data` (a JSON string) to `room` with `key`.
-pub(crate) fn plaza_publish_request(key: &str, host: &str, room: &str, data: &str) -> Vec<u8> {
-    let body = serde_json::json!({"room": room, "data": data}).to_string();
-    format!(
+/// Plaza's `POST /v1/api/publish` of `data` (a JSON string) to `room` with `key`, under the
+/// idempotency key `idem` (so a retry after an unknown outcome cannot publish it twice).
+pub(crate) fn plaza_publish_request(
+    key: &str,
+    host: &str,
+    room: &str,
+    data: &str,
+    idem: &str,
+) -> Request {
+    let body = serde_json::json!({"room": room, "data": data, "idem": idem}).to_string();
+    let bytes = format!(
         "POST /v1/api/publish HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    Request {
+        bytes,
+        idempotent: true,
+    }
 }
+
+/// One HTTP request of a [`Publisher`].
+pub(crate) struct Request {
+    bytes: Vec<u8>,
+    /// Safe to send again after a failure (it carries an idempotency key): it is retried,
+    /// as a client of the API would, on a 5xx answer or a lost connection.
+    idempotent: bool,
+}
+
+impl From<Vec<u8>> for Request {
+    /// A request that is sent once (Pusher's events API has no idempotency keys).
+    fn from(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            idempotent: false,
+        }
+    }
+}
+
+/// Attempts of an idempotent request before it is reported as failed.
+const ATTEMPTS: u32 = 10;
+/// Pause between two attempts.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Sends publications to an HTTP API (Sockudo's, or Plaza's with `--plaza-api`) without
 /// waiting for them: each goes to one of
 /// [`CONNECTIONS`] poster tasks, which send one request at a time and read its response.
 /// A failed request is reported and the next one dials again.
 pub(crate) struct Publisher {
-    senders: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    senders: Vec<mpsc::UnboundedSender<Request>>,
     next: usize,
 }
 
@@ -104,9 +138,9 @@ impl Publisher {
     }
 
     /// Queues one request (see [`events_request`]); false if its poster has stopped.
-    pub(crate) fn send(&mut self, request: Vec<u8>) -> bool {
+    pub(crate) fn send(&mut self, request: impl Into<Request>) -> bool {
         self.next = (self.next + 1) % self.senders.len();
-        self.senders[self.next].send(request).is_ok()
+        self.senders[self.next].send(request.into()).is_ok()
     }
 }
 
@@ -123,25 +157,38 @@ async fn dial(host: &str) -> Result<BufReader<TcpStream>> {
 async fn poster(
     host: String,
     first: BufReader<TcpStream>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
     on_error: Arc<dyn Fn(String) + Send + Sync>,
 ) {
     let mut io = Some(first);
     while let Some(request) = rx.recv().await {
-        let result = async {
-            let conn = match io.take() {
-                Some(conn) => conn,
-                None => dial(&host).await?,
-            };
-            let mut conn = conn;
-            conn.get_mut().write_all(&request).await?;
-            let keep = read_response(&mut conn).await?;
-            anyhow::Ok(keep.then_some(conn))
-        }
-        .await;
-        match result {
-            Ok(conn) => io = conn,
-            Err(e) => on_error(format!("publishing over HTTP: {e:#}")),
+        let attempts = if request.idempotent { ATTEMPTS } else { 1 };
+        for attempt in 1..=attempts {
+            let result = async {
+                let conn = match io.take() {
+                    Some(conn) => conn,
+                    None => dial(&host).await?,
+                };
+                let mut conn = conn;
+                conn.get_mut().write_all(&request.bytes).await?;
+                let keep = read_response(&mut conn).await?;
+                anyhow::Ok(keep.then_some(conn))
+            }
+            .await;
+            match result {
+                Ok(conn) => {
+                    io = conn;
+                    break;
+                }
+                // A refusal (4xx) would only be refused again.
+                Err(e) if attempt < attempts && !e.to_string().starts_with("HTTP 4") => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => {
+                    on_error(format!("publishing over HTTP: {e:#}"));
+                    break;
+                }
+            }
         }
     }
 }

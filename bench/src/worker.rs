@@ -346,9 +346,11 @@ async fn publish(shared: &Arc<Shared>, rate: f64, p: &PhaseSpec) -> (u64, u64) {
             let handed = if let Some((publisher, host)) = &mut http {
                 let request = if target == Target::Plaza {
                     let key = crate::servers::BENCH_API_KEY;
-                    pusher::plaza_publish_request(key, host, &room, &body)
+                    let idem = format!("bench-{}-{}-{scheduled}", std::process::id(), p.id);
+                    pusher::plaza_publish_request(key, host, &room, &body, &idem)
                 } else {
                     pusher::events_request(&plan.secret, host, &pusher::channel(&room), &body)
+                        .into()
                 };
                 publisher.send(request)
             } else {
