@@ -33,6 +33,8 @@ pub(crate) const AUTH_FAILURES: &str = "plaza_auth_failures_total";
 pub(crate) const BAD_FRAMES: &str = "plaza_bad_frames_total";
 /// Broker call latency in seconds, by `call` (histogram).
 pub(crate) const BROKER_CALL_SECONDS: &str = "plaza_broker_call_seconds";
+/// Idempotent broker calls repeated after an "unavailable" answer, by `call`.
+pub(crate) const BROKER_RETRIES: &str = "plaza_broker_call_retries_total";
 /// Rooms with local subscribers on this edge (gauge).
 pub(crate) const HUB_ROOMS: &str = "plaza_hub_rooms";
 /// Local subscriptions on this edge (gauge).
@@ -163,6 +165,10 @@ fn describe() {
         BROKER_CALL_SECONDS,
         metrics::Unit::Seconds,
         "Broker tier call latency"
+    );
+    describe_counter!(
+        BROKER_RETRIES,
+        "Idempotent broker calls repeated after an unavailable answer, by call"
     );
     describe_gauge!(HUB_ROOMS, "Rooms with local subscribers");
     describe_gauge!(SUBSCRIPTIONS, "Local room subscriptions");

@@ -374,6 +374,12 @@ pub struct BrokerLinkConfig {
     /// Give up on a broker call after this long (the client gets a temporary error).
     #[serde(with = "duration")]
     pub call_timeout: Duration,
+    /// Retry a call that is safe to repeat (subscribe, join, leave, reads, publishes with an
+    /// idempotency key) while the broker tier answers "unavailable" (a Raft election, a broker
+    /// that cannot reach its leader for a moment), for up to this long, before the client gets
+    /// the temporary error; within `call_timeout`. `0s`: no retry.
+    #[serde(with = "duration")]
+    pub retry_unavailable_for: Duration,
     /// Room events buffered between the broker tier and this edge's hub.
     pub event_queue: usize,
     /// `backend = "cluster"`: the brokers' QUIC addresses (`host:port`); the edge attaches to
@@ -396,6 +402,7 @@ impl Default for BrokerLinkConfig {
         Self {
             lease: Duration::from_secs(10),
             call_timeout: Duration::from_secs(5),
+            retry_unavailable_for: Duration::from_secs(2),
             event_queue: 65_536,
             brokers: Vec::new(),
             connect_timeout: Duration::from_secs(1),

@@ -55,6 +55,23 @@ impl<L: EdgeLink> Node<L> {
         })
     }
 
+    /// [`Self::call`] for a call that is safe to repeat: made again by `make` while the broker
+    /// tier answers [`BrokerError::Unavailable`], with a growing pause (50 ms, doubling up to
+    /// 400 ms), until `broker.retry_unavailable_for` has passed — all within the call timeout.
+    /// A Raft election or a broker briefly out of touch with its leader then costs the client
+    /// a slower answer, not an error.
+    async fn call_idempotent<T, F, Fut>(&self, name: &'static str, make: F) -> CallResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
+        self.call(
+            name,
+            retry_unavailable(name, self.config.broker.retry_unavailable_for, make),
+        )
+        .await
+    }
+
     /// Fails with `message_too_large` if `len` bytes of data exceed `room`'s namespace limit.
     pub fn check_message_size(&self, room: &RoomName, len: usize) -> CallResult<()> {
         let max = self.namespaces.of(room).max_message_bytes;
@@ -84,8 +101,18 @@ impl<L: EdgeLink> Node<L> {
                 "room {room} is a live-state room: its publications are its map's changes;                  use `set` and `delete`"
             )));
         }
-        self.call("publish", self.link().publish(room, data, from, idem))
-            .await
+        let link = self.link();
+        if idem.is_none() {
+            return self
+                .call("publish", link.publish(room, data, from, idem))
+                .await;
+        }
+        // The idempotency key makes a retry of an unknown outcome safe: the broker tier
+        // answers a repeat with the first publication's position.
+        self.call_idempotent("publish", || {
+            link.publish(room.clone(), data.clone(), from.clone(), idem.clone())
+        })
+        .await
     }
 
     /// Hands an ephemeral publication to the broker tier (after the size check and the
@@ -112,9 +139,10 @@ impl<L: EdgeLink> Node<L> {
     /// subscribe protocol) and returns where that subscription began.
     pub async fn subscribe_upstream(&self, room: &RoomName) -> CallResult<Position> {
         let link = self.link();
-        let ensure = self
-            .hub
-            .ensure_upstream(room, || link.subscribe(room.clone()));
+        let retry_for = self.config.broker.retry_unavailable_for;
+        let ensure = self.hub.ensure_upstream(room, || {
+            retry_unavailable("subscribe", retry_for, || link.subscribe(room.clone()))
+        });
         self.call("subscribe", ensure).await
     }
 
@@ -128,12 +156,17 @@ impl<L: EdgeLink> Node<L> {
 
     /// Adds `member` to `room`'s presence, owned by this edge.
     pub async fn join(&self, room: RoomName, member: Member) -> CallResult<()> {
-        self.call("join", self.link().join(room, member)).await
+        // Joining again replaces the member with itself.
+        let link = self.link();
+        self.call_idempotent("join", || link.join(room.clone(), member.clone()))
+            .await
     }
 
     /// Removes this edge's member `client` from `room`'s presence.
     pub async fn leave(&self, room: RoomName, client: ClientId) -> CallResult<()> {
-        self.call("leave", self.link().leave(room, client)).await
+        let link = self.link();
+        self.call_idempotent("leave", || link.leave(room.clone(), client.clone()))
+            .await
     }
 
     /// One page of `room`'s members after `after`, in client id order.
@@ -143,13 +176,17 @@ impl<L: EdgeLink> Node<L> {
         after: Option<ClientId>,
         limit: u32,
     ) -> CallResult<PresencePage> {
-        self.call("presence", self.link().presence(room, after, limit))
-            .await
+        let link = self.link();
+        self.call_idempotent("presence", || {
+            link.presence(room.clone(), after.clone(), limit)
+        })
+        .await
     }
 
     /// Member and distinct-user counts of `room`.
     pub async fn presence_stats(&self, room: RoomName) -> CallResult<PresenceStats> {
-        self.call("presence_stats", self.link().presence_stats(room))
+        let link = self.link();
+        self.call_idempotent("presence_stats", || link.presence_stats(room.clone()))
             .await
     }
 
@@ -163,8 +200,11 @@ impl<L: EdgeLink> Node<L> {
         limit: Option<u32>,
     ) -> CallResult<HistoryPage> {
         let from_start = since.is_some();
+        let link = self.link();
         let mut page = self
-            .call("history", self.link().history(room, since, limit))
+            .call_idempotent("history", || {
+                link.history(room.clone(), since.clone(), limit)
+            })
             .await?;
         if cap_history(&mut page, from_start, self.config.client.max_reply_bytes) {
             metrics::counter!(m::LIMIT_HITS, "limit" => "reply_bytes").increment(1);
@@ -177,8 +217,11 @@ impl<L: EdgeLink> Node<L> {
     /// an incomplete page without publications, so the subscriber is told `recovered: false`
     /// and pages through `history` instead of the edge holding an unbounded reply.
     pub async fn missed_since(&self, room: RoomName, since: Position) -> CallResult<HistoryPage> {
+        let link = self.link();
         let mut page = self
-            .call("history", self.link().history(room, Some(since), None))
+            .call_idempotent("history", || {
+                link.history(room.clone(), Some(since.clone()), None)
+            })
             .await?;
         if reply_bytes(&page.publications) > self.config.client.max_reply_bytes {
             metrics::counter!(m::LIMIT_HITS, "limit" => "reply_bytes").increment(1);
@@ -225,6 +268,32 @@ impl<L: EdgeLink> Node<L> {
     pub async fn disconnect_user(&self, user: UserId, reason: String) -> CallResult<()> {
         self.call("disconnect_user", self.link().disconnect_user(user, reason))
             .await
+    }
+}
+
+/// Runs the call `make` makes, again while it fails with [`BrokerError::Unavailable`] and
+/// `window` has not passed since the first attempt (see `Node::call_idempotent`).
+async fn retry_unavailable<T, F, Fut>(
+    name: &'static str,
+    window: std::time::Duration,
+    make: F,
+) -> Result<T, BrokerError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, BrokerError>>,
+{
+    let until = std::time::Instant::now() + window;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match make().await {
+            Err(BrokerError::Unavailable(why)) if std::time::Instant::now() + pause < until => {
+                tracing::debug!(call = name, %why, "broker tier unavailable; retrying");
+                metrics::counter!(m::BROKER_RETRIES, "call" => name).increment(1);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(400));
+            }
+            done => return done,
+        }
     }
 }
 

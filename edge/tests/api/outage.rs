@@ -1,5 +1,6 @@
 //! A broker tier that fails or stalls: every endpoint answers 503 `backend_unavailable` with
-//! `Retry-After`, and a broadcast reports it per room.
+//! `Retry-After`, and a broadcast reports it per room; one unavailable only for a moment (an
+//! election) is waited out for the calls that are safe to repeat.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use plaza_backend::memory::MemoryBackend;
 use plaza_edge::api::ApiCode;
 use serde_json::json;
 
-use super::common::faulty::Flaky;
+use super::common::faulty::{BLIPS, Flaky};
 
 use super::api_config;
 use super::http::Api;
@@ -52,5 +53,47 @@ async fn an_unavailable_or_silent_broker_tier_is_a_503_with_retry_after() {
         ["ok", "backend_unavailable", "backend_unavailable"],
         "{ok}"
     );
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_moment_of_unavailability_is_retried_for_calls_safe_to_repeat_only() {
+    let mut config = api_config();
+    config.broker.retry_unavailable_for = Duration::from_secs(2);
+    let backend = Flaky(MemoryBackend::new(config.rooms.clone()));
+    let edge = plaza_edge::start(config, backend, None).await.unwrap();
+    let api = Api::new(edge.local_addr());
+
+    // Reads and a publish with an idempotency key wait the blip out.
+    api.get("/v1/api/rooms/blip:read/history").await.ok();
+    api.get("/v1/api/rooms/blip:who/presence").await.ok();
+    let ok = api
+        .post(
+            "/v1/api/publish",
+            json!({"room": "blip:idem", "data": 1, "idem": "k-1"}),
+        )
+        .await
+        .ok();
+    assert_eq!(ok["offset"], json!(1), "published once: {ok}");
+    // A publish without one is not repeated: its outcome would be unknown to the caller.
+    api.post("/v1/api/publish", json!({"room": "blip:plain", "data": 1}))
+        .await
+        .error(ApiCode::BackendUnavailable);
+    let history = api.get("/v1/api/rooms/blip:plain/history").await.ok();
+    assert_eq!(history["publications"], json!([]), "{history}");
+    edge.shutdown().await;
+
+    // With retries off, the first answer stands.
+    let mut config = api_config();
+    config.broker.retry_unavailable_for = Duration::ZERO;
+    let backend = Flaky(MemoryBackend::new(config.rooms.clone()));
+    let edge = plaza_edge::start(config, backend, None).await.unwrap();
+    let api = Api::new(edge.local_addr());
+    for _ in 0..BLIPS {
+        api.get("/v1/api/rooms/blip:read/history")
+            .await
+            .error(ApiCode::BackendUnavailable);
+    }
+    api.get("/v1/api/rooms/blip:read/history").await.ok();
     edge.shutdown().await;
 }

@@ -1,5 +1,8 @@
 //! A broker tier with faults on purpose, by namespace, around a real [`MemoryBackend`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use plaza_backend::memory::{MemoryBackend, MemoryLink};
 use plaza_backend::{AttachOptions, Backend, EdgeLink, LinkEvents};
 use plaza_proto::cluster::{
@@ -8,28 +11,42 @@ use plaza_proto::cluster::{
 use plaza_proto::events::{EventFilter, EventsPage, FeedPosition, WebhookClaim};
 use plaza_proto::{ClientId, Member, Payload, Position, RoomName, Sender, UserId};
 
-/// A broker tier whose rooms in namespace `down` fail as unavailable, in namespace `slow`
-/// never answer, and in namespace `boom` panic on `publish` (a handler bug); everything else is
-/// a [`MemoryBackend`].
+/// A broker tier whose rooms in namespace `down` fail as unavailable, in namespace `blip`
+/// fail as unavailable on their first [`BLIPS`] calls (an election's worth) and then serve, in
+/// namespace `slow` never answer, and in namespace `boom` panic on `publish` (a handler bug);
+/// everything else is a [`MemoryBackend`].
 #[derive(Clone)]
 pub(crate) struct Flaky(pub(crate) MemoryBackend);
 
 #[derive(Clone)]
-pub(crate) struct FlakyLink(MemoryLink);
+pub(crate) struct FlakyLink(MemoryLink, Arc<Mutex<HashMap<String, u32>>>);
+
+/// Calls of a `blip` room that fail before it serves.
+pub(crate) const BLIPS: u32 = 3;
 
 impl Backend for Flaky {
     type Link = FlakyLink;
 
     async fn attach(&self, options: AttachOptions) -> Result<(FlakyLink, LinkEvents), BrokerError> {
         let (link, events) = self.0.attach(options).await?;
-        Ok((FlakyLink(link), events))
+        Ok((FlakyLink(link, Arc::default()), events))
     }
 }
 
 impl FlakyLink {
-    async fn outage(room: &RoomName) -> Result<(), BrokerError> {
+    async fn outage(&self, room: &RoomName) -> Result<(), BrokerError> {
         match room.namespace() {
             "down" => Err(BrokerError::Unavailable("test: no quorum".into())),
+            "blip" => {
+                let mut calls = self.1.lock().unwrap();
+                let n = calls.entry(room.to_string()).or_default();
+                *n += 1;
+                if *n <= BLIPS {
+                    Err(BrokerError::Unavailable("test: election".into()))
+                } else {
+                    Ok(())
+                }
+            }
             "slow" => std::future::pending().await,
             _ => Ok(()),
         }
@@ -44,7 +61,7 @@ impl EdgeLink for FlakyLink {
         from: Option<Sender>,
         idem: Option<String>,
     ) -> Result<PublishAck, BrokerError> {
-        Self::outage(&room).await?;
+        self.outage(&room).await?;
         assert_ne!(room.namespace(), "boom", "test: a handler bug in publish");
         self.0.publish(room, data, from, idem).await
     }
@@ -55,11 +72,14 @@ impl EdgeLink for FlakyLink {
         data: Payload,
         from: Option<Sender>,
     ) -> Result<(), BrokerError> {
-        Self::outage(&room).await?;
+        self.outage(&room).await?;
         self.0.publish_ephemeral(room, data, from).await
     }
 
     async fn join(&self, room: RoomName, member: Member) -> Result<(), BrokerError> {
+        if room.namespace() == "blip" {
+            self.outage(&room).await?;
+        }
         self.0.join(room, member).await
     }
 
@@ -68,7 +88,7 @@ impl EdgeLink for FlakyLink {
         room: RoomName,
         write: plaza_proto::state::StateWrite,
     ) -> Result<plaza_proto::state::StateAck, BrokerError> {
-        Self::outage(&room).await?;
+        self.outage(&room).await?;
         self.0.state_write(room, write).await
     }
 
@@ -76,7 +96,7 @@ impl EdgeLink for FlakyLink {
         &self,
         room: RoomName,
     ) -> Result<plaza_proto::state::StateSnapshot, BrokerError> {
-        Self::outage(&room).await?;
+        self.outage(&room).await?;
         self.0.state_read(room).await
     }
 
@@ -90,12 +110,12 @@ impl EdgeLink for FlakyLink {
         after: Option<ClientId>,
         limit: u32,
     ) -> Result<PresencePage, BrokerError> {
-        Self::outage(&room).await?;
+        self.outage(&room).await?;
         self.0.presence(room, after, limit).await
     }
 
     async fn presence_stats(&self, room: RoomName) -> Result<PresenceStats, BrokerError> {
-        Self::outage(&room).await?;
+        self.outage(&room).await?;
         self.0.presence_stats(room).await
     }
 
@@ -105,7 +125,7 @@ impl EdgeLink for FlakyLink {
         since: Option<Position>,
         limit: Option<u32>,
     ) -> Result<HistoryPage, BrokerError> {
-        Self::outage(&room).await?;
+        self.outage(&room).await?;
         self.0.history(room, since, limit).await
     }
 
@@ -123,7 +143,7 @@ impl EdgeLink for FlakyLink {
 
     async fn rooms(&self, after: Option<RoomName>, limit: u32) -> Result<RoomsPage, BrokerError> {
         if let Some(room) = &after {
-            Self::outage(room).await?;
+            self.outage(room).await?;
         }
         self.0.rooms(after, limit).await
     }
