@@ -37,7 +37,7 @@ pub(crate) struct EphemeralRate(DefaultDirectRateLimiter);
 impl EphemeralRate {
     /// A limiter with the configured rate and burst.
     pub(crate) fn new(limits: &LimitsConfig) -> Self {
-        Self(DefaultDirectRateLimiter::direct(quota(
+        Self(crate::limits::bucket(quota(
             limits.ephemeral_per_second,
             limits.ephemeral_burst,
         )))

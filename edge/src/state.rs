@@ -35,7 +35,7 @@ pub(crate) struct StateRate(DefaultDirectRateLimiter);
 impl StateRate {
     /// A limiter with the configured rate and burst.
     pub(crate) fn new(limits: &LimitsConfig) -> Self {
-        Self(DefaultDirectRateLimiter::direct(crate::ephemeral::quota(
+        Self(crate::limits::bucket(crate::ephemeral::quota(
             limits.state_writes_per_second,
             limits.state_writes_burst,
         )))

@@ -21,7 +21,7 @@ pub(super) struct PresenceUpdateRate(DefaultDirectRateLimiter);
 
 impl PresenceUpdateRate {
     fn new(limits: &LimitsConfig) -> Self {
-        Self(DefaultDirectRateLimiter::direct(quota(
+        Self(crate::limits::bucket(quota(
             limits.presence_updates_per_second,
             limits.presence_update_burst,
         )))
