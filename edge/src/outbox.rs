@@ -16,7 +16,7 @@
 //! lock is released [`Flushes::run`] writes the queue's head straight into the socket
 //! (`try_write`, never waiting). Only what the socket does not take wakes the task. Either
 //! way the bytes leave in queue order: whoever writes takes them from the queue's head, under
-//! its lock, and only one of the two writes at a time ([`WriteState`]).
+//! its lock, and only one of the two writes at a time (`WriteState`).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
