@@ -2,7 +2,8 @@
 //! queued to every local subscriber.
 //!
 //! ```text
-//!  broker tier ──RoomEvent──▶ Hub::dispatch ──encode once──▶ Outbox of every local subscriber
+//!  broker tier ──RoomEvent──▶ Hub::dispatch_into ──encode once (encoded.rs)──▶ Outbox of every
+//!                local subscriber ──(lean, task idle) Flushes, run by the caller lock-free──▶ socket
 //! ```
 //!
 //! Joining a room is a small protocol between a session and the hub, so that a client gets
@@ -28,15 +29,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use plaza_proto::client::{MemberPush, PresenceResyncPush, PubPush, UserMember, UserPush};
 use plaza_proto::cluster::{BrokerError, Ephemeral, RoomEvent, RoomEventKind};
-use plaza_proto::{CloseCode, Position, Push, RoomName, ServerFrame, UserId};
+use plaza_proto::{CloseCode, Position, RoomName, UserId};
 
 use crate::metrics as m;
 use crate::outbox::{Flushes, Outbox};
-use crate::user_presence::{Op, UserChange, UserTable};
+use crate::user_presence::{Op, UserTable};
 
+mod encoded;
 mod users;
+
+use encoded::{Audience, Encoded, SharedPush};
 
 /// Identifies a session within this edge.
 pub(crate) type SessionId = u64;
@@ -97,139 +100,9 @@ struct LocalSub {
     state: SubState,
 }
 
-/// Which subscribers an event without offset goes to.
-#[derive(Clone, Copy, PartialEq)]
-enum Audience {
-    /// Publications (with an offset): everyone.
-    All,
-    /// Connection-level presence: subscribers with `presence: true`.
-    Clients,
-    /// User-level presence: subscribers with `presence: "users"`.
-    Users,
-}
-
 enum SubState {
     Buffering(Vec<Arc<Encoded>>),
     Live { epoch: String, last: u64 },
-}
-
-/// A push encoded once for every subscriber, in each form a connection may take it.
-struct SharedPush {
-    /// The JSON text, which tungstenite frames per connection.
-    text: Utf8Bytes,
-    /// The complete WebSocket frame for lean connections, made when the first one is reached.
-    framed: std::sync::OnceLock<bytes::Bytes>,
-    /// The frame compressed once (permessage-deflate), made when the first subscriber that
-    /// negotiated it is reached; `None` inside when compression would not make it smaller.
-    deflated: std::sync::OnceLock<Option<bytes::Bytes>>,
-}
-
-impl SharedPush {
-    fn new(text: Utf8Bytes) -> Self {
-        Self {
-            text,
-            framed: std::sync::OnceLock::new(),
-            deflated: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Queues the push in `outbox`: for a lean connection the shared complete frame
-    /// (compressed if the client negotiated permessage-deflate and compression helps, and
-    /// written directly by [`Flushes::run`] if its task has nothing in flight), else the
-    /// shared text.
-    fn push_to(&self, outbox: &Arc<Outbox>, flushes: &mut Flushes) -> bool {
-        use crate::ws::{deflate, frame};
-        if !outbox.frames() {
-            return outbox.push(self.text.clone());
-        }
-        if outbox.deflate() {
-            let deflated = self.deflated.get_or_init(|| {
-                (self.text.len() >= deflate::MIN_BYTES)
-                    .then(|| deflate::deflated_frame(frame::OpCode::Text, self.text.as_bytes()))
-                    .flatten()
-            });
-            if let Some(frame) = deflated {
-                return outbox.push_shared(frame.clone(), flushes);
-            }
-        }
-        let framed = self
-            .framed
-            .get_or_init(|| frame::encode(frame::OpCode::Text, false, self.text.as_bytes()));
-        outbox.push_shared(framed.clone(), flushes)
-    }
-}
-
-/// An event encoded once for every subscriber.
-struct Encoded {
-    frame: SharedPush,
-    epoch: String,
-    /// The publication's offset; `None` for join/leave.
-    offset: Option<u64>,
-    audience: Audience,
-}
-
-impl Encoded {
-    fn new(event: RoomEvent) -> Self {
-        let RoomEvent { room, epoch, kind } = event;
-        let (offset, push) = match kind {
-            RoomEventKind::Publication(p) => (
-                Some(p.offset),
-                Push::Pub(PubPush {
-                    room,
-                    offset: p.offset,
-                    data: p.data,
-                    from: p.from,
-                }),
-            ),
-            RoomEventKind::Join(member) => (None, Push::Join(MemberPush { room, member })),
-            RoomEventKind::Leave(member) => (None, Push::Leave(MemberPush { room, member })),
-            RoomEventKind::PresenceUpdate(member) => {
-                (None, Push::Update(MemberPush { room, member }))
-            }
-            RoomEventKind::PresenceResync(page) => (
-                None,
-                Push::PresenceResync(PresenceResyncPush {
-                    room,
-                    members: page.members,
-                    next: page.next,
-                }),
-            ),
-        };
-        let audience = if offset.is_some() {
-            Audience::All
-        } else {
-            Audience::Clients
-        };
-        Self::of(push, epoch, offset, audience)
-    }
-
-    fn of(push: Push, epoch: String, offset: Option<u64>, audience: Audience) -> Self {
-        Self {
-            frame: SharedPush::new(Utf8Bytes::from(ServerFrame::Push(push).encode())),
-            epoch,
-            offset,
-            audience,
-        }
-    }
-
-    /// A user-level push.
-    fn user(room: &RoomName, change: UserChange) -> Self {
-        let (push, user): (fn(UserPush) -> Push, UserMember) = match change {
-            UserChange::Join(u) => (Push::UserJoin, u),
-            UserChange::Update(u) => (Push::UserUpdate, u),
-            UserChange::Leave(u) => (Push::UserLeave, u),
-        };
-        let push = push(UserPush {
-            room: room.clone(),
-            user,
-        });
-        Self::of(push, String::new(), None, Audience::Users)
-    }
-
-    /// Queues the event in `outbox` (see [`SharedPush::push_to`]).
-    fn push_to(&self, outbox: &Arc<Outbox>, flushes: &mut Flushes) -> bool {
-        self.frame.push_to(outbox, flushes)
-    }
 }
 
 impl LocalSub {
@@ -477,7 +350,7 @@ impl Hub {
     /// [`Hub::dispatch`], leaving the direct writes to lean connections in `flushes`: a batch
     /// of events that shares one writes each connection's share of the batch with one
     /// `writev`. Run it soon, and with no lock held.
-    pub fn dispatch_into(&self, event: RoomEvent, flushes: &mut Flushes) {
+    pub(crate) fn dispatch_into(&self, event: RoomEvent, flushes: &mut Flushes) {
         metrics::counter!(m::BROKER_EVENTS).increment(1);
         let room = event.room.clone();
         let kind = match &event.kind {
@@ -547,7 +420,7 @@ impl Hub {
 
     /// [`Hub::dispatch_ephemeral`], leaving the direct writes in `flushes` (see
     /// [`Hub::dispatch_into`]).
-    pub fn dispatch_ephemeral_into(&self, ephemeral: Ephemeral, flushes: &mut Flushes) {
+    pub(crate) fn dispatch_ephemeral_into(&self, ephemeral: Ephemeral, flushes: &mut Flushes) {
         let room = ephemeral.room.clone();
         let mut frame = None;
         let rooms = self.rooms();

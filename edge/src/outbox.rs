@@ -19,15 +19,13 @@
 //! its lock, and only one of the two writes at a time (`WriteState`).
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
-use futures_util::SinkExt;
 use futures_util::task::AtomicWaker;
 use plaza_proto::client::DisconnectPush;
 use plaza_proto::{CloseCode, Push, ServerFrame};
@@ -35,9 +33,14 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod direct;
+mod tungstenite;
+
+pub(crate) use direct::Flushes;
+pub(crate) use tungstenite::write_loop;
+
 use crate::metrics as m;
 use crate::ws::OutQueue;
-use crate::ws::compat::Writer;
 use crate::ws::frame::{self, OpCode};
 
 /// Most frames written between two flushes.
@@ -101,26 +104,6 @@ enum WriteState {
     Busy,
     /// The connection is closing (or not lean): only the task writes.
     Sealed,
-}
-
-/// Lean connections that were pushed to without waking their task, to be written directly
-/// once the pusher holds no lock ([`Outbox::push_shared`]).
-#[derive(Debug, Default)]
-pub struct Flushes(Vec<Arc<Outbox>>);
-
-impl Flushes {
-    /// Writes what each connection has queued straight into its socket, as much as the socket
-    /// takes now; wakes the connection's task for the rest. (Dropping does the same, so a
-    /// panic between the pushes and this cannot leave a connection's queue unattended.)
-    pub fn run(self) {}
-}
-
-impl Drop for Flushes {
-    fn drop(&mut self) {
-        for outbox in self.0.drain(..) {
-            outbox.flush_direct();
-        }
-    }
 }
 
 /// An empty WebSocket ping, as the server sends it.
@@ -260,103 +243,6 @@ impl Outbox {
             return false;
         }
         self.enqueue(Outgoing::Frame(frame))
-    }
-
-    /// Like [`Outbox::push_prepared`], for a fan-out: if the connection's task has nothing in
-    /// flight, the frame is queued without waking it and the outbox joins `flushes`, whose
-    /// [`Flushes::run`] (called once the caller holds no lock) writes it directly.
-    pub fn push_shared(self: &Arc<Self>, frame: Bytes, flushes: &mut Flushes) -> bool {
-        if !self.admit(frame.len()) {
-            return false;
-        }
-        let state = match self.queue.lock() {
-            Ok(mut queue) => {
-                queue.items.push_back(Outgoing::Frame(frame));
-                queue.state
-            }
-            Err(_) => return false,
-        };
-        match state {
-            // Joins `flushes` with its first queued frame. With more, a flush is pending
-            // already (a batch of events shares one), or what was queued woke the task.
-            WriteState::Idle if self.socket.get().is_some() => {
-                if self.flush_pending.swap(true, Ordering::AcqRel) {
-                    return true;
-                }
-                flushes.0.push(self.clone());
-            }
-            _ => self.waker.wake(),
-        }
-        true
-    }
-
-    /// Writes the queue's head into the socket without waiting, if the connection's task has
-    /// nothing in flight; wakes the task for whatever is left.
-    fn flush_direct(&self) {
-        let Ok(mut queue) = self.queue.lock() else {
-            return;
-        };
-        self.flush_pending.store(false, Ordering::Release);
-        let mut written = Written::default();
-        if queue.state == WriteState::Idle
-            && let Some(socket) = self.socket.get()
-        {
-            Self::write_head(&mut queue, socket, &mut written);
-        }
-        let rest = !queue.items.is_empty();
-        if !rest {
-            Self::release(&mut queue, false);
-        }
-        drop(queue);
-        if rest {
-            self.waker.wake();
-        }
-        self.settle(written);
-    }
-
-    /// Writes complete frames from the queue's head with vectored `try_write`s until the
-    /// socket would block, the head is not a complete frame, or the queue is empty; adds what
-    /// was fully written to `written`.
-    fn write_head(queue: &mut MutexGuard<'_, Queue>, socket: &TcpStream, written: &mut Written) {
-        const MAX_IOV: usize = 64;
-        loop {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            let mut skip = queue.front_written;
-            for (slot, item) in slices.iter_mut().zip(queue.items.iter()) {
-                let Outgoing::Frame(frame) = item else { break };
-                *slot = IoSlice::new(&frame[skip..]);
-                skip = 0;
-                n += 1;
-            }
-            if n == 0 {
-                return;
-            }
-            let Ok(mut done) = socket.try_write_vectored(&slices[..n]) else {
-                // Would block (the caller wakes the task for the rest) or failed (the task's
-                // own write will see it and close the connection).
-                return;
-            };
-            if done == 0 {
-                return;
-            }
-            while done > 0 {
-                let Some(Outgoing::Frame(front)) = queue.items.front() else {
-                    return;
-                };
-                let left = front.len() - queue.front_written;
-                if done < left {
-                    // The socket took part of a frame: it is full.
-                    queue.front_written += done;
-                    return;
-                }
-                done -= left;
-                queue.front_written = 0;
-                if let Some(item) = queue.items.pop_front() {
-                    *written += item.budget();
-                }
-            }
-        }
     }
 
     /// Queues a command's reply. Replies do not count towards the slow-consumer limit (a
@@ -588,100 +474,6 @@ impl Outgoing {
             Outgoing::Frame(frame) => frame,
         }
     }
-}
-
-/// Drains the outbox into a tungstenite socket until the connection closes (its writer task).
-/// On close with a reason, flushes what is queued (unless the client is a slow consumer), then
-/// sends the `disconnect` push and the close frame with the same code.
-#[allow(clippy::manual_async_fn)] // deliberate, see the comment in the body
-pub(crate) fn write_loop(
-    mut sink: Writer,
-    outbox: Arc<Outbox>,
-) -> impl Future<Output = ()> + Send + 'static {
-    // An `async move` block: its captures are used in place (an async fn would also keep a
-    // copy of its arguments in every connection's writer task).
-    async move {
-        loop {
-            // Both arms are cancel-safe: a lost `notified` leaves the frames queued for the
-            // next round. The select only waits, so its futures are gone before the write's
-            // are made (a smaller task).
-            tokio::select! {
-                biased;
-                _ = outbox.closer.closed() => break,
-                _ = outbox.ready.notified() => {}
-            }
-            let Some(first) = outbox.pop() else { continue };
-            let written = tokio::select! {
-                r = write_batch(&mut sink, first, &outbox) => r,
-                _ = outbox.closer.closed() => break,
-            };
-            match written {
-                Ok(bytes) => outbox.settle(bytes),
-                Err(()) => {
-                    outbox.closer.close_quietly();
-                    break;
-                }
-            }
-        }
-        // Boxed: the closing handshake (and its timer) only exists once, at the end.
-        let finish = finish(&mut sink, &outbox, outbox.closer.reason());
-        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, finish)).await;
-    }
-}
-
-/// Writes `first` and what else is queued (up to [`MAX_BATCH`] frames), then flushes once.
-/// Returns the bytes the written frames held, by account.
-async fn write_batch(sink: &mut Writer, first: Outgoing, outbox: &Outbox) -> Result<Written, ()> {
-    let mut bytes = first.budget();
-    feed(sink, first).await?;
-    let mut drained = false;
-    for _ in 1..MAX_BATCH {
-        let Some(next) = outbox.pop() else {
-            drained = true;
-            break;
-        };
-        bytes += next.budget();
-        feed(sink, next).await?;
-    }
-    sink.flush().await.map_err(|_| ())?;
-    if !drained {
-        // The batch was full: come back for the rest without waiting for a push.
-        outbox.ready.notify_one();
-    }
-    Ok(bytes)
-}
-
-/// Feeds one queued item to tungstenite.
-async fn feed(sink: &mut Writer, item: Outgoing) -> Result<(), ()> {
-    match item.into_message() {
-        Some(message) => sink.feed(message).await.map_err(|_| ()),
-        None => Ok(()),
-    }
-}
-
-async fn finish(sink: &mut Writer, outbox: &Outbox, reason: Option<(CloseCode, String)>) {
-    let Some((code, reason)) = reason else {
-        let _ = sink.close().await;
-        return;
-    };
-    if code != CloseCode::SlowConsumer {
-        // Deliver what was queued before the close, e.g. the error reply that caused it.
-        while let Some(next) = outbox.pop() {
-            if feed(sink, next).await.is_err() {
-                return;
-            }
-        }
-    }
-    let push = ServerFrame::Push(Push::Disconnect(DisconnectPush::new(code, reason.clone())));
-    let _ = sink
-        .feed(Message::Text(Utf8Bytes::from(push.encode())))
-        .await;
-    let frame = CloseFrame {
-        code: code.code(),
-        reason: Utf8Bytes::from(truncate_reason(reason)),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
-    let _ = sink.close().await;
 }
 
 /// Close frame reasons are limited to 123 bytes.

@@ -1,0 +1,131 @@
+//! The fan-out's direct writes: a lean connection whose task has nothing in flight is not
+//! woken for a push; the pushing thread writes its queue head into the socket once it holds no
+//! lock (see the parent module).
+
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use super::{Outbox, Outgoing, Queue, WriteState, Written};
+
+/// Lean connections that were pushed to without waking their task, to be written directly
+/// once the pusher holds no lock ([`Outbox::push_shared`]).
+#[derive(Debug, Default)]
+pub(crate) struct Flushes(Vec<Arc<Outbox>>);
+
+impl Flushes {
+    /// Writes what each connection has queued straight into its socket, as much as the socket
+    /// takes now; wakes the connection's task for the rest. (Dropping does the same, so a
+    /// panic between the pushes and this cannot leave a connection's queue unattended.)
+    pub(crate) fn run(self) {}
+}
+
+impl Drop for Flushes {
+    fn drop(&mut self) {
+        for outbox in self.0.drain(..) {
+            outbox.flush_direct();
+        }
+    }
+}
+
+impl Outbox {
+    /// Like [`Outbox::push_prepared`], for a fan-out: if the connection's task has nothing in
+    /// flight, the frame is queued without waking it and the outbox joins `flushes`, whose
+    /// [`Flushes::run`] (called once the caller holds no lock) writes it directly.
+    pub(crate) fn push_shared(self: &Arc<Self>, frame: Bytes, flushes: &mut Flushes) -> bool {
+        if !self.admit(frame.len()) {
+            return false;
+        }
+        let state = match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.items.push_back(Outgoing::Frame(frame));
+                queue.state
+            }
+            Err(_) => return false,
+        };
+        match state {
+            // Joins `flushes` with its first queued frame. With more, a flush is pending
+            // already (a batch of events shares one), or what was queued woke the task.
+            WriteState::Idle if self.socket.get().is_some() => {
+                if self.flush_pending.swap(true, Ordering::AcqRel) {
+                    return true;
+                }
+                flushes.0.push(self.clone());
+            }
+            _ => self.waker.wake(),
+        }
+        true
+    }
+
+    /// Writes the queue's head into the socket without waiting, if the connection's task has
+    /// nothing in flight; wakes the task for whatever is left.
+    fn flush_direct(&self) {
+        let Ok(mut queue) = self.queue.lock() else {
+            return;
+        };
+        self.flush_pending.store(false, Ordering::Release);
+        let mut written = Written::default();
+        if queue.state == WriteState::Idle
+            && let Some(socket) = self.socket.get()
+        {
+            Self::write_head(&mut queue, socket, &mut written);
+        }
+        let rest = !queue.items.is_empty();
+        if !rest {
+            Self::release(&mut queue, false);
+        }
+        drop(queue);
+        if rest {
+            self.waker.wake();
+        }
+        self.settle(written);
+    }
+
+    /// Writes complete frames from the queue's head with vectored `try_write`s until the
+    /// socket would block, the head is not a complete frame, or the queue is empty; adds what
+    /// was fully written to `written`.
+    fn write_head(queue: &mut MutexGuard<'_, Queue>, socket: &TcpStream, written: &mut Written) {
+        const MAX_IOV: usize = 64;
+        loop {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            let mut skip = queue.front_written;
+            for (slot, item) in slices.iter_mut().zip(queue.items.iter()) {
+                let Outgoing::Frame(frame) = item else { break };
+                *slot = IoSlice::new(&frame[skip..]);
+                skip = 0;
+                n += 1;
+            }
+            if n == 0 {
+                return;
+            }
+            let Ok(mut done) = socket.try_write_vectored(&slices[..n]) else {
+                // Would block (the caller wakes the task for the rest) or failed (the task's
+                // own write will see it and close the connection).
+                return;
+            };
+            if done == 0 {
+                return;
+            }
+            while done > 0 {
+                let Some(Outgoing::Frame(front)) = queue.items.front() else {
+                    return;
+                };
+                let left = front.len() - queue.front_written;
+                if done < left {
+                    // The socket took part of a frame: it is full.
+                    queue.front_written += done;
+                    return;
+                }
+                done -= left;
+                queue.front_written = 0;
+                if let Some(item) = queue.items.pop_front() {
+                    *written += item.budget();
+                }
+            }
+        }
+    }
+}
