@@ -47,8 +47,8 @@ impl Outbox {
             Err(_) => return false,
         };
         match state {
-            // Joins `flushes` with its first queued frame. With more, a flush is pending
-            // already (a batch of events shares one), or what was queued woke the task.
+            // Joins `flushes` unless a flush of this outbox is pending already (an earlier
+            // event of the same batch, or another dispatcher's): that one writes this too.
             WriteState::Idle if self.socket.get().is_some() => {
                 if self.flush_pending.swap(true, Ordering::AcqRel) {
                     return true;
