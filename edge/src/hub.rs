@@ -2,7 +2,7 @@
 //! queued to every local subscriber.
 //!
 //! ```text
-//!  broker tier ──RoomEvent──▶ Hub::dispatch_into ──encode once (encoded.rs)──▶ Outbox of every
+//!  broker tier ──RoomEvent──▶ Hub::dispatch ──encode once (encoded.rs)──▶ Outbox of every
 //!                local subscriber ──(lean, task idle) Flushes, run by the caller lock-free──▶ socket
 //! ```
 //!
@@ -342,15 +342,11 @@ impl Hub {
         }
     }
 
-    /// Fans one event out to the room's local subscribers, encoding it once.
-    pub fn dispatch(&self, event: RoomEvent) {
-        self.dispatch_into(event, &mut Flushes::default());
-    }
-
-    /// [`Hub::dispatch`], leaving the direct writes to lean connections in `flushes`: a batch
-    /// of events that shares one writes each connection's share of the batch with one
-    /// `writev`. Run it soon, and with no lock held.
-    pub(crate) fn dispatch_into(&self, event: RoomEvent, flushes: &mut Flushes) {
+    /// Fans one event out to the room's local subscribers, encoding it once; the direct writes
+    /// to lean connections are left in `flushes`: a batch of events that shares one writes
+    /// each connection's share of the batch with one `writev`. Run it soon, and with no lock
+    /// held.
+    pub(crate) fn dispatch(&self, event: RoomEvent, flushes: &mut Flushes) {
         metrics::counter!(m::BROKER_EVENTS).increment(1);
         let room = event.room.clone();
         let kind = match &event.kind {
@@ -413,14 +409,9 @@ impl Hub {
 
     /// Fans an ephemeral publication out to the room's live local subscribers, encoding it
     /// once. Subscribers still in their subscribe handshake miss it: ephemeral publications
-    /// go to whoever is subscribed now and are never buffered or recovered.
-    pub fn dispatch_ephemeral(&self, ephemeral: Ephemeral) {
-        self.dispatch_ephemeral_into(ephemeral, &mut Flushes::default());
-    }
-
-    /// [`Hub::dispatch_ephemeral`], leaving the direct writes in `flushes` (see
-    /// [`Hub::dispatch_into`]).
-    pub(crate) fn dispatch_ephemeral_into(&self, ephemeral: Ephemeral, flushes: &mut Flushes) {
+    /// go to whoever is subscribed now and are never buffered or recovered. Direct writes are
+    /// left in `flushes`, as for [`Hub::dispatch`].
+    pub(crate) fn dispatch_ephemeral(&self, ephemeral: Ephemeral, flushes: &mut Flushes) {
         let room = ephemeral.room.clone();
         let mut frame = None;
         let rooms = self.rooms();

@@ -75,7 +75,7 @@ pub struct Outbox {
     /// Signalled when the writer has written replies.
     replies_written: Notify,
     closer: Closer,
-    /// The connection takes complete frames ([`Outbox::push_prepared`]): it is on the lean
+    /// The connection takes complete frames ([`Outbox::push_shared`]): it is on the lean
     /// layer, which writes them as they are.
     frames: AtomicBool,
     /// The client negotiated permessage-deflate: pushes may be compressed frames.
@@ -102,7 +102,7 @@ enum WriteState {
     Idle,
     /// The task took a batch and is writing it; pushes wake it.
     Busy,
-    /// The connection is closing (or not lean): only the task writes.
+    /// The connection is closing: only the task writes.
     Sealed,
 }
 
@@ -225,7 +225,7 @@ impl Outbox {
         self.socket.get()
     }
 
-    /// Whether the connection takes complete frames ([`Outbox::push_prepared`]).
+    /// Whether the connection takes complete frames ([`Outbox::push_shared`]).
     pub fn frames(&self) -> bool {
         self.frames.load(Ordering::Relaxed)
     }
@@ -233,16 +233,6 @@ impl Outbox {
     /// Whether the client takes compressed frames.
     pub fn deflate(&self) -> bool {
         self.deflate.load(Ordering::Relaxed)
-    }
-
-    /// Queues a push as a complete frame (compressed only if [`Outbox::deflate`]) shared with
-    /// other connections — only for a connection with [`Outbox::frames`]; counted against the
-    /// limit like [`Outbox::push`].
-    pub fn push_prepared(&self, frame: Bytes) -> bool {
-        if !self.admit(frame.len()) {
-            return false;
-        }
-        self.enqueue(Outgoing::Frame(frame))
     }
 
     /// Queues a command's reply. Replies do not count towards the slow-consumer limit (a

@@ -92,7 +92,7 @@ impl Conflator {
             _ => None,
         };
         let Some(key) = key else {
-            hub.dispatch_into(event, flushes);
+            hub.dispatch(event, flushes);
             return;
         };
         let interval = Duration::from_secs(1) / per_second.max(1);
@@ -107,7 +107,7 @@ impl Conflator {
         if pending.changes.is_empty() && now >= pending.next_at {
             pending.next_at = now + interval;
             drop(rooms);
-            hub.dispatch_into(event, flushes);
+            hub.dispatch(event, flushes);
             return;
         }
         if pending.changes.insert(key, event).is_some() {
@@ -150,7 +150,7 @@ impl Conflator {
         });
         let mut flushes = Flushes::default();
         for event in changes {
-            hub.dispatch_into(event, &mut flushes);
+            hub.dispatch(event, &mut flushes);
         }
         drop(rooms);
         flushes.run();

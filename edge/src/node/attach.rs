@@ -1,7 +1,7 @@
 //! The node's side of the link's life: events in, and re-attaching when the link is lost.
 //!
 //! ```text
-//!   LinkEvents (up to 64 at a time) ─▶ Room(event) ─▶ Hub::dispatch_into ─▶ Flushes::run
+//!   LinkEvents (up to 64 at a time) ─▶ Room(event) ─▶ Hub::dispatch ─▶ Flushes::run
 //!                                                    DisconnectUser ─▶ Users::disconnect
 //!                 (a presence resync is cut to `client.max_presence_page` first)
 //!            └─ None (link lost) ─▶ detached ─▶ attach (backoff 100 ms … 5 s) ─▶ reattached
@@ -81,7 +81,7 @@ fn handle<L: plaza_backend::EdgeLink>(node: &Node<L>, event: LinkEvent, flushes:
             }
             node.dispatch(event, flushes);
         }
-        LinkEvent::Ephemeral(e) => node.hub.dispatch_ephemeral_into(e, flushes),
+        LinkEvent::Ephemeral(e) => node.hub.dispatch_ephemeral(e, flushes),
         LinkEvent::DisconnectUser { user, reason } => {
             // Server API `disconnect`, sent to every edge by the broker tier.
             let code = plaza_proto::CloseCode::Kicked;

@@ -30,14 +30,14 @@ pub(crate) struct SetRequest {
 impl<L: EdgeLink> Node<L> {
     /// Hands a room event to the local fan-out, through the conflator in state namespaces
     /// with `state.conflate_per_second`.
-    /// Direct writes to lean connections are left in `flushes` (see `Hub::dispatch_into`).
+    /// Direct writes to lean connections are left in `flushes` (see `Hub::dispatch`).
     pub(crate) fn dispatch(&self, event: plaza_proto::cluster::RoomEvent, flushes: &mut Flushes) {
         let state = &self.namespaces.of(&event.room).state;
         if state.enabled && state.conflate_per_second > 0 {
             self.conflator
                 .dispatch(&self.hub, event, state.conflate_per_second, flushes);
         } else {
-            self.hub.dispatch_into(event, flushes);
+            self.hub.dispatch(event, flushes);
         }
     }
 

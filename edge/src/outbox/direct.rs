@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use super::{Outbox, Outgoing, Queue, WriteState, Written};
+use crate::ws::conn::MAX_IOV;
 
 /// Lean connections that were pushed to without waking their task, to be written directly
 /// once the pusher holds no lock ([`Outbox::push_shared`]).
@@ -32,9 +33,11 @@ impl Drop for Flushes {
 }
 
 impl Outbox {
-    /// Like [`Outbox::push_prepared`], for a fan-out: if the connection's task has nothing in
-    /// flight, the frame is queued without waking it and the outbox joins `flushes`, whose
-    /// [`Flushes::run`] (called once the caller holds no lock) writes it directly.
+    /// Queues a push as a complete frame (compressed only if [`Outbox::deflate`]) shared with
+    /// other connections — only for a connection with [`Outbox::frames`] — counted against the
+    /// limit like [`Outbox::push`]. If the connection's task has nothing in flight, the frame
+    /// is queued without waking it and the outbox joins `flushes`, whose [`Flushes::run`]
+    /// (called once the caller holds no lock) writes it directly.
     pub(crate) fn push_shared(self: &Arc<Self>, frame: Bytes, flushes: &mut Flushes) -> bool {
         if !self.admit(frame.len()) {
             return false;
@@ -88,7 +91,6 @@ impl Outbox {
     /// socket would block, the head is not a complete frame, or the queue is empty; adds what
     /// was fully written to `written`.
     fn write_head(queue: &mut MutexGuard<'_, Queue>, socket: &TcpStream, written: &mut Written) {
-        const MAX_IOV: usize = 64;
         loop {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;

@@ -27,7 +27,7 @@ use super::frame::{self, Header, OpCode};
 use super::{WsError, deflate};
 
 /// Most frames handed to one `writev`.
-const MAX_IOV: usize = 64;
+pub(crate) const MAX_IOV: usize = 64;
 /// Size of each worker thread's read scratch buffer.
 const SCRATCH_BYTES: usize = 16 * 1024;
 /// Queue slots a drained [`OutQueue`] may keep.
