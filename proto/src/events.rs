@@ -162,12 +162,17 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &LifecycleEvent) -> bool {
-        if !self.types.is_empty() && !self.types.contains(&event.kind) {
+        self.accepts(event.kind, event.room.as_ref())
+    }
+
+    /// Whether an event of type `kind` about `room` passes.
+    pub fn accepts(&self, kind: EventType, room: Option<&RoomName>) -> bool {
+        if !self.types.is_empty() && !self.types.contains(&kind) {
             return false;
         }
         match &self.namespace {
             None => true,
-            Some(ns) => event.room.as_ref().is_some_and(|r| r.namespace() == ns),
+            Some(ns) => room.is_some_and(|r| r.namespace() == ns),
         }
     }
 }

@@ -36,6 +36,7 @@
 mod commands;
 pub mod config;
 mod edges;
+mod feed;
 mod formats;
 mod gc;
 mod history;

@@ -14,13 +14,14 @@
 //! entry. The feed's sequence increases by exactly one per event: a reader sees a gap only if
 //! retention dropped events, and says so (`recovered: false`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
-use plaza_proto::events::{EventFilter, EventType, EventsPage, FeedPosition, LifecycleEvent};
+use plaza_proto::events::{EventFilter, EventType, EventsPage, FeedPosition};
 use plaza_proto::{ClientId, Member, RoomName, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EventsConfig, Namespaces};
+use crate::feed::{Feed, NewEvent};
 use crate::millis;
 use crate::small_map::SmallMap;
 
@@ -39,7 +40,7 @@ pub(super) struct Lifecycle {
     /// Sequence number of the last event emitted (0 before any).
     seq: u64,
     /// Retained events, oldest first; their sequence numbers are contiguous.
-    feed: VecDeque<LifecycleEvent>,
+    feed: Feed,
     /// Each user's connections that are members of any room with presence, with the number of
     /// rooms each is a member of. A user is online while present here.
     online: BTreeMap<UserId, SmallMap<ClientId, u32>>,
@@ -182,7 +183,7 @@ impl Lifecycle {
             self.fire(ctx, due);
         }
         let oldest_kept = ctx.now.saturating_sub(ctx.settings.retention);
-        while self.feed.front().is_some_and(|e| e.time_ms < oldest_kept) {
+        while self.feed.front_time().is_some_and(|t| t < oldest_kept) {
             self.feed.pop_front();
         }
     }
@@ -195,7 +196,7 @@ impl Lifecycle {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<EventsPage, FuturePosition> {
-        let first = self.feed.front().map_or(self.seq + 1, |e| e.position.seq);
+        let first = self.feed.first_seq().unwrap_or(self.seq + 1);
         let asked = match since {
             Some(p) if p.epoch == epoch => Some(p.seq),
             Some(_) => None,
@@ -214,17 +215,8 @@ impl Lifecycle {
             _ => (first - 1, false),
         };
         let skip = usize::try_from(after + 1 - first).unwrap_or(usize::MAX);
-        let mut events = Vec::new();
-        let mut next = after;
-        for event in self.feed.iter().skip(skip) {
-            if events.len() >= limit {
-                break;
-            }
-            next = event.position.seq;
-            if filter.matches(event) {
-                events.push(event.clone());
-            }
-        }
+        let (events, last) = self.feed.read(skip, limit, filter);
+        let next = last.unwrap_or(after);
         Ok(EventsPage {
             events,
             next: self.at(epoch, next),
@@ -301,17 +293,14 @@ impl Lifecycle {
             return;
         }
         self.seq += 1;
-        self.feed.push_back(LifecycleEvent {
-            position: self.at(ctx.epoch, self.seq),
+        let event = NewEvent {
             kind,
             time_ms: ctx.now,
-            room: room.cloned(),
-            user: user.cloned(),
-            client: member.map(|m| m.client.clone()),
-            info: member
-                .filter(|_| matches!(kind, EventType::MemberJoined | EventType::PresenceUpdated))
-                .and_then(|m| m.info.clone()),
-        });
+            room,
+            user,
+            member,
+        };
+        self.feed.push(ctx.epoch, self.seq, event);
         while self.feed.len() > ctx.settings.max_retained {
             self.feed.pop_front();
         }
