@@ -77,8 +77,9 @@ struct State {
     rooms: Rooms,
     /// The current link of every attached edge.
     links: HashMap<EdgeId, LinkSlot>,
-    /// Which edges receive each room's events.
-    subscribers: HashMap<RoomName, HashSet<EdgeId>>,
+    /// Which edges receive each room's events (a vector: a room has a few edges at most, and
+    /// a set would allocate four slots for the first).
+    subscribers: HashMap<RoomName, Vec<EdgeId>>,
     /// Distinguishes a link from a later one attached with the same edge id.
     next_generation: u64,
 }
@@ -347,7 +348,7 @@ impl State {
         };
         for room in slot.rooms.drain() {
             if let Some(edges) = self.subscribers.get_mut(&room) {
-                edges.remove(edge);
+                edges.retain(|e| e != edge);
                 if edges.is_empty() {
                     self.subscribers.remove(&room);
                 }
@@ -462,11 +463,11 @@ impl EdgeLink for MemoryLink {
             if let Some(slot) = state.links.get_mut(edge) {
                 slot.rooms.insert(room.clone());
             }
-            state
-                .subscribers
-                .entry(room.clone())
-                .or_default()
-                .insert(edge.clone());
+            let edges = state.subscribers.entry(room.clone()).or_default();
+            if !edges.contains(edge) {
+                edges.reserve_exact(1);
+                edges.push(edge.clone());
+            }
             Ok(state.rooms.position(&room))
         })
     }
@@ -477,7 +478,7 @@ impl EdgeLink for MemoryLink {
                 slot.rooms.remove(&room);
             }
             if let Some(edges) = state.subscribers.get_mut(&room) {
-                edges.remove(edge);
+                edges.retain(|e| e != edge);
                 if edges.is_empty() {
                     state.subscribers.remove(&room);
                 }

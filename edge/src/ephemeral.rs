@@ -14,7 +14,7 @@
 
 use std::num::NonZeroU32;
 
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use plaza_proto::client::EphemeralPush;
 use plaza_proto::cluster::Ephemeral;
 use plaza_proto::{ErrorBody, ErrorCode, Push, RoomName, ServerFrame};
@@ -32,7 +32,7 @@ pub(crate) fn quota(per_second: u32, burst: u32) -> Quota {
 
 /// One connection's ephemeral publications per second. Created on its first ephemeral
 /// publish, so connections that never send one pay nothing for it.
-pub(crate) struct EphemeralRate(DefaultDirectRateLimiter);
+pub(crate) struct EphemeralRate(crate::limits::Bucket);
 
 impl EphemeralRate {
     /// A limiter with the configured rate and burst.

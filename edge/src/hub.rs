@@ -34,6 +34,7 @@ use plaza_proto::{CloseCode, Position, RoomName, UserId};
 
 use crate::metrics as m;
 use crate::outbox::{Flushes, Outbox};
+use crate::small_map::SmallMap;
 use crate::user_presence::{Op, UserTable};
 
 mod encoded;
@@ -70,7 +71,7 @@ struct Shared {
 }
 
 struct RoomEntry {
-    subs: HashMap<SessionId, LocalSub>,
+    subs: SmallMap<SessionId, LocalSub>,
     /// Whether the upstream subscription is in place.
     active: bool,
     /// Position of the latest publication dispatched here (or of the upstream subscription).
@@ -79,8 +80,9 @@ struct RoomEntry {
     subscribed_at: Option<Position>,
     /// Serializes upstream subscribe/unsubscribe of this room.
     upstream: Arc<tokio::sync::Mutex<()>>,
-    /// User-level presence, while a local subscriber asked for it.
-    users: Option<UserTable>,
+    /// User-level presence, while a local subscriber asked for it (boxed: most rooms have
+    /// none).
+    users: Option<Box<UserTable>>,
 }
 
 impl RoomEntry {
@@ -194,7 +196,7 @@ impl Hub {
         let entry = rooms.entry(room.clone()).or_insert_with(|| {
             metrics::gauge!(m::HUB_ROOMS).increment(1);
             Box::new(RoomEntry {
-                subs: HashMap::new(),
+                subs: SmallMap::default(),
                 active: false,
                 position: None,
                 subscribed_at: None,
@@ -211,8 +213,8 @@ impl Hub {
                 state: SubState::Buffering(Vec::new()),
             },
         );
-        if users && entry.users.as_ref().is_none_or(UserTable::overflowed) {
-            entry.users = Some(UserTable::loading());
+        if users && entry.users.as_ref().is_none_or(|t| t.overflowed()) {
+            entry.users = Some(Box::new(UserTable::loading()));
         }
         metrics::gauge!(m::SUBSCRIPTIONS).increment(1);
         // Every event dispatched after this point is buffered for the subscriber, and every

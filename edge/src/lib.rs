@@ -37,6 +37,7 @@ mod node;
 mod outbox;
 mod server;
 mod session;
+mod small_map;
 mod state;
 mod user_presence;
 mod users;

@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -31,7 +31,6 @@ use plaza_proto::client::DisconnectPush;
 use plaza_proto::{CloseCode, Push, ServerFrame};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 mod direct;
 mod tungstenite;
@@ -62,8 +61,9 @@ pub struct Outbox {
     /// Signalled when a frame is queued (a stored permit if the writer is busy), for a
     /// tungstenite connection's writer task.
     ready: Notify,
-    /// Woken when a frame is queued, for a lean connection's task (it registers on every
-    /// poll, so no future is kept for it).
+    /// The session's task: woken when a frame is queued for a lean connection (its task
+    /// registers on every poll, so no future is kept for it), and when replies were written
+    /// ([`Outbox::poll_replies_below`]).
     waker: AtomicWaker,
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
@@ -72,8 +72,6 @@ pub struct Outbox {
     /// reading commands while they exceed its budget, so a client that asks and never reads
     /// cannot make the edge hold answers without bound.
     replies: AtomicUsize,
-    /// Signalled when the writer has written replies.
-    replies_written: Notify,
     closer: Closer,
     /// The connection takes complete frames ([`Outbox::push_shared`]): it is on the lean
     /// layer, which writes them as they are.
@@ -118,10 +116,13 @@ pub struct Closer(Arc<CloserState>);
 
 #[derive(Debug, Default)]
 struct CloserState {
-    token: CancellationToken,
-    /// Mirrors the token: every push asks whether the connection is closing, and the token
-    /// answers under a lock.
+    /// Set once; every push asks whether the connection is closing.
     closed: AtomicBool,
+    /// Wakes those waiting in [`Closer::closed`] (kept inline: a cancellation token would be
+    /// another allocation per connection).
+    notify: Notify,
+    /// The session's task, waiting in [`Closer::poll_closed`].
+    waker: AtomicWaker,
     reason: Mutex<Option<(CloseCode, String)>>,
 }
 
@@ -140,13 +141,36 @@ impl Closer {
 
     /// Ends the connection without a disconnect push (the client went away).
     pub fn close_quietly(&self) {
-        self.0.closed.store(true, Ordering::Release);
-        self.0.token.cancel();
+        if !self.0.closed.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+            self.0.waker.wake();
+        }
+    }
+
+    /// Ready once the connection is closing; otherwise the task is woken when it does (one
+    /// task at a time: the session's).
+    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_closed() {
+            return Poll::Ready(());
+        }
+        self.0.waker.register(cx.waker());
+        if self.is_closed() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Resolves once the connection is closing.
     pub async fn closed(&self) {
-        self.0.token.cancelled().await;
+        let notified = std::pin::pin!(self.0.notify.notified());
+        let mut notified = notified;
+        // Registered before the flag is read, so a close in between still wakes it.
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
     }
 
     /// Whether the edge closed the connection with a reason (rather than the client leaving).
@@ -175,7 +199,6 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             limit,
             replies: AtomicUsize::new(0),
-            replies_written: Notify::new(),
             closer: Closer::default(),
             frames: AtomicBool::new(false),
             deflate: AtomicBool::new(false),
@@ -256,10 +279,15 @@ impl Outbox {
         self.replies.load(Ordering::Acquire)
     }
 
-    /// Resolves after the writer next writes replies (cancel-safe: a lost wake-up is only a
-    /// lost chance to look again, and a permit is stored if none is waiting).
-    pub async fn replies_written(&self) {
-        self.replies_written.notified().await;
+    /// Ready once the reply backlog is below `seen` (the writer wrote replies); otherwise
+    /// the task is woken when the writer next writes some.
+    pub(crate) fn poll_replies_below(&self, seen: usize, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.reply_backlog() < seen {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Queues an encoded server frame (a push, counted against the limit).
@@ -385,7 +413,7 @@ impl Outbox {
         self.queued.fetch_sub(bytes.pushes, Ordering::AcqRel);
         if bytes.replies > 0 {
             self.replies.fetch_sub(bytes.replies, Ordering::AcqRel);
-            self.replies_written.notify_one();
+            self.waker.wake();
         }
     }
 }

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::DefaultDirectRateLimiter;
 use plaza_proto::cluster::{RoomEvent, RoomEventKind};
 use plaza_proto::state::StateChange;
 use plaza_proto::{ErrorBody, ErrorCode, RoomName};
@@ -30,7 +29,7 @@ use crate::metrics as m;
 use crate::outbox::Flushes;
 
 /// One connection's state writes per second. Made on its first write.
-pub(crate) struct StateRate(DefaultDirectRateLimiter);
+pub(crate) struct StateRate(crate::limits::Bucket);
 
 impl StateRate {
     /// A limiter with the configured rate and burst.

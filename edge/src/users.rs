@@ -43,6 +43,9 @@ impl Users {
         if sessions.len() >= max {
             return None;
         }
+        // One slot at a time: most users have one connection per edge, and a `Vec`
+        // would otherwise start at four.
+        sessions.reserve_exact(1);
         sessions.push((session, closer));
         Some(UserSlot {
             users: self.clone(),

@@ -15,9 +15,9 @@
 //! their order. A `publish` reply and the `pub` push of the same publication travel different
 //! paths (reply here, push through the hub) and may arrive in either order.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -43,6 +43,7 @@ use crate::limits::{CommandRate, CommandVerdict};
 use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::Outbox;
+use crate::small_map::SmallMap;
 use crate::users::UserSlot;
 use crate::ws::compat::Socket;
 use guard::ConnectionGuard;
@@ -67,7 +68,7 @@ struct Session<L: EdgeLink> {
     /// Token from the query string or cookie, used by `connect` when it carries none.
     handshake_token: Option<String>,
     conn: Option<Connected>,
-    subs: HashMap<RoomName, Sub>,
+    subs: SmallMap<RoomName, Sub>,
     /// Close the connection with this code once the current reply is queued.
     close_after: Option<(CloseCode, String)>,
     opened: Instant,
@@ -129,7 +130,7 @@ pub(crate) fn run<L: EdgeLink>(
         outbox,
         handshake_token,
         conn: None,
-        subs: HashMap::new(),
+        subs: SmallMap::default(),
         close_after: None,
         opened: now,
         last_seen: now,
@@ -150,9 +151,9 @@ pub(crate) fn run<L: EdgeLink>(
         // connection is closed with 4003 and ends through `finish` like any other.
         let read_loop = async {
             // Kept across rounds, so waiting costs no new timer entry or waiter registration
-            // per round (a round per delivery on the lean layer).
-            let mut closed = std::pin::pin!(closer.closed());
-            let mut closed = Registered::new(closed.as_mut());
+            // per round (a round per delivery on the lean layer). The connection's close and
+            // its replies being written wake the task through wakers registered in the outbox,
+            // so they need no state here at all.
             let mut drained = std::pin::pin!(node.drain.wait());
             let mut drained = Registered::new(drained.as_mut());
             let mut sleep = std::pin::pin!(tokio::time::sleep_until(session.next_deadline()));
@@ -160,23 +161,53 @@ pub(crate) fn run<L: EdgeLink>(
                 // While the client leaves too many replies unread, its commands are not read
                 // (TCP backpressure) until the writer makes progress.
                 let backlogged = session.replies_backlogged();
+                let backlog = outbox.reply_backlog();
                 let deadline = session.next_deadline();
                 if sleep.deadline() != deadline {
                     sleep.as_mut().reset(deadline);
                 }
                 let writes = transport.writes();
-                // Every arm is cancel-safe: reading and writing keep their progress in the
-                // transport, and the notifications and the timer lose nothing.
-                let incoming = tokio::select! {
-                    biased;
-                    _ = closed.wait(|| closer.is_closed()) => break,
-                    _ = drained.wait(|| node.drain.started()), if session.drain_at.is_none() => { session.start_drain(); continue }
-                    _ = &mut sleep => { session.on_deadline(); continue }
-                    _ = outbox.replies_written(), if backlogged && !writes => { session.stalled_since = None; continue }
-                    step = transport.step(&outbox, !backlogged), if writes || !backlogged => match step {
-                        Step::Read(incoming) => incoming,
-                        Step::Wrote => continue,
-                    },
+                let draining = session.drain_at.is_some();
+                // Polled in this order (the first ready wins). Every source is cancel-safe:
+                // reading and writing keep their progress in the transport, and the wakers and
+                // the timer lose nothing.
+                let wake = std::future::poll_fn(|cx| {
+                    if closer.poll_closed(cx).is_ready() {
+                        return Poll::Ready(Wake::Closed);
+                    }
+                    if !draining && drained.poll(cx, || node.drain.started()).is_ready() {
+                        return Poll::Ready(Wake::Drain);
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Deadline);
+                    }
+                    if backlogged && !writes && outbox.poll_replies_below(backlog, cx).is_ready() {
+                        return Poll::Ready(Wake::RepliesWritten);
+                    }
+                    if writes || !backlogged {
+                        return transport
+                            .poll_step(&outbox, !backlogged, cx)
+                            .map(Wake::Step);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                let incoming = match wake {
+                    Wake::Closed => break,
+                    Wake::Drain => {
+                        session.start_drain();
+                        continue;
+                    }
+                    Wake::Deadline => {
+                        session.on_deadline();
+                        continue;
+                    }
+                    Wake::RepliesWritten => {
+                        session.stalled_since = None;
+                        continue;
+                    }
+                    Wake::Step(Step::Wrote) => continue,
+                    Wake::Step(Step::Read(incoming)) => incoming,
                 };
                 match incoming {
                     Incoming::End => {
@@ -220,11 +251,24 @@ pub(crate) fn run<L: EdgeLink>(
     }
 }
 
-/// A wait on a token (the connection's close, the edge's drain) that polls the token's future
-/// only to register the task and once a lock-free flag says it fired: polling it takes the
-/// token's lock, and the read loop polls every arm on every wake-up — one per delivery on the
-/// lean layer, and the drain token is shared by every connection. One registration is enough:
-/// a task's waker never changes.
+/// What woke the read loop.
+enum Wake {
+    /// The connection is closing.
+    Closed,
+    /// The edge started draining.
+    Drain,
+    /// The earliest deadline passed.
+    Deadline,
+    /// The writer wrote replies the loop was waiting on (tungstenite).
+    RepliesWritten,
+    /// The transport read or wrote.
+    Step(Step),
+}
+
+/// A wait on a token shared by every connection (the edge's drain) that polls the token's
+/// future only to register the task and once a lock-free flag says it fired: polling it
+/// takes the token's lock, and the read loop polls every source on every wake-up — one per
+/// delivery on the lean layer. One registration is enough: a task's waker never changes.
 struct Registered<'f, F> {
     future: std::pin::Pin<&'f mut F>,
     registered: bool,
@@ -238,15 +282,13 @@ impl<'f, F: Future> Registered<'f, F> {
         }
     }
 
-    /// Resolves when the wait does; `fired` is the flag.
-    fn wait<'a>(&'a mut self, fired: impl Fn() -> bool + 'a) -> impl Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if self.registered && !fired() {
-                return std::task::Poll::Pending;
-            }
-            self.registered = true;
-            self.future.as_mut().poll(cx).map(|_| ())
-        })
+    /// Ready when the wait is over; `fired` is the flag.
+    fn poll(&mut self, cx: &mut Context<'_>, fired: impl Fn() -> bool) -> Poll<()> {
+        if self.registered && !fired() {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        self.future.as_mut().poll(cx).map(|_| ())
     }
 }
 
@@ -464,7 +506,7 @@ impl<L: EdgeLink> Session<L> {
 
     /// Removes every subscription and presence membership; runs once the connection closed.
     async fn cleanup(&mut self) {
-        let subs: Vec<(RoomName, Sub)> = self.subs.drain().collect();
+        let subs: Vec<(RoomName, Sub)> = self.subs.take_all();
         for (room, sub) in subs {
             self.drop_sub(room, sub).await;
         }

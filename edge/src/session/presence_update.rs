@@ -10,14 +10,12 @@
 //! write to the room, like publishing. The update is a re-join of the same connection with
 //! the new info; the broker tier announces it only when the info changed.
 
-use governor::DefaultDirectRateLimiter;
-
 use super::*;
 use crate::config::LimitsConfig;
 use crate::limits::quota;
 
 /// One connection's `presence_update`s per second.
-pub(super) struct PresenceUpdateRate(DefaultDirectRateLimiter);
+pub(super) struct PresenceUpdateRate(crate::limits::Bucket);
 
 impl PresenceUpdateRate {
     fn new(limits: &LimitsConfig) -> Self {

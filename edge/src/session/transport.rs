@@ -106,22 +106,31 @@ impl Transport {
         }
     }
 
-    /// The next thing the client sent (if `read`), or one batch of the outbox written (lean:
-    /// waiting for something to be queued first; on tungstenite the writer task writes). A
-    /// failed write closes the connection quietly. Cancel-safe: the decoder keeps a partly
-    /// read frame, and what was taken from the outbox stays in the connection's queue until
-    /// written.
-    pub(super) async fn step(&mut self, outbox: &Outbox, read: bool) -> Step {
+    /// Polls for the next thing the client sent (if `read`), or one batch of the outbox
+    /// written (lean: pending until something is queued; on tungstenite the writer task
+    /// writes). A failed write closes the connection quietly. Progress is kept in the
+    /// transport — the decoder keeps a partly read frame, and what was taken from the outbox
+    /// stays in the connection's queue until written — so a poll that is not repeated loses
+    /// nothing.
+    pub(super) fn poll_step(
+        &mut self,
+        outbox: &Outbox,
+        read: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Step> {
         match self {
-            Transport::Split { reader, .. } if read => Step::Read(match reader.next().await {
-                None | Some(Ok(Message::Close(_))) => Incoming::End,
-                Some(Err(e)) => Incoming::Error(e),
-                Some(Ok(Message::Text(text))) => Incoming::Text(text),
-                Some(Ok(Message::Binary(_))) => Incoming::Binary,
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
-            }),
-            Transport::Split { .. } => std::future::pending().await,
-            Transport::Lean(lean) => poll_fn(|cx| lean.poll_step(outbox, read, cx)).await,
+            Transport::Split { reader, .. } if read => {
+                let message = ready!(reader.poll_next_unpin(cx));
+                Poll::Ready(Step::Read(match message {
+                    None | Some(Ok(Message::Close(_))) => Incoming::End,
+                    Some(Err(e)) => Incoming::Error(e),
+                    Some(Ok(Message::Text(text))) => Incoming::Text(text),
+                    Some(Ok(Message::Binary(_))) => Incoming::Binary,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+                }))
+            }
+            Transport::Split { .. } => Poll::Pending,
+            Transport::Lean(lean) => lean.poll_step(outbox, read, cx),
         }
     }
 
@@ -198,7 +207,7 @@ impl Transport {
 }
 
 impl LeanIo {
-    /// See [`Transport::step`].
+    /// See [`Transport::poll_step`].
     fn poll_step(&mut self, outbox: &Outbox, read: bool, cx: &mut Context<'_>) -> Poll<Step> {
         if !self.failed && self.poll_write(outbox, cx).is_ready() {
             return Poll::Ready(Step::Wrote);

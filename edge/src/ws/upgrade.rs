@@ -117,13 +117,14 @@ impl Upgrade {
                     let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
                         return tracing::error!("upgraded connection is not a TcpStream");
                     };
-                    on_socket(Socket::Lean(LeanSocket {
+                    // A task of its own: this one's state (the upgrade's wait) would
+                    // otherwise stay part of the connection's footprint for its whole life.
+                    tokio::spawn(on_socket(Socket::Lean(LeanSocket {
                         tcp: parts.io.into_inner(),
                         read_buf: parts.read_buf,
                         limits,
                         deflate,
-                    }))
-                    .await;
+                    })));
                 });
                 let mut response = Response::new(Body::empty());
                 *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
