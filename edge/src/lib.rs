@@ -39,6 +39,7 @@ mod server;
 mod session;
 mod small_map;
 mod state;
+mod timers;
 mod user_presence;
 mod users;
 mod webhooks;
@@ -215,7 +216,7 @@ async fn drain<L: EdgeLink>(node: &Node<L>) {
     let started = tokio::time::Instant::now();
     tracing::info!(window = ?node.config.drain.window, "draining");
     ::metrics::gauge!(crate::metrics::DRAINING).set(1.0);
-    node.drain.start();
+    node.start_drain();
     node.sessions.close();
     let grace = node.config.drain.grace;
     if tokio::time::timeout(grace, node.sessions.wait())

@@ -279,6 +279,16 @@ impl Outbox {
         self.replies.load(Ordering::Acquire)
     }
 
+    /// Registers the session's task to be woken by pushes, written replies and its timer.
+    pub(crate) fn register_session(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    /// Wakes the session's task (its timer is due, or the edge is draining).
+    pub(crate) fn wake_session(&self) {
+        self.waker.wake();
+    }
+
     /// Ready once the reply backlog is below `seen` (the writer wrote replies); otherwise
     /// the task is woken when the writer next writes some.
     pub(crate) fn poll_replies_below(&self, seen: usize, cx: &mut Context<'_>) -> Poll<()> {

@@ -25,7 +25,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use metrics_exporter_prometheus::PrometheusHandle;
 use plaza_backend::EdgeLink;
 use plaza_rooms::config::Namespaces;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use attach::supervise;
@@ -65,6 +64,8 @@ pub struct Node<L: EdgeLink> {
     pub edge_id: String,
     /// Set when the edge starts draining: sessions disconnect over the drain window.
     pub drain: Drain,
+    /// Wakes sessions when their deadlines are due.
+    pub(crate) timers: crate::timers::Timers,
     /// Tracks session tasks so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Renders `/metrics`.
@@ -104,6 +105,7 @@ impl<L: EdgeLink> Node<L> {
             ),
             edge_id,
             drain: Drain::default(),
+            timers: crate::timers::Timers::default(),
             sessions: TaskTracker::new(),
             metrics,
             dev_secret,
@@ -121,6 +123,18 @@ impl<L: EdgeLink> Node<L> {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Starts draining (once; later calls change nothing): every session is woken to pick
+    /// its moment in the drain window.
+    pub fn start_drain(&self) {
+        if !self
+            .drain
+            .started
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.timers.wake_all();
+        }
     }
 
     /// Whether the edge accepts new connections.
@@ -148,29 +162,16 @@ impl<L: EdgeLink> Node<L> {
     }
 }
 
-/// The edge's drain signal: a token sessions wait on, and a flag read without its lock (every
-/// session looks at it on every wake-up).
+/// The edge's drain signal: a flag every session reads when its task runs
+/// ([`Node::start_drain`] wakes them all).
 #[derive(Debug, Default)]
 pub struct Drain {
-    token: CancellationToken,
     started: std::sync::atomic::AtomicBool,
 }
 
 impl Drain {
-    /// Starts draining (once; later calls change nothing).
-    pub fn start(&self) {
-        self.started
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.token.cancel();
-    }
-
     /// Whether draining has started.
     pub fn started(&self) -> bool {
         self.started.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Resolves once draining has started.
-    pub async fn wait(&self) {
-        self.token.cancelled().await;
     }
 }

@@ -7,9 +7,9 @@
 //!  socket ◀──Transport::pump (lean) / write_loop task (tungstenite)── Outbox ◀── replies, pushes
 //! ```
 //!
-//! The deadlines need no timer task of their own: the read loop sleeps until the earliest of
-//! them (one entry in tokio's shared timer wheel, kept inside the connection's task and moved
-//! only when the earliest deadline changes).
+//! The deadlines need no timer of their own: the read loop checks them whenever the task runs,
+//! and the edge's one timer (`timers.rs`) wakes the task when the earliest is due — an entry
+//! is added only when the earliest deadline moves earlier, so the task holds no timer state.
 //!
 //! Commands of one connection run one at a time, in order, so a client's publications keep
 //! their order. A `publish` reply and the `pub` push of the same publication travel different
@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -76,6 +76,8 @@ struct Session<L: EdgeLink> {
     /// When to send the next WebSocket ping (through the outbox, so the writer needs no timer).
     next_ping: Instant,
     drain_at: Option<Instant>,
+    /// The deadline this session's entry in the edge's timer is for, until it passes.
+    wakeup: Option<Instant>,
     /// Since when replies over `client.max_pending_reply_bytes` have waited without the writer
     /// making progress (commands are not read meanwhile).
     stalled_since: Option<Instant>,
@@ -136,6 +138,7 @@ pub(crate) fn run<L: EdgeLink>(
         last_seen: now,
         next_ping: now + ping_interval,
         drain_at: None,
+        wakeup: None,
         stalled_since: None,
         ephemeral: None,
         presence_updates: None,
@@ -150,35 +153,31 @@ pub(crate) fn run<L: EdgeLink>(
         // A panic anywhere in the read loop (a command handler included) is caught here: the
         // connection is closed with 4003 and ends through `finish` like any other.
         let read_loop = async {
-            // Kept across rounds, so waiting costs no new timer entry or waiter registration
-            // per round (a round per delivery on the lean layer). The connection's close and
-            // its replies being written wake the task through wakers registered in the outbox,
-            // so they need no state here at all.
-            let mut drained = std::pin::pin!(node.drain.wait());
-            let mut drained = Registered::new(drained.as_mut());
-            let mut sleep = std::pin::pin!(tokio::time::sleep_until(session.next_deadline()));
+            // Nothing is kept across rounds but the session: the connection's close, its
+            // replies being written, the edge's drain and its deadlines (`timers.rs`) wake the
+            // task through wakers registered in the outbox and the closer, and each source is
+            // checked on every poll.
             loop {
                 // While the client leaves too many replies unread, its commands are not read
                 // (TCP backpressure) until the writer makes progress.
                 let backlogged = session.replies_backlogged();
                 let backlog = outbox.reply_backlog();
                 let deadline = session.next_deadline();
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
+                session.schedule_wakeup(deadline);
                 let writes = transport.writes();
                 let draining = session.drain_at.is_some();
                 // Polled in this order (the first ready wins). Every source is cancel-safe:
                 // reading and writing keep their progress in the transport, and the wakers and
-                // the timer lose nothing.
+                // the deadline lose nothing.
                 let wake = std::future::poll_fn(|cx| {
+                    outbox.register_session(cx.waker());
                     if closer.poll_closed(cx).is_ready() {
                         return Poll::Ready(Wake::Closed);
                     }
-                    if !draining && drained.poll(cx, || node.drain.started()).is_ready() {
+                    if !draining && node.drain.started() {
                         return Poll::Ready(Wake::Drain);
                     }
-                    if sleep.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= deadline {
                         return Poll::Ready(Wake::Deadline);
                     }
                     if backlogged && !writes && outbox.poll_replies_below(backlog, cx).is_ready() {
@@ -265,33 +264,6 @@ enum Wake {
     Step(Step),
 }
 
-/// A wait on a token shared by every connection (the edge's drain) that polls the token's
-/// future only to register the task and once a lock-free flag says it fired: polling it
-/// takes the token's lock, and the read loop polls every source on every wake-up — one per
-/// delivery on the lean layer. One registration is enough: a task's waker never changes.
-struct Registered<'f, F> {
-    future: std::pin::Pin<&'f mut F>,
-    registered: bool,
-}
-
-impl<'f, F: Future> Registered<'f, F> {
-    fn new(future: std::pin::Pin<&'f mut F>) -> Self {
-        Self {
-            future,
-            registered: false,
-        }
-    }
-
-    /// Ready when the wait is over; `fired` is the flag.
-    fn poll(&mut self, cx: &mut Context<'_>, fired: impl Fn() -> bool) -> Poll<()> {
-        if self.registered && !fired() {
-            return Poll::Pending;
-        }
-        self.registered = true;
-        self.future.as_mut().poll(cx).map(|_| ())
-    }
-}
-
 impl<L: EdgeLink> Session<L> {
     fn close(&self, code: CloseCode, reason: impl Into<String>) {
         self.outbox.closer().close(code, reason);
@@ -323,6 +295,20 @@ impl<L: EdgeLink> Session<L> {
             }
         }
         self.drain_at.map_or(next, |d| next.min(d))
+    }
+
+    /// Makes sure the edge's timer wakes this session by `deadline`: a new entry if the one it
+    /// has is for later (or has passed); a later deadline keeps the earlier entry, which then
+    /// wakes the session early once.
+    fn schedule_wakeup(&mut self, deadline: Instant) {
+        let now = Instant::now();
+        if self.wakeup.is_some_and(|at| at <= now) {
+            self.wakeup = None;
+        }
+        if deadline > now && self.wakeup.is_none_or(|at| deadline < at) {
+            self.node.timers.schedule(deadline, &self.outbox);
+            self.wakeup = Some(deadline);
+        }
     }
 
     fn on_deadline(&mut self) {
