@@ -42,7 +42,7 @@ impl<L: EdgeLink> Session<L> {
                     AuthError::Unavailable(_) => CloseCode::BackendUnavailable,
                     AuthError::Missing | AuthError::Invalid(_) => CloseCode::InvalidToken,
                 };
-                self.close_after = Some((code, e.to_string()));
+                Rare::of(&mut self.rare).close_after = Some((code, e.to_string()));
                 return Err(e.code().with(e.to_string()));
             }
         };
@@ -55,7 +55,8 @@ impl<L: EdgeLink> Session<L> {
         else {
             metrics::counter!(m::LIMIT_HITS, "limit" => "connections_per_user").increment(1);
             let reason = format!("user has {max} connections on this edge");
-            self.close_after = Some((CloseCode::TooManyConnections, reason.clone()));
+            Rare::of(&mut self.rare).close_after =
+                Some((CloseCode::TooManyConnections, reason.clone()));
             return Err(ErrorCode::LimitExceeded.with(reason));
         };
         // Unguessable: a client id names a connection in presence and in `from`, and a

@@ -9,8 +9,9 @@ use crate::ephemeral::EphemeralRate;
 impl<L: EdgeLink> Session<L> {
     pub(super) async fn publish_ephemeral(&mut self, p: Publish) -> Result<ReplyOk, ErrorBody> {
         let limits = &self.node.config.limits;
-        self.ephemeral
-            .get_or_insert_with(|| Box::new(EphemeralRate::new(limits)))
+        Rare::of(&mut self.rare)
+            .ephemeral
+            .get_or_insert_with(|| EphemeralRate::new(limits))
             .check(limits)?;
         let conn = self.connected();
         let from = Sender {

@@ -69,25 +69,40 @@ struct Session<L: EdgeLink> {
     handshake_token: Option<String>,
     conn: Option<Connected>,
     subs: SmallMap<RoomName, Sub>,
-    /// Close the connection with this code once the current reply is queued.
-    close_after: Option<(CloseCode, String)>,
     opened: Instant,
     last_seen: Instant,
     /// When to send the next WebSocket ping (through the outbox, so the writer needs no timer).
     next_ping: Instant,
-    drain_at: Option<Instant>,
     /// The deadline this session's entry in the edge's timer is for, until it passes.
     wakeup: Option<Instant>,
+    /// What only some connections ever need, made on first use.
+    rare: Option<Box<Rare>>,
+}
+
+/// A session's state that most connections never need (boxed: an idle connection pays one
+/// pointer for all of it).
+#[derive(Default)]
+struct Rare {
+    /// Close the connection with this code once the current reply is queued.
+    close_after: Option<(CloseCode, String)>,
+    /// When this connection closes in the edge's drain.
+    drain_at: Option<Instant>,
     /// Since when replies over `client.max_pending_reply_bytes` have waited without the writer
     /// making progress (commands are not read meanwhile).
     stalled_since: Option<Instant>,
-    /// Ephemeral publications per second; boxed and made on the first one, so an idle
-    /// connection pays one pointer for it.
-    ephemeral: Option<Box<crate::ephemeral::EphemeralRate>>,
-    /// `presence_update`s per second; made on the first one, like `ephemeral`.
-    presence_updates: Option<Box<presence_update::PresenceUpdateRate>>,
-    /// State writes per second; made on the first one.
-    state_rate: Option<Box<crate::state::StateRate>>,
+    /// Ephemeral publications per second (made on the first one).
+    ephemeral: Option<crate::ephemeral::EphemeralRate>,
+    /// `presence_update`s per second (made on the first one).
+    presence_updates: Option<presence_update::PresenceUpdateRate>,
+    /// State writes per second (made on the first one).
+    state_rate: Option<crate::state::StateRate>,
+}
+
+impl Rare {
+    /// The session's rare state, made if it has none yet.
+    fn of(rare: &mut Option<Box<Rare>>) -> &mut Rare {
+        rare.get_or_insert_with(Box::default)
+    }
 }
 
 struct Connected {
@@ -133,16 +148,11 @@ pub(crate) fn run<L: EdgeLink>(
         handshake_token,
         conn: None,
         subs: SmallMap::default(),
-        close_after: None,
         opened: now,
         last_seen: now,
         next_ping: now + ping_interval,
-        drain_at: None,
         wakeup: None,
-        stalled_since: None,
-        ephemeral: None,
-        presence_updates: None,
-        state_rate: None,
+        rare: None,
     };
     // An `async move` block rather than an async fn: its captures are used in place, where an
     // async fn would also keep a copy of its arguments for the connection's whole life.
@@ -165,7 +175,7 @@ pub(crate) fn run<L: EdgeLink>(
                 let deadline = session.next_deadline();
                 session.schedule_wakeup(deadline);
                 let writes = transport.writes();
-                let draining = session.drain_at.is_some();
+                let draining = session.drain_at().is_some();
                 // Polled in this order (the first ready wins). Every source is cancel-safe:
                 // reading and writing keep their progress in the transport, and the wakers and
                 // the deadline lose nothing.
@@ -202,7 +212,7 @@ pub(crate) fn run<L: EdgeLink>(
                         continue;
                     }
                     Wake::RepliesWritten => {
-                        session.stalled_since = None;
+                        session.unstall();
                         continue;
                     }
                     Wake::Step(Step::Wrote) => continue,
@@ -273,17 +283,33 @@ impl<L: EdgeLink> Session<L> {
     fn replies_backlogged(&mut self) -> bool {
         let over = self.outbox.reply_backlog() > self.node.config.client.max_pending_reply_bytes;
         if !over {
-            self.stalled_since = None;
-        } else if self.stalled_since.is_none() {
-            self.stalled_since = Some(Instant::now());
+            self.unstall();
+        } else {
+            let rare = Rare::of(&mut self.rare);
+            rare.stalled_since.get_or_insert_with(Instant::now);
         }
         over
+    }
+
+    /// The writer made progress: the stall clock stops.
+    fn unstall(&mut self) {
+        if let Some(rare) = &mut self.rare {
+            rare.stalled_since = None;
+        }
+    }
+
+    fn stalled_since(&self) -> Option<Instant> {
+        self.rare.as_ref().and_then(|r| r.stalled_since)
+    }
+
+    fn drain_at(&self) -> Option<Instant> {
+        self.rare.as_ref().and_then(|r| r.drain_at)
     }
 
     fn next_deadline(&self) -> Instant {
         let c = &self.node.config.client;
         let mut next = (self.last_seen + c.idle_timeout).min(self.next_ping);
-        if let Some(since) = self.stalled_since {
+        if let Some(since) = self.stalled_since() {
             next = next.min(since + c.write_timeout);
         }
         match &self.conn {
@@ -294,7 +320,7 @@ impl<L: EdgeLink> Session<L> {
                 }
             }
         }
-        self.drain_at.map_or(next, |d| next.min(d))
+        self.drain_at().map_or(next, |d| next.min(d))
     }
 
     /// Makes sure the edge's timer wakes this session by `deadline`: a new entry if the one it
@@ -314,11 +340,11 @@ impl<L: EdgeLink> Session<L> {
     fn on_deadline(&mut self) {
         let now = Instant::now();
         let c = &self.node.config.client;
-        if self.drain_at.is_some_and(|d| d <= now) {
+        if self.drain_at().is_some_and(|d| d <= now) {
             return self.close(CloseCode::Shutdown, "edge is draining; reconnect");
         }
         if self
-            .stalled_since
+            .stalled_since()
             .is_some_and(|since| now >= since + c.write_timeout)
         {
             metrics::counter!(m::SLOW_CONSUMERS).increment(1);
@@ -365,7 +391,7 @@ impl<L: EdgeLink> Session<L> {
     fn start_drain(&mut self) {
         let window = self.node.config.drain.window;
         let delay = window.mul_f64(rand::random::<f64>());
-        self.drain_at = Some(Instant::now() + delay);
+        Rare::of(&mut self.rare).drain_at = Some(Instant::now() + delay);
     }
 
     fn on_read_error(&self, e: axum::Error) {
@@ -450,7 +476,7 @@ impl<L: EdgeLink> Session<L> {
             Ok(Some(ok)) => self.reply(frame.id, Ok(ok)),
             Err(e) => self.reply(frame.id, Err(e)),
         }
-        if let Some((code, reason)) = self.close_after.take() {
+        if let Some((code, reason)) = self.rare.as_mut().and_then(|r| r.close_after.take()) {
             self.close(code, reason);
         }
     }

@@ -66,8 +66,9 @@ impl<L: EdgeLink> Session<L> {
                 .with(format!("presence info is {size} bytes; at most {max}")));
         }
         let limits = &self.node.config.limits;
-        self.presence_updates
-            .get_or_insert_with(|| Box::new(PresenceUpdateRate::new(limits)))
+        Rare::of(&mut self.rare)
+            .presence_updates
+            .get_or_insert_with(|| PresenceUpdateRate::new(limits))
             .check(limits)?;
         let mut member = self.member();
         member.info = u.info;

@@ -78,8 +78,9 @@ impl<L: EdgeLink> Session<L> {
             )));
         }
         let limits = &self.node.config.limits;
-        self.state_rate
-            .get_or_insert_with(|| Box::new(StateRate::new(limits)))
+        Rare::of(&mut self.rare)
+            .state_rate
+            .get_or_insert_with(|| StateRate::new(limits))
             .check(limits)?;
         let user = &self.connected().identity.user;
         if self.node.publish_budget.charge(user, bytes).is_err() {
