@@ -92,19 +92,28 @@ impl Outbox {
     /// was fully written to `written`.
     fn write_head(queue: &mut MutexGuard<'_, Queue>, socket: &TcpStream, written: &mut Written) {
         loop {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            let mut skip = queue.front_written;
-            for (slot, item) in slices.iter_mut().zip(queue.items.iter()) {
-                let Outgoing::Frame(frame) = item else { break };
-                *slot = IoSlice::new(&frame[skip..]);
-                skip = 0;
-                n += 1;
-            }
-            if n == 0 {
-                return;
-            }
-            let Ok(mut done) = socket.try_write_vectored(&slices[..n]) else {
+            let mut frames = queue.items.iter().map_while(|item| match item {
+                Outgoing::Frame(frame) => Some(frame),
+                _ => None,
+            });
+            let result = match (frames.next(), frames.next()) {
+                (None, _) => return,
+                // One frame (a delivery to a subscriber that keeps up): a plain `send` is
+                // cheaper for the kernel than a one-element `writev`, and needs no slices.
+                (Some(frame), None) => socket.try_write(&frame[queue.front_written..]),
+                (Some(first), Some(second)) => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    slices[0] = IoSlice::new(&first[queue.front_written..]);
+                    slices[1] = IoSlice::new(second);
+                    let mut n = 2;
+                    for (slot, frame) in slices[2..].iter_mut().zip(frames) {
+                        *slot = IoSlice::new(frame);
+                        n += 1;
+                    }
+                    socket.try_write_vectored(&slices[..n])
+                }
+            };
+            let Ok(mut done) = result else {
                 // Would block (the caller wakes the task for the rest) or failed (the task's
                 // own write will see it and close the connection).
                 return;

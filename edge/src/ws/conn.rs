@@ -302,14 +302,20 @@ impl OutQueue {
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        while !self.frames.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (slot, f) in slices.iter_mut().zip(self.frames.iter()) {
-                *slot = IoSlice::new(f);
-                n += 1;
-            }
-            let mut written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))?;
+        while let Some(front) = self.frames.front() {
+            let mut written = if self.frames.len() == 1 {
+                // One frame (most deliveries): a plain write — for a socket, `send` — is
+                // cheaper for the kernel than a one-element `writev`.
+                ready!(Pin::new(&mut *io).poll_write(cx, front))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for (slot, f) in slices.iter_mut().zip(self.frames.iter()) {
+                    *slot = IoSlice::new(f);
+                    n += 1;
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))?
+            };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -367,7 +373,14 @@ impl AsyncWrite for SharedTcp<'_> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        // `try_write` is a `send`: cheaper for the kernel than a one-element `writev`.
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
     }
 
     fn poll_write_vectored(
