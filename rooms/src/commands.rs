@@ -367,7 +367,7 @@ impl Rooms {
 /// `name`'s room, created at the current sequence with its bucket's GC watermark if needed.
 /// Takes the state's fields one by one so the caller can keep using the others.
 fn room_entry<'a>(
-    rooms: &'a mut BTreeMap<RoomName, Room>,
+    rooms: &'a mut BTreeMap<RoomName, Box<Room>>,
     watermarks: &Watermarks,
     seq: u64,
     name: &RoomName,
@@ -375,7 +375,7 @@ fn room_entry<'a>(
 ) -> &'a mut Room {
     rooms
         .entry(name.clone())
-        .or_insert_with(|| Room::new(seq, watermarks.get(name, seq), now))
+        .or_insert_with(|| Box::new(Room::new(seq, watermarks.get(name, seq), now)))
 }
 
 fn event(state: &RoomsState, room: &RoomName, kind: RoomEventKind) -> RoomEvent {

@@ -310,7 +310,9 @@ pub struct RoomsState {
     seq: u64,
     /// The largest `now` seen; earlier values are clamped to it.
     clock: u64,
-    rooms: BTreeMap<RoomName, Room>,
+    /// Boxed: a B-tree node holds eleven entries, so an inline room (160 bytes) would cost
+    /// every room slot that size whether used or not, and move it on every split.
+    rooms: BTreeMap<RoomName, Box<Room>>,
     watermarks: Watermarks,
     edges: Edges,
     /// Idempotency keys in the order they expire (the window is fixed and the clock monotonic).
