@@ -62,6 +62,8 @@ function Messages({ me }: { me: string }) {
   const [messages, setMessages] = useState<Shown[]>([]);
   const [draft, setDraft] = useState("");
   const [error, setError] = useState<string | null>(null);
+  // Whether the room's recent messages are in (until then the list may grow from the past).
+  const [loaded, setLoaded] = useState(false);
   const seen = useRef(new Set<number>());
   const { typing, notifyTyping, stopTyping } = useTyping(TYPING_ROOM);
   const { members } = usePresence(ROOM_NAME);
@@ -77,10 +79,14 @@ function Messages({ me }: { me: string }) {
     // First subscribe, or a reconnect that could not recover (history window exceeded, edge
     // restarted): reload the last messages instead of showing a gap.
     onSubscribed: (event) => {
-      if (event.recovered) return;
+      if (event.recovered) {
+        setLoaded(true);
+        return;
+      }
       void history({ limit: 50 }).then((h) => {
         seen.current = new Set(h.publications.map((p) => p.offset));
         setMessages(toShown(h.publications));
+        setLoaded(true);
       });
     },
   });
@@ -97,7 +103,7 @@ function Messages({ me }: { me: string }) {
 
   return (
     <section className="messages">
-      <ol data-testid="messages">
+      <ol data-testid="messages" data-loaded={loaded} aria-busy={!loaded}>
         {messages.map((m) => (
           <li key={m.offset} className={m.user === me ? "mine" : ""} data-testid="message">
             <b>{m.name}</b> <span>{m.text}</span>

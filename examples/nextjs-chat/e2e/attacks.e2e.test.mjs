@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { after, afterEach, before, test } from "node:test";
-import { ROOM, apiPublish, artifacts, closeContexts, memberNames, messageTexts, mintToken, rawClient, send, signIn, startStack, stopStack, until } from "./harness.mjs";
+import { ROOM, apiPublish, artifacts, closeContexts, historyLoaded, memberNames, messageTexts, mintToken, rawClient, send, signIn, startStack, stopStack, until } from "./harness.mjs";
 
 /** What the app caps a rendered message at (app/message.ts), plus room for the name. */
 const MAX_TEXT = 2000;
@@ -52,6 +52,8 @@ test("a client posting {user: 'ann', name: 'Ann'} over its own WebSocket is refu
 test("a publication from a client whose token does grant publish is not shown as the user its data names", async () => {
   const ann = await signIn(stack, "Ann");
   const bob = await signIn(stack, "Bob");
+  // Counted once the earlier tests' messages are in: they arrive after "connected".
+  await historyLoaded(bob.page);
   const before = (await messageTexts(bob.page)).length;
 
   // A token granting publish (a misconfigured provider claim, an old token, the edge's --dev

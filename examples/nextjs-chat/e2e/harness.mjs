@@ -167,6 +167,9 @@ export async function send(user, text) {
   await user.page.getByTestId("send").click();
 }
 
+/** Waits until the page has loaded the room's recent messages (its list stops growing from the past). */
+export const historyLoaded = (page) => page.locator('[data-testid="messages"][data-loaded="true"]').waitFor({ timeout: 30_000 });
+
 export const memberNames = (page) => page.getByTestId("member").allInnerTexts();
 export const messageTexts = (page) => page.getByTestId("message").allInnerTexts();
 
