@@ -132,11 +132,21 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `at` in milliseconds since `base`, rounded up: a session is never woken before its
-    /// deadline.
+    /// An entry's deadline `at` in milliseconds since `base`, rounded up, and the clock's
+    /// `now` rounded down ([`Shared::now`]): an entry is due only once its deadline has passed,
+    /// never a fraction of a millisecond before it — a session woken before its deadline finds
+    /// nothing due and, its entry gone, would sleep past it.
     fn millis(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.base).as_nanos();
         u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    /// The current time in whole milliseconds since `base`, rounded down.
+    fn now(&self) -> u64 {
+        let nanos = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX)
     }
 }
 
@@ -148,7 +158,7 @@ async fn run(shared: Arc<Shared>) {
         let changed = shared.changed.notified();
         let mut changed = std::pin::pin!(changed);
         changed.as_mut().enable();
-        let now = shared.millis(Instant::now());
+        let now = shared.now();
         let next = {
             let mut state = shared.state();
             while let Some(Reverse(entry)) = state.heap.peek()
@@ -215,6 +225,27 @@ mod tests {
         woken(&a).await;
         assert!(start.elapsed() >= Duration::from_millis(300));
         assert_eq!(timers.len(), 0, "due entries are gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_session_is_woken_before_its_deadline() {
+        let timers = Timers::default();
+        let start = Instant::now();
+        let first = Outbox::new(1024);
+        timers.schedule(start + Duration::from_secs(60), &first);
+        tokio::task::yield_now().await;
+        // The timer task looks again at a moment that is not a whole millisecond, for an
+        // entry due half a millisecond later: it must wait for it, not wake it early.
+        tokio::time::advance(Duration::from_micros(10_200)).await;
+        let due = start + Duration::from_micros(10_500);
+        let session = Outbox::new(1024);
+        timers.schedule(due, &session);
+        woken(&session).await;
+        assert!(
+            Instant::now() >= due,
+            "woken {:?} early",
+            due - Instant::now()
+        );
     }
 
     #[tokio::test(start_paused = true)]
