@@ -176,6 +176,28 @@ async fn draining_disconnects_clients_with_a_reconnectable_code_and_refuses_new_
     );
 }
 
+/// `connect` moves a connection's earliest deadline later (from the connect timeout to the next
+/// ping): the timer entry for the old one wakes the session once, and it must then ask for the
+/// new one — a connection idle past its connect timeout still gets its pings and its turn in a
+/// drain.
+#[tokio::test]
+async fn a_quiet_connection_keeps_its_deadlines_after_connect_moves_them_later() {
+    let mut config = config();
+    config.client.connect_timeout = Duration::from_millis(200);
+    config.client.ping_interval = Duration::from_millis(700);
+    let edge = start(config).await;
+    let (mut c, _) = Client::connected(edge.local_addr(), "quiet").await;
+    c.subscribe("chat:quiet").await;
+    // Past the connect timeout's entry and the first ping: the client answers it (reading).
+    c.expect_silence(Duration::from_millis(1000)).await;
+    edge.begin_shutdown();
+    let closed = tokio::time::timeout(WAIT, c.closed())
+        .await
+        .expect("a quiet connection is closed by the drain");
+    assert_eq!(closed.code, Some(CloseCode::Shutdown.code()), "{closed:?}");
+    edge.wait().await;
+}
+
 #[tokio::test]
 async fn a_token_expiring_in_the_far_future_connects_without_deadline_overflow() {
     let edge = start_default().await;

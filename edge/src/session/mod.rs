@@ -173,7 +173,11 @@ pub(crate) fn run<L: EdgeLink>(
                 let backlogged = session.replies_backlogged();
                 let backlog = outbox.reply_backlog();
                 let deadline = session.next_deadline();
-                session.schedule_wakeup(deadline);
+                // When to look at the deadlines again: at the earliest one, or when this
+                // session's timer entry fires if that is sooner (the deadline moved later
+                // since it was added, e.g. at `connect`) — the entry is then gone, and the
+                // next round adds one for the deadline.
+                let due = session.schedule_wakeup(deadline);
                 let writes = transport.writes();
                 let draining = session.drain_at().is_some();
                 // Polled in this order (the first ready wins). Every source is cancel-safe:
@@ -187,7 +191,7 @@ pub(crate) fn run<L: EdgeLink>(
                     if !draining && node.drain.started() {
                         return Poll::Ready(Wake::Drain);
                     }
-                    if Instant::now() >= deadline {
+                    if Instant::now() >= due {
                         return Poll::Ready(Wake::Deadline);
                     }
                     if backlogged && !writes && outbox.poll_replies_below(backlog, cx).is_ready() {
@@ -325,8 +329,9 @@ impl<L: EdgeLink> Session<L> {
 
     /// Makes sure the edge's timer wakes this session by `deadline`: a new entry if the one it
     /// has is for later (or has passed); a later deadline keeps the earlier entry, which then
-    /// wakes the session early once.
-    fn schedule_wakeup(&mut self, deadline: Instant) {
+    /// wakes the session early once. Returns when the session must look again: the deadline,
+    /// or its entry's time if that is sooner.
+    fn schedule_wakeup(&mut self, deadline: Instant) -> Instant {
         let now = Instant::now();
         if self.wakeup.is_some_and(|at| at <= now) {
             self.wakeup = None;
@@ -335,8 +340,11 @@ impl<L: EdgeLink> Session<L> {
             self.node.timers.schedule(deadline, &self.outbox);
             self.wakeup = Some(deadline);
         }
+        self.wakeup.map_or(deadline, |at| at.min(deadline))
     }
 
+    /// Acts on whatever deadline has passed (nothing, if the round was only to renew the
+    /// session's timer entry: every check compares with the clock).
     fn on_deadline(&mut self) {
         let now = Instant::now();
         let c = &self.node.config.client;
