@@ -62,8 +62,7 @@ pub struct Outbox {
     /// tungstenite connection's writer task.
     ready: Notify,
     /// The session's task: woken when a frame is queued for a lean connection (its task
-    /// registers on every poll, so no future is kept for it), and when replies were written
-    /// ([`Outbox::poll_replies_below`]).
+    /// registers on every poll, so no future is kept for it), and when replies were written.
     waker: AtomicWaker,
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
@@ -163,8 +162,7 @@ impl Closer {
 
     /// Resolves once the connection is closing.
     pub async fn closed(&self) {
-        let notified = std::pin::pin!(self.0.notify.notified());
-        let mut notified = notified;
+        let mut notified = std::pin::pin!(self.0.notify.notified());
         // Registered before the flag is read, so a close in between still wakes it.
         notified.as_mut().enable();
         if self.is_closed() {
@@ -279,7 +277,8 @@ impl Outbox {
         self.replies.load(Ordering::Acquire)
     }
 
-    /// Registers the session's task to be woken by pushes, written replies and its timer.
+    /// Registers the session's task to be woken by pushes, written replies ([`Outbox::settle`])
+    /// and its timer.
     pub(crate) fn register_session(&self, waker: &Waker) {
         self.waker.register(waker);
     }
@@ -287,17 +286,6 @@ impl Outbox {
     /// Wakes the session's task (its timer is due, or the edge is draining).
     pub(crate) fn wake_session(&self) {
         self.waker.wake();
-    }
-
-    /// Ready once the reply backlog is below `seen` (the writer wrote replies); otherwise
-    /// the task is woken when the writer next writes some.
-    pub(crate) fn poll_replies_below(&self, seen: usize, cx: &mut Context<'_>) -> Poll<()> {
-        self.waker.register(cx.waker());
-        if self.reply_backlog() < seen {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
     }
 
     /// Queues an encoded server frame (a push, counted against the limit).

@@ -194,7 +194,8 @@ pub(crate) fn run<L: EdgeLink>(
                     if Instant::now() >= due {
                         return Poll::Ready(Wake::Deadline);
                     }
-                    if backlogged && !writes && outbox.poll_replies_below(backlog, cx).is_ready() {
+                    // Registered above: the writer wakes the task when it writes replies.
+                    if backlogged && !writes && outbox.reply_backlog() < backlog {
                         return Poll::Ready(Wake::RepliesWritten);
                     }
                     if writes || !backlogged {
