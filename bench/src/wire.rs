@@ -18,18 +18,23 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Duration, timeout};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::spec::Target;
 
 /// An open WebSocket.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// Read buffer of a benchmark client's WebSocket.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// How long one handshake step may take.
 const STEP: Duration = Duration::from_secs(30);
@@ -185,24 +190,33 @@ fn nats_records(buf: &[u8], out: &mut impl FnMut(Event)) -> usize {
 }
 
 /// Opens a TCP connection to `url`'s host (from loopback source `source` when given, with a
-/// receive buffer of `rcvbuf` bytes when given) and upgrades it to a WebSocket (no compression:
-/// tungstenite has none).
+/// receive buffer of `rcvbuf` bytes when given) and upgrades it to a WebSocket (no compression).
+///
+/// The opening handshake is written by hand — one preformatted request, the response checked
+/// with `httparse` and its `Sec-WebSocket-Accept` verified — and the socket then handed to
+/// tungstenite: in a connect storm the generator shares the two cores with the server, and
+/// tungstenite's client handshake (an `http::Request`, header maps both ways) was a visible
+/// part of the generator's cost per connection.
 pub(crate) async fn open(
     url: &str,
     source: Option<std::net::IpAddr>,
     rcvbuf: Option<u32>,
 ) -> Result<Ws> {
-    let mut request = url.into_client_request().context("bad url")?;
-    let authority = request
-        .uri()
-        .authority()
-        .context("url without host")?
-        .as_str()
-        .to_owned();
-    let addr: SocketAddr = tokio::net::lookup_host(&authority)
-        .await?
-        .next()
-        .context("host does not resolve")?;
+    let (authority, path) = url
+        .strip_prefix("ws://")
+        .context("bad url: only ws:// is supported")?
+        .split_once('/')
+        .map_or(
+            (url.trim_start_matches("ws://"), "/".to_owned()),
+            |(a, p)| (a, format!("/{p}")),
+        );
+    let addr: SocketAddr = match authority.parse() {
+        Ok(addr) => addr,
+        Err(_) => tokio::net::lookup_host(authority)
+            .await?
+            .next()
+            .context("host does not resolve")?,
+    };
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
@@ -210,28 +224,67 @@ pub(crate) async fn open(
     if let Some(size) = rcvbuf {
         socket.set_recv_buffer_size(size)?;
     }
-    let stream = timeout(STEP, socket.connect(addr))
+    let mut stream = timeout(STEP, socket.connect(addr))
         .await
         .context("tcp connect timed out")??;
     stream.set_nodelay(true)?;
-    if url.contains("/v1/ws") {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            http_value("plaza.v1").context("header")?,
-        );
-    }
-    let config = WebSocketConfig::default();
-    let (ws, _) = timeout(
-        STEP,
-        client_async_with_config(request, stream, Some(config)),
-    )
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let protocol = if path.starts_with("/v1/ws") {
+        "Sec-WebSocket-Protocol: plaza.v1\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
+         {protocol}\r\n"
+    );
+    let rest = timeout(STEP, async {
+        stream.write_all(request.as_bytes()).await?;
+        read_upgrade_response(&mut stream, &key).await
+    })
     .await
     .context("websocket upgrade timed out")??;
-    Ok(ws)
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    Ok(WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(config)).await)
 }
 
-fn http_value(v: &str) -> Option<tokio_tungstenite::tungstenite::http::HeaderValue> {
-    tokio_tungstenite::tungstenite::http::HeaderValue::from_str(v).ok()
+/// Reads the server's answer to the opening handshake; checks it is a 101 with the right
+/// accept key and returns the bytes that followed it (frames the server sent at once).
+async fn read_upgrade_response(stream: &mut TcpStream, key: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        if buf.len() >= 16 * 1024 {
+            bail!("upgrade response too long");
+        }
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed during the upgrade");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(len) = response.parse(&buf)? else {
+            continue;
+        };
+        if response.code != Some(101) {
+            bail!(
+                "upgrade refused: {} {}",
+                response.code.unwrap_or_default(),
+                response.reason.unwrap_or_default()
+            );
+        }
+        let accept = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+            .context("101 without Sec-WebSocket-Accept")?;
+        if accept.value != derive_accept_key(key.as_bytes()).as_bytes() {
+            bail!("wrong Sec-WebSocket-Accept");
+        }
+        return Ok(buf.split_off(len));
+    }
 }
 
 /// Credentials for one connection.
