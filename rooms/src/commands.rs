@@ -103,6 +103,11 @@ impl Rooms {
                 max: MAX_IDEM_LEN,
             });
         }
+        if self.settings.namespaces.of(&name).state.enabled {
+            // The edges refuse this first; the state machine too, whatever calls it (the log
+            // of a state room must stay its map's changes, or recovery would replay junk).
+            return Err(RoomsError::PublishInStateRoom { room: name });
+        }
         let idem_window = self.settings.idem_window;
         let state = &mut self.state;
         let room = room_entry(&mut state.rooms, &state.watermarks, state.seq, &name, now);

@@ -262,6 +262,12 @@ pub enum RoomsError {
         /// The namespace.
         namespace: String,
     },
+    /// A `publish` to a live-state room, whose log holds only its map's changes.
+    #[error("room {room} is a live-state room: change its map with state writes")]
+    PublishInStateRoom {
+        /// The room.
+        room: RoomName,
+    },
     /// A compare-and-set found another version (0: the key does not exist).
     #[error("state key {key:?} is at version {current}, not {expected}")]
     StateConflict {
@@ -294,6 +300,7 @@ impl From<RoomsError> for BrokerError {
             },
             RoomsError::StateLimit(why) => Self::StateLimit(why),
             e @ (RoomsError::IdemTooLong { .. }
+            | RoomsError::PublishInStateRoom { .. }
             | RoomsError::FutureEventPosition { .. }
             | RoomsError::NotWebhookSender { .. }) => Self::Invalid(e.to_string()),
         }

@@ -417,6 +417,14 @@ pub async fn state_limits_and_non_state_rooms_are_refused<B: Backend>(backend: &
             "ttl {ttl}: {bad:?}"
         );
     }
+    // A publication would put something other than the map's changes in the room's log.
+    let published = link
+        .publish(target.clone(), payload("\"chat\""), None, None)
+        .await;
+    assert!(
+        matches!(published, Err(BrokerError::Invalid(_))),
+        "publish in a state room: {published:?}"
+    );
     let map = read(&link, &target).await;
     assert_eq!(map.entries.len(), STATE_MAX_KEYS);
     assert_eq!(map.entries.get("k1").map(|e| &e.0), Some(&payload("1")));

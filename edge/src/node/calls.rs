@@ -98,7 +98,8 @@ impl<L: EdgeLink> Node<L> {
         if self.namespaces.of(&room).state.enabled {
             crate::state::refused("publish_in_state_room");
             return Err(ErrorCode::NotStateRoom.with(format!(
-                "room {room} is a live-state room: its publications are its map's changes;                  use `set` and `delete`"
+                "room {room} is a live-state room: its publications are its map's changes; \
+                 use `set` and `delete`"
             )));
         }
         let link = self.link();
