@@ -38,6 +38,8 @@ use crate::small_map::SmallMap;
 use crate::user_presence::{Op, UserTable};
 
 mod encoded;
+#[cfg(test)]
+mod tests;
 mod users;
 
 use encoded::{Audience, Encoded, SharedPush};
@@ -68,6 +70,38 @@ struct Shared {
     leaves: Mutex<VecDeque<(Instant, RoomName, UserId)>>,
     /// Whether the one sweep task of this hub runs.
     sweeping: AtomicBool,
+    /// The latest epoch seen, shared by every room and subscriber that has it (see [`At`]).
+    epoch: Mutex<Arc<str>>,
+}
+
+impl Shared {
+    /// `epoch` as the hub's shared copy. Every room of an edge normally has the broker
+    /// tier's one epoch, so rooms and subscribers hold a pointer to one string instead of
+    /// a copy each (three per room with one subscriber), and a publication's fan-out
+    /// allocates none.
+    fn epoch(&self, epoch: &str) -> Arc<str> {
+        let mut current = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        if **current != *epoch {
+            *current = Arc::from(epoch);
+        }
+        current.clone()
+    }
+}
+
+/// A position as the hub keeps it: the epoch shared (see [`Shared::epoch`]).
+#[derive(Clone)]
+struct At {
+    epoch: Arc<str>,
+    offset: u64,
+}
+
+impl At {
+    fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.to_string(),
+            offset: self.offset,
+        }
+    }
 }
 
 struct RoomEntry {
@@ -75,9 +109,9 @@ struct RoomEntry {
     /// Whether the upstream subscription is in place.
     active: bool,
     /// Position of the latest publication dispatched here (or of the upstream subscription).
-    position: Option<Position>,
+    position: Option<At>,
     /// Position returned by the upstream subscribe.
-    subscribed_at: Option<Position>,
+    subscribed_at: Option<At>,
     /// Serializes upstream subscribe/unsubscribe of this room.
     upstream: Arc<tokio::sync::Mutex<()>>,
     /// User-level presence, while a local subscriber asked for it (boxed: most rooms have
@@ -104,7 +138,7 @@ struct LocalSub {
 
 enum SubState {
     Buffering(Vec<Arc<Encoded>>),
-    Live { epoch: String, last: u64 },
+    Live { epoch: Arc<str>, last: u64 },
 }
 
 impl LocalSub {
@@ -125,10 +159,12 @@ impl LocalSub {
             }
             SubState::Live { epoch, last } => match event.offset {
                 Some(offset) => {
-                    if *epoch != event.epoch {
-                        // The room's log was lost and restarted: offsets start over.
+                    if !Arc::ptr_eq(epoch, &event.epoch) {
+                        if **epoch != *event.epoch {
+                            // The room's log was lost and restarted: offsets start over.
+                            *last = 0;
+                        }
                         epoch.clone_from(&event.epoch);
-                        *last = 0;
                     }
                     if offset > *last {
                         *last = offset;
@@ -219,7 +255,7 @@ impl Hub {
         metrics::gauge!(m::SUBSCRIPTIONS).increment(1);
         // Every event dispatched after this point is buffered for the subscriber, and every
         // one before it is at or below this position (both happen under this lock).
-        entry.position.clone()
+        entry.position.as_ref().map(At::position)
     }
 
     /// Step 2: makes sure the room is subscribed upstream, calling `subscribe` if it is not
@@ -240,7 +276,7 @@ impl Hub {
                 .get(room)
                 .ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
             if let (true, Some(at)) = (entry.active, &entry.subscribed_at) {
-                return Ok(at.clone());
+                return Ok(at.position());
             }
             entry.upstream.clone()
         };
@@ -248,18 +284,22 @@ impl Hub {
         if let Some(entry) = self.rooms().get(room)
             && let (true, Some(at)) = (entry.active, &entry.subscribed_at)
         {
-            return Ok(at.clone());
+            return Ok(at.position());
         }
         let position = subscribe().await?;
+        let at = At {
+            epoch: self.shared.epoch(&position.epoch),
+            offset: position.offset,
+        };
         let mut rooms = self.rooms();
         let entry = rooms
             .get_mut(room)
             .ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
         entry.active = true;
-        entry.subscribed_at = Some(position.clone());
         if entry.position.is_none() {
-            entry.position = Some(position.clone());
+            entry.position = Some(at.clone());
         }
+        entry.subscribed_at = Some(at);
         Ok(position)
     }
 
@@ -273,6 +313,7 @@ impl Hub {
         reply: Utf8Bytes,
         delivered: &Position,
     ) -> bool {
+        let epoch = self.shared.epoch(&delivered.epoch);
         let mut rooms = self.rooms();
         let Some(sub) = rooms.get_mut(room).and_then(|e| e.subs.get_mut(&session)) else {
             return false;
@@ -280,7 +321,7 @@ impl Hub {
         let buffered = std::mem::replace(
             &mut sub.state,
             SubState::Live {
-                epoch: delivered.epoch.clone(),
+                epoch,
                 last: delivered.offset,
             },
         );
@@ -360,7 +401,8 @@ impl Hub {
             }),
             RoomEventKind::Publication(_) => None,
         };
-        let encoded = Arc::new(Encoded::new(event));
+        let epoch = self.shared.epoch(&event.epoch);
+        let encoded = Arc::new(Encoded::new(event, epoch));
         // Written outside the hub's lock (by the caller): other rooms' events and subscribes
         // do not wait for this fan-out's socket writes.
         let due = self.fan_out(&room, kind, &encoded, flushes);
@@ -381,7 +423,7 @@ impl Hub {
             return Vec::new();
         };
         if let Some(offset) = encoded.offset {
-            entry.position = Some(Position {
+            entry.position = Some(At {
                 epoch: encoded.epoch.clone(),
                 offset,
             });

@@ -204,6 +204,12 @@ impl Outbox {
         })
     }
 
+    /// Bytes queued and not yet written (tests).
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// Queues a frame without waiting. Returns false, and closes the connection as a slow
     /// consumer, if that would exceed the limit; also false if the connection is closing.
     pub fn push(&self, frame: Utf8Bytes) -> bool {

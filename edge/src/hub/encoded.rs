@@ -72,15 +72,17 @@ impl SharedPush {
 /// An event encoded once for every subscriber.
 pub(super) struct Encoded {
     pub(super) frame: SharedPush,
-    pub(super) epoch: String,
+    /// The room's epoch, the hub's shared copy.
+    pub(super) epoch: Arc<str>,
     /// The publication's offset; `None` for join/leave.
     pub(super) offset: Option<u64>,
     pub(super) audience: Audience,
 }
 
 impl Encoded {
-    pub(super) fn new(event: RoomEvent) -> Self {
-        let RoomEvent { room, epoch, kind } = event;
+    /// `event` encoded; `epoch` is its epoch as the hub shares it.
+    pub(super) fn new(event: RoomEvent, epoch: Arc<str>) -> Self {
+        let RoomEvent { room, kind, .. } = event;
         let (offset, push) = match kind {
             RoomEventKind::Publication(p) => (
                 Some(p.offset),
@@ -113,7 +115,7 @@ impl Encoded {
         Self::of(push, epoch, offset, audience)
     }
 
-    fn of(push: Push, epoch: String, offset: Option<u64>, audience: Audience) -> Self {
+    fn of(push: Push, epoch: Arc<str>, offset: Option<u64>, audience: Audience) -> Self {
         Self {
             frame: SharedPush::new(Utf8Bytes::from(ServerFrame::Push(push).encode())),
             epoch,
@@ -133,7 +135,8 @@ impl Encoded {
             room: room.clone(),
             user,
         });
-        Self::of(push, String::new(), None, Audience::Users)
+        // No offset: the epoch is never looked at.
+        Self::of(push, Arc::from(""), None, Audience::Users)
     }
 
     /// Queues the event in `outbox` (see [`SharedPush::push_to`]).
