@@ -206,7 +206,10 @@ pub(crate) fn run<L: EdgeLink>(
                     Poll::Pending
                 })
                 .await;
-                let incoming = match wake {
+                // One match down to the text: a command's wait then keeps nothing but its box
+                // (a `wake`, an `incoming` and a `text` would each keep a slot in every idle
+                // connection's future).
+                let text = match wake {
                     Wake::Closed => break,
                     Wake::Drain => {
                         session.start_drain();
@@ -221,34 +224,35 @@ pub(crate) fn run<L: EdgeLink>(
                         continue;
                     }
                     Wake::Step(Step::Wrote) => continue,
-                    Wake::Step(Step::Read(incoming)) => incoming,
-                };
-                match incoming {
-                    Incoming::End => {
+                    Wake::Step(Step::Read(Incoming::Text(text))) => text,
+                    Wake::Step(Step::Read(Incoming::End)) => {
                         closer.close_quietly();
                         break;
                     }
-                    Incoming::Error(e) => {
+                    Wake::Step(Step::Read(Incoming::Error(e))) => {
                         session.on_read_error(e);
                         break;
                     }
-                    Incoming::Text(text) => {
-                        session.last_seen = Instant::now();
-                        // Boxed: a command's future is large (history pages, nested broker
-                        // calls) and exists only while it runs; inline it would sit in every
-                        // idle connection.
-                        let command = Box::pin(session.on_text(&text));
-                        transport.drive(&outbox, command).await;
-                    }
-                    Incoming::Binary => {
+                    Wake::Step(Step::Read(Incoming::Binary)) => {
                         metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
                         closer.close(
                             CloseCode::BadRequest,
                             "binary frames are not supported; send JSON text frames",
                         );
+                        continue;
                     }
-                    Incoming::Control => session.last_seen = Instant::now(),
-                }
+                    Wake::Step(Step::Read(Incoming::Control)) => {
+                        session.last_seen = Instant::now();
+                        continue;
+                    }
+                };
+                session.last_seen = Instant::now();
+                // Boxed, with the text: a command's future is large (history pages, nested
+                // broker calls) and exists only while it runs; inline it would sit in every
+                // idle connection.
+                let session = &mut session;
+                let command = Box::pin(async move { session.on_text(&text).await });
+                transport.drive(&outbox, command).await;
             }
         };
         if let Err(panic) = AssertUnwindSafe(read_loop).catch_unwind().await {
