@@ -202,14 +202,13 @@ pub(crate) async fn open(
     source: Option<std::net::IpAddr>,
     rcvbuf: Option<u32>,
 ) -> Result<Ws> {
-    let (authority, path) = url
+    let rest = url
         .strip_prefix("ws://")
-        .context("bad url: only ws:// is supported")?
-        .split_once('/')
-        .map_or(
-            (url.trim_start_matches("ws://"), "/".to_owned()),
-            |(a, p)| (a, format!("/{p}")),
-        );
+        .context("bad url: only ws:// is supported")?;
+    let (authority, path) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, format!("/{path}")),
+        None => (rest, "/".to_owned()),
+    };
     let addr: SocketAddr = match authority.parse() {
         Ok(addr) => addr,
         Err(_) => tokio::net::lookup_host(authority)

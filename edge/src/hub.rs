@@ -138,7 +138,8 @@ struct LocalSub {
 
 enum SubState {
     Buffering(Vec<Arc<Encoded>>),
-    Live { epoch: Arc<str>, last: u64 },
+    /// The last publication it was sent (or the position its subscribe reply covered).
+    Live(At),
 }
 
 impl LocalSub {
@@ -157,17 +158,13 @@ impl LocalSub {
                 }
                 false
             }
-            SubState::Live { epoch, last } => match event.offset {
-                Some(offset) => {
-                    if !Arc::ptr_eq(epoch, &event.epoch) {
-                        if **epoch != *event.epoch {
-                            // The room's log was lost and restarted: offsets start over.
-                            *last = 0;
-                        }
-                        epoch.clone_from(&event.epoch);
-                    }
-                    if offset > *last {
-                        *last = offset;
+            SubState::Live(last) => match &event.at {
+                Some(at) => {
+                    // Another epoch: the room's log was lost and restarted, offsets start over.
+                    let newer = at.offset > last.offset
+                        || !Arc::ptr_eq(&last.epoch, &at.epoch) && last.epoch != at.epoch;
+                    if newer {
+                        *last = at.clone();
                         return event.push_to(&self.outbox, flushes);
                     }
                     false
@@ -320,10 +317,10 @@ impl Hub {
         };
         let buffered = std::mem::replace(
             &mut sub.state,
-            SubState::Live {
+            SubState::Live(At {
                 epoch,
-                last: delivered.offset,
-            },
+                offset: delivered.offset,
+            }),
         );
         sub.outbox.push_reply(reply);
         if let SubState::Buffering(events) = buffered {
@@ -401,8 +398,7 @@ impl Hub {
             }),
             RoomEventKind::Publication(_) => None,
         };
-        let epoch = self.shared.epoch(&event.epoch);
-        let encoded = Arc::new(Encoded::new(event, epoch));
+        let encoded = Arc::new(Encoded::new(event, |epoch| self.shared.epoch(epoch)));
         // Written outside the hub's lock (by the caller): other rooms' events and subscribes
         // do not wait for this fan-out's socket writes.
         let due = self.fan_out(&room, kind, &encoded, flushes);
@@ -422,11 +418,8 @@ impl Hub {
         let Some(entry) = rooms.get_mut(room) else {
             return Vec::new();
         };
-        if let Some(offset) = encoded.offset {
-            entry.position = Some(At {
-                epoch: encoded.epoch.clone(),
-                offset,
-            });
+        if let Some(at) = &encoded.at {
+            entry.position = Some(at.clone());
         }
         // Counted once per event: a metric lookup per delivery costs more than the push.
         let delivered = entry

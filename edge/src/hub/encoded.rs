@@ -9,6 +9,7 @@ use plaza_proto::client::{MemberPush, PresenceResyncPush, PubPush, UserMember, U
 use plaza_proto::cluster::{RoomEvent, RoomEventKind};
 use plaza_proto::{Push, RoomName, ServerFrame};
 
+use super::At;
 use crate::outbox::{Flushes, Outbox};
 use crate::user_presence::UserChange;
 
@@ -72,20 +73,21 @@ impl SharedPush {
 /// An event encoded once for every subscriber.
 pub(super) struct Encoded {
     pub(super) frame: SharedPush,
-    /// The room's epoch, the hub's shared copy.
-    pub(super) epoch: Arc<str>,
-    /// The publication's offset; `None` for join/leave.
-    pub(super) offset: Option<u64>,
+    /// The publication's position (its epoch the hub's shared copy); `None` for presence.
+    pub(super) at: Option<At>,
     pub(super) audience: Audience,
 }
 
 impl Encoded {
-    /// `event` encoded; `epoch` is its epoch as the hub shares it.
-    pub(super) fn new(event: RoomEvent, epoch: Arc<str>) -> Self {
-        let RoomEvent { room, kind, .. } = event;
-        let (offset, push) = match kind {
+    /// `event` encoded; `share` turns a publication's epoch into the hub's shared copy.
+    pub(super) fn new(event: RoomEvent, share: impl FnOnce(&str) -> Arc<str>) -> Self {
+        let RoomEvent { room, epoch, kind } = event;
+        let (at, push) = match kind {
             RoomEventKind::Publication(p) => (
-                Some(p.offset),
+                Some(At {
+                    epoch: share(&epoch),
+                    offset: p.offset,
+                }),
                 Push::Pub(PubPush {
                     room,
                     offset: p.offset,
@@ -107,19 +109,18 @@ impl Encoded {
                 }),
             ),
         };
-        let audience = if offset.is_some() {
+        let audience = if at.is_some() {
             Audience::All
         } else {
             Audience::Clients
         };
-        Self::of(push, epoch, offset, audience)
+        Self::of(push, at, audience)
     }
 
-    fn of(push: Push, epoch: Arc<str>, offset: Option<u64>, audience: Audience) -> Self {
+    fn of(push: Push, at: Option<At>, audience: Audience) -> Self {
         Self {
             frame: SharedPush::new(Utf8Bytes::from(ServerFrame::Push(push).encode())),
-            epoch,
-            offset,
+            at,
             audience,
         }
     }
@@ -135,8 +136,7 @@ impl Encoded {
             room: room.clone(),
             user,
         });
-        // No offset: the epoch is never looked at.
-        Self::of(push, Arc::from(""), None, Audience::Users)
+        Self::of(push, None, Audience::Users)
     }
 
     /// Queues the event in `outbox` (see [`SharedPush::push_to`]).

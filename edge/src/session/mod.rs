@@ -250,8 +250,7 @@ pub(crate) fn run<L: EdgeLink>(
                 // Boxed, with the text: a command's future is large (history pages, nested
                 // broker calls) and exists only while it runs; inline it would sit in every
                 // idle connection.
-                let session = &mut session;
-                let command = Box::pin(async move { session.on_text(&text).await });
+                let command = Box::pin(session.on_text(text));
                 transport.drive(&outbox, command).await;
             }
         };
@@ -445,8 +444,10 @@ impl<L: EdgeLink> Session<L> {
         }
     }
 
-    async fn on_text(&mut self, text: &str) {
-        let decoded = ClientFrame::decode(text);
+    /// Runs one text frame's command (the frame is owned: it lives in the command's boxed
+    /// future, not in the read loop's).
+    async fn on_text(&mut self, text: Utf8Bytes) {
+        let decoded = ClientFrame::decode(&text);
         let id = match &decoded {
             Ok(frame) => frame.id,
             Err(DecodeError::Command { id, .. }) => *id,
