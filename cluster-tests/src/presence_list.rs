@@ -104,22 +104,33 @@ pub async fn churn(
 }
 
 /// Applies `watcher`'s pushes to `list` until none came for `quiet`, then reads the room's
-/// presence on the same connection: the members it lists (client → user).
+/// presence on the same connection: the members it lists (client → user). A broker tier still
+/// recovering from the fault may answer the read with an error: then the pushes are applied
+/// again and the read repeated, for up to 30 s.
 pub async fn settle(
     watcher: &mut Client,
     list: &mut PresenceList,
     room: &str,
     quiet: Duration,
 ) -> BTreeMap<String, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match watcher.next_push(quiet).await {
-            Ok(push) => list.apply(room, &push),
-            Err(Ended::Timeout) => break,
-            Err(e) => panic!("the watcher's connection ended: {e:?}"),
+        loop {
+            match watcher.next_push(quiet).await {
+                Ok(push) => list.apply(room, &push),
+                Err(Ended::Timeout) => break,
+                Err(e) => panic!("the watcher's connection ended: {e:?}"),
+            }
         }
+        let reply = watcher.call(json!({"op": "presence", "room": room})).await;
+        if let Some(ok) = reply.get("ok") {
+            return entries(&ok["members"]).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence was never answered: {reply}"
+        );
     }
-    let reply = watcher.call(json!({"op": "presence", "room": room})).await;
-    entries(&reply["ok"]["members"]).collect()
 }
 
 /// The `(client, user)` of each member in a JSON array of members.
