@@ -3,8 +3,6 @@
 //! The recorder is process-global (the `metrics` facade has one), so several edges started in
 //! one test process share it; each edge still serves it at `/metrics`.
 
-use std::sync::OnceLock;
-
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Open client connections (gauge).
@@ -68,32 +66,21 @@ pub(crate) const WEBHOOK_EVENTS_LOST: &str = "plaza_webhook_events_lost_total";
 /// Feed events not yet read by an endpoint's sender, by `endpoint` (gauge, on the sender).
 pub(crate) const WEBHOOK_LAG: &str = "plaza_webhook_lag_events";
 
-/// Installs the process-wide recorder (once) and returns its handle for `/metrics`.
+/// Installs the process-wide recorder (once) and returns its handle for `/metrics`; its
+/// histograms are drained every few seconds whether or not anyone scrapes
+/// ([`plaza_process::install_metrics`]).
 pub(crate) fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let buckets = [
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(BROKER_CALL_SECONDS.into()), &buckets)
-                .map(PrometheusBuilder::build_recorder);
-            match recorder {
-                Ok(recorder) => {
-                    let handle = recorder.handle();
-                    // Fails only if another recorder was installed first; then ours renders
-                    // nothing but nothing breaks.
-                    let _ = metrics::set_global_recorder(recorder);
-                    describe();
-                    register_zeroes();
-                    handle
-                }
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
-        })
-        .clone()
+    let buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0,
+    ];
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(BROKER_CALL_SECONDS.into()), &buckets)
+        .unwrap_or_else(|_| PrometheusBuilder::new());
+    plaza_process::install_metrics(builder, || {
+        describe();
+        register_zeroes();
+    })
 }
 
 /// Registers the series alerts are written against, at zero, so a fresh edge exposes them

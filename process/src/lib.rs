@@ -4,7 +4,7 @@
 //! ```text
 //!   file (TOML) ─▶ Layers (env vars, flags: key path = value) ─▶ load() ─▶ T ─▶ validate
 //!                                         │ error naming the key ─▶ exit EXIT_BAD_CONFIG (64)
-//!   init_logs(format) · shutdown_signal() (SIGTERM / ctrl-c)
+//!   init_logs(format) · shutdown_signal() (SIGTERM / ctrl-c) · install_metrics(builder)
 //! ```
 #![deny(missing_docs)]
 
@@ -102,6 +102,51 @@ pub fn init_logs(format: LogFormat, pinned: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// How often [`install_metrics`] drains histogram samples into their summaries.
+pub const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs `builder`'s Prometheus recorder as the process-wide one and returns its handle;
+/// `on_install` runs once, right after (descriptions, series registered at zero). Only the
+/// first call in a process installs (later ones, e.g. several nodes in one test process, get
+/// the first handle).
+///
+/// A histogram keeps every sample it records until the samples are drained into its summary,
+/// which rendering `/metrics` does — so on a node nobody scrapes, each recorded duration (one
+/// per broker call, per webhook POST, ...) would stay in memory for good. A thread named
+/// `metrics-upkeep` drains them every [`METRICS_UPKEEP`] instead, whether or not anyone scrapes.
+pub fn install_metrics(
+    builder: metrics_exporter_prometheus::PrometheusBuilder,
+    on_install: impl FnOnce(),
+) -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::PrometheusHandle;
+    use std::sync::OnceLock;
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; ours then renders nothing,
+            // and nothing breaks.
+            if metrics::set_global_recorder(recorder).is_ok() {
+                on_install();
+            }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread; histograms drain only when /metrics is read");
+            }
+            handle
+        })
+        .clone()
 }
 
 /// Reads an override value: TOML syntax if it parses (numbers, booleans, arrays), else a string.

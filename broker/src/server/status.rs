@@ -5,8 +5,8 @@
 //! task to keep in sync; `/metrics` sets its gauges from the same snapshot before rendering.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -143,17 +143,8 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .into_response()
 }
 
-/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+/// Installs the process-wide Prometheus recorder (once) and returns its handle; its
+/// histograms are drained every few seconds whether or not anyone scrapes.
 fn install_metrics() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder was installed first (tests in one process); ours
-            // then renders nothing but nothing breaks.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
+    plaza_process::install_metrics(PrometheusBuilder::new(), || {})
 }
