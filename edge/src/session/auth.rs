@@ -5,8 +5,11 @@ use super::*;
 
 impl<L: EdgeLink> Session<L> {
     pub(super) fn connected(&self) -> &Connected {
-        // `handle` checks `conn` before dispatching any command but `connect`.
-        self.conn.as_ref().unwrap_or_else(|| unreachable_connect())
+        // `handle` checks the stage before dispatching any command but `connect`.
+        match &self.stage {
+            Stage::Connected(conn) => conn,
+            Stage::Opening { .. } => unreachable_connect(),
+        }
     }
 
     pub(super) fn check(&self, room: &RoomName, cap: Capability) -> Result<(), ErrorBody> {
@@ -25,10 +28,15 @@ impl<L: EdgeLink> Session<L> {
     }
 
     pub(super) async fn connect(&mut self, c: Connect) -> Result<ReplyOk, ErrorBody> {
-        if self.conn.is_some() {
-            return Err(ErrorCode::AlreadyConnected.with("this connection is already connected"));
-        }
-        let token = c.token.or_else(|| self.handshake_token.take());
+        let handshake_token = match &mut self.stage {
+            Stage::Opening { token, .. } => token.take(),
+            Stage::Connected(_) => {
+                return Err(
+                    ErrorCode::AlreadyConnected.with("this connection is already connected")
+                );
+            }
+        };
+        let token = c.token.map(String::into_boxed_str).or(handshake_token);
         let verified = match token {
             Some(t) => self.node.verifier.verify(&t).await,
             None => Err(AuthError::Missing),
@@ -73,16 +81,19 @@ impl<L: EdgeLink> Session<L> {
             expires_in: identity.expires_in(unix_now()),
             ping_interval: self.node.config.client.ping_interval.as_secs().max(1),
         };
-        self.conn = Some(self.deadlines(client, identity, slot));
+        let (refresh_at, expire_at) = self.deadlines(&identity);
+        self.stage = Stage::Connected(Connected {
+            client,
+            refresh_at,
+            expire_at,
+            identity,
+            _slot: slot,
+        });
         Ok(ReplyOk::Connect(ok))
     }
 
-    pub(super) fn deadlines(
-        &self,
-        client: ClientId,
-        identity: Identity,
-        slot: UserSlot,
-    ) -> Connected {
+    /// When to push `refresh` and when to close, for a connection with `identity`'s token.
+    fn deadlines(&self, identity: &Identity) -> (Option<Instant>, Option<Instant>) {
         let now = Instant::now();
         let c = &self.node.config;
         // An `exp` centuries away is legal; cap it so deadline arithmetic cannot overflow
@@ -92,14 +103,10 @@ impl<L: EdgeLink> Session<L> {
             .expires_in(unix_now())
             .filter(|s| *s < FAR)
             .map(Duration::from_secs);
-        Connected {
-            client,
-            refresh_at: expires_in
-                .and_then(|e| now.checked_add(e.saturating_sub(c.client.refresh_ahead))),
-            expire_at: expires_in.and_then(|e| now.checked_add(e + c.auth.leeway)),
-            identity,
-            _slot: slot,
-        }
+        (
+            expires_in.and_then(|e| now.checked_add(e.saturating_sub(c.client.refresh_ahead))),
+            expires_in.and_then(|e| now.checked_add(e + c.auth.leeway)),
+        )
     }
 
     pub(super) async fn refresh(&mut self, token: &str) -> Result<RefreshOk, ErrorBody> {
@@ -116,10 +123,12 @@ impl<L: EdgeLink> Session<L> {
             )));
         }
         let expires_in = identity.expires_in(unix_now());
-        let Some(old) = self.conn.take() else {
-            unreachable_connect()
-        };
-        self.conn = Some(self.deadlines(old.client, identity, old._slot));
+        let (refresh_at, expire_at) = self.deadlines(&identity);
+        if let Stage::Connected(conn) = &mut self.stage {
+            conn.refresh_at = refresh_at;
+            conn.expire_at = expire_at;
+            conn.identity = identity;
+        }
         // Capabilities may have shrunk: end subscriptions the new token no longer allows.
         let revoked: Vec<RoomName> = self
             .subs

@@ -16,6 +16,7 @@
 //! paths (reply here, push through the hub) and may arrive in either order.
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -35,6 +36,7 @@ use plaza_proto::{
     ReplyOk, RoomName, Sender, ServerFrame, UserId,
 };
 use plaza_rooms::config::PresenceMode;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Capability, Identity, unix_now};
@@ -46,7 +48,6 @@ use crate::outbox::Outbox;
 use crate::small_map::SmallMap;
 use crate::users::UserSlot;
 use crate::ws::compat::Socket;
-use guard::ConnectionGuard;
 use transport::{Incoming, Step, Transport};
 
 mod auth;
@@ -65,11 +66,8 @@ struct Session<L: EdgeLink> {
     rate: CommandRate,
     id: SessionId,
     outbox: Arc<Outbox>,
-    /// Token from the query string or cookie, used by `connect` when it carries none.
-    handshake_token: Option<String>,
-    conn: Option<Connected>,
+    stage: Stage,
     subs: SmallMap<RoomName, Sub>,
-    opened: Instant,
     last_seen: Instant,
     /// When to send the next WebSocket ping (through the outbox, so the writer needs no timer).
     next_ping: Instant,
@@ -77,6 +75,21 @@ struct Session<L: EdgeLink> {
     wakeup: Option<Instant>,
     /// What only some connections ever need, made on first use.
     rare: Option<Box<Rare>>,
+    /// The end ran to completion (`cleanup`); otherwise dropping the session releases what
+    /// the connection holds in the edge (see `guard.rs`).
+    finished: bool,
+}
+
+/// Where a connection is in its life.
+enum Stage {
+    /// Waiting for `connect` since `opened`; `token` came with the upgrade request (query
+    /// string or cookie), for a `connect` that carries none.
+    Opening {
+        opened: Instant,
+        token: Option<Box<str>>,
+    },
+    /// Authenticated.
+    Connected(Connected),
 }
 
 /// A session's state that most connections never need (boxed: an idle connection pays one
@@ -96,6 +109,9 @@ struct Rare {
     presence_updates: Option<presence_update::PresenceUpdateRate>,
     /// State writes per second (made on the first one).
     state_rate: Option<crate::state::StateRate>,
+    /// The writer task of a tungstenite connection (the lean layer has none), aborted if the
+    /// session ends without its cleanup.
+    writer: Option<AbortHandle>,
 }
 
 impl Rare {
@@ -137,29 +153,35 @@ pub(crate) fn run<L: EdgeLink>(
     let (mut transport, writer) = Transport::new(socket, &outbox);
     let ping_interval = node.config.client.ping_interval;
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    metrics::gauge!(m::CONNECTIONS).increment(1);
     let now = Instant::now();
     let id = node.hub.next_session();
-    let mut guard = ConnectionGuard::new(node.hub.clone(), id, outbox.closer().clone(), writer);
     let mut session = Session {
         rate: CommandRate::new(&node.config.limits),
         id,
         node,
         outbox,
-        handshake_token,
-        conn: None,
+        stage: Stage::Opening {
+            opened: now,
+            token: handshake_token.map(String::into_boxed_str),
+        },
         subs: SmallMap::default(),
-        opened: now,
         last_seen: now,
         next_ping: now + ping_interval,
         wakeup: None,
-        rare: None,
+        rare: writer.map(|writer| {
+            Box::new(Rare {
+                writer: Some(writer),
+                ..Rare::default()
+            })
+        }),
+        finished: false,
     };
     // An `async move` block rather than an async fn: its captures are used in place, where an
     // async fn would also keep a copy of its arguments for the connection's whole life.
     async move {
+        // The session's outbox, for the transport while a command borrows the session.
         let outbox = session.outbox.clone();
-        let closer = outbox.closer().clone();
-        let node = session.node.clone();
         // A panic anywhere in the read loop (a command handler included) is caught here: the
         // connection is closed with 4003 and ends through `finish` like any other.
         let read_loop = async {
@@ -168,85 +190,53 @@ pub(crate) fn run<L: EdgeLink>(
             // task through wakers registered in the outbox and the closer, and each source is
             // checked on every poll.
             loop {
-                // While the client leaves too many replies unread, its commands are not read
-                // (TCP backpressure) until the writer makes progress.
-                let backlogged = session.replies_backlogged();
-                let backlog = outbox.reply_backlog();
-                let deadline = session.next_deadline();
-                // When to look at the deadlines again: at the earliest one, or when this
-                // session's timer entry fires if that is sooner (the deadline moved later
-                // since it was added, e.g. at `connect`) — the entry is then gone, and the
-                // next round adds one for the deadline.
-                let due = session.schedule_wakeup(deadline);
-                let writes = transport.writes();
-                let draining = session.drain_at().is_some();
-                // Polled in this order (the first ready wins). Every source is cancel-safe:
-                // reading and writing keep their progress in the transport, and the wakers and
-                // the deadline lose nothing.
-                let wake = std::future::poll_fn(|cx| {
-                    outbox.register_session(cx.waker());
-                    if closer.poll_closed(cx).is_ready() {
-                        return Poll::Ready(Wake::Closed);
-                    }
-                    if !draining && node.drain.started() {
-                        return Poll::Ready(Wake::Drain);
-                    }
-                    if Instant::now() >= due {
-                        return Poll::Ready(Wake::Deadline);
-                    }
-                    // Registered above: the writer wakes the task when it writes replies.
-                    if backlogged && !writes && outbox.reply_backlog() < backlog {
-                        return Poll::Ready(Wake::RepliesWritten);
-                    }
-                    if writes || !backlogged {
-                        return transport
-                            .poll_step(&outbox, !backlogged, cx)
-                            .map(Wake::Step);
-                    }
-                    Poll::Pending
-                })
-                .await;
-                // One match down to the text: a command's wait then keeps nothing but its box
-                // (a `wake`, an `incoming` and a `text` would each keep a slot in every idle
-                // connection's future).
-                let text = match wake {
-                    Wake::Closed => break,
-                    Wake::Drain => {
-                        session.start_drain();
-                        continue;
-                    }
-                    Wake::Deadline => {
-                        session.on_deadline();
-                        continue;
-                    }
-                    Wake::RepliesWritten => {
-                        session.unstall();
-                        continue;
-                    }
-                    Wake::Step(Step::Wrote) => continue,
-                    Wake::Step(Step::Read(Incoming::Text(text))) => text,
-                    Wake::Step(Step::Read(Incoming::End)) => {
-                        closer.close_quietly();
-                        break;
-                    }
-                    Wake::Step(Step::Read(Incoming::Error(e))) => {
-                        session.on_read_error(e);
-                        break;
-                    }
-                    Wake::Step(Step::Read(Incoming::Binary)) => {
-                        metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
-                        closer.close(
-                            CloseCode::BadRequest,
-                            "binary frames are not supported; send JSON text frames",
-                        );
-                        continue;
-                    }
-                    Wake::Step(Step::Read(Incoming::Control)) => {
-                        session.last_seen = Instant::now();
-                        continue;
-                    }
+                // In a block of its own, so that nothing of the wait stays in the task while a
+                // command runs.
+                let wake = {
+                    // While the client leaves too many replies unread, its commands are not
+                    // read (TCP backpressure) until the writer makes progress.
+                    let backlogged = session.replies_backlogged();
+                    let backlog = outbox.reply_backlog();
+                    let deadline = session.next_deadline();
+                    // When to look at the deadlines again: at the earliest one, or when this
+                    // session's timer entry fires if that is sooner (the deadline moved later
+                    // since it was added, e.g. at `connect`) — the entry is then gone, and the
+                    // next round adds one for the deadline.
+                    let due = session.schedule_wakeup(deadline);
+                    let writes = transport.writes();
+                    let draining = session.drain_at().is_some();
+                    let drain = &session.node.drain;
+                    let (outbox, transport) = (&*outbox, &mut transport);
+                    // Polled in this order (the first ready wins). Every source is
+                    // cancel-safe: reading and writing keep their progress in the transport,
+                    // and the wakers and the deadline lose nothing.
+                    std::future::poll_fn(move |cx| {
+                        outbox.register_session(cx.waker());
+                        if outbox.closer().poll_closed(cx).is_ready() {
+                            return Poll::Ready(Wake::Closed);
+                        }
+                        if !draining && drain.started() {
+                            return Poll::Ready(Wake::Drain);
+                        }
+                        if Instant::now() >= due {
+                            return Poll::Ready(Wake::Deadline);
+                        }
+                        // Registered above: the writer wakes the task when it writes replies.
+                        if backlogged && !writes && outbox.reply_backlog() < backlog {
+                            return Poll::Ready(Wake::RepliesWritten);
+                        }
+                        if writes || !backlogged {
+                            return transport.poll_step(outbox, !backlogged, cx).map(Wake::Step);
+                        }
+                        Poll::Pending
+                    })
+                    .await
                 };
-                session.last_seen = Instant::now();
+                let text = match session.on_wake(wake) {
+                    ControlFlow::Break(()) => break,
+                    ControlFlow::Continue(None) => continue,
+                    ControlFlow::Continue(Some(text)) => text,
+                };
                 // Boxed, with the text: a command's future is large (history pages, nested
                 // broker calls) and exists only while it runs; inline it would sit in every
                 // idle connection.
@@ -255,15 +245,15 @@ pub(crate) fn run<L: EdgeLink>(
             }
         };
         if let Err(panic) = AssertUnwindSafe(read_loop).catch_unwind().await {
-            guard.panicked("command", panic);
+            session.panicked("command", panic);
         }
         // The end of a connection is boxed like a command: it runs once, and inline its futures
         // would be part of every connection's footprint.
         let end =
             Box::pin(AssertUnwindSafe(transport.finish(&outbox, session.cleanup())).catch_unwind());
         match end.await {
-            Ok(()) => guard.finished(),
-            Err(panic) => guard.panicked("cleanup", panic),
+            Ok(()) => session.finished(),
+            Err(panic) => session.panicked("cleanup", panic),
         }
     }
 }
@@ -283,6 +273,40 @@ enum Wake {
 }
 
 impl<L: EdgeLink> Session<L> {
+    /// Acts on what woke the read loop: `Break` ends the connection, `Continue` carries the
+    /// text of a command to run, if the client sent one. (A function of its own: the wake-up
+    /// is consumed here, so the read loop keeps no slot for it while the command runs.)
+    fn on_wake(&mut self, wake: Wake) -> ControlFlow<(), Option<Utf8Bytes>> {
+        match wake {
+            Wake::Closed => return ControlFlow::Break(()),
+            Wake::Drain => self.start_drain(),
+            Wake::Deadline => self.on_deadline(),
+            Wake::RepliesWritten => self.unstall(),
+            Wake::Step(Step::Wrote) => {}
+            Wake::Step(Step::Read(Incoming::Text(text))) => {
+                self.last_seen = Instant::now();
+                return ControlFlow::Continue(Some(text));
+            }
+            Wake::Step(Step::Read(Incoming::End)) => {
+                self.outbox.closer().close_quietly();
+                return ControlFlow::Break(());
+            }
+            Wake::Step(Step::Read(Incoming::Error(e))) => {
+                self.on_read_error(e);
+                return ControlFlow::Break(());
+            }
+            Wake::Step(Step::Read(Incoming::Binary)) => {
+                metrics::counter!(m::BAD_FRAMES, "kind" => "binary").increment(1);
+                self.close(
+                    CloseCode::BadRequest,
+                    "binary frames are not supported; send JSON text frames",
+                );
+            }
+            Wake::Step(Step::Read(Incoming::Control)) => self.last_seen = Instant::now(),
+        }
+        ControlFlow::Continue(None)
+    }
+
     fn close(&self, code: CloseCode, reason: impl Into<String>) {
         self.outbox.closer().close(code, reason);
     }
@@ -320,9 +344,9 @@ impl<L: EdgeLink> Session<L> {
         if let Some(since) = self.stalled_since() {
             next = next.min(since + c.write_timeout);
         }
-        match &self.conn {
-            None => next = next.min(self.opened + c.connect_timeout),
-            Some(conn) => {
+        match &self.stage {
+            Stage::Opening { opened, .. } => next = next.min(*opened + c.connect_timeout),
+            Stage::Connected(conn) => {
                 for t in [conn.refresh_at, conn.expire_at].into_iter().flatten() {
                     next = next.min(t);
                 }
@@ -375,14 +399,18 @@ impl<L: EdgeLink> Session<L> {
             self.next_ping = now + c.ping_interval;
             self.outbox.push_ping();
         }
-        let Some(conn) = &mut self.conn else {
-            if now >= self.opened + c.connect_timeout {
-                self.close(
-                    CloseCode::ConnectTimeout,
-                    "no connect command within the connect timeout",
-                );
+        let conn = match &mut self.stage {
+            Stage::Connected(conn) => conn,
+            Stage::Opening { opened, .. } => {
+                let opened = *opened;
+                if now >= opened + c.connect_timeout {
+                    self.close(
+                        CloseCode::ConnectTimeout,
+                        "no connect command within the connect timeout",
+                    );
+                }
+                return;
             }
-            return;
         };
         if conn.expire_at.is_some_and(|t| t <= now) {
             return self.close(
@@ -505,7 +533,7 @@ impl<L: EdgeLink> Session<L> {
         if let Command::Connect(c) = command {
             return self.connect(c).await.map(Some);
         }
-        if self.conn.is_none() {
+        if !matches!(self.stage, Stage::Connected(_)) {
             return Err(ErrorCode::NotConnected.with("send `connect` first"));
         }
         match command {
