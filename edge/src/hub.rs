@@ -151,7 +151,6 @@ impl LocalSub {
             SubState::Buffering(buffer) => {
                 if buffer.len() >= MAX_BUFFERED {
                     self.outbox
-                        .closer()
                         .close(CloseCode::SlowConsumer, "too many events during subscribe");
                 } else {
                     buffer.push(event.clone());
@@ -479,7 +478,7 @@ impl Hub {
         let rooms = std::mem::take(&mut *self.rooms());
         for entry in rooms.values() {
             for sub in entry.subs.values() {
-                sub.outbox.closer().close(
+                sub.outbox.close(
                     CloseCode::BackendUnavailable,
                     "lost the broker tier; reconnect",
                 );

@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -58,11 +58,12 @@ pub struct Outbox {
     /// A lean connection's socket (shared with its task, which reads it and writes its
     /// batches), for writes from the pushing thread ([`Flushes::run`]).
     socket: OnceLock<TcpStream>,
-    /// Signalled when a frame is queued (a stored permit if the writer is busy), for a
-    /// tungstenite connection's writer task.
+    /// Signalled when a frame is queued or the connection closes (a stored permit if the
+    /// writer is busy), for a tungstenite connection's writer task.
     ready: Notify,
     /// The session's task: woken when a frame is queued for a lean connection (its task
-    /// registers on every poll, so no future is kept for it), and when replies were written.
+    /// registers on every poll, so no future is kept for it), when replies were written, and
+    /// when the connection closes.
     waker: AtomicWaker,
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
@@ -71,7 +72,11 @@ pub struct Outbox {
     /// reading commands while they exceed its budget, so a client that asks and never reads
     /// cannot make the edge hold answers without bound.
     replies: AtomicUsize,
-    closer: Closer,
+    /// Set once, by the first [`Outbox::close`] or [`Outbox::close_quietly`]; every push asks.
+    closed: AtomicBool,
+    /// The code and reason the writer announces before the close frame (boxed: only a
+    /// connection the edge closes has one).
+    reason: Mutex<Option<Box<(CloseCode, String)>>>,
     /// The connection takes complete frames ([`Outbox::push_shared`]): it is on the lean
     /// layer, which writes them as they are.
     frames: AtomicBool,
@@ -109,83 +114,6 @@ const PING_FRAME: &[u8] = &[0x89, 0x00];
 /// Capacity a drained queue may keep; beyond it the buffer is released.
 const KEEP_CAPACITY: usize = 8;
 
-/// Ends a connection, once, with a reason the writer announces before the close frame.
-#[derive(Debug, Clone, Default)]
-pub struct Closer(Arc<CloserState>);
-
-#[derive(Debug, Default)]
-struct CloserState {
-    /// Set once; every push asks whether the connection is closing.
-    closed: AtomicBool,
-    /// Wakes those waiting in [`Closer::closed`] (kept inline: a cancellation token would be
-    /// another allocation per connection).
-    notify: Notify,
-    /// The session's task, waiting in [`Closer::poll_closed`].
-    waker: AtomicWaker,
-    reason: Mutex<Option<(CloseCode, String)>>,
-}
-
-impl Closer {
-    /// Closes with `code`; the first reason given wins.
-    pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
-        if let Ok(mut r) = self.0.reason.lock()
-            && r.is_none()
-            && !self.is_closed()
-        {
-            *r = Some((code, reason.into()));
-            metrics::counter!(m::DISCONNECTS, "code" => code.name()).increment(1);
-        }
-        self.close_quietly();
-    }
-
-    /// Ends the connection without a disconnect push (the client went away).
-    pub fn close_quietly(&self) {
-        if !self.0.closed.swap(true, Ordering::AcqRel) {
-            self.0.notify.notify_waiters();
-            self.0.waker.wake();
-        }
-    }
-
-    /// Ready once the connection is closing; otherwise the task is woken when it does (one
-    /// task at a time: the session's).
-    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.is_closed() {
-            return Poll::Ready(());
-        }
-        self.0.waker.register(cx.waker());
-        if self.is_closed() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-
-    /// Resolves once the connection is closing.
-    pub async fn closed(&self) {
-        let mut notified = std::pin::pin!(self.0.notify.notified());
-        // Registered before the flag is read, so a close in between still wakes it.
-        notified.as_mut().enable();
-        if self.is_closed() {
-            return;
-        }
-        notified.await;
-    }
-
-    /// Whether the edge closed the connection with a reason (rather than the client leaving).
-    pub fn initiated_by_server(&self) -> bool {
-        self.0.reason.lock().is_ok_and(|r| r.is_some())
-    }
-
-    /// Whether the connection is closing.
-    pub fn is_closed(&self) -> bool {
-        self.0.closed.load(Ordering::Acquire)
-    }
-
-    fn reason(&self) -> Option<(CloseCode, String)> {
-        self.0.reason.lock().ok().and_then(|r| r.clone())
-    }
-}
-
 impl Outbox {
     /// A queue allowing `limit` bytes in flight; [`write_loop`] drains it.
     pub fn new(limit: usize) -> Arc<Self> {
@@ -197,7 +125,8 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             limit,
             replies: AtomicUsize::new(0),
-            closer: Closer::default(),
+            closed: AtomicBool::new(false),
+            reason: Mutex::new(None),
             frames: AtomicBool::new(false),
             deflate: AtomicBool::new(false),
             flush_pending: AtomicBool::new(false),
@@ -225,15 +154,14 @@ impl Outbox {
     /// Counts `len` pushed bytes against the limit; past it (or while closing) refuses them and
     /// closes the connection as a slow consumer.
     fn admit(&self, len: usize) -> bool {
-        if self.closer.is_closed() {
+        if self.is_closed() {
             return false;
         }
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             metrics::counter!(m::SLOW_CONSUMERS).increment(1);
-            self.closer
-                .close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
+            self.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
             return false;
         }
         true
@@ -268,7 +196,7 @@ impl Outbox {
     /// [`Outbox::reply_backlog`], which the session keeps bounded by not reading further
     /// commands while it is over budget.
     pub fn push_reply(&self, frame: Utf8Bytes) -> bool {
-        if self.closer.is_closed() {
+        if self.is_closed() {
             return false;
         }
         self.replies.fetch_add(frame.len(), Ordering::AcqRel);
@@ -303,18 +231,61 @@ impl Outbox {
     /// the writer has sent it with nothing queued behind it, the queue's buffer is released,
     /// so a connection that went quiet holds none.
     pub fn push_ping(&self) -> bool {
-        !self.closer.is_closed() && self.enqueue(Outgoing::Ping)
+        !self.is_closed() && self.enqueue(Outgoing::Ping)
     }
 
     /// Queues the pong answering a client's ping (on the lean layer; tungstenite answers pings
     /// itself).
     pub fn push_pong(&self, payload: Bytes) -> bool {
-        !self.closer.is_closed() && self.enqueue(Outgoing::Pong(payload))
+        !self.is_closed() && self.enqueue(Outgoing::Pong(payload))
     }
 
-    /// The connection's closer.
-    pub fn closer(&self) -> &Closer {
-        &self.closer
+    /// Closes the connection with `code`; the first reason given wins.
+    pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+            && !self.is_closed()
+        {
+            *r = Some(Box::new((code, reason.into())));
+            metrics::counter!(m::DISCONNECTS, "code" => code.name()).increment(1);
+        }
+        self.close_quietly();
+    }
+
+    /// Ends the connection without a disconnect push (the client went away).
+    pub fn close_quietly(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+            self.ready.notify_one();
+        }
+    }
+
+    /// Whether the connection is closing.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection is closing (the tungstenite writer task: it is the only
+    /// one waiting on `ready`, and a push it consumes here is still in the queue).
+    async fn closed(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.ready.notified());
+            // Registered before the flag is read, so a close in between still wakes it.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the edge closed the connection with a reason (rather than the client leaving).
+    pub fn initiated_by_server(&self) -> bool {
+        self.reason.lock().is_ok_and(|r| r.is_some())
+    }
+
+    fn reason(&self) -> Option<(CloseCode, String)> {
+        self.reason.lock().ok().and_then(|r| r.as_deref().cloned())
     }
 
     fn enqueue(&self, frame: Outgoing) -> bool {
@@ -378,7 +349,7 @@ impl Outbox {
         if let Ok(mut queue) = self.queue.lock() {
             queue.state = WriteState::Sealed;
         }
-        let Some((code, reason)) = self.closer.reason() else {
+        let Some((code, reason)) = self.reason() else {
             out.push_close(1000, "");
             return;
         };

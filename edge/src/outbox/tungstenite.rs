@@ -23,29 +23,31 @@ pub(crate) fn write_loop(
     // copy of its arguments in every connection's writer task).
     async move {
         loop {
-            // Both arms are cancel-safe: a lost `notified` leaves the frames queued for the
-            // next round. The select only waits, so its futures are gone before the write's
-            // are made (a smaller task).
-            tokio::select! {
-                biased;
-                _ = outbox.closer.closed() => break,
-                _ = outbox.ready.notified() => {}
+            if outbox.is_closed() {
+                break;
             }
-            let Some(first) = outbox.pop() else { continue };
+            let Some(first) = outbox.pop() else {
+                // A push or the close in between leaves a permit: nothing is missed.
+                outbox.ready.notified().await;
+                continue;
+            };
+            // `closed` may take a push's permit meanwhile; its frame is still queued, and
+            // the next round looks at the queue before it waits.
             let written = tokio::select! {
+                biased;
+                _ = outbox.closed() => break,
                 r = write_batch(&mut sink, first, &outbox) => r,
-                _ = outbox.closer.closed() => break,
             };
             match written {
                 Ok(bytes) => outbox.settle(bytes),
                 Err(()) => {
-                    outbox.closer.close_quietly();
+                    outbox.close_quietly();
                     break;
                 }
             }
         }
         // Boxed: the closing handshake (and its timer) only exists once, at the end.
-        let finish = finish(&mut sink, &outbox, outbox.closer.reason());
+        let finish = finish(&mut sink, &outbox, outbox.reason());
         let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, finish)).await;
     }
 }

@@ -55,11 +55,10 @@ impl<L: EdgeLink> Session<L> {
             }
         };
         let max = self.node.config.limits.connections_per_user;
-        let closer = self.outbox.closer().clone();
-        let Some(slot) = self
-            .node
-            .users
-            .admit(&identity.user, self.id, closer, max as usize)
+        let Some(slot) =
+            self.node
+                .users
+                .admit(&identity.user, self.id, self.outbox.clone(), max as usize)
         else {
             metrics::counter!(m::LIMIT_HITS, "limit" => "connections_per_user").increment(1);
             let reason = format!("user has {max} connections on this edge");

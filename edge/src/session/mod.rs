@@ -187,7 +187,7 @@ pub(crate) fn run<L: EdgeLink>(
         let read_loop = async {
             // Nothing is kept across rounds but the session: the connection's close, its
             // replies being written, the edge's drain and its deadlines (`timers.rs`) wake the
-            // task through wakers registered in the outbox and the closer, and each source is
+            // task through the waker registered in the outbox, and each source is
             // checked on every poll.
             loop {
                 // In a block of its own, so that nothing of the wait stays in the task while a
@@ -212,7 +212,7 @@ pub(crate) fn run<L: EdgeLink>(
                     // and the wakers and the deadline lose nothing.
                     std::future::poll_fn(move |cx| {
                         outbox.register_session(cx.waker());
-                        if outbox.closer().poll_closed(cx).is_ready() {
+                        if outbox.is_closed() {
                             return Poll::Ready(Wake::Closed);
                         }
                         if !draining && drain.started() {
@@ -288,7 +288,7 @@ impl<L: EdgeLink> Session<L> {
                 return ControlFlow::Continue(Some(text));
             }
             Wake::Step(Step::Read(Incoming::End)) => {
-                self.outbox.closer().close_quietly();
+                self.outbox.close_quietly();
                 return ControlFlow::Break(());
             }
             Wake::Step(Step::Read(Incoming::Error(e))) => {
@@ -308,7 +308,7 @@ impl<L: EdgeLink> Session<L> {
     }
 
     fn close(&self, code: CloseCode, reason: impl Into<String>) {
-        self.outbox.closer().close(code, reason);
+        self.outbox.close(code, reason);
     }
 
     /// Whether unwritten replies are over budget; starts the stall clock when they are.
@@ -444,7 +444,7 @@ impl<L: EdgeLink> Session<L> {
                     metrics::counter!(m::BAD_FRAMES, "kind" => kind).increment(1);
                     self.close(code, reason);
                 }
-                None => self.outbox.closer().close_quietly(),
+                None => self.outbox.close_quietly(),
             }
             return;
         }
@@ -468,7 +468,7 @@ impl<L: EdgeLink> Session<L> {
                 metrics::counter!(m::BAD_FRAMES, "kind" => "utf8").increment(1);
                 self.close(CloseCode::BadRequest, "text frame is not valid UTF-8");
             }
-            _ => self.outbox.closer().close_quietly(),
+            _ => self.outbox.close_quietly(),
         }
     }
 

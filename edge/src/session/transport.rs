@@ -157,7 +157,7 @@ impl Transport {
     /// Ends the connection: runs `cleanup` (leaving every room) while the closing frames are
     /// written, completes a server-initiated closing handshake, and closes the socket.
     pub(super) async fn finish(self, outbox: &Outbox, cleanup: impl Future<Output = ()>) {
-        let server_initiated = outbox.closer().initiated_by_server();
+        let server_initiated = outbox.initiated_by_server();
         match self {
             Transport::Split { mut reader, writer } => {
                 cleanup.await;
@@ -256,7 +256,7 @@ impl LeanIo {
         if let Err(e) = ready!(self.out.poll_flush(&mut SharedTcp(socket), cx)) {
             tracing::trace!(error = %e, "a connection's write failed");
             self.failed = true;
-            outbox.closer().close_quietly();
+            outbox.close_quietly();
             return Poll::Ready(Err(e));
         }
         outbox.settle(std::mem::take(&mut self.in_flight));
@@ -267,7 +267,7 @@ impl LeanIo {
 /// The tungstenite connection's writer, with a panic in it caught: the connection is then
 /// closed (4003), so the session ends instead of reading for a client nobody writes to.
 async fn guarded_writer(sink: Writer, outbox: Arc<Outbox>) {
-    let closer = outbox.closer().clone();
+    let closing = outbox.clone();
     if std::panic::AssertUnwindSafe(write_loop(sink, outbox))
         .catch_unwind()
         .await
@@ -275,6 +275,6 @@ async fn guarded_writer(sink: Writer, outbox: Arc<Outbox>) {
     {
         metrics::counter!(m::HANDLER_PANICS, "stage" => "writer").increment(1);
         tracing::error!("a connection writer panicked; closing the connection");
-        closer.close(CloseCode::ServerError, "internal error; reconnect");
+        closing.close(CloseCode::ServerError, "internal error; reconnect");
     }
 }
