@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -56,18 +56,19 @@ pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Outbox {
     queue: Mutex<Queue>,
     /// A lean connection's socket (shared with its task, which reads it and writes its
-    /// batches), for writes from the pushing thread ([`Flushes::run`]).
-    socket: OnceLock<TcpStream>,
-    /// Signalled when a frame is queued or the connection closes (a stored permit if the
-    /// writer is busy), for a tungstenite connection's writer task.
-    ready: Notify,
+    /// batches), for writes from the pushing thread ([`Flushes::run`]). A connection with one
+    /// takes complete frames ([`Outbox::push_shared`]): the lean layer writes them as they are.
+    socket: Option<TcpStream>,
+    /// A tungstenite connection's writer task (the lean layer has none): signalled when a
+    /// frame is queued or the connection closes (a stored permit if the writer is busy).
+    ready: Option<Box<Notify>>,
     /// The session's task: woken when a frame is queued for a lean connection (its task
     /// registers on every poll, so no future is kept for it), when replies were written, and
     /// when the connection closes.
     waker: AtomicWaker,
     /// Bytes queued and not yet written; incremented by senders, decremented by the writer.
     queued: AtomicUsize,
-    limit: usize,
+    limit: u32,
     /// Reply bytes queued and not yet written (not part of `queued`): the session stops
     /// reading commands while they exceed its budget, so a client that asks and never reads
     /// cannot make the edge hold answers without bound.
@@ -77,11 +78,8 @@ pub struct Outbox {
     /// The code and reason the writer announces before the close frame (boxed: only a
     /// connection the edge closes has one).
     reason: Mutex<Option<Box<(CloseCode, String)>>>,
-    /// The connection takes complete frames ([`Outbox::push_shared`]): it is on the lean
-    /// layer, which writes them as they are.
-    frames: AtomicBool,
     /// The client negotiated permessage-deflate: pushes may be compressed frames.
-    deflate: AtomicBool,
+    deflate: bool,
     /// The outbox is in a [`Flushes`] that has not run yet.
     flush_pending: AtomicBool,
 }
@@ -115,20 +113,36 @@ const PING_FRAME: &[u8] = &[0x89, 0x00];
 const KEEP_CAPACITY: usize = 8;
 
 impl Outbox {
-    /// A queue allowing `limit` bytes in flight; [`write_loop`] drains it.
+    /// The outbox of a tungstenite connection, allowing `limit` bytes in flight (at most
+    /// 4 GiB); its writer task, [`write_loop`], drains it.
     pub fn new(limit: usize) -> Arc<Self> {
+        Self::with(limit, None, false, Some(Box::default()))
+    }
+
+    /// The outbox of a lean connection over `socket`, allowing `limit` bytes in flight;
+    /// `deflate`: it negotiated permessage-deflate. The session's task drains it (and the
+    /// hub's fan-out writes to it directly while the task has nothing in flight).
+    pub(crate) fn lean(limit: usize, socket: TcpStream, deflate: bool) -> Arc<Self> {
+        Self::with(limit, Some(socket), deflate, None)
+    }
+
+    fn with(
+        limit: usize,
+        socket: Option<TcpStream>,
+        deflate: bool,
+        ready: Option<Box<Notify>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             queue: Mutex::new(Queue::default()),
-            socket: OnceLock::new(),
-            ready: Notify::new(),
+            socket,
+            ready,
             waker: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
-            limit,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             replies: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             reason: Mutex::new(None),
-            frames: AtomicBool::new(false),
-            deflate: AtomicBool::new(false),
+            deflate,
             flush_pending: AtomicBool::new(false),
         })
     }
@@ -158,7 +172,7 @@ impl Outbox {
             return false;
         }
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        if before + len > self.limit {
+        if before + len > self.limit as usize {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             metrics::counter!(m::SLOW_CONSUMERS).increment(1);
             self.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
@@ -167,27 +181,19 @@ impl Outbox {
         true
     }
 
-    /// Marks the connection as one on the lean layer, which takes complete frames, over
-    /// `socket`; `deflate`: it negotiated permessage-deflate.
-    pub(crate) fn enable_frames(&self, socket: TcpStream, deflate: bool) {
-        let _ = self.socket.set(socket);
-        self.frames.store(true, Ordering::Relaxed);
-        self.deflate.store(deflate, Ordering::Relaxed);
-    }
-
-    /// The lean connection's socket (see [`Outbox::enable_frames`]).
+    /// The lean connection's socket (see [`Outbox::lean`]).
     pub(crate) fn socket(&self) -> Option<&TcpStream> {
-        self.socket.get()
+        self.socket.as_ref()
     }
 
     /// Whether the connection takes complete frames ([`Outbox::push_shared`]).
     pub fn frames(&self) -> bool {
-        self.frames.load(Ordering::Relaxed)
+        self.socket.is_some()
     }
 
     /// Whether the client takes compressed frames.
     pub fn deflate(&self) -> bool {
-        self.deflate.load(Ordering::Relaxed)
+        self.deflate
     }
 
     /// Queues a command's reply. Replies do not count towards the slow-consumer limit (a
@@ -256,7 +262,9 @@ impl Outbox {
     pub fn close_quietly(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.waker.wake();
-            self.ready.notify_one();
+            if let Some(ready) = &self.ready {
+                ready.notify_one();
+            }
         }
     }
 
@@ -268,8 +276,11 @@ impl Outbox {
     /// Resolves once the connection is closing (the tungstenite writer task: it is the only
     /// one waiting on `ready`, and a push it consumes here is still in the queue).
     async fn closed(&self) {
+        let Some(ready) = &self.ready else {
+            return std::future::pending().await;
+        };
         loop {
-            let mut notified = std::pin::pin!(self.ready.notified());
+            let mut notified = std::pin::pin!(ready.notified());
             // Registered before the flag is read, so a close in between still wakes it.
             notified.as_mut().enable();
             if self.is_closed() {
@@ -293,10 +304,9 @@ impl Outbox {
             Ok(mut queue) => queue.items.push_back(frame),
             Err(_) => return false,
         }
-        if self.frames() {
-            self.waker.wake();
-        } else {
-            self.ready.notify_one();
+        match &self.ready {
+            Some(ready) => ready.notify_one(),
+            None => self.waker.wake(),
         }
         true
     }

@@ -52,7 +52,7 @@ impl Outbox {
         match state {
             // Joins `flushes` unless a flush of this outbox is pending already (an earlier
             // event of the same batch, or another dispatcher's): that one writes this too.
-            WriteState::Idle if self.socket.get().is_some() => {
+            WriteState::Idle if self.socket.as_ref().is_some() => {
                 if self.flush_pending.swap(true, Ordering::AcqRel) {
                     return true;
                 }
@@ -72,7 +72,7 @@ impl Outbox {
         self.flush_pending.store(false, Ordering::Release);
         let mut written = Written::default();
         if queue.state == WriteState::Idle
-            && let Some(socket) = self.socket.get()
+            && let Some(socket) = self.socket.as_ref()
         {
             Self::write_head(&mut queue, socket, &mut written);
         }

@@ -28,7 +28,10 @@ pub(crate) fn write_loop(
             }
             let Some(first) = outbox.pop() else {
                 // A push or the close in between leaves a permit: nothing is missed.
-                outbox.ready.notified().await;
+                match &outbox.ready {
+                    Some(ready) => ready.notified().await,
+                    None => break, // Not a tungstenite outbox: nobody would wake this loop.
+                }
                 continue;
             };
             // `closed` may take a push's permit meanwhile; its frame is still queued, and
@@ -69,7 +72,9 @@ async fn write_batch(sink: &mut Writer, first: Outgoing, outbox: &Outbox) -> Res
     sink.flush().await.map_err(|_| ())?;
     if !drained {
         // The batch was full: come back for the rest without waiting for a push.
-        outbox.ready.notify_one();
+        if let Some(ready) = &outbox.ready {
+            ready.notify_one();
+        }
     }
     Ok(bytes)
 }

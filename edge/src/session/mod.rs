@@ -149,8 +149,8 @@ pub(crate) fn run<L: EdgeLink>(
     node: Arc<Node<L>>,
     handshake_token: Option<String>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let outbox = Outbox::new(node.config.client.outbound_queue_bytes);
-    let (mut transport, writer) = Transport::new(socket, &outbox);
+    let (mut transport, outbox, writer) =
+        Transport::new(socket, node.config.client.outbound_queue_bytes);
     let ping_interval = node.config.client.ping_interval;
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     metrics::gauge!(m::CONNECTIONS).increment(1);

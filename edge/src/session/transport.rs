@@ -83,25 +83,26 @@ pub(super) struct LeanIo {
 }
 
 impl Transport {
-    /// Takes over an upgraded socket; for tungstenite, starts the writer task (whose abort
-    /// handle is returned).
-    pub(super) fn new(socket: Socket, outbox: &Arc<Outbox>) -> (Self, Option<AbortHandle>) {
+    /// Takes over an upgraded socket, with an outbox allowing `limit` bytes in flight; for
+    /// tungstenite, starts the writer task (whose abort handle is returned).
+    pub(super) fn new(socket: Socket, limit: usize) -> (Self, Arc<Outbox>, Option<AbortHandle>) {
         match socket {
             Socket::Tungstenite(ws) => {
+                let outbox = Outbox::new(limit);
                 let (sink, reader) = ws.split();
                 let writer = tokio::spawn(guarded_writer(sink, outbox.clone()));
                 let abort = writer.abort_handle();
-                (Transport::Split { reader, writer }, Some(abort))
+                (Transport::Split { reader, writer }, outbox, Some(abort))
             }
             Socket::Lean(s) => {
-                outbox.enable_frames(s.tcp, s.deflate);
+                let outbox = Outbox::lean(limit, s.tcp, s.deflate);
                 let lean = LeanIo {
                     decoder: Decoder::new(s.limits, s.deflate, &s.read_buf),
                     out: OutQueue::default(),
                     in_flight: Written::default(),
                     failed: false,
                 };
-                (Transport::Lean(lean), None)
+                (Transport::Lean(lean), outbox, None)
             }
         }
     }
