@@ -11,12 +11,16 @@
 //!   drain   ──wake_all──────────────▶ every entry's session (each live session has one)
 //! ```
 //!
+//! A session keeps its deadlines as [`Tick`]s (8 bytes each, in the timer's milliseconds)
+//! rather than 16-byte `Instant`s.
+//!
 //! An entry is never removed early: a session whose deadline moved later is woken at the old
 //! one, finds nothing due and schedules the new one. An entry of a connection that ended holds
 //! only a `Weak` (the outbox's allocation, not its socket) until it comes due.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -24,6 +28,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::outbox::Outbox;
+
+/// A moment as the timer counts it: whole milliseconds since its base, rounded up, plus
+/// one (never zero, so an `Option<Tick>` is 8 bytes too). Made and read by [`Timers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Tick(NonZeroU64);
 
 /// The edge's connection timer. Cheap to share by reference (it lives in the node).
 pub(crate) struct Timers {
@@ -86,6 +95,17 @@ impl Default for Timers {
 }
 
 impl Timers {
+    /// `at` as a [`Tick`], rounded up to the millisecond: a deadline kept as a tick is never
+    /// earlier than asked, and an entry scheduled for it comes due at the same millisecond.
+    pub(crate) fn tick(&self, at: Instant) -> Tick {
+        Tick(NonZeroU64::MIN.saturating_add(self.shared.millis(at)))
+    }
+
+    /// The moment `tick` stands for.
+    pub(crate) fn instant(&self, tick: Tick) -> Instant {
+        self.shared.base + Duration::from_millis(tick.0.get() - 1)
+    }
+
     /// Wakes the session of `outbox` at `at` (or within a millisecond after).
     pub(crate) fn schedule(&self, at: Instant, outbox: &Arc<Outbox>) {
         let at = self.shared.millis(at);

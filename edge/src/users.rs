@@ -19,42 +19,45 @@ pub struct Users {
     by_user: Mutex<HashMap<UserId, Vec<Session>>>,
 }
 
-/// A session's place in [`Users`]; leaving it (on drop) frees the slot.
-#[derive(Debug)]
-pub struct UserSlot {
-    users: Arc<Users>,
-    user: UserId,
-    session: SessionId,
-}
-
 impl Users {
     fn map(&self) -> MutexGuard<'_, HashMap<UserId, Vec<Session>>> {
         // Every update is a single push/retain/remove, so a poisoned map is still consistent.
         self.by_user.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `session` for `user` unless the user already has `max` connections here.
+    /// Registers `session` for `user` unless the user already has `max` connections here;
+    /// false if it has. An admitted session must be [released](Users::release) when it ends.
     pub fn admit(
-        self: &Arc<Self>,
+        &self,
         user: &UserId,
         session: SessionId,
         outbox: Arc<Outbox>,
         max: usize,
-    ) -> Option<UserSlot> {
+    ) -> bool {
         let mut map = self.map();
         let sessions = map.entry(user.clone()).or_default();
         if sessions.len() >= max {
-            return None;
+            if sessions.is_empty() {
+                map.remove(user);
+            }
+            return false;
         }
         // One slot at a time: most users have one connection per edge, and a `Vec`
         // would otherwise start at four.
         sessions.reserve_exact(1);
         sessions.push((session, outbox));
-        Some(UserSlot {
-            users: self.clone(),
-            user: user.clone(),
-            session,
-        })
+        true
+    }
+
+    /// Frees the slot `session` of `user` holds (the session ended).
+    pub fn release(&self, user: &UserId, session: SessionId) {
+        let mut map = self.map();
+        if let Some(sessions) = map.get_mut(user) {
+            sessions.retain(|(s, _)| *s != session);
+            if sessions.is_empty() {
+                map.remove(user);
+            }
+        }
     }
 
     /// Closes every connection of `user` on this edge; returns how many.
@@ -72,46 +75,42 @@ impl Users {
     }
 }
 
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut map = self.users.map();
-        if let Some(sessions) = map.get_mut(&self.user) {
-            sessions.retain(|(s, _)| *s != self.session);
-            if sessions.is_empty() {
-                map.remove(&self.user);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_limited_per_user_and_freed_on_drop() {
-        let users = Arc::new(Users::default());
+    fn slots_are_limited_per_user_and_freed_on_release() {
+        let users = Users::default();
         let ann = UserId::new("ann");
-        let a = users.admit(&ann, 1, Outbox::new(1024), 2).unwrap();
-        let _b = users.admit(&ann, 2, Outbox::new(1024), 2).unwrap();
-        assert!(users.admit(&ann, 3, Outbox::new(1024), 2).is_none());
-        assert!(
-            users
-                .admit(&UserId::new("bob"), 4, Outbox::new(1024), 2)
-                .is_some()
-        );
-        drop(a);
+        assert!(users.admit(&ann, 1, Outbox::new(1024), 2));
+        assert!(users.admit(&ann, 2, Outbox::new(1024), 2));
+        assert!(!users.admit(&ann, 3, Outbox::new(1024), 2));
+        assert!(users.admit(&UserId::new("bob"), 4, Outbox::new(1024), 2));
+        users.release(&ann, 1);
         assert_eq!(users.count(&ann), 1);
-        assert!(users.admit(&ann, 5, Outbox::new(1024), 2).is_some());
+        assert!(users.admit(&ann, 5, Outbox::new(1024), 2));
+        users.release(&ann, 2);
+        users.release(&ann, 5);
+        assert_eq!(users.count(&ann), 0);
+        assert!(
+            users.map().get(&ann).is_none(),
+            "a user with no session is forgotten"
+        );
+        assert!(!users.admit(&ann, 6, Outbox::new(1024), 0));
+        assert!(
+            users.map().get(&ann).is_none(),
+            "a refused user leaves no entry"
+        );
     }
 
     #[test]
     fn disconnect_closes_every_session_of_the_user() {
-        let users = Arc::new(Users::default());
+        let users = Users::default();
         let ann = UserId::new("ann");
         let (c1, c2) = (Outbox::new(1024), Outbox::new(1024));
-        let _s1 = users.admit(&ann, 1, c1.clone(), 10);
-        let _s2 = users.admit(&ann, 2, c2.clone(), 10);
+        assert!(users.admit(&ann, 1, c1.clone(), 10));
+        assert!(users.admit(&ann, 2, c2.clone(), 10));
         assert_eq!(users.disconnect(&ann, CloseCode::Kicked, "bye"), 2);
         assert!(c1.is_closed() && c2.is_closed());
         assert_eq!(

@@ -55,11 +55,12 @@ impl<L: EdgeLink> Session<L> {
             }
         };
         let max = self.node.config.limits.connections_per_user;
-        let Some(slot) =
-            self.node
-                .users
-                .admit(&identity.user, self.id, self.outbox.clone(), max as usize)
-        else {
+        let outbox = self.outbox.clone();
+        if !self
+            .node
+            .users
+            .admit(&identity.user, self.id, outbox, max as usize)
+        {
             metrics::counter!(m::LIMIT_HITS, "limit" => "connections_per_user").increment(1);
             let reason = format!("user has {max} connections on this edge");
             Rare::of(&mut self.rare).close_after =
@@ -86,13 +87,12 @@ impl<L: EdgeLink> Session<L> {
             refresh_at,
             expire_at,
             identity,
-            _slot: slot,
         });
         Ok(ReplyOk::Connect(ok))
     }
 
     /// When to push `refresh` and when to close, for a connection with `identity`'s token.
-    fn deadlines(&self, identity: &Identity) -> (Option<Instant>, Option<Instant>) {
+    fn deadlines(&self, identity: &Identity) -> (Option<Tick>, Option<Tick>) {
         let now = Instant::now();
         let c = &self.node.config;
         // An `exp` centuries away is legal; cap it so deadline arithmetic cannot overflow
@@ -102,9 +102,12 @@ impl<L: EdgeLink> Session<L> {
             .expires_in(unix_now())
             .filter(|s| *s < FAR)
             .map(Duration::from_secs);
+        let tick = |at: Option<Instant>| at.map(|at| self.node.timers.tick(at));
         (
-            expires_in.and_then(|e| now.checked_add(e.saturating_sub(c.client.refresh_ahead))),
-            expires_in.and_then(|e| now.checked_add(e + c.auth.leeway)),
+            tick(
+                expires_in.and_then(|e| now.checked_add(e.saturating_sub(c.client.refresh_ahead))),
+            ),
+            tick(expires_in.and_then(|e| now.checked_add(e + c.auth.leeway))),
         )
     }
 

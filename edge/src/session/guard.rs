@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   run: read loop ─(panic caught)─▶ close 4003 ─▶ finish: leave rooms, presence, slot ─▶ finished
-//!   Session (Drop): gauge −1 · unless finished: close 4003, hub.forget, abort writer task
+//!   Session (Drop): gauge −1 · user slot freed · unless finished: close 4003, hub.forget, abort writer task
 //! ```
 //!
 //! The session itself is the guard (it has the hub, its id and its outbox already), so a
@@ -40,6 +40,9 @@ impl<L: EdgeLink> Session<L> {
 impl<L: EdgeLink> Drop for Session<L> {
     fn drop(&mut self) {
         metrics::gauge!(m::CONNECTIONS).decrement(1);
+        if let Stage::Connected(conn) = &self.stage {
+            self.node.users.release(&conn.identity.user, self.id);
+        }
         if self.finished {
             return;
         }

@@ -46,7 +46,7 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::small_map::SmallMap;
-use crate::users::UserSlot;
+use crate::timers::Tick;
 use crate::ws::compat::Socket;
 use transport::{Incoming, Step, Transport};
 
@@ -68,11 +68,11 @@ struct Session<L: EdgeLink> {
     outbox: Arc<Outbox>,
     stage: Stage,
     subs: SmallMap<RoomName, Sub>,
-    last_seen: Instant,
+    last_seen: Tick,
     /// When to send the next WebSocket ping (through the outbox, so the writer needs no timer).
-    next_ping: Instant,
+    next_ping: Tick,
     /// The deadline this session's entry in the edge's timer is for, until it passes.
-    wakeup: Option<Instant>,
+    wakeup: Option<Tick>,
     /// What only some connections ever need, made on first use.
     rare: Option<Box<Rare>>,
     /// The end ran to completion (`cleanup`); otherwise dropping the session releases what
@@ -85,7 +85,7 @@ enum Stage {
     /// Waiting for `connect` since `opened`; `token` came with the upgrade request (query
     /// string or cookie), for a `connect` that carries none.
     Opening {
-        opened: Instant,
+        opened: Tick,
         token: Option<Box<str>>,
     },
     /// Authenticated.
@@ -121,13 +121,13 @@ impl Rare {
     }
 }
 
+/// An authenticated connection. It holds a place among its user's connections on this edge
+/// (`node.users`), released when the session is dropped (`guard.rs`).
 struct Connected {
-    /// Holds this connection's place among its user's connections on this edge.
-    _slot: UserSlot,
     client: ClientId,
     identity: Identity,
-    refresh_at: Option<Instant>,
-    expire_at: Option<Instant>,
+    refresh_at: Option<Tick>,
+    expire_at: Option<Tick>,
 }
 
 struct Sub {
@@ -155,6 +155,7 @@ pub(crate) fn run<L: EdgeLink>(
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     metrics::gauge!(m::CONNECTIONS).increment(1);
     let now = Instant::now();
+    let (opened, next_ping) = (node.timers.tick(now), node.timers.tick(now + ping_interval));
     let id = node.hub.next_session();
     let mut session = Session {
         rate: CommandRate::new(&node.config.limits),
@@ -162,12 +163,12 @@ pub(crate) fn run<L: EdgeLink>(
         node,
         outbox,
         stage: Stage::Opening {
-            opened: now,
+            opened,
             token: handshake_token.map(String::into_boxed_str),
         },
         subs: SmallMap::default(),
-        last_seen: now,
-        next_ping: now + ping_interval,
+        last_seen: opened,
+        next_ping,
         wakeup: None,
         rare: writer.map(|writer| {
             Box::new(Rare {
@@ -284,7 +285,7 @@ impl<L: EdgeLink> Session<L> {
             Wake::RepliesWritten => self.unstall(),
             Wake::Step(Step::Wrote) => {}
             Wake::Step(Step::Read(Incoming::Text(text))) => {
-                self.last_seen = Instant::now();
+                self.last_seen = self.tick(Instant::now());
                 return ControlFlow::Continue(Some(text));
             }
             Wake::Step(Step::Read(Incoming::End)) => {
@@ -302,7 +303,9 @@ impl<L: EdgeLink> Session<L> {
                     "binary frames are not supported; send JSON text frames",
                 );
             }
-            Wake::Step(Step::Read(Incoming::Control)) => self.last_seen = Instant::now(),
+            Wake::Step(Step::Read(Incoming::Control)) => {
+                self.last_seen = self.tick(Instant::now());
+            }
         }
         ControlFlow::Continue(None)
     }
@@ -340,15 +343,16 @@ impl<L: EdgeLink> Session<L> {
 
     fn next_deadline(&self) -> Instant {
         let c = &self.node.config.client;
-        let mut next = (self.last_seen + c.idle_timeout).min(self.next_ping);
+        let at = |tick| self.node.timers.instant(tick);
+        let mut next = (at(self.last_seen) + c.idle_timeout).min(at(self.next_ping));
         if let Some(since) = self.stalled_since() {
             next = next.min(since + c.write_timeout);
         }
         match &self.stage {
-            Stage::Opening { opened, .. } => next = next.min(*opened + c.connect_timeout),
+            Stage::Opening { opened, .. } => next = next.min(at(*opened) + c.connect_timeout),
             Stage::Connected(conn) => {
                 for t in [conn.refresh_at, conn.expire_at].into_iter().flatten() {
-                    next = next.min(t);
+                    next = next.min(at(t));
                 }
             }
         }
@@ -361,14 +365,23 @@ impl<L: EdgeLink> Session<L> {
     /// or its entry's time if that is sooner.
     fn schedule_wakeup(&mut self, deadline: Instant) -> Instant {
         let now = Instant::now();
-        if self.wakeup.is_some_and(|at| at <= now) {
+        let timers = &self.node.timers;
+        if self.wakeup.is_some_and(|at| timers.instant(at) <= now) {
             self.wakeup = None;
         }
-        if deadline > now && self.wakeup.is_none_or(|at| deadline < at) {
-            self.node.timers.schedule(deadline, &self.outbox);
-            self.wakeup = Some(deadline);
+        // Compared as ticks: the entry is for the deadline's millisecond, rounded up.
+        let wanted = timers.tick(deadline);
+        if deadline > now && self.wakeup.is_none_or(|at| wanted < at) {
+            timers.schedule(timers.instant(wanted), &self.outbox);
+            self.wakeup = Some(wanted);
         }
-        self.wakeup.map_or(deadline, |at| at.min(deadline))
+        self.wakeup
+            .map_or(deadline, |at| timers.instant(at).min(deadline))
+    }
+
+    /// `at` as the session keeps its moments.
+    fn tick(&self, at: Instant) -> Tick {
+        self.node.timers.tick(at)
     }
 
     /// Acts on whatever deadline has passed (nothing, if the round was only to renew the
@@ -389,20 +402,21 @@ impl<L: EdgeLink> Session<L> {
                 "replies left unread for too long (client.write_timeout)",
             );
         }
-        if now >= self.last_seen + c.idle_timeout {
+        let at = |tick| self.node.timers.instant(tick);
+        if now >= at(self.last_seen) + c.idle_timeout {
             return self.close(
                 CloseCode::IdleTimeout,
                 "nothing received within the idle timeout",
             );
         }
-        if now >= self.next_ping {
-            self.next_ping = now + c.ping_interval;
+        if now >= at(self.next_ping) {
+            self.next_ping = self.tick(now + c.ping_interval);
             self.outbox.push_ping();
         }
         let conn = match &mut self.stage {
             Stage::Connected(conn) => conn,
             Stage::Opening { opened, .. } => {
-                let opened = *opened;
+                let opened = at(*opened);
                 if now >= opened + c.connect_timeout {
                     self.close(
                         CloseCode::ConnectTimeout,
@@ -412,13 +426,14 @@ impl<L: EdgeLink> Session<L> {
                 return;
             }
         };
-        if conn.expire_at.is_some_and(|t| t <= now) {
+        let at = |tick| self.node.timers.instant(tick);
+        if conn.expire_at.is_some_and(|t| at(t) <= now) {
             return self.close(
                 CloseCode::TokenExpired,
                 "token expired; reconnect with a fresh token",
             );
         }
-        if conn.refresh_at.is_some_and(|t| t <= now) {
+        if conn.refresh_at.is_some_and(|t| at(t) <= now) {
             conn.refresh_at = None;
             let expires_in = conn.identity.expires_in(unix_now()).unwrap_or(0);
             self.outbox

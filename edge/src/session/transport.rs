@@ -18,6 +18,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -140,11 +141,16 @@ impl Transport {
         matches!(self, Transport::Lean(lean) if !lean.failed)
     }
 
-    /// Runs `work` (a command) to its end while writing what is queued meanwhile.
-    pub(super) async fn drive<T>(&mut self, outbox: &Outbox, work: impl Future<Output = T>) -> T {
-        let mut work = std::pin::pin!(work);
-        poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+    /// Runs `work` (a command) to its end while writing what is queued meanwhile. (A plain
+    /// future over its three references, not an async fn: it is part of the session's task
+    /// while a command runs.)
+    pub(super) fn drive<'a, T>(
+        &'a mut self,
+        outbox: &'a Outbox,
+        mut work: impl Future<Output = T> + Unpin + 'a,
+    ) -> impl Future<Output = T> + 'a {
+        poll_fn(move |cx| {
+            if let Poll::Ready(out) = Pin::new(&mut work).poll(cx) {
                 return Poll::Ready(out);
             }
             if let Transport::Lean(lean) = self {
@@ -152,7 +158,6 @@ impl Transport {
             }
             Poll::Pending
         })
-        .await
     }
 
     /// Ends the connection: runs `cleanup` (leaving every room) while the closing frames are
