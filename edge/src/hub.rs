@@ -19,12 +19,12 @@
 //! The hub holds no link: the upstream subscribe and unsubscribe calls are handed in by the
 //! node (`node/calls.rs`), which owns the link, so the hub is local fan-out only.
 //!
-//! The rooms map is behind a `std::sync::Mutex` that is never held across an `.await`; the
-//! per-room async mutex only serializes upstream subscribe/unsubscribe of that room.
+//! The rooms map is behind a `std::sync::Mutex` that is never held across an `.await`; a
+//! room's upstream subscribe and unsubscribe take turns (`turn.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,9 +40,11 @@ use crate::user_presence::{Op, UserTable};
 mod encoded;
 #[cfg(test)]
 mod tests;
+mod turn;
 mod users;
 
 use encoded::{Audience, Encoded, SharedPush};
+use turn::Taken;
 
 /// Identifies a session within this edge.
 pub(crate) type SessionId = u64;
@@ -63,6 +65,8 @@ struct Shared {
     /// instead of a whole entry.
     rooms: Mutex<HashMap<RoomName, Box<RoomEntry>>>,
     next_session: AtomicU64,
+    /// The next room entry's generation (see `turn.rs`).
+    next_generation: AtomicU32,
     /// `client.user_presence_debounce`: how long a user's last leave waits for a re-join.
     debounce: Duration,
     /// User leaves waiting for their debounce, in due order (the debounce is one constant).
@@ -108,12 +112,16 @@ struct RoomEntry {
     subs: SmallMap<SessionId, LocalSub>,
     /// Whether the upstream subscription is in place.
     active: bool,
+    /// An upstream subscribe or unsubscribe of the room is under way (see `turn.rs`).
+    busy: bool,
+    /// Tells this entry from a later one of the same name (see `turn.rs`).
+    generation: u32,
+    /// Wakes those waiting for `busy` to clear; made by the first one that waits.
+    idle: Option<Arc<tokio::sync::Notify>>,
     /// Position of the latest publication dispatched here (or of the upstream subscription).
     position: Option<At>,
     /// Position returned by the upstream subscribe.
     subscribed_at: Option<At>,
-    /// Serializes upstream subscribe/unsubscribe of this room.
-    upstream: Arc<tokio::sync::Mutex<()>>,
     /// User-level presence, while a local subscriber asked for it (boxed: most rooms have
     /// none).
     users: Option<Box<UserTable>>,
@@ -230,9 +238,11 @@ impl Hub {
             Box::new(RoomEntry {
                 subs: SmallMap::default(),
                 active: false,
+                busy: false,
+                generation: self.shared.next_generation.fetch_add(1, Ordering::Relaxed),
+                idle: None,
                 position: None,
                 subscribed_at: None,
-                upstream: Arc::new(tokio::sync::Mutex::new(())),
                 users: None,
             })
         });
@@ -266,36 +276,32 @@ impl Hub {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Position, BrokerError>>,
     {
-        let lock = {
-            let rooms = self.rooms();
-            let entry = rooms
-                .get(room)
-                .ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
-            if let (true, Some(at)) = (entry.active, &entry.subscribed_at) {
-                return Ok(at.position());
-            }
-            entry.upstream.clone()
+        let ended = || BrokerError::Unavailable("subscription ended".into());
+        let subscribed = |entry: &RoomEntry| match (entry.active, &entry.subscribed_at) {
+            (true, Some(at)) => Some(at.position()),
+            _ => None,
         };
-        let _serial = lock.lock().await;
-        if let Some(entry) = self.rooms().get(room)
-            && let (true, Some(at)) = (entry.active, &entry.subscribed_at)
-        {
-            return Ok(at.position());
-        }
+        let turn = match self.turn(room, subscribed).await {
+            Taken::Turn(turn) => turn,
+            Taken::Decided(position) => return Ok(position),
+            Taken::Gone => return Err(ended()),
+        };
         let position = subscribe().await?;
         let at = At {
             epoch: self.shared.epoch(&position.epoch),
             offset: position.offset,
         };
         let mut rooms = self.rooms();
-        let entry = rooms
-            .get_mut(room)
-            .ok_or_else(|| BrokerError::Unavailable("subscription ended".into()))?;
+        let Some(entry) = rooms.get_mut(room).filter(|e| turn.owns(e)) else {
+            turn.end(None);
+            return Err(ended());
+        };
         entry.active = true;
         if entry.position.is_none() {
             entry.position = Some(at.clone());
         }
         entry.subscribed_at = Some(at);
+        turn.end(Some(&mut **entry));
         Ok(position)
     }
 
@@ -343,7 +349,7 @@ impl Hub {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(), BrokerError>>,
     {
-        let lock = {
+        {
             let mut rooms = self.rooms();
             let Some(entry) = rooms.get_mut(room) else {
                 return;
@@ -355,29 +361,38 @@ impl Hub {
             if !entry.subs.is_empty() {
                 return;
             }
-            entry.upstream.clone()
+        }
+        // Someone who subscribes meanwhile owns the upstream from then on.
+        let turn = match self
+            .turn(room, |e| (!e.subs.is_empty()).then_some(()))
+            .await
+        {
+            Taken::Turn(turn) => turn,
+            Taken::Decided(()) | Taken::Gone => return,
         };
-        let _serial = lock.lock().await;
         let was_active = {
             let mut rooms = self.rooms();
-            let Some(entry) = rooms.get_mut(room) else {
-                return;
-            };
-            if !entry.subs.is_empty() || !Arc::ptr_eq(&entry.upstream, &lock) {
-                return; // Someone subscribed meanwhile; they own the upstream now.
+            match rooms.get_mut(room).filter(|e| turn.owns(e)) {
+                Some(entry) if entry.subs.is_empty() => std::mem::replace(&mut entry.active, false),
+                entry => return turn.end(entry.map(|e| &mut **e)),
             }
-            std::mem::replace(&mut entry.active, false)
         };
         if was_active && let Err(e) = unsubscribe().await {
             tracing::debug!(room = %room, error = %e, "upstream unsubscribe failed");
         }
         let mut rooms = self.rooms();
-        if rooms
-            .get(room)
+        let entry = rooms.get_mut(room).filter(|e| turn.owns(e));
+        if entry
+            .as_ref()
             .is_some_and(|e| e.subs.is_empty() && !e.active)
         {
-            rooms.remove(room);
+            turn.end(None);
+            if let Some(mut entry) = rooms.remove(room) {
+                entry.wake_waiters();
+            }
             metrics::gauge!(m::HUB_ROOMS).decrement(1);
+        } else {
+            turn.end(entry.map(|e| &mut **e));
         }
     }
 
@@ -475,8 +490,9 @@ impl Hub {
     /// subscribed connection (reconnectable, so clients recover through another edge or after
     /// re-attach) and forgets all rooms.
     pub fn reset(&self) {
-        let rooms = std::mem::take(&mut *self.rooms());
-        for entry in rooms.values() {
+        let mut rooms = std::mem::take(&mut *self.rooms());
+        for entry in rooms.values_mut() {
+            entry.wake_waiters();
             for sub in entry.subs.values() {
                 sub.outbox.close(
                     CloseCode::BackendUnavailable,
