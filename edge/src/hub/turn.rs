@@ -141,6 +141,14 @@ mod tests {
         hub.register(&room(), session, Outbox::new(1024), false, false);
     }
 
+    /// A hub with subscribers 1 and 2 registered in the room, the room, and a call counter.
+    fn two_subscribers() -> (Hub, RoomName, AtomicUsize) {
+        let hub = Hub::new();
+        register(&hub, 1);
+        register(&hub, 2);
+        (hub, room(), AtomicUsize::new(0))
+    }
+
     /// An upstream subscribe that counts its calls and answers after `delay`.
     async fn subscribe(
         calls: &AtomicUsize,
@@ -154,11 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_first_subscribers_subscribe_upstream_once() {
-        let hub = Hub::new();
-        let r = room();
-        let calls = AtomicUsize::new(0);
-        register(&hub, 1);
-        register(&hub, 2);
+        let (hub, r, calls) = two_subscribers();
         let slow = Duration::from_millis(50);
         let (a, b) = tokio::join!(
             hub.ensure_upstream(&r, || subscribe(&calls, slow, Ok(at(7)))),
@@ -179,11 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_subscribe_passes_the_turn_to_the_next_subscriber() {
-        let hub = Hub::new();
-        let r = room();
-        let calls = AtomicUsize::new(0);
-        register(&hub, 1);
-        register(&hub, 2);
+        let (hub, r, calls) = two_subscribers();
         let slow = Duration::from_millis(50);
         let failing = Err(BrokerError::Unavailable("down".into()));
         let (a, b) = tokio::join!(
@@ -248,11 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reset_wakes_the_waiters_and_a_late_turn_leaves_the_new_room_alone() {
-        let hub = Hub::new();
-        let r = room();
-        let calls = AtomicUsize::new(0);
-        register(&hub, 1);
-        register(&hub, 2);
+        let (hub, r, calls) = two_subscribers();
         let first = hub.ensure_upstream(&r, || {
             subscribe(&calls, Duration::from_millis(100), Ok(at(1)))
         });
