@@ -107,8 +107,8 @@ impl Timers {
     }
 
     /// Wakes the session of `outbox` at `at` (or within a millisecond after).
-    pub(crate) fn schedule(&self, at: Instant, outbox: &Arc<Outbox>) {
-        let at = self.shared.millis(at);
+    pub(crate) fn schedule(&self, at: Tick, outbox: &Arc<Outbox>) {
+        let at = at.0.get() - 1;
         let mut state = self.shared.state();
         state.heap.push(Reverse(Entry {
             at,
@@ -237,8 +237,8 @@ mod tests {
         let timers = Timers::default();
         let (a, b) = (Outbox::new(1024), Outbox::new(1024));
         let start = Instant::now();
-        timers.schedule(start + Duration::from_millis(300), &a);
-        timers.schedule(start + Duration::from_millis(100), &b);
+        timers.schedule(timers.tick(start + Duration::from_millis(300)), &a);
+        timers.schedule(timers.tick(start + Duration::from_millis(100)), &b);
         woken(&b).await;
         assert!(start.elapsed() >= Duration::from_millis(100));
         assert!(start.elapsed() < Duration::from_millis(300));
@@ -252,14 +252,14 @@ mod tests {
         let timers = Timers::default();
         let start = Instant::now();
         let first = Outbox::new(1024);
-        timers.schedule(start + Duration::from_secs(60), &first);
+        timers.schedule(timers.tick(start + Duration::from_secs(60)), &first);
         tokio::task::yield_now().await;
         // The timer task looks again at a moment that is not a whole millisecond, for an
         // entry due half a millisecond later: it must wait for it, not wake it early.
         tokio::time::advance(Duration::from_micros(10_200)).await;
         let due = start + Duration::from_micros(10_500);
         let session = Outbox::new(1024);
-        timers.schedule(due, &session);
+        timers.schedule(timers.tick(due), &session);
         woken(&session).await;
         assert!(
             Instant::now() >= due,
@@ -273,13 +273,13 @@ mod tests {
         let timers = Timers::default();
         let late = Outbox::new(1024);
         let start = Instant::now();
-        timers.schedule(start + Duration::from_secs(60), &late);
+        timers.schedule(timers.tick(start + Duration::from_secs(60)), &late);
         tokio::task::yield_now().await;
         let gone = Outbox::new(1024);
-        timers.schedule(start + Duration::from_millis(5), &gone);
+        timers.schedule(timers.tick(start + Duration::from_millis(5)), &gone);
         drop(gone);
         let soon = Outbox::new(1024);
-        timers.schedule(start + Duration::from_millis(10), &soon);
+        timers.schedule(timers.tick(start + Duration::from_millis(10)), &soon);
         woken(&soon).await;
         assert!(
             start.elapsed() < Duration::from_secs(1),
@@ -287,7 +287,7 @@ mod tests {
         );
         assert_eq!(timers.len(), 1);
         let all = Outbox::new(1024);
-        timers.schedule(start + Duration::from_secs(30), &all);
+        timers.schedule(timers.tick(start + Duration::from_secs(30)), &all);
         let waiting = woken(&all);
         let mut waiting = std::pin::pin!(waiting);
         assert!(futures_util::poll!(waiting.as_mut()).is_pending());

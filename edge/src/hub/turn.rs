@@ -41,13 +41,18 @@ impl<'a> Turn<'a> {
     /// Ends the turn with the hub's lock held by the caller (`entry` is the room's entry, if
     /// it still has one).
     pub(super) fn end(mut self, entry: Option<&mut RoomEntry>) {
-        if let Some(entry) = entry
-            && self.owns(entry)
-        {
+        if let Some(entry) = entry {
+            self.release(entry);
+        }
+        self.ended = true;
+    }
+
+    /// Frees `entry` for the next turn and wakes its waiters, if it is this turn's.
+    fn release(&self, entry: &mut RoomEntry) {
+        if self.owns(entry) {
             entry.busy = false;
             entry.wake_waiters();
         }
-        self.ended = true;
     }
 }
 
@@ -56,12 +61,8 @@ impl Drop for Turn<'_> {
         if self.ended {
             return;
         }
-        let mut rooms = self.hub.rooms();
-        if let Some(entry) = rooms.get_mut(self.room)
-            && entry.generation == self.generation
-        {
-            entry.busy = false;
-            entry.wake_waiters();
+        if let Some(entry) = self.hub.rooms().get_mut(self.room) {
+            self.release(entry);
         }
     }
 }

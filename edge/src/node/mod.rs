@@ -20,7 +20,7 @@ pub(crate) mod state;
 mod users;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use plaza_backend::EdgeLink;
@@ -47,7 +47,7 @@ pub struct Node<L: EdgeLink> {
     /// Local fan-out of room events to this edge's subscribers.
     pub hub: Hub,
     /// Connections by user.
-    pub users: Arc<Users>,
+    pub users: Users,
     /// Browser origins allowed to connect.
     pub origins: OriginPolicy,
     /// New connections per client IP.

@@ -343,16 +343,19 @@ impl<L: EdgeLink> Session<L> {
 
     fn next_deadline(&self) -> Instant {
         let c = &self.node.config.client;
-        let at = |tick| self.node.timers.instant(tick);
-        let mut next = (at(self.last_seen) + c.idle_timeout).min(at(self.next_ping));
+        let timers = &self.node.timers;
+        let mut next =
+            (timers.instant(self.last_seen) + c.idle_timeout).min(timers.instant(self.next_ping));
         if let Some(since) = self.stalled_since() {
             next = next.min(since + c.write_timeout);
         }
         match &self.stage {
-            Stage::Opening { opened, .. } => next = next.min(at(*opened) + c.connect_timeout),
+            Stage::Opening { opened, .. } => {
+                next = next.min(timers.instant(*opened) + c.connect_timeout);
+            }
             Stage::Connected(conn) => {
                 for t in [conn.refresh_at, conn.expire_at].into_iter().flatten() {
-                    next = next.min(at(t));
+                    next = next.min(timers.instant(t));
                 }
             }
         }
@@ -372,7 +375,7 @@ impl<L: EdgeLink> Session<L> {
         // Compared as ticks: the entry is for the deadline's millisecond, rounded up.
         let wanted = timers.tick(deadline);
         if deadline > now && self.wakeup.is_none_or(|at| wanted < at) {
-            timers.schedule(timers.instant(wanted), &self.outbox);
+            timers.schedule(wanted, &self.outbox);
             self.wakeup = Some(wanted);
         }
         self.wakeup
@@ -402,22 +405,21 @@ impl<L: EdgeLink> Session<L> {
                 "replies left unread for too long (client.write_timeout)",
             );
         }
-        let at = |tick| self.node.timers.instant(tick);
-        if now >= at(self.last_seen) + c.idle_timeout {
+        let timers = &self.node.timers;
+        if now >= timers.instant(self.last_seen) + c.idle_timeout {
             return self.close(
                 CloseCode::IdleTimeout,
                 "nothing received within the idle timeout",
             );
         }
-        if now >= at(self.next_ping) {
-            self.next_ping = self.tick(now + c.ping_interval);
+        if now >= timers.instant(self.next_ping) {
+            self.next_ping = timers.tick(now + c.ping_interval);
             self.outbox.push_ping();
         }
         let conn = match &mut self.stage {
             Stage::Connected(conn) => conn,
             Stage::Opening { opened, .. } => {
-                let opened = at(*opened);
-                if now >= opened + c.connect_timeout {
+                if now >= timers.instant(*opened) + c.connect_timeout {
                     self.close(
                         CloseCode::ConnectTimeout,
                         "no connect command within the connect timeout",
@@ -426,14 +428,13 @@ impl<L: EdgeLink> Session<L> {
                 return;
             }
         };
-        let at = |tick| self.node.timers.instant(tick);
-        if conn.expire_at.is_some_and(|t| at(t) <= now) {
+        if conn.expire_at.is_some_and(|t| timers.instant(t) <= now) {
             return self.close(
                 CloseCode::TokenExpired,
                 "token expired; reconnect with a fresh token",
             );
         }
-        if conn.refresh_at.is_some_and(|t| at(t) <= now) {
+        if conn.refresh_at.is_some_and(|t| timers.instant(t) <= now) {
             conn.refresh_at = None;
             let expires_in = conn.identity.expires_in(unix_now()).unwrap_or(0);
             self.outbox
